@@ -1,0 +1,1 @@
+//! The FCC wire protocol (see `docs/protocol.md`).

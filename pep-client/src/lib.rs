@@ -1,0 +1,1 @@
+//! The gateway-side client of pep.

@@ -1,0 +1,1 @@
+//! The pep provisioning core and HTTP daemon.
