@@ -1,0 +1,264 @@
+//! Store acceptance: keyset paging, reservations under races, crash recovery — on a real SQLite file.
+
+use std::collections::HashSet;
+
+use pep_server::store::{
+    DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, SortOrder, Store,
+    now_ms,
+};
+
+fn attempt(serial: &str) -> NewAttempt<'_> {
+    NewAttempt {
+        serial,
+        gateway: "127.0.0.1:40000",
+        requester: "test",
+        hardware_version: "hw",
+        radio_config: "00",
+        led_config: "01",
+        category: "production",
+        cloud_address: "https://gw.example",
+        api_address: "https://api.example",
+        gateway_services_address: "https://gw.example",
+        verification_key: Some("vk-1"),
+        now_ms: now_ms(),
+    }
+}
+
+fn enrollment(i: usize) -> String {
+    // A syntactically valid enrollment ID derived from i.
+    let bytes: Vec<String> = (0..32).map(|k| format!("{:02X}", (i + k) % 256)).collect();
+    format!("A-{}", bytes.join(":"))
+}
+
+async fn deploy(store: &Store, serial: &str, i: usize) -> i64 {
+    let Reservation::Reserved { id } = store.reserve(&attempt(serial)).await.unwrap() else {
+        panic!("{serial} not reserved");
+    };
+    store
+        .mark_deployed(
+            id,
+            &DeployedOutcome {
+                enrollment_id: &enrollment(i),
+                cert_serial: "01ab",
+                cert_not_after: 2_000_000_000,
+                fcc_warnings: &[],
+                duration_ms: 1,
+            },
+        )
+        .await
+        .unwrap();
+    id
+}
+
+fn url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}/sub/dir/pep.sqlite", dir.path().display())
+}
+
+#[tokio::test]
+async fn store_creates_file_and_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    assert!(dir.path().join("sub/dir/pep.sqlite").exists());
+    assert_eq!(store.stats().await.unwrap().deployed, 0);
+    store.close().await;
+    // Re-opening runs the (already applied) migrations again without error.
+    let store = Store::open(&url(&dir)).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn paging_2500_deployed_rows_in_both_orders_gives_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    let mut expected = HashSet::new();
+    for i in 0..2500 {
+        let serial = format!("SN-{i:05}");
+        deploy(&store, &serial, i).await;
+        expected.insert(serial);
+        // Some failed rows in between must not show up.
+        if i % 500 == 0 {
+            let f = format!("FAIL-{i}");
+            let Reservation::Reserved { id } = store.reserve(&attempt(&f)).await.unwrap() else {
+                panic!()
+            };
+            store
+                .mark_failed(
+                    id,
+                    &FailedOutcome {
+                        fcc_status: Some(13),
+                        fcc_warnings: &[],
+                        error: "x",
+                        duration_ms: 1,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    }
+    for order in [SortOrder::Asc, SortOrder::Desc] {
+        let mut seen = HashSet::new();
+        let mut last = None;
+        let mut pages = 0;
+        let mut prev_id: Option<i64> = None;
+        loop {
+            let page = store.list_deployed(1000, order, last).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            pages += 1;
+            for r in &page {
+                assert!(r.deployed);
+                assert!(
+                    seen.insert(r.serial_number.clone()),
+                    "{} twice",
+                    r.serial_number
+                );
+                if let Some(p) = prev_id {
+                    match order {
+                        SortOrder::Asc => assert!(r.id > p),
+                        SortOrder::Desc => assert!(r.id < p),
+                    }
+                }
+                prev_id = Some(r.id);
+            }
+            last = page.last().map(|r| r.id);
+        }
+        assert_eq!(pages, 3, "{order:?}");
+        assert_eq!(seen, expected, "{order:?}");
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.deployed, stats.failed, stats.in_flight),
+        (2500, 5, 0)
+    );
+    assert_eq!(
+        store.enrollment_id("SN-00007").await.unwrap(),
+        Some(enrollment(7))
+    );
+    assert_eq!(
+        store.verification_key("SN-00007").await.unwrap().as_deref(),
+        Some("vk-1")
+    );
+    assert_eq!(store.enrollment_id("FAIL-0").await.unwrap(), None);
+    assert_eq!(store.enrollment_id("nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn reservation_conflicts_and_failed_serials_are_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    let Reservation::Reserved { id } = store.reserve(&attempt("A1")).await.unwrap() else {
+        panic!()
+    };
+    // In flight → conflict.
+    assert_eq!(
+        store.reserve(&attempt("A1")).await.unwrap(),
+        Reservation::Conflict {
+            state: IdentityState::InFlight
+        }
+    );
+    store
+        .mark_failed(
+            id,
+            &FailedOutcome {
+                fcc_status: None,
+                fcc_warnings: &[],
+                error: "gateway 127.0.0.1:1 refused",
+                duration_ms: 3,
+            },
+        )
+        .await
+        .unwrap();
+    // Failed → retryable, same row id.
+    assert_eq!(
+        store.reserve(&attempt("A1")).await.unwrap(),
+        Reservation::Reserved { id }
+    );
+    let detail = store.identity("A1").await.unwrap().unwrap();
+    assert_eq!(detail.state, IdentityState::InFlight);
+    assert_eq!(detail.attempts, 2);
+    assert_eq!(detail.last_error, None);
+    store
+        .mark_deployed(
+            id,
+            &DeployedOutcome {
+                enrollment_id: &enrollment(1),
+                cert_serial: "ab",
+                cert_not_after: 1,
+                fcc_warnings: &[],
+                duration_ms: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reserve(&attempt("A1")).await.unwrap(),
+        Reservation::Conflict {
+            state: IdentityState::Deployed
+        }
+    );
+    let events: Vec<String> = store
+        .audit_for("A1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.event)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "attempt", "conflict", "failed", "attempt", "deployed", "conflict"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn racing_reservations_of_one_serial_give_exactly_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.reserve(&attempt("RACE")).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if let Reservation::Reserved { .. } = t.await.unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+#[tokio::test]
+async fn attempts_left_in_flight_are_failed_and_audited_on_open_and_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    store.reserve(&attempt("CRASH-1")).await.unwrap();
+    store.reserve(&attempt("CRASH-2")).await.unwrap();
+    deploy(&store, "OK-1", 1).await;
+    // Simulate a crash: the process goes away with the attempts in flight.
+    store.close().await;
+    drop(store);
+
+    let store = Store::open(&url(&dir)).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.deployed, stats.failed, stats.in_flight), (1, 2, 0));
+    for serial in ["CRASH-1", "CRASH-2"] {
+        let d = store.identity(serial).await.unwrap().unwrap();
+        assert_eq!(d.state, IdentityState::Failed);
+        assert!(d.last_error.unwrap().contains("interrupted"));
+        let audit = store.audit_for(serial).await.unwrap();
+        assert_eq!(audit.last().unwrap().event, "interrupted");
+        assert!(matches!(
+            store.reserve(&attempt(serial)).await.unwrap(),
+            Reservation::Reserved { .. }
+        ));
+    }
+    assert_eq!(
+        store.identity("OK-1").await.unwrap().unwrap().state,
+        IdentityState::Deployed
+    );
+}
