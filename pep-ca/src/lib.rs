@@ -1,1 +1,25 @@
-//! The factory CA.
+//! The factory CA: the only code of pep that touches the CA private key.
+//!
+//! * [`FactoryCa::load`] reads `CA_cert.pem` and `CA_private.pem` and refuses anything that
+//!   would produce certificates the devices or the cloud reject.
+//! * [`FactoryCa::issue`] generates a device key and certificate (`by_tool` mode);
+//!   [`FactoryCa::sign_csr`] certifies a key generated on the gateway (`by_device` mode).
+//! * [`EnrollmentId`] is what the cloud's first-to-claim list holds for a device.
+//!
+//! The certificate profile lives in [`profile`]; `docs/ca.md` describes it for operators.
+
+mod ca;
+mod csr;
+mod derw;
+mod endpoint;
+mod enrollment;
+mod error;
+mod key;
+pub mod profile;
+
+pub use ca::{FactoryCa, IssuedCertificate, IssuedIdentity, LoadedCa};
+pub use endpoint::EndpointName;
+pub use enrollment::EnrollmentId;
+pub use error::{CaError, CaWarning};
+pub use key::DevicePrivateKey;
+pub use profile::{CaExpiryPolicy, CertProfile};

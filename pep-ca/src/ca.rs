@@ -1,0 +1,607 @@
+//! The factory CA: loading it, issuing device identities, signing CSRs.
+
+use std::fmt;
+use std::path::Path;
+
+use const_oid::db::rfc5280::{
+    ID_CE_BASIC_CONSTRAINTS, ID_CE_KEY_USAGE, ID_CE_SUBJECT_KEY_IDENTIFIER,
+};
+use const_oid::db::rfc5912::{ID_EC_PUBLIC_KEY, SECP_256_R_1};
+use der::asn1::AnyRef;
+use der::{Decode, Reader, SliceReader, Tag, Tagged};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use time::OffsetDateTime;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+use zeroize::Zeroizing;
+
+use crate::csr;
+use crate::endpoint::EndpointName;
+use crate::enrollment::EnrollmentId;
+use crate::error::{CaError, CaWarning};
+use crate::key::DevicePrivateKey;
+use crate::profile::{self, CertProfile, TbsParts};
+
+/// A loaded factory CA, ready to sign.
+///
+/// Everything a signature needs (issuer name, authority key identifier, the signing key) is
+/// prepared once at load, so issuing does not re-parse anything. `Send + Sync`: share it in an
+/// `Arc`.
+pub struct FactoryCa {
+    cert_der: Vec<u8>,
+    chain: Vec<Vec<u8>>,
+    subject_der: Vec<u8>,
+    subject: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    fixed_extensions: Vec<u8>,
+    authority_key_id: Vec<u8>,
+    signer: EcdsaKeyPair,
+    rng: SystemRandom,
+}
+
+/// A CA and what was noticed while loading it.
+#[derive(Debug)]
+pub struct LoadedCa {
+    /// The CA.
+    pub ca: FactoryCa,
+    /// Things to tell the operator (key file permissions, CA expiring before the default
+    /// device-certificate lifetime).
+    pub warnings: Vec<CaWarning>,
+}
+
+/// A device certificate just issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Its enrollment ID.
+    pub enrollment_id: EnrollmentId,
+    /// The serial number, upper-case hex (32 digits).
+    pub serial_hex: String,
+    /// notBefore.
+    pub not_before: OffsetDateTime,
+    /// notAfter.
+    pub not_after: OffsetDateTime,
+    /// What the operator should know (lifetime shortened to the CA's end, under 10 years).
+    pub warnings: Vec<String>,
+}
+
+/// A device identity: a new key and its certificate (`by_tool` mode).
+#[derive(Debug)]
+pub struct IssuedIdentity {
+    /// The certificate.
+    pub certificate: IssuedCertificate,
+    /// The private key (PKCS#8, zeroized on drop).
+    pub private_key: DevicePrivateKey,
+}
+
+impl FactoryCa {
+    /// Loads `CA_cert.pem` (one certificate, or a chain leaf-first: the first one is the CA that
+    /// signs) and `CA_private.pem` (SEC1 `EC PRIVATE KEY`, with or without an `EC PARAMETERS`
+    /// block, or PKCS#8 `PRIVATE KEY`; unencrypted, P-256).
+    ///
+    /// Refuses encrypted keys, other curves, a key that is not the certificate's, a certificate
+    /// that is not a CA (basicConstraints CA:TRUE and keyUsage keyCertSign are required), a CA
+    /// outside its validity, and empty, garbage or missing files. Warns when the key file is
+    /// accessible by group or others.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedCa, CaError> {
+        let cert_file = cert_path.display().to_string();
+        let key_file = key_path.display().to_string();
+        let cert_pem = std::fs::read(cert_path).map_err(|source| CaError::Read {
+            file: cert_file.clone(),
+            source,
+        })?;
+        let key_pem = Zeroizing::new(std::fs::read(key_path).map_err(|source| CaError::Read {
+            file: key_file.clone(),
+            source,
+        })?);
+        let mut loaded = Self::from_pem_named(&cert_pem, &cert_file, &key_pem, &key_file)?;
+        if let Some(warning) = key_file_warning(key_path, &key_file) {
+            loaded.warnings.insert(0, warning);
+        }
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            subject = %loaded.ca.subject,
+            not_after = %crate::error::rfc3339(&loaded.ca.not_after),
+            "factory CA loaded"
+        );
+        Ok(loaded)
+    }
+
+    /// Like [`FactoryCa::load`], from PEM already in memory (no file-permission check). Errors
+    /// name the inputs "CA certificate PEM" and "CA key PEM".
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<LoadedCa, CaError> {
+        Self::from_pem_named(cert_pem, "CA certificate PEM", key_pem, "CA key PEM")
+    }
+
+    fn from_pem_named(
+        cert_pem: &[u8],
+        cert_file: &str,
+        key_pem: &[u8],
+        key_file: &str,
+    ) -> Result<LoadedCa, CaError> {
+        let (chain, cert) = parse_certificates(cert_pem, cert_file)?;
+        let secret = parse_private_key(key_pem, key_file)?;
+        let tbs = &cert.tbs_certificate;
+
+        // The certificate's key: EC P-256.
+        let spki = &tbs.subject_public_key_info;
+        if spki.algorithm.oid != ID_EC_PUBLIC_KEY {
+            return Err(CaError::UnsupportedKeyType {
+                file: cert_file.to_owned(),
+                key_type: csr::oid_name(&spki.algorithm.oid),
+            });
+        }
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok())
+            .ok_or_else(|| CaError::UnsupportedCurve {
+                file: cert_file.to_owned(),
+                curve: "(no named curve)".to_owned(),
+            })?;
+        if curve != SECP_256_R_1 {
+            return Err(CaError::UnsupportedCurve {
+                file: cert_file.to_owned(),
+                curve: csr::oid_name(&curve),
+            });
+        }
+        let bad_cert = |detail: &str| CaError::CertificateParse {
+            file: cert_file.to_owned(),
+            index: 1,
+            detail: detail.to_owned(),
+        };
+        let cert_key = spki
+            .subject_public_key
+            .as_bytes()
+            .and_then(|b| p256::PublicKey::from_sec1_bytes(b).ok())
+            .ok_or_else(|| bad_cert("the public key is not a valid P-256 point"))?;
+        if secret.public_key() != cert_key {
+            return Err(CaError::KeyMismatch {
+                key_file: key_file.to_owned(),
+                cert_file: cert_file.to_owned(),
+            });
+        }
+
+        // A CA that may sign certificates.
+        let extension = |oid| {
+            tbs.extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id == oid)
+                .map(|e| e.extn_value.as_bytes())
+        };
+        let basic = extension(ID_CE_BASIC_CONSTRAINTS)
+            .map(BasicConstraints::from_der)
+            .transpose()
+            .map_err(|e| bad_cert(&format!("basicConstraints: {e}")))?;
+        match basic {
+            None => {
+                return Err(CaError::NotCa {
+                    file: cert_file.to_owned(),
+                    reason: "it has no basicConstraints extension (CA:TRUE is required)",
+                });
+            }
+            Some(b) if !b.ca => {
+                return Err(CaError::NotCa {
+                    file: cert_file.to_owned(),
+                    reason: "basicConstraints says CA:FALSE",
+                });
+            }
+            Some(_) => {}
+        }
+        let usage = extension(ID_CE_KEY_USAGE)
+            .map(KeyUsage::from_der)
+            .transpose()
+            .map_err(|e| bad_cert(&format!("keyUsage: {e}")))?;
+        match usage {
+            None => {
+                return Err(CaError::NoKeyCertSign {
+                    file: cert_file.to_owned(),
+                    reason: "it has no keyUsage extension (keyCertSign is required)",
+                });
+            }
+            Some(u) if !u.key_cert_sign() => {
+                return Err(CaError::NoKeyCertSign {
+                    file: cert_file.to_owned(),
+                    reason: "its keyUsage lacks keyCertSign",
+                });
+            }
+            Some(_) => {}
+        }
+        let ski = extension(ID_CE_SUBJECT_KEY_IDENTIFIER)
+            .map(SubjectKeyIdentifier::from_der)
+            .transpose()
+            .map_err(|e| bad_cert(&format!("subjectKeyIdentifier: {e}")))?;
+
+        // Within its validity.
+        let time = |t: x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_secs())
+                .ok()
+                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+                .ok_or_else(|| bad_cert("validity date out of range"))
+        };
+        let not_before = time(tbs.validity.not_before)?;
+        let not_after = time(tbs.validity.not_after)?;
+        let now = OffsetDateTime::now_utc();
+        if now < not_before {
+            return Err(CaError::CaNotYetValid {
+                file: cert_file.to_owned(),
+                not_before,
+            });
+        }
+        if now > not_after {
+            return Err(CaError::CaExpired {
+                file: cert_file.to_owned(),
+                not_after,
+            });
+        }
+
+        // Prepared once for every issue.
+        let subject_der = raw_subject(&chain[0])
+            .map_err(|e| bad_cert(&format!("subject: {e}")))?
+            .to_vec();
+        let point = cert_key.to_encoded_point(false);
+        let key_id = match &ski {
+            Some(ski) => ski.0.as_bytes().to_vec(),
+            None => profile::key_identifier(point.as_bytes()).to_vec(),
+        };
+        let rng = SystemRandom::new();
+        let scalar = Zeroizing::new(<[u8; 32]>::from(secret.to_bytes()));
+        let signer = EcdsaKeyPair::from_private_key_and_public_key(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            scalar.as_slice(),
+            point.as_bytes(),
+            &rng,
+        )
+        .map_err(|_| CaError::KeyMismatch {
+            key_file: key_file.to_owned(),
+            cert_file: cert_file.to_owned(),
+        })?;
+
+        let mut warnings = Vec::new();
+        if not_after < now + profile::DEFAULT_LIFETIME {
+            warnings.push(CaWarning::CaExpiresSoon {
+                not_after,
+                under_ten_years: not_after - now < profile::DEVICE_WARNING_THRESHOLD,
+            });
+        }
+        let ca = FactoryCa {
+            cert_der: chain[0].clone(),
+            chain,
+            subject_der,
+            subject: tbs.subject.to_string(),
+            not_before,
+            not_after,
+            fixed_extensions: profile::fixed_extensions(),
+            authority_key_id: profile::authority_key_id_extension(&key_id),
+            signer,
+            rng,
+        };
+        Ok(LoadedCa { ca, warnings })
+    }
+
+    /// The CA certificate, DER.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// Every certificate of the certificate file, DER, in file order (the CA first).
+    pub fn chain_der(&self) -> &[Vec<u8>] {
+        &self.chain
+    }
+
+    /// The CA's subject, RFC 4514 text.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The CA's notBefore.
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.not_before
+    }
+
+    /// The CA's notAfter.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// Issues a device identity (`by_tool` mode): a new P-256 key and its certificate with
+    /// CN = `endpoint`.
+    pub fn issue(
+        &self,
+        endpoint: &EndpointName,
+        profile: &CertProfile,
+    ) -> Result<IssuedIdentity, CaError> {
+        profile.validate()?;
+        let (private_key, point) = DevicePrivateKey::generate(&self.rng)?;
+        let certificate = self.certify(&point, endpoint, profile)?;
+        Ok(IssuedIdentity {
+            certificate,
+            private_key,
+        })
+    }
+
+    /// Signs a device's DER PKCS#10 request (`by_device` mode: the key never leaves the
+    /// gateway). The request must carry a valid self-signature by a P-256 key and the subject
+    /// CN `expected`; the certificate gets the same profile as [`FactoryCa::issue`], whatever
+    /// extensions the request asks for.
+    pub fn sign_csr(
+        &self,
+        csr_der: &[u8],
+        expected: &EndpointName,
+        profile: &CertProfile,
+    ) -> Result<IssuedCertificate, CaError> {
+        profile.validate()?;
+        let point = csr::verified_public_point(csr_der, expected)?;
+        self.certify(&point, expected, profile)
+    }
+
+    fn certify(
+        &self,
+        point: &[u8; 65],
+        endpoint: &EndpointName,
+        profile: &CertProfile,
+    ) -> Result<IssuedCertificate, CaError> {
+        let validity = profile::validity(
+            OffsetDateTime::now_utc(),
+            profile,
+            self.not_before,
+            self.not_after,
+        )?;
+        let serial = self.serial()?;
+        let subject = profile.subject_der(endpoint);
+        let tbs = profile::tbs_certificate(&TbsParts {
+            serial: &serial,
+            issuer: &self.subject_der,
+            validity: &validity,
+            subject: &subject,
+            public_point: point,
+            fixed_extensions: &self.fixed_extensions,
+            authority_key_id: &self.authority_key_id,
+        })?;
+        let signature = self
+            .signer
+            .sign(&self.rng, &tbs)
+            .map_err(|_| CaError::Crypto {
+                operation: "signing a certificate",
+            })?;
+        let der = profile::certificate(&tbs, signature.as_ref());
+        let serial_hex = hex_upper(&serial);
+        for w in &validity.warnings {
+            tracing::warn!(endpoint = %endpoint, serial = %serial_hex, "{w}");
+        }
+        tracing::debug!(endpoint = %endpoint, serial = %serial_hex, "device certificate issued");
+        Ok(IssuedCertificate {
+            enrollment_id: EnrollmentId::of_certificate(&der),
+            der,
+            serial_hex,
+            not_before: validity.not_before,
+            not_after: validity.not_after,
+            warnings: validity.warnings,
+        })
+    }
+
+    /// 16 random bytes, positive, with a non-zero first byte so the DER INTEGER is always 16
+    /// bytes long (127 bits of randomness).
+    fn serial(&self) -> Result<[u8; 16], CaError> {
+        let mut serial = [0u8; 16];
+        loop {
+            self.rng.fill(&mut serial).map_err(|_| CaError::Crypto {
+                operation: "drawing a serial number",
+            })?;
+            serial[0] &= 0x7f;
+            if serial[0] != 0 {
+                return Ok(serial);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for FactoryCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FactoryCa")
+            .field("subject", &self.subject)
+            .field("not_before", &crate::error::rfc3339(&self.not_before))
+            .field("not_after", &crate::error::rfc3339(&self.not_after))
+            .field("chain_len", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+fn is_blank(data: &[u8]) -> bool {
+    data.iter().all(u8::is_ascii_whitespace)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// All certificates of a PEM file; the first one parsed.
+fn parse_certificates(pem: &[u8], file: &str) -> Result<(Vec<Vec<u8>>, Certificate), CaError> {
+    if is_blank(pem) {
+        return Err(CaError::EmptyFile {
+            file: file.to_owned(),
+        });
+    }
+    let ders = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaError::Pem {
+            file: file.to_owned(),
+            detail: e.to_string(),
+        })?;
+    let mut first = None;
+    for (i, der) in ders.iter().enumerate() {
+        let cert = Certificate::from_der(der).map_err(|e| CaError::CertificateParse {
+            file: file.to_owned(),
+            index: i + 1,
+            detail: e.to_string(),
+        })?;
+        first.get_or_insert(cert);
+    }
+    match first {
+        Some(cert) => Ok((ders, cert)),
+        None => Err(CaError::NoPemBlock {
+            file: file.to_owned(),
+            expected: "CERTIFICATE",
+        }),
+    }
+}
+
+/// The P-256 private key of a PEM file.
+fn parse_private_key(pem: &[u8], file: &str) -> Result<p256::SecretKey, CaError> {
+    if is_blank(pem) {
+        return Err(CaError::EmptyFile {
+            file: file.to_owned(),
+        });
+    }
+    if contains(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || contains(pem, b"Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(CaError::EncryptedKey {
+            file: file.to_owned(),
+        });
+    }
+    // `EC PARAMETERS` blocks (written by `openssl ecparam -genkey`) are skipped by the iterator;
+    // the curve is checked on the key itself.
+    let key = Zeroizing::new(PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => CaError::NoPemBlock {
+            file: file.to_owned(),
+            expected: "PRIVATE KEY or EC PRIVATE KEY",
+        },
+        e => CaError::Pem {
+            file: file.to_owned(),
+            detail: e.to_string(),
+        },
+    })?);
+    let bad = |detail: String| CaError::KeyParse {
+        file: file.to_owned(),
+        detail,
+    };
+    let check_curve =
+        |params: Option<sec1::EcParameters>| match params.and_then(|p| p.named_curve()) {
+            Some(curve) if curve != SECP_256_R_1 => Err(CaError::UnsupportedCurve {
+                file: file.to_owned(),
+                curve: csr::oid_name(&curve),
+            }),
+            _ => Ok(()),
+        };
+    let ec = match &*key {
+        PrivateKeyDer::Pkcs1(_) => {
+            return Err(CaError::UnsupportedKeyType {
+                file: file.to_owned(),
+                key_type: "RSA".to_owned(),
+            });
+        }
+        PrivateKeyDer::Sec1(k) => sec1::EcPrivateKey::from_der(k.secret_sec1_der())
+            .map_err(|e| bad(format!("SEC1 ECPrivateKey: {e}")))?,
+        PrivateKeyDer::Pkcs8(k) => {
+            let info = pkcs8::PrivateKeyInfo::from_der(k.secret_pkcs8_der())
+                .map_err(|e| bad(format!("PKCS#8 PrivateKeyInfo: {e}")))?;
+            if info.algorithm.oid != ID_EC_PUBLIC_KEY {
+                return Err(CaError::UnsupportedKeyType {
+                    file: file.to_owned(),
+                    key_type: csr::oid_name(&info.algorithm.oid),
+                });
+            }
+            let curve = info
+                .algorithm
+                .parameters_oid()
+                .map_err(|_| bad("PKCS#8 EC key without a named curve".to_owned()))?;
+            check_curve(Some(sec1::EcParameters::NamedCurve(curve)))?;
+            sec1::EcPrivateKey::from_der(info.private_key)
+                .map_err(|e| bad(format!("ECPrivateKey inside PKCS#8: {e}")))?
+        }
+        _ => {
+            return Err(CaError::UnsupportedKeyType {
+                file: file.to_owned(),
+                key_type: "unknown".to_owned(),
+            });
+        }
+    };
+    check_curve(ec.parameters)?;
+    if ec.private_key.len() != 32 {
+        return Err(CaError::UnsupportedCurve {
+            file: file.to_owned(),
+            curve: format!(
+                "(a {}-byte private key; P-256 has 32)",
+                ec.private_key.len()
+            ),
+        });
+    }
+    p256::SecretKey::from_slice(ec.private_key)
+        .map_err(|_| bad("the private scalar is not a valid P-256 key".to_owned()))
+}
+
+/// The subject Name of a DER certificate exactly as encoded there (for a byte-identical issuer).
+fn raw_subject(cert_der: &[u8]) -> der::Result<&[u8]> {
+    let cert = AnyRef::from_der(cert_der)?;
+    cert.tag().assert_eq(Tag::Sequence)?;
+    let mut r = SliceReader::new(cert.value())?;
+    let tbs: AnyRef<'_> = r.decode()?;
+    tbs.tag().assert_eq(Tag::Sequence)?;
+    let mut r = SliceReader::new(tbs.value())?;
+    // TBSCertificate: [0] version (optional), serial, signature, issuer, validity, subject.
+    if r.peek_byte() == Some(0xa0) {
+        r.tlv_bytes()?;
+    }
+    for _ in 0..4 {
+        r.tlv_bytes()?;
+    }
+    r.tlv_bytes()
+}
+
+/// A warning when the key file is accessible by group or others.
+fn key_file_warning(path: &Path, file: &str) -> Option<CaWarning> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o077 != 0).then(|| CaWarning::KeyFileAccessible {
+            file: file.to_owned(),
+            mode,
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, file);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factory_ca_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<FactoryCa>();
+        assert_send_sync::<IssuedIdentity>();
+    }
+
+    #[test]
+    fn hex_is_upper() {
+        assert_eq!(hex_upper(&[0x0a, 0xbc, 0x01]), "0ABC01");
+    }
+}
