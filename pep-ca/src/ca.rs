@@ -55,7 +55,7 @@ pub struct LoadedCa {
 }
 
 /// A device certificate just issued.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCertificate {
     /// The certificate, DER.
     pub der: Vec<u8>,
@@ -69,6 +69,20 @@ pub struct IssuedCertificate {
     pub not_after: OffsetDateTime,
     /// What the operator should know (lifetime shortened to the CA's end, under 10 years).
     pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for IssuedCertificate {
+    /// The DER is summarised by its length: the enrollment ID identifies it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCertificate")
+            .field("der_len", &self.der.len())
+            .field("enrollment_id", &self.enrollment_id.as_str())
+            .field("serial_hex", &self.serial_hex)
+            .field("not_before", &crate::error::rfc3339(&self.not_before))
+            .field("not_after", &crate::error::rfc3339(&self.not_after))
+            .field("warnings", &self.warnings)
+            .finish()
+    }
 }
 
 /// A device identity: a new key and its certificate (`by_tool` mode).
