@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -539,8 +540,8 @@ impl fmt::Display for CheckReport {
 
 /// Files and values [`Config::check`] loaded and validated, reused by the provisioner so that the
 /// files are read once and what was checked is what is used.
-#[allow(dead_code)] // used by the provisioner (next commit)
 pub(crate) struct Prepared {
+    pub(crate) ca: Arc<pep_ca::FactoryCa>,
     pub(crate) bootstrap_ca_der: Vec<u8>,
     pub(crate) update_auth_cert_der: Option<Vec<u8>>,
     pub(crate) vendor_id: Option<[u8; 16]>,
@@ -652,8 +653,8 @@ impl Config {
         }
         self.check_auth(&mut r);
 
-        let ca_not_after = self.check_ca(&mut r);
-        self.check_certificate(ca_not_after, &mut r);
+        let ca = self.check_ca(&mut r);
+        self.check_certificate(ca.as_ref().map(|ca| ca.not_after()), &mut r);
 
         let bootstrap_ca_der = self.check_bootstrap(&mut r);
         self.check_device(&mut r);
@@ -662,8 +663,9 @@ impl Config {
         self.check_fcc(&mut r);
         self.check_defaults(&mut r);
 
-        let prepared = match (r.is_ok(), bootstrap_ca_der) {
-            (true, Some(bootstrap_ca_der)) => Some(Prepared {
+        let prepared = match (r.is_ok(), ca, bootstrap_ca_der) {
+            (true, Some(ca), Some(bootstrap_ca_der)) => Some(Prepared {
+                ca,
                 bootstrap_ca_der,
                 update_auth_cert_der,
                 vendor_id,
@@ -723,24 +725,47 @@ impl Config {
         }
     }
 
-    /// Checks the CA files. Returns the CA's notAfter when the certificate parses.
-    fn check_ca(&self, r: &mut CheckReport) -> Option<OffsetDateTime> {
-        if let Err(e) = std::fs::read(&self.ca.key) {
-            r.error(
-                "ca.key",
-                format!("cannot read {}: {e}", self.ca.key.display()),
-            );
+    /// Checks the CA files with `pep-ca` (the code that will use them) and keeps the loaded CA.
+    fn check_ca(&self, r: &mut CheckReport) -> Option<Arc<pep_ca::FactoryCa>> {
+        let mut readable = true;
+        for (field, path) in [("ca.cert", &self.ca.cert), ("ca.key", &self.ca.key)] {
+            if let Err(e) = std::fs::File::open(path) {
+                r.error(field, format!("cannot read {}: {e}", path.display()));
+                readable = false;
+            }
         }
-        let der = read_p256_certificate("ca.cert", &self.ca.cert, r)?;
-        use der::Decode;
-        let cert = x509_cert::Certificate::from_der(&der).ok()?;
-        let secs = cert
-            .tbs_certificate
-            .validity
-            .not_after
-            .to_unix_duration()
-            .as_secs();
-        OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
+        if !readable {
+            return None;
+        }
+        match pep_ca::FactoryCa::load(&self.ca.cert, &self.ca.key) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    r.warn("ca", w.to_string());
+                }
+                Some(Arc::new(loaded.ca))
+            }
+            Err(e) => {
+                r.error("ca", e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The `pep-ca` certificate profile of `[certificate]`.
+    pub fn cert_profile(&self) -> pep_ca::CertProfile {
+        let c = &self.certificate;
+        pep_ca::CertProfile {
+            lifetime: time::Duration::days(i64::from(c.lifetime_days)),
+            organization: c.organization.clone(),
+            organizational_unit: c.organizational_unit.clone(),
+            locality: c.locality.clone(),
+            state: c.state.clone(),
+            country: c.country.clone(),
+            on_ca_expiry: match c.on_ca_expiry {
+                CaExpiry::Shorten => pep_ca::CaExpiryPolicy::Shorten,
+                CaExpiry::Refuse => pep_ca::CaExpiryPolicy::Refuse,
+            },
+        }
     }
 
     fn check_certificate(&self, ca_not_after: Option<OffsetDateTime>, r: &mut CheckReport) {
@@ -788,6 +813,10 @@ impl Config {
             if let Some(v) = v {
                 check_text(field, v, 64, r);
             }
+        }
+        let already = r.errors.iter().any(|e| e.field.starts_with("certificate."));
+        if !already && let Err(e) = self.cert_profile().validate() {
+            r.error("certificate", e.to_string());
         }
         if c.organizational_unit.is_some() {
             r.warn(
