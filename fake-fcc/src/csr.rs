@@ -1,0 +1,304 @@
+//! Device-side CSR generation: a DER PKCS#10 request signed with ECDSA-SHA256 by a fresh P-256
+//! key, laid out the way mbedTLS 2.28 `mbedtls_x509write_csr_der` writes it in the genuine FCC:
+//! subject parsed from the mbedTLS subject string (`C=UK,O=ARM,CN=...`), key usage and extended
+//! key usage extensions in an extensionRequest attribute, and a signature AlgorithmIdentifier with
+//! an explicit NULL parameter (which strict X.509 parsers reject; tools must accept it).
+
+use const_oid::ObjectIdentifier;
+use fcc_proto::status::KcmStatus;
+use p256::ecdsa::signature::Signer;
+
+/// KU bits of a CSR request (kcm values).
+pub mod ku {
+    /// digitalSignature.
+    pub const DIGITAL_SIGNATURE: u32 = 0x1;
+    /// nonRepudiation.
+    pub const NON_REPUDIATION: u32 = 0x2;
+    /// keyCertSign.
+    pub const KEY_CERT_SIGN: u32 = 0x4;
+    /// keyAgreement.
+    pub const KEY_AGREEMENT: u32 = 0x8;
+}
+
+/// EKU bits of a CSR request (kcm values) and the OIDs they stand for, in the order mbedTLS
+/// writes them.
+pub const EKU_BITS: [(u32, &str); 7] = [
+    (1 << 0, "2.5.29.37.0"),       // anyExtendedKeyUsage
+    (1 << 1, "1.3.6.1.5.5.7.3.1"), // serverAuth
+    (1 << 2, "1.3.6.1.5.5.7.3.2"), // clientAuth
+    (1 << 3, "1.3.6.1.5.5.7.3.3"), // codeSigning
+    (1 << 4, "1.3.6.1.5.5.7.3.4"), // emailProtection
+    (1 << 8, "1.3.6.1.5.5.7.3.8"), // timeStamping
+    (1 << 9, "1.3.6.1.5.5.7.3.9"), // OCSPSigning
+];
+
+/// `kcm_md_type_e` value of SHA-256.
+pub const MD_SHA256: u32 = 1;
+
+/// The parameters of one CSR request (`kcm_csr_params_s`).
+#[derive(Debug, Clone, Default)]
+pub struct CsrParams {
+    /// The mbedTLS subject string (up to its first NUL).
+    pub subject: Vec<u8>,
+    /// `kcm_md_type_e` (1 = SHA-256).
+    pub md: u32,
+    /// KU bitmask (0 = no KU extension).
+    pub key_usage: u32,
+    /// EKU bitmask (0 = no EKU extension).
+    pub ext_key_usage: u32,
+}
+
+/// A subject attribute known to mbedTLS's `x509_attrs` table: names, OID, default string tag.
+const ATTRIBUTES: [(&str, &str, u8); 28] = [
+    ("CN", "2.5.4.3", UTF8),
+    ("commonName", "2.5.4.3", UTF8),
+    ("C", "2.5.4.6", PRINTABLE),
+    ("countryName", "2.5.4.6", PRINTABLE),
+    ("O", "2.5.4.10", UTF8),
+    ("organizationName", "2.5.4.10", UTF8),
+    ("L", "2.5.4.7", UTF8),
+    ("locality", "2.5.4.7", UTF8),
+    ("R", "1.2.840.113549.1.9.1", IA5),
+    ("OU", "2.5.4.11", UTF8),
+    ("organizationalUnitName", "2.5.4.11", UTF8),
+    ("ST", "2.5.4.8", UTF8),
+    ("stateOrProvinceName", "2.5.4.8", UTF8),
+    ("emailAddress", "1.2.840.113549.1.9.1", IA5),
+    ("serialNumber", "2.5.4.5", PRINTABLE),
+    ("postalAddress", "2.5.4.16", PRINTABLE),
+    ("postalCode", "2.5.4.17", PRINTABLE),
+    ("dnQualifier", "2.5.4.46", PRINTABLE),
+    ("title", "2.5.4.12", UTF8),
+    ("surName", "2.5.4.4", UTF8),
+    ("SN", "2.5.4.4", UTF8),
+    ("givenName", "2.5.4.42", UTF8),
+    ("GN", "2.5.4.42", UTF8),
+    ("initials", "2.5.4.43", UTF8),
+    ("pseudonym", "2.5.4.65", UTF8),
+    ("generationQualifier", "2.5.4.44", UTF8),
+    ("domainComponent", "0.9.2342.19200300.100.1.25", IA5),
+    ("DC", "0.9.2342.19200300.100.1.25", IA5),
+];
+const UTF8: u8 = 0x0c;
+const PRINTABLE: u8 = 0x13;
+const IA5: u8 = 0x16;
+/// `MBEDTLS_X509_MAX_DN_NAME_SIZE`.
+const MAX_DN_VALUE: usize = 256;
+
+/// One parsed subject attribute: OID, string tag, value.
+type NamePart = (&'static str, u8, Vec<u8>);
+
+/// `mbedtls_x509_string_to_names`: `name=value` pairs separated by commas, `\,` escapes a comma,
+/// spaces after a comma are skipped, a repeated attribute replaces the earlier value in place.
+/// Unknown attribute: `InvalidOid`; bad escape or over-long value: `InvalidNameFormat`.
+pub fn parse_subject(subject: &[u8]) -> Result<Vec<NamePart>, KcmStatus> {
+    let mut parts: Vec<NamePart> = Vec::new();
+    let end = subject.len();
+    let at = |i: usize| if i < end { subject[i] } else { 0 };
+    let mut in_tag = true;
+    let mut s = 0usize;
+    let mut c = 0usize;
+    let mut value: Vec<u8> = Vec::new();
+    let mut attr: Option<(&'static str, u8)> = None;
+    while c <= end {
+        if in_tag && at(c) == b'=' {
+            let name = &subject[s..c];
+            let found = ATTRIBUTES
+                .iter()
+                .find(|(n, _, _)| n.as_bytes() == name)
+                .ok_or(KcmStatus::InvalidOid)?;
+            attr = Some((found.1, found.2));
+            s = c + 1;
+            in_tag = false;
+            value.clear();
+        }
+        if !in_tag && at(c) == b'\\' && c != end {
+            c += 1;
+            if c == end || at(c) != b',' {
+                return Err(KcmStatus::InvalidNameFormat);
+            }
+        } else if !in_tag && (at(c) == b',' || c == end) {
+            let (oid, tag) = attr.ok_or(KcmStatus::InvalidNameFormat)?;
+            match parts.iter_mut().find(|(o, _, _)| *o == oid) {
+                Some(existing) => {
+                    existing.1 = tag;
+                    existing.2 = value.clone();
+                }
+                None => parts.push((oid, tag, value.clone())),
+            }
+            while c < end && at(c + 1) == b' ' {
+                c += 1;
+            }
+            s = c + 1;
+            in_tag = true;
+        }
+        if !in_tag && s != c + 1 {
+            value.push(at(c));
+            if value.len() == MAX_DN_VALUE {
+                return Err(KcmStatus::InvalidNameFormat);
+            }
+        }
+        c += 1;
+    }
+    Ok(parts)
+}
+
+/// A DER TLV with a definite length.
+pub(crate) fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+fn oid(dotted: &str) -> Vec<u8> {
+    // The OIDs here are constants of this module; an unparsable one would be a programming error
+    // caught by the unit tests, and encodes as an empty OID rather than panicking.
+    let bytes = ObjectIdentifier::new(dotted)
+        .map(|o| o.as_bytes().to_vec())
+        .unwrap_or_default();
+    der(0x06, &bytes)
+}
+
+fn seq(parts: &[&[u8]]) -> Vec<u8> {
+    der(0x30, &parts.concat())
+}
+
+/// `mbedtls_asn1_write_named_bitstring` of one byte: trailing zero bits are dropped.
+fn named_bitstring(byte: u8) -> Vec<u8> {
+    if byte == 0 {
+        return der(0x03, &[0]);
+    }
+    let unused = byte.trailing_zeros() as u8;
+    der(0x03, &[unused, byte])
+}
+
+/// Builds and signs the CSR. Errors as the genuine `csr_generate`: EKU bits outside the table
+/// (`InvalidParameter`), a subject mbedTLS cannot parse (`InvalidOid`/`InvalidNameFormat`), an MD
+/// other than SHA-256 (`InvalidMdType`), KU bits that map to nothing (`Error`).
+pub fn build_csr(key: &p256::SecretKey, params: &CsrParams) -> Result<Vec<u8>, KcmStatus> {
+    let all_eku = EKU_BITS.iter().fold(0u32, |acc, (bit, _)| acc | bit);
+    if params.ext_key_usage & !all_eku != 0 {
+        return Err(KcmStatus::InvalidParameter);
+    }
+    let names = parse_subject(&params.subject)?;
+    if params.md != MD_SHA256 {
+        return Err(KcmStatus::InvalidMdType);
+    }
+
+    let mut extensions: Vec<Vec<u8>> = Vec::new();
+    if params.key_usage != 0 {
+        let mut bits = 0u8;
+        if params.key_usage & ku::DIGITAL_SIGNATURE != 0 {
+            bits |= 0x80;
+        }
+        if params.key_usage & ku::NON_REPUDIATION != 0 {
+            bits |= 0x40;
+        }
+        if params.key_usage & ku::KEY_CERT_SIGN != 0 {
+            bits |= 0x04;
+        }
+        if params.key_usage & ku::KEY_AGREEMENT != 0 {
+            bits |= 0x08;
+        }
+        if bits == 0 {
+            return Err(KcmStatus::Error);
+        }
+        extensions.push(seq(&[
+            &oid("2.5.29.15"),
+            &der(0x04, &named_bitstring(bits)),
+        ]));
+    }
+    if params.ext_key_usage != 0 {
+        let purposes: Vec<u8> = EKU_BITS
+            .iter()
+            .filter(|(bit, _)| params.ext_key_usage & bit != 0)
+            .flat_map(|(_, o)| oid(o))
+            .collect();
+        extensions.push(seq(&[&oid("2.5.29.37"), &der(0x04, &der(0x30, &purposes))]));
+    }
+
+    let subject: Vec<u8> = names
+        .iter()
+        .flat_map(|(o, tag, value)| der(0x31, &seq(&[&oid(o), &der(*tag, value)])))
+        .collect();
+    let subject = der(0x30, &subject);
+    let spki = crate::x509::public_key_der(&key.public_key());
+    let attributes = if extensions.is_empty() {
+        der(0xa0, &[])
+    } else {
+        let exts = der(0x30, &extensions.concat());
+        der(
+            0xa0,
+            &seq(&[&oid("1.2.840.113549.1.9.14"), &der(0x31, &exts)]),
+        )
+    };
+    let info = seq(&[&der(0x02, &[0]), &subject, &spki, &attributes]);
+
+    let signing_key = p256::ecdsa::SigningKey::from(key);
+    let signature: p256::ecdsa::Signature = signing_key.sign(&info);
+    let sig_der = signature.to_der();
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(sig_der.as_bytes());
+    // ecdsa-with-SHA256 with an explicit NULL parameter, as mbedTLS writes it.
+    let algorithm = seq(&[&oid("1.2.840.10045.4.3.2"), &[0x05, 0x00]]);
+    Ok(seq(&[&info, &algorithm, &der(0x03, &bits)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_strings_parse_like_mbedtls() {
+        let parts = parse_subject(b"C=UK,O=ARM, CN=dev-1").unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], ("2.5.4.6", PRINTABLE, b"UK".to_vec()));
+        assert_eq!(parts[2], ("2.5.4.3", UTF8, b"dev-1".to_vec()));
+        let escaped = parse_subject(b"CN=a\\,b").unwrap();
+        assert_eq!(escaped[0].2, b"a,b".to_vec());
+        let replaced = parse_subject(b"CN=a,O=x,CN=b").unwrap();
+        assert_eq!(replaced.len(), 2);
+        assert_eq!(replaced[0].2, b"b".to_vec());
+        assert_eq!(parse_subject(b"XX=a"), Err(KcmStatus::InvalidOid));
+        assert_eq!(parse_subject(b"CN=a\\b"), Err(KcmStatus::InvalidNameFormat));
+        assert!(parse_subject(b"").unwrap().is_empty());
+        let long = [b"CN=".as_slice(), &[b'a'; 300]].concat();
+        assert_eq!(parse_subject(&long), Err(KcmStatus::InvalidNameFormat));
+    }
+
+    #[test]
+    fn csr_errors_follow_the_genuine_order() {
+        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let params = |subject: &[u8], md, eku| CsrParams {
+            subject: subject.to_vec(),
+            md,
+            key_usage: 0,
+            ext_key_usage: eku,
+        };
+        assert_eq!(
+            build_csr(&key, &params(b"CN=x", 1, 1 << 5)),
+            Err(KcmStatus::InvalidParameter)
+        );
+        assert_eq!(
+            build_csr(&key, &params(b"Q=x", 2, 0)),
+            Err(KcmStatus::InvalidOid)
+        );
+        assert_eq!(
+            build_csr(&key, &params(b"CN=x", 2, 0)),
+            Err(KcmStatus::InvalidMdType)
+        );
+        let mut unknown_ku = params(b"CN=x", 1, 0);
+        unknown_ku.key_usage = 0x10;
+        assert_eq!(build_csr(&key, &unknown_ku), Err(KcmStatus::Error));
+        assert!(build_csr(&key, &params(b"CN=x", 1, 4)).is_ok());
+    }
+}

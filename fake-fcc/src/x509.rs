@@ -1,0 +1,363 @@
+//! X.509 and key parsing with the outcomes mbedTLS (as configured in the genuine FCC: P-256 only,
+//! SHA-256 only, no RSA) gives, expressed as kcm statuses.
+
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use fcc_proto::status::KcmStatus;
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
+use sha2::{Digest, Sha256};
+
+/// id-ecPublicKey.
+pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// prime256v1 / secp256r1.
+pub const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+/// ecdsa-with-SHA256.
+pub const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+/// ecdsa-with-SHA224 (SHA-224 comes with mbedTLS's SHA-256 module, so it parses).
+pub const OID_ECDSA_SHA224: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.1");
+/// commonName.
+pub const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+/// organizationalUnitName.
+pub const OID_OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
+/// extKeyUsage extension.
+pub const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+/// keyUsage extension.
+pub const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+/// anyExtendedKeyUsage.
+pub const OID_ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
+/// id-kp-clientAuth.
+pub const OID_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+
+/// Extensions mbedTLS 2.28 understands; an unknown one marked critical fails the parse.
+const KNOWN_EXTENSIONS: [&str; 6] = [
+    "2.5.29.19",             // basicConstraints
+    "2.5.29.15",             // keyUsage
+    "2.5.29.37",             // extKeyUsage
+    "2.5.29.17",             // subjectAltName
+    "2.16.840.1.113730.1.1", // nsCertType
+    "2.5.29.32",             // certificatePolicies
+];
+
+/// Subject attribute types mbedTLS has a short name for. `pal_plat_X509GetField` walks the
+/// subject in order and fails at the first attribute it cannot name.
+const KNOWN_ATTRIBUTES: [&str; 19] = [
+    "2.5.4.3",
+    "2.5.4.6",
+    "2.5.4.7",
+    "2.5.4.8",
+    "2.5.4.10",
+    "2.5.4.11",
+    "1.2.840.113549.1.9.1",
+    "2.5.4.5",
+    "2.5.4.16",
+    "2.5.4.17",
+    "2.5.4.4",
+    "2.5.4.42",
+    "2.5.4.43",
+    "2.5.4.44",
+    "2.5.4.12",
+    "2.5.4.46",
+    "2.5.4.65",
+    "0.9.2342.19200300.100.1.25",
+    "2.5.4.45",
+];
+
+/// A subject attribute type mbedTLS has no short name for (reading attributes stops there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownAttribute(pub ObjectIdentifier);
+
+/// A certificate as the device sees it after a successful parse.
+#[derive(Debug, Clone)]
+pub struct ParsedCert {
+    /// The DER of the certificate itself (mbedTLS ignores bytes after the outer SEQUENCE).
+    pub der: Vec<u8>,
+    /// The DER of the TBSCertificate (what the issuer signed).
+    pub tbs: Vec<u8>,
+    /// The signature value (a DER ECDSA-Sig-Value for the certificates that parse here).
+    pub signature: Vec<u8>,
+    /// Raw DER of the subject and issuer names (the self-signed check compares these bytes).
+    pub subject_raw: Vec<u8>,
+    /// See `subject_raw`.
+    pub issuer_raw: Vec<u8>,
+    /// Subject attributes in encoding order: (type, raw value bytes).
+    pub subject_attrs: Vec<(ObjectIdentifier, Vec<u8>)>,
+    /// notBefore as seconds since the epoch.
+    pub not_before: u64,
+    /// notAfter as seconds since the epoch.
+    pub not_after: u64,
+    /// The subject public key (always P-256 here).
+    pub public_key: p256::PublicKey,
+    /// The EKU purposes, `None` when the certificate has no EKU extension.
+    pub eku: Option<Vec<ObjectIdentifier>>,
+}
+
+impl ParsedCert {
+    /// The first subject attribute of `oid`, walking the subject like `pal_plat_X509GetField`:
+    /// an error when an attribute before it has a type mbedTLS cannot name, `Ok(None)` when
+    /// there is none.
+    pub fn attribute(&self, oid: ObjectIdentifier) -> Result<Option<&[u8]>, UnknownAttribute> {
+        for (attr, value) in &self.subject_attrs {
+            if !KNOWN_ATTRIBUTES.iter().any(|k| attr.to_string() == *k) {
+                return Err(UnknownAttribute(*attr));
+            }
+            if *attr == oid {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// mbedTLS `x509_crt_check_extended_key_usage` for clientAuth: no EKU extension means no
+    /// restriction, anyExtendedKeyUsage also passes.
+    pub fn allows_client_auth(&self) -> bool {
+        match &self.eku {
+            None => true,
+            Some(purposes) => purposes
+                .iter()
+                .any(|p| *p == OID_CLIENT_AUTH || *p == OID_ANY_EKU),
+        }
+    }
+
+    /// Whether subject and issuer are the same bytes (the signature is not checked).
+    pub fn is_self_signed(&self) -> bool {
+        self.subject_raw == self.issuer_raw
+    }
+
+    /// Whether `issuer_key` verifies this certificate's signature over SHA-256 of the TBS, the
+    /// way chain links are checked (`cs_x509_cert_verify_der_signature` with SHA-256).
+    pub fn is_signed_by(&self, issuer_key: &p256::PublicKey) -> bool {
+        let Ok(sig) = p256::ecdsa::Signature::from_der(&self.signature) else {
+            return false;
+        };
+        let digest = Sha256::digest(&self.tbs);
+        p256::ecdsa::VerifyingKey::from(issuer_key)
+            .verify_prehash(&digest, &sig)
+            .is_ok()
+    }
+
+    /// The 33-byte compressed public key, the CA identifier written to `time_srv_id`.
+    pub fn compressed_key(&self) -> Vec<u8> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        self.public_key.to_encoded_point(true).as_bytes().to_vec()
+    }
+}
+
+/// Reads one DER TLV header at the start of `buf`: (tag, header length, content length).
+pub(crate) fn tlv(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let tag = *buf.first()?;
+    let first = *buf.get(1)?;
+    if first < 0x80 {
+        return Some((tag, 2, usize::from(first)));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let mut len = 0usize;
+    for i in 0..n {
+        len = (len << 8) | usize::from(*buf.get(2 + i)?);
+    }
+    let header = 2 + n;
+    if buf.len() - header < len {
+        return None;
+    }
+    Some((tag, header, len))
+}
+
+/// Splits `buf` into its first TLV (whole) and the rest.
+fn split_tlv(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (_, header, len) = tlv(buf)?;
+    Some(buf.split_at(header + len))
+}
+
+/// The content bytes of the TLV at the start of `buf`.
+fn content(buf: &[u8]) -> Option<&[u8]> {
+    let (_, header, len) = tlv(buf)?;
+    buf.get(header..header + len)
+}
+
+/// Parses a DER certificate like `mbedtls_x509_crt_parse_der` in the genuine build.
+///
+/// Errors: `UnsupportedCurve` (EC key on another curve), `InvalidMdType` (a signature algorithm
+/// other than ECDSA with SHA-224/256), `ParsingDerCert` (anything else).
+pub fn parse_certificate(input: &[u8]) -> Result<ParsedCert, KcmStatus> {
+    let bad = KcmStatus::ParsingDerCert;
+    let (cert_der, _trailing) = split_tlv(input).ok_or(bad)?;
+    let cert = x509_cert::Certificate::from_der(cert_der).map_err(|_| bad)?;
+    let tbs = &cert.tbs_certificate;
+
+    let spki = &tbs.subject_public_key_info;
+    if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
+        return Err(bad);
+    }
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+        .ok_or(bad)?;
+    if curve != OID_P256 {
+        return Err(KcmStatus::UnsupportedCurve);
+    }
+    let point = spki.subject_public_key.as_bytes().ok_or(bad)?;
+    let public_key = p256::PublicKey::from_sec1_bytes(point).map_err(|_| bad)?;
+
+    let sig_alg = cert.signature_algorithm.oid;
+    if sig_alg != OID_ECDSA_SHA256 && sig_alg != OID_ECDSA_SHA224 {
+        return Err(KcmStatus::InvalidMdType);
+    }
+    if tbs.signature.oid != sig_alg {
+        return Err(bad);
+    }
+
+    let mut eku = None;
+    for ext in tbs.extensions.iter().flatten() {
+        let id = ext.extn_id.to_string();
+        if ext.extn_id == OID_EXT_KEY_USAGE {
+            let purposes =
+                Vec::<ObjectIdentifier>::from_der(ext.extn_value.as_bytes()).map_err(|_| bad)?;
+            if purposes.is_empty() {
+                return Err(bad);
+            }
+            eku = Some(purposes);
+        } else if ext.critical && !KNOWN_EXTENSIONS.contains(&id.as_str()) {
+            return Err(bad);
+        }
+    }
+
+    let mut subject_attrs = Vec::new();
+    for rdn in tbs.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            subject_attrs.push((atv.oid, atv.value.value().to_vec()));
+        }
+    }
+
+    // Raw slices of tbs, issuer and subject, taken from the input so they are byte-exact.
+    let cert_content = content(cert_der).ok_or(bad)?;
+    let (tbs_der, _) = split_tlv(cert_content).ok_or(bad)?;
+    let mut rest = content(tbs_der).ok_or(bad)?;
+    if rest.first() == Some(&0xa0) {
+        rest = split_tlv(rest).ok_or(bad)?.1; // [0] version
+    }
+    let (_serial, rest) = split_tlv(rest).ok_or(bad)?;
+    let (_alg, rest) = split_tlv(rest).ok_or(bad)?;
+    let (issuer_raw, rest) = split_tlv(rest).ok_or(bad)?;
+    let (_validity, rest) = split_tlv(rest).ok_or(bad)?;
+    let (subject_raw, _) = split_tlv(rest).ok_or(bad)?;
+
+    Ok(ParsedCert {
+        der: cert_der.to_vec(),
+        tbs: tbs_der.to_vec(),
+        signature: cert.signature.as_bytes().ok_or(bad)?.to_vec(),
+        subject_raw: subject_raw.to_vec(),
+        issuer_raw: issuer_raw.to_vec(),
+        subject_attrs,
+        not_before: tbs.validity.not_before.to_unix_duration().as_secs(),
+        not_after: tbs.validity.not_after.to_unix_duration().as_secs(),
+        public_key,
+        eku,
+    })
+}
+
+/// `pal_plat_isPEM`: `strstr` for a PEM armour line in the bytes before the first NUL.
+pub fn looks_like_pem(bytes: &[u8]) -> bool {
+    let s = crate::cbor::c_str(bytes);
+    let has = |needle: &[u8]| s.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ") || has(b"-----END ")
+}
+
+/// Parses a private key like `pal_plat_parseECPrivateKeyFromDER` + the range check: PEM text is
+/// `InvalidParameter`; anything mbedTLS's `pk_parse_key` would not take (other curves, RSA,
+/// garbage, out-of-range scalar) is `PkKeyInvalidFormat`, because `pk_parse_key` collapses all its
+/// attempts into that one error. Accepts PKCS#8 and SEC1 (with named-curve parameters).
+pub fn parse_private_key(der: &[u8]) -> Result<p256::SecretKey, KcmStatus> {
+    if looks_like_pem(der) {
+        return Err(KcmStatus::InvalidParameter);
+    }
+    if der.is_empty() {
+        return Err(KcmStatus::PkKeyInvalidFormat);
+    }
+    parse_pkcs8(der)
+        .or_else(|| parse_sec1(der, None))
+        .ok_or(KcmStatus::PkKeyInvalidFormat)
+}
+
+fn parse_pkcs8(der: &[u8]) -> Option<p256::SecretKey> {
+    let info = pkcs8::PrivateKeyInfo::from_der(der).ok()?;
+    if info.algorithm.oid != OID_EC_PUBLIC_KEY {
+        return None;
+    }
+    let curve = info
+        .algorithm
+        .parameters
+        .as_ref()?
+        .decode_as::<ObjectIdentifier>()
+        .ok()?;
+    if curve != OID_P256 {
+        return None;
+    }
+    parse_sec1(info.private_key, Some(curve))
+}
+
+fn parse_sec1(der: &[u8], curve_from_outer: Option<ObjectIdentifier>) -> Option<p256::SecretKey> {
+    let key = sec1::EcPrivateKey::from_der(der).ok()?;
+    let curve = match key.parameters {
+        Some(params) => params.named_curve()?,
+        None => curve_from_outer?,
+    };
+    if curve != OID_P256 {
+        return None;
+    }
+    p256::SecretKey::from_slice(key.private_key).ok()
+}
+
+/// Parses a SubjectPublicKeyInfo like `pal_plat_parseECPublicKeyFromDER`.
+pub fn parse_public_key(der: &[u8]) -> Result<p256::PublicKey, KcmStatus> {
+    if looks_like_pem(der) {
+        return Err(KcmStatus::InvalidParameter);
+    }
+    let (first, trailing) = split_tlv(der).ok_or(KcmStatus::ParsingDerPublicKey)?;
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(first)
+        .map_err(|_| KcmStatus::ParsingDerPublicKey)?;
+    if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
+        return Err(KcmStatus::PkUnknownPkAlg);
+    }
+    let curve = spki
+        .algorithm
+        .parameters
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+        .ok_or(KcmStatus::ParsingDerPublicKey)?;
+    if curve != OID_P256 {
+        return Err(KcmStatus::UnsupportedCurve);
+    }
+    let point = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(KcmStatus::ParsingDerPublicKey)?;
+    let key =
+        p256::PublicKey::from_sec1_bytes(point).map_err(|_| KcmStatus::ParsingDerPublicKey)?;
+    if !trailing.is_empty() {
+        return Err(KcmStatus::InvalidPkPubkey);
+    }
+    Ok(key)
+}
+
+/// The DER SubjectPublicKeyInfo of a P-256 public key (uncompressed point).
+pub fn public_key_der(key: &p256::PublicKey) -> Vec<u8> {
+    use p256::pkcs8::EncodePublicKey;
+    key.to_public_key_der()
+        .map(|d| d.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// The DER `ECPrivateKey` (SEC1) of a P-256 key, the form a device-generated key is stored in.
+pub fn private_key_der(key: &p256::SecretKey) -> zeroize::Zeroizing<Vec<u8>> {
+    key.to_sec1_der()
+        .map(|d| zeroize::Zeroizing::new(d.to_vec()))
+        .unwrap_or_default()
+}
+
+/// Re-encodes an OID list as a DER SEQUENCE (used by tests and the CSR writer).
+pub fn encode_oid_sequence(oids: &[ObjectIdentifier]) -> Vec<u8> {
+    oids.to_vec().to_der().unwrap_or_default()
+}
