@@ -1,0 +1,518 @@
+//! The pep server's HTTP API, as `pep-cli` uses it.
+//!
+//! One `reqwest` client (rustls, no OpenSSL). Every request carries `Authorization: Bearer <token>`
+//! when a token is configured; traces (`-v`, `DEBUG=*`) show method, URL and status, never the token
+//! and never the FSS verification key.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::{CliError, one_line};
+
+/// The server URL when `PEP_SERVER_URL` is not set.
+pub const DEFAULT_SERVER_URL: &str = "http://localhost:5151";
+
+/// An API token. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token; `None` if it is empty after trimming.
+    pub fn new(value: &str) -> Option<Self> {
+        let t = value.trim();
+        (!t.is_empty()).then(|| Self(t.to_owned()))
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Everything `GET /v3/identity` takes.
+#[derive(Debug, Clone)]
+pub struct IdentityRequest {
+    /// Gateway serial number (endpoint name).
+    pub serial_number: String,
+    /// IP address where FCC listens.
+    pub ip: String,
+    /// FCC's TCP port.
+    pub port: u16,
+    /// Cloud API address.
+    pub api_address: String,
+    /// Gateway services address.
+    pub gateway_services_address: String,
+    /// Hardware version.
+    pub hardware_version: String,
+    /// Radio configuration.
+    pub radio_config: String,
+    /// Status LED configuration.
+    pub led_config: String,
+    /// `production` or `development`.
+    pub category: String,
+    /// journald FSS verification key (`-k`).
+    pub verification_key: Option<String>,
+}
+
+/// A successful identity answer: the exact bytes (written to `identity.json` unchanged) and the
+/// fields `pep-cli` itself needs.
+#[derive(Debug, Clone)]
+pub struct IdentityAnswer {
+    /// The body as the server sent it.
+    pub body: Vec<u8>,
+    /// The `enrollmentID` field.
+    pub enrollment_id: String,
+}
+
+/// Sort order of `GET /v3/enrollment-ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first.
+    Asc,
+    /// Newest first (the server's default).
+    Desc,
+}
+
+impl Order {
+    /// The query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Asc => "ASC",
+            Self::Desc => "DESC",
+        }
+    }
+}
+
+impl std::str::FromStr for Order {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("asc") {
+            Ok(Self::Asc)
+        } else if s.eq_ignore_ascii_case("desc") {
+            Ok(Self::Desc)
+        } else {
+            Err(format!("order must be ASC or DESC, not {s:?}"))
+        }
+    }
+}
+
+/// One page of `GET /v3/enrollment-ids`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The body as the server sent it.
+    pub body: Vec<u8>,
+    /// The entries, as JSON objects.
+    pub results: Vec<serde_json::Value>,
+    /// `_links.next.href`, resolved against the server URL.
+    pub next: Option<Url>,
+}
+
+#[derive(Deserialize)]
+struct PageJson {
+    #[serde(default)]
+    results: Vec<serde_json::Value>,
+    #[serde(rename = "_links", default)]
+    links: Option<Links>,
+}
+
+#[derive(Deserialize)]
+struct Links {
+    next: Option<Href>,
+}
+
+#[derive(Deserialize)]
+struct Href {
+    href: String,
+}
+
+/// A client of one pep server.
+#[derive(Debug, Clone)]
+pub struct PepApi {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<Token>,
+}
+
+impl PepApi {
+    /// A client for the server at `server_url` (e.g. `http://localhost:5151`).
+    pub fn new(
+        server_url: &str,
+        token: Option<Token>,
+        timeout: Duration,
+    ) -> Result<Self, CliError> {
+        let mut base = Url::parse(server_url.trim()).map_err(|e| {
+            CliError::Usage(format!(
+                "invalid server URL {server_url:?} (PEP_SERVER_URL): {e}"
+            ))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+            return Err(CliError::Usage(format!(
+                "invalid server URL {server_url:?} (PEP_SERVER_URL): expected http://HOST[:PORT] or https://..."
+            )));
+        }
+        // A base with a path prefix (behind a proxy) keeps it: "http://h/pep" → "http://h/pep/v3/...".
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .timeout(timeout)
+            .user_agent(concat!("pep-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The server URL, for messages.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn endpoint(&self, path: &str) -> Result<Url, CliError> {
+        self.base
+            .join(path)
+            .map_err(|e| CliError::Usage(format!("cannot build the URL for {path}: {e}")))
+    }
+
+    /// `GET url`: returns the body of a 2xx answer; maps everything else to a [`CliError`].
+    async fn get(&self, url: Url, what: &str) -> Result<Vec<u8>, CliError> {
+        let mut req = self.http.get(url.clone());
+        if let Some(Token(t)) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let shown = redact(&url);
+        tracing::debug!(target: "pep_client::http", "GET {shown}");
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        tracing::debug!(
+            target: "pep_client::http",
+            "GET {shown} -> {status} in {} ms",
+            started.elapsed().as_millis()
+        );
+        let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        if status.is_success() {
+            Ok(body.to_vec())
+        } else {
+            Err(CliError::Server {
+                what: what.to_owned(),
+                status: status.as_u16(),
+                message: error_text(status, &body),
+            })
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> CliError {
+        use std::error::Error as _;
+        // Without the URL: its query may hold the FSS verification key. reqwest's top-level
+        // message is generic ("error sending request"); the causes say why.
+        let e = e.without_url();
+        let mut detail = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            detail = format!("{detail}: {s}");
+            source = s.source();
+        }
+        if e.is_timeout() {
+            detail = format!("no answer in time ({detail})");
+        }
+        let mut url = self.base.clone();
+        url.set_query(None);
+        let _ = url.set_password(None);
+        CliError::Unreachable {
+            url: url.as_str().trim_end_matches('/').to_owned(),
+            detail: one_line(&detail),
+        }
+    }
+
+    /// `GET /v3/identity`: creates, injects and returns one gateway identity.
+    pub async fn identity(&self, req: &IdentityRequest) -> Result<IdentityAnswer, CliError> {
+        let mut url = self.endpoint("v3/identity")?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("serialNumber", &req.serial_number)
+                .append_pair("ip", &req.ip)
+                .append_pair("port", &req.port.to_string())
+                .append_pair("apiAddress", &req.api_address)
+                .append_pair("gatewayServicesAddress", &req.gateway_services_address)
+                .append_pair("hardwareVersion", &req.hardware_version)
+                .append_pair("radioConfig", &req.radio_config)
+                .append_pair("ledConfig", &req.led_config)
+                .append_pair("category", &req.category);
+            if let Some(key) = &req.verification_key {
+                q.append_pair("verificationKey", key);
+            }
+        }
+        let what = format!("get-one-identity {}", req.serial_number);
+        let body = self.get(url, &what).await?;
+        let enrollment_id =
+            check_identity(&body, &req.serial_number).map_err(|detail| CliError::BadAnswer {
+                what: what.clone(),
+                detail,
+            })?;
+        Ok(IdentityAnswer {
+            body,
+            enrollment_id,
+        })
+    }
+
+    /// `GET /v3/enrollment-id`: the enrollment ID of a deployed gateway.
+    pub async fn enrollment_id(&self, serial: &str) -> Result<String, CliError> {
+        let what = format!("get-enrollment-id {serial}");
+        let text = self.get_text("v3/enrollment-id", serial, &what).await?;
+        if !is_enrollment_id(&text) {
+            return Err(CliError::BadAnswer {
+                what,
+                detail: format!("{:?} is not an enrollment ID", one_line(&text)),
+            });
+        }
+        Ok(text)
+    }
+
+    /// `GET /v3/verification-key`: the stored FSS verification key of a deployed gateway.
+    pub async fn verification_key(&self, serial: &str) -> Result<String, CliError> {
+        let what = format!("get-verification-key {serial}");
+        self.get_text("v3/verification-key", serial, &what).await
+    }
+
+    async fn get_text(&self, path: &str, serial: &str, what: &str) -> Result<String, CliError> {
+        let mut url = self.endpoint(path)?;
+        url.query_pairs_mut().append_pair("serialNumber", serial);
+        let body = self.get(url, what).await?;
+        let text = String::from_utf8(body).map_err(|_| CliError::BadAnswer {
+            what: what.to_owned(),
+            detail: "the body is not UTF-8 text".to_owned(),
+        })?;
+        Ok(text.trim().to_owned())
+    }
+
+    /// The URL of the first page of `GET /v3/enrollment-ids`.
+    pub fn enrollment_ids_url(
+        &self,
+        limit: u32,
+        order: Order,
+        last: Option<&str>,
+    ) -> Result<Url, CliError> {
+        let mut url = self.endpoint("v3/enrollment-ids")?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("limit", &limit.to_string())
+                .append_pair("order", order.as_str());
+            if let Some(last) = last {
+                q.append_pair("last", last);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Fetches one page of `GET /v3/enrollment-ids` from `url`.
+    pub async fn enrollment_ids_page(&self, url: Url) -> Result<Page, CliError> {
+        let what = "list-enrollment-ids";
+        let body = self.get(url, what).await?;
+        let parsed: PageJson = serde_json::from_slice(&body).map_err(|e| CliError::BadAnswer {
+            what: what.to_owned(),
+            detail: format!("not an enrollment-ids page: {e}"),
+        })?;
+        let next = match parsed.links.and_then(|l| l.next) {
+            None => None,
+            Some(Href { href }) => {
+                Some(self.base.join(&href).map_err(|e| CliError::BadAnswer {
+                    what: what.to_owned(),
+                    detail: format!("bad next link {href:?}: {e}"),
+                })?)
+            }
+        };
+        Ok(Page {
+            body,
+            results: parsed.results,
+            next,
+        })
+    }
+
+    /// `GET /v3/enrollment-ids.csv`: the server's own CSV export.
+    pub async fn enrollment_ids_csv(&self) -> Result<Vec<u8>, CliError> {
+        let url = self.endpoint("v3/enrollment-ids.csv")?;
+        self.get(url, "enrollment-ids.csv").await
+    }
+}
+
+/// The URL for traces, without the FSS verification key and without credentials.
+fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    if url.query_pairs().any(|(k, _)| k == "verificationKey") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "verificationKey" {
+                    "<redacted>".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
+}
+
+/// The server's error text: the `error` field of its JSON body, else the start of the body, else
+/// the status reason.
+fn error_text(status: reqwest::StatusCode, body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ErrorJson {
+        error: String,
+    }
+    if let Ok(e) = serde_json::from_slice::<ErrorJson>(body) {
+        return one_line(&e.error);
+    }
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("no error text")
+            .to_owned()
+    } else {
+        one_line(&text)
+    }
+}
+
+/// `^A-[A-Za-z0-9:]{95}$`, the enrollment ID pattern of the cloud's bulk upload.
+pub fn is_enrollment_id(s: &str) -> bool {
+    s.len() == 97
+        && s.starts_with("A-")
+        && s[2..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b':')
+}
+
+/// Checks an identity body: a JSON object for `serial` with a valid `enrollmentID`.
+/// Returns the enrollment ID.
+pub fn check_identity(body: &[u8], serial: &str) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the identity is not JSON: {e}"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| "the identity is not a JSON object".to_owned())?;
+    match obj.get("serialNumber").and_then(|s| s.as_str()) {
+        Some(s) if s == serial => {}
+        Some(other) => {
+            return Err(format!(
+                "the identity is for serial {:?}, not {serial:?}",
+                one_line(other)
+            ));
+        }
+        None => return Err("the identity has no serialNumber".to_owned()),
+    }
+    let eid = obj
+        .get("enrollmentID")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| "the identity has no enrollmentID".to_owned())?;
+    if !is_enrollment_id(eid) {
+        return Err(format!(
+            "enrollmentID {:?} is not an enrollment ID",
+            one_line(eid)
+        ));
+    }
+    Ok(eid.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EID: &str = "A-35:E7:72:8A:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:95:C5";
+
+    #[test]
+    fn enrollment_id_pattern() {
+        assert_eq!(EID.len(), 97);
+        assert!(is_enrollment_id(EID));
+        assert!(!is_enrollment_id(&EID[..96]));
+        assert!(!is_enrollment_id(&EID.replace("A-", "B-")));
+        assert!(!is_enrollment_id(&EID.replace(":95:", ";95:")));
+    }
+
+    #[test]
+    fn identity_body_is_checked() {
+        let ok = format!(r#"{{"serialNumber":"GW-1","enrollmentID":"{EID}"}}"#);
+        assert_eq!(check_identity(ok.as_bytes(), "GW-1").unwrap(), EID);
+        assert!(
+            check_identity(ok.as_bytes(), "GW-2")
+                .unwrap_err()
+                .contains("GW-2")
+        );
+        assert!(check_identity(br#"{"error":"boom"}"#, "GW-1").is_err());
+        assert!(
+            check_identity(b"<html>", "GW-1")
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        let bad = r#"{"serialNumber":"GW-1","enrollmentID":"A-12"}"#;
+        assert!(
+            check_identity(bad.as_bytes(), "GW-1")
+                .unwrap_err()
+                .contains("A-12")
+        );
+    }
+
+    #[test]
+    fn error_text_prefers_the_json_error_field() {
+        let s = reqwest::StatusCode::CONFLICT;
+        assert_eq!(
+            error_text(s, br#"{"error":"serial GW-1\nexists"}"#),
+            "serial GW-1 exists"
+        );
+        assert_eq!(error_text(s, b"plain text"), "plain text");
+        assert_eq!(error_text(s, b""), "Conflict");
+    }
+
+    #[test]
+    fn traces_hide_the_verification_key() {
+        let url =
+            Url::parse("http://h:1/v3/identity?serialNumber=a&verificationKey=secret%2F1&ip=x")
+                .unwrap();
+        let shown = redact(&url);
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("serialNumber=a") && shown.contains("ip=x"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn base_url_keeps_a_path_prefix() {
+        let api = PepApi::new("http://h:1/pep", None, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            api.endpoint("v3/identity").unwrap().as_str(),
+            "http://h:1/pep/v3/identity"
+        );
+        let api = PepApi::new("http://h:1/", None, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            api.endpoint("v3/identity").unwrap().as_str(),
+            "http://h:1/v3/identity"
+        );
+        assert!(PepApi::new("localhost:5151", None, Duration::from_secs(5)).is_err());
+        assert!(PepApi::new("ftp://h", None, Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token::new(" s3cret\n").unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
+        assert!(Token::new("  ").is_none());
+    }
+
+    #[test]
+    fn order_parses_case_insensitively() {
+        assert_eq!("asc".parse::<Order>(), Ok(Order::Asc));
+        assert_eq!("DESC".parse::<Order>(), Ok(Order::Desc));
+        assert!("up".parse::<Order>().is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! What each command does.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::{IdentityRequest, Order, PepApi, Token};
+use crate::cli::{
+    Command, ExportFormat, GetOneIdentity, GlobalArgs, IdentityOptions, ListEnrollmentIds,
+    Provision,
+};
+use crate::error::CliError;
+use crate::fcc::FccChild;
+use crate::files::{IDENTITY_FILE, InstallPlan, write_atomic};
+use crate::serial::validate_serial;
+
+/// The environment variable holding the API token (when `--token-file` is not given).
+pub const TOKEN_ENV: &str = "PEP_API_TOKEN";
+
+/// Runs one command.
+pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> {
+    let api = PepApi::new(
+        &global.server,
+        token(global)?,
+        Duration::from_secs(global.http_timeout),
+    )?;
+    match command {
+        Command::GetOneIdentity(args) => get_one_identity(&api, args).await,
+        Command::GetEnrollmentId(args) => {
+            let serial = validate_serial(&args.serial)?;
+            print_line(&api.enrollment_id(&serial).await?)
+        }
+        Command::GetVerificationKey(args) => {
+            let serial = validate_serial(&args.serial)?;
+            print_line(&api.verification_key(&serial).await?)
+        }
+        Command::ListEnrollmentIds(args) => list_enrollment_ids(&api, args).await,
+        Command::Provision(args) => provision(&api, args).await,
+    }
+}
+
+/// The API token: `--token-file`, else `$PEP_API_TOKEN`, else none (the server will answer 401).
+fn token(global: &GlobalArgs) -> Result<Option<Token>, CliError> {
+    if let Some(path) = &global.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| CliError::Token {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        return Token::new(&text).map(Some).ok_or_else(|| CliError::Token {
+            path: path.clone(),
+            reason: "the file is empty".to_owned(),
+        });
+    }
+    let token = std::env::var(TOKEN_ENV).ok().and_then(|t| Token::new(&t));
+    if token.is_none() {
+        tracing::debug!("no API token (neither --token-file nor {TOKEN_ENV})");
+    }
+    Ok(token)
+}
+
+fn print_line(text: &str) -> Result<(), CliError> {
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::io("cannot write to stdout", e))
+}
+
+/// Builds the identity request; with `-k` generates the FSS key first (failing before any request).
+async fn identity_request(
+    serial: String,
+    ip: String,
+    port: u16,
+    o: &IdentityOptions,
+) -> Result<IdentityRequest, CliError> {
+    let verification_key = if o.setup_fss {
+        let program = crate::fss::journalctl_program();
+        Some(crate::fss::generate_verification_key(&program, &o.fss_interval).await?)
+    } else {
+        None
+    };
+    Ok(IdentityRequest {
+        serial_number: serial,
+        ip,
+        port,
+        api_address: o.api_url.clone(),
+        gateway_services_address: o.gw_url.clone(),
+        hardware_version: o.hardware_version.clone(),
+        radio_config: o.radio_config.clone(),
+        led_config: o.led_config.clone(),
+        category: o.category.clone(),
+        verification_key,
+    })
+}
+
+/// `get-one-identity`: writes `./identity.json` (only on success, atomically) and prints it.
+async fn get_one_identity(api: &PepApi, args: GetOneIdentity) -> Result<(), CliError> {
+    let serial = validate_serial(&args.serial)?;
+    let req = identity_request(serial, args.ip.to_string(), args.port, &args.identity).await?;
+    let answer = api.identity(&req).await?;
+    write_atomic(Path::new(IDENTITY_FILE), &answer.body)?;
+    write_stdout(&answer.body)
+}
+
+/// `OUTPUT` + `.ext`, as the old tool named its files (`-f out` → `out.json`).
+fn with_ext(output: &Path, ext: &str) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// `list-enrollment-ids`: one page (or, with `--all`, every page) to OUTPUT.json and OUTPUT.csv.
+async fn list_enrollment_ids(api: &PepApi, args: ListEnrollmentIds) -> Result<(), CliError> {
+    let limit = args.limit.unwrap_or(if args.all { 1000 } else { 50 });
+    let first = api.enrollment_ids_url(limit, args.order, args.last.as_deref())?;
+    let json_path = with_ext(&args.output, "json");
+    let csv_path = with_ext(&args.output, "csv");
+
+    let (json, results) = if args.all {
+        let results = fetch_all(api, first).await?;
+        let json = all_json(&results, args.order)?;
+        (json, results)
+    } else {
+        let page = api.enrollment_ids_page(first).await?;
+        (page.body, page.results)
+    };
+    write_atomic(&json_path, &json)?;
+    print_line(&format!(
+        "JSON output saved successfully at {}",
+        json_path.display()
+    ))?;
+    if args.export == Some(ExportFormat::Csv) {
+        let doc = crate::csv::document(&results).map_err(|detail| CliError::BadAnswer {
+            what: "list-enrollment-ids".to_owned(),
+            detail,
+        })?;
+        write_atomic(&csv_path, doc.as_bytes())?;
+        print_line(&format!(
+            "CSV output saved successfully at {}",
+            csv_path.display()
+        ))?;
+    }
+    Ok(())
+}
+
+/// Follows the `next` links from `first` until an empty page (or no link).
+async fn fetch_all(api: &PepApi, first: url::Url) -> Result<Vec<serde_json::Value>, CliError> {
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {pos} gateways exported ({per_sec})")
+        {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut all = Vec::new();
+    let mut seen = HashSet::new();
+    let mut next = Some(first);
+    while let Some(url) = next.take() {
+        if !seen.insert(url.to_string()) {
+            bar.abandon();
+            return Err(CliError::BadAnswer {
+                what: "list-enrollment-ids --all".to_owned(),
+                detail: format!("the next link loops back to {url}"),
+            });
+        }
+        let page = match api.enrollment_ids_page(url).await {
+            Ok(p) => p,
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
+        };
+        if page.results.is_empty() {
+            break;
+        }
+        bar.inc(page.results.len() as u64);
+        all.extend(page.results);
+        next = page.next;
+    }
+    bar.finish_and_clear();
+    tracing::debug!(
+        entries = all.len(),
+        pages = seen.len(),
+        "exported the whole inventory"
+    );
+    Ok(all)
+}
+
+/// The JSON document of an `--all` export.
+fn all_json(results: &[serde_json::Value], order: Order) -> Result<Vec<u8>, CliError> {
+    let doc = serde_json::json!({
+        "total_count": results.len(),
+        "order": order.as_str(),
+        "results": results,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&doc)
+        .map_err(|e| CliError::io("cannot encode the export", std::io::Error::other(e)))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// `provision`: FCC child → address → identity from the server → FCC exit 0 → install.
+async fn provision(api: &PepApi, args: Provision) -> Result<(), CliError> {
+    let serial = match (&args.serial, &args.serial_from) {
+        (Some(s), _) => s.clone(),
+        (None, Some(source)) => source.read()?,
+        (None, None) => {
+            return Err(CliError::Usage("give --serial or --serial-from".to_owned()));
+        }
+    };
+    let serial = validate_serial(&serial)?;
+    let plan = match (args.install, &args.pal_dest, &args.identity_dest) {
+        (true, Some(pal), Some(identity)) => InstallPlan {
+            pal_dest: pal.clone(),
+            identity_dir: identity.clone(),
+            force: args.force,
+        },
+        (true, _, _) => {
+            return Err(CliError::Usage(
+                "--install needs --pal-dest and --identity-dest".to_owned(),
+            ));
+        }
+        // Without --install the results land where the old manual flow had them: ./pal and
+        // ./identity.json, under the same no-overwrite rules.
+        (false, _, _) => InstallPlan {
+            pal_dest: PathBuf::from("pal"),
+            identity_dir: PathBuf::from("."),
+            force: args.force,
+        },
+    };
+    // Refuse before FCC runs and before the server spends a serial on us.
+    plan.preflight()?;
+
+    // -k: generate the key before FCC starts; a failure stops here.
+    let mut req = identity_request(serial.clone(), String::new(), 0, &args.identity).await?;
+
+    let workdir = tempfile::Builder::new()
+        .prefix(".pep-fcc-")
+        .tempdir_in(plan.staging_dir())
+        .map_err(|e| {
+            CliError::io(
+                format!(
+                    "cannot create the FCC working directory in {}",
+                    plan.staging_dir().display()
+                ),
+                e,
+            )
+        })?;
+    let mut fcc = FccChild::spawn(&args.fcc, &args.fcc_args, workdir.path())?;
+    let addr = fcc.address(Duration::from_secs(args.fcc_timeout)).await?;
+    req.ip = addr.ip().to_string();
+    req.port = addr.port();
+    tracing::debug!(%serial, %addr, "requesting the identity");
+
+    let answer = api.identity(&req).await?;
+    fcc.wait_success(Duration::from_secs(args.fcc_exit_timeout))
+        .await
+        .map_err(|e| match e {
+            CliError::Fcc(msg) => CliError::Fcc(format!(
+                "{msg}; the server recorded {serial} as enrollment ID {} but nothing was installed",
+                answer.enrollment_id
+            )),
+            other => other,
+        })?;
+    drop(fcc);
+
+    let installed = plan.install(&workdir.path().join("pal"), &answer.body)?;
+    let mut summary = format!(
+        "Provisioned gateway {serial}\nEnrollment ID: {}\npal: {}\nidentity.json: {}\n",
+        answer.enrollment_id,
+        installed.pal.display(),
+        installed.identity.display()
+    );
+    for (from, to) in &installed.moved_aside {
+        summary.push_str(&format!(
+            "moved aside: {} -> {}\n",
+            from.display(),
+            to.display()
+        ));
+    }
+    write_stdout(summary.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_follow_the_old_tool() {
+        assert_eq!(
+            with_ext(Path::new("enrollment_ids_list"), "json"),
+            PathBuf::from("enrollment_ids_list.json")
+        );
+        assert_eq!(
+            with_ext(Path::new("/tmp/x.v1"), "csv"),
+            PathBuf::from("/tmp/x.v1.csv")
+        );
+    }
+
+    #[test]
+    fn all_export_counts_entries() {
+        let results = vec![serde_json::json!({"enrollmentID": "A-1"})];
+        let bytes = all_json(&results, Order::Asc).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["total_count"], 1);
+        assert_eq!(v["order"], "ASC");
+        assert_eq!(v["results"][0]["enrollmentID"], "A-1");
+    }
+}
