@@ -1,0 +1,342 @@
+//! `GET /v3/identity` (the old API) and `POST /v3/identities` (JSON body): create, inject and return
+//! one gateway identity.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::query::QueryParams;
+use super::{AppState, Principal};
+use crate::metrics::ProvisionResult;
+use crate::provision::{ProvisionError, ProvisionRequest};
+use fcc_proto::FccStatus;
+
+/// FCC's port when the request names none. Kept for compatibility with the old server, although it
+/// is wrong on Linux, where FCC listens on a random port it prints at start (a defect of the old tool
+/// that clients work around by always sending `port`).
+pub const DEFAULT_FCC_PORT: u16 = 7777;
+
+/// Text parameters passed through to the core, which validates them.
+const TEXT_PARAMS: [&str; 7] = [
+    "apiAddress",
+    "gatewayServicesAddress",
+    "hardwareVersion",
+    "radioConfig",
+    "ledConfig",
+    "category",
+    "verificationKey",
+];
+
+/// Every field `POST /v3/identities` accepts.
+const BODY_FIELDS: [&str; 10] = [
+    "serialNumber",
+    "ip",
+    "port",
+    "apiAddress",
+    "gatewayServicesAddress",
+    "hardwareVersion",
+    "radioConfig",
+    "ledConfig",
+    "category",
+    "verificationKey",
+];
+
+/// `GET /v3/identity?serialNumber=...`: 200 with the identity JSON.
+pub async fn get_identity(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    principal: Option<axum::Extension<Principal>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params = match QueryParams::parse(raw.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return invalid(&state, e),
+    };
+    match build_request(&params, peer, principal.map(|p| p.0)) {
+        Ok(request) => provision(&state, request, StatusCode::OK).await,
+        Err(e) => invalid(&state, e),
+    }
+}
+
+/// `POST /v3/identities` with a JSON object body of the same fields: 201 with the identity JSON.
+pub async fn post_identities(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    principal: Option<axum::Extension<Principal>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = check_json_content_type(&headers)
+        .and_then(|()| {
+            body.map_err(|rejection| {
+                ApiError::new(
+                    rejection.status(),
+                    format!("cannot read the request body: {rejection}"),
+                )
+            })
+        })
+        .and_then(|body| params_from_json(&body))
+        .and_then(|params| build_request(&params, peer, principal.map(|p| p.0)));
+    match parsed {
+        Ok(request) => provision(&state, request, StatusCode::CREATED).await,
+        Err(e) => invalid(&state, e),
+    }
+}
+
+/// Counts a request refused by the HTTP layer's own checks and answers it.
+fn invalid(state: &AppState, e: ApiError) -> Response {
+    state.metrics.count_refused(ProvisionResult::Invalid);
+    e.into_response()
+}
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        // curl -d without -H sends form encoding; a missing header is accepted as JSON.
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the body must be application/json, not `{essence}`"),
+        ))
+    }
+}
+
+/// Turns a JSON object into the same name/value pairs a query string gives, so both endpoints share
+/// one validation. Unknown fields are refused here (unlike the old query API, this endpoint has no
+/// legacy clients, and a misspelt optional field would otherwise be silently dropped).
+fn params_from_json(body: &[u8]) -> Result<QueryParams, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        if !BODY_FIELDS.contains(&name.as_str()) {
+            return Err(ApiError::bad_param(&name, "is not a known field"));
+        }
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s,
+            Value::Number(n) if name == "port" => n.to_string(),
+            _ if name == "port" => return Err(ApiError::bad_param(&name, "must be a number")),
+            _ => return Err(ApiError::bad_param(&name, "must be a string")),
+        };
+        pairs.push((name, text));
+    }
+    Ok(QueryParams::from_pairs(pairs))
+}
+
+/// Validates the parameters and builds the core's request. The serial number's full syntax is the
+/// core's to check (it is the endpoint name); this layer checks types, presence and encoding.
+fn build_request(
+    params: &QueryParams,
+    peer: SocketAddr,
+    principal: Option<Principal>,
+) -> Result<ProvisionRequest, ApiError> {
+    let serial_number = params
+        .get("serialNumber")?
+        .ok_or_else(|| ApiError::missing_param("serialNumber"))?;
+    if serial_number.is_empty() {
+        return Err(ApiError::bad_param("serialNumber", "must not be empty"));
+    }
+    pep_ca::EndpointName::from_str(serial_number).map_err(|e| {
+        ApiError::bad_param("serialNumber", format!("is not a valid endpoint name: {e}"))
+    })?;
+
+    let ip = match params.get_non_empty("ip")? {
+        Some(text) => parse_gateway_ip("ip", text)?,
+        None => parse_gateway_ip("ip", &peer.ip().to_canonical().to_string()).map_err(|_| {
+            ApiError::bad_param(
+                "ip",
+                format!(
+                    "is required: the requester's address {} cannot be a gateway's FCC address (FCC listens on IPv4 only)",
+                    peer.ip()
+                ),
+            )
+        })?,
+    };
+
+    let port = match params.get_non_empty("port")? {
+        Some(text) => match text.parse::<u32>() {
+            Ok(p) if (1..=65535).contains(&p) => p as u16,
+            _ => {
+                return Err(ApiError::bad_param(
+                    "port",
+                    format!(
+                        "must be a TCP port number in 1..=65535, not `{}`",
+                        truncate(text)
+                    ),
+                ));
+            }
+        },
+        None => DEFAULT_FCC_PORT,
+    };
+
+    let mut texts: [Option<String>; TEXT_PARAMS.len()] = Default::default();
+    for (slot, name) in texts.iter_mut().zip(TEXT_PARAMS) {
+        *slot = text_param(params, name)?;
+    }
+    let [
+        api_address,
+        gateway_services_address,
+        hardware_version,
+        radio_config,
+        led_config,
+        category,
+        verification_key,
+    ] = texts;
+
+    let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0);
+    Ok(ProvisionRequest {
+        serial_number: serial_number.to_owned(),
+        ip,
+        port,
+        api_address,
+        gateway_services_address,
+        hardware_version,
+        radio_config,
+        led_config,
+        category,
+        verification_key,
+        requester: format!("{who}@{peer}"),
+    })
+}
+
+/// An optional text parameter; empty counts as absent (old clients send `name=` for defaults).
+/// Length and content rules are the core's (`provision::validate`), which names the field too.
+fn text_param(params: &QueryParams, name: &str) -> Result<Option<String>, ApiError> {
+    Ok(params.get_non_empty(name)?.map(str::to_owned))
+}
+
+/// A gateway address must be a unicast IPv4 address: FCC binds IPv4 only.
+fn parse_gateway_ip(name: &str, text: &str) -> Result<IpAddr, ApiError> {
+    let ip = IpAddr::from_str(text).map_err(|_| {
+        ApiError::bad_param(
+            name,
+            format!("must be an IPv4 address, not `{}`", truncate(text)),
+        )
+    })?;
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => Err(
+            ApiError::bad_param(name, format!("must be a unicast IPv4 address, not {v4}")),
+        ),
+        IpAddr::V4(_) => Ok(ip),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => parse_gateway_ip(name, &v4.to_string()),
+            None => Err(ApiError::bad_param(
+                name,
+                format!("must be an IPv4 address (FCC listens on IPv4 only), not {v6}"),
+            )),
+        },
+    }
+}
+
+/// Echoes at most 64 characters of a rejected value.
+fn truncate(text: &str) -> String {
+    let mut t: String = text.chars().take(64).collect();
+    if t.len() < text.len() {
+        t.push('…');
+    }
+    t
+}
+
+/// Runs one provisioning in its own task and answers with its outcome.
+///
+/// The task is spawned so that a client that disconnects (or the request deadline) cannot cancel
+/// the provisioning half-way, e.g. after FCC stored the credentials but before the store recorded
+/// them as deployed.
+async fn provision(state: &AppState, request: ProvisionRequest, success: StatusCode) -> Response {
+    let started = Instant::now();
+    let serial = request.serial_number.clone();
+    let gateway = SocketAddr::new(request.ip, request.port);
+    let provisioner = state.provisioner.clone();
+    let metrics = state.metrics.clone();
+    let task = tokio::spawn(async move {
+        let _in_flight = metrics.start_provision();
+        let outcome = provisioner.provision(request).await;
+        let result = match &outcome {
+            Ok(_) => {
+                metrics.record_fcc_status(FccStatus::Success);
+                ProvisionResult::Deployed
+            }
+            Err(e) => {
+                if let ProvisionError::GatewayRejected { status, .. } = e {
+                    metrics.record_fcc_status(*status);
+                }
+                result_of(e)
+            }
+        };
+        metrics.record_provision(result, started.elapsed());
+        outcome
+    });
+    match task.await {
+        Ok(Ok(identity)) => {
+            tracing::info!(%serial, %gateway, enrollment_id = %identity.enrollment_id, "deployed");
+            (success, Json(identity)).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%serial, %gateway, error = %e, "provisioning failed");
+            provision_error(e).into_response()
+        }
+        Err(join) => ApiError::internal("the provisioning task failed", &join).into_response(),
+    }
+}
+
+fn result_of(e: &ProvisionError) -> ProvisionResult {
+    match e {
+        ProvisionError::InvalidRequest { .. } => ProvisionResult::Invalid,
+        ProvisionError::Conflict { .. } => ProvisionResult::Conflict,
+        ProvisionError::GatewayRejected { .. } => ProvisionResult::GatewayRejected,
+        ProvisionError::GatewayFailed { .. } => ProvisionResult::GatewayFailed,
+        ProvisionError::GatewayUnreachable { .. } => ProvisionResult::GatewayUnreachable,
+        ProvisionError::GatewayTimeout { .. } => ProvisionResult::GatewayTimeout,
+        _ => ProvisionResult::Internal,
+    }
+}
+
+/// The answer for a failed provisioning: the core's status code and message, plus the fields a
+/// script needs to react (which parameter, which gateway, FCC's status, whether a retry can help).
+fn provision_error(e: ProvisionError) -> ApiError {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        return ApiError::internal("provisioning failed", &e);
+    }
+    let message = e.to_string();
+    match e {
+        ProvisionError::InvalidRequest { field, reason } => ApiError::bad_param(&field, reason),
+        ProvisionError::Conflict { serial } => ApiError::new(status, message)
+            .with("serialNumber", serial)
+            .with("retryable", false),
+        ProvisionError::GatewayRejected {
+            gateway,
+            status: fcc,
+            info,
+        } => ApiError::new(status, message)
+            .with("gateway", gateway.to_string())
+            .with("fccStatus", fcc.as_u32())
+            .with("fccStatusName", fcc.name())
+            .with("fccInfo", info)
+            .with("retryable", true),
+        ProvisionError::GatewayFailed { gateway, .. }
+        | ProvisionError::GatewayUnreachable { gateway, .. }
+        | ProvisionError::GatewayTimeout { gateway, .. } => ApiError::new(status, message)
+            .with("gateway", gateway.to_string())
+            .with("retryable", true),
+        _ => ApiError::new(status, message),
+    }
+}

@@ -1,0 +1,291 @@
+//! The HTTP API of the daemon (axum on hyper).
+//!
+//! Handlers only translate: query/JSON → [`ProvisionRequest`](crate::provision::ProvisionRequest),
+//! [`ProvisionError`](crate::provision::ProvisionError) → status + JSON, store records → HAL JSON /
+//! CSV. Every route is declared once in [`ROUTES`]; the router is built from that table, so the
+//! OpenAPI test can check that the document describes exactly the routes that exist.
+//!
+//! Layers, outermost first: tracing span per request → query-string limit (414) → body limit (413)
+//! → per-request deadline (504) → per-route authentication (401/403) → handler.
+
+mod auth;
+mod error;
+mod identity;
+mod ops;
+mod query;
+mod read;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, on};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+pub use auth::{Auth, Principal, Role, Token};
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::provision::Provisioner;
+
+/// Largest accepted request body (larger → 413).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest accepted query string (longer → 414).
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time allowed to produce the response head. Must exceed the sum of the FCC timeouts so an
+    /// identity request ends with the gateway's real outcome, not with this deadline.
+    pub request_deadline: Duration,
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The provisioning core (and, through it, the store).
+    pub provisioner: Arc<Provisioner>,
+    /// The authentication policy.
+    pub auth: Arc<Auth>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No authentication (health check, API documentation).
+    Open,
+    /// A bearer token with this role.
+    Needs(Role),
+}
+
+/// The handler behind a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /v3/identity`.
+    IdentityGet,
+    /// `POST /v3/identities`.
+    IdentitiesPost,
+    /// `GET /v3/enrollment-id`.
+    EnrollmentId,
+    /// `GET /v3/verification-key`.
+    VerificationKey,
+    /// `GET /v3/enrollment-ids`.
+    EnrollmentIds,
+    /// `GET /v3/enrollment-ids.csv`.
+    EnrollmentIdsCsv,
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /docs/openapi.yaml`.
+    OpenApi,
+    /// `GET /docs/`.
+    DocsPage,
+    /// `GET /docs` (redirects to `/docs/`).
+    DocsRedirect,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// What answers it.
+    pub endpoint: Endpoint,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    endpoint: Endpoint,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        access,
+        endpoint,
+    }
+}
+
+const PROVISION: Access = Access::Needs(Role::Provision);
+const READ: Access = Access::Needs(Role::Read);
+
+/// Every route the server answers. The API routes exist at `/v3/...` and, identically, at `/...`
+/// (the old server did the same and scripts use both).
+pub const ROUTES: &[RouteSpec] = &[
+    route("GET", "/v3/identity", PROVISION, Endpoint::IdentityGet),
+    route("GET", "/identity", PROVISION, Endpoint::IdentityGet),
+    route(
+        "POST",
+        "/v3/identities",
+        PROVISION,
+        Endpoint::IdentitiesPost,
+    ),
+    route("POST", "/identities", PROVISION, Endpoint::IdentitiesPost),
+    route("GET", "/v3/enrollment-id", READ, Endpoint::EnrollmentId),
+    route("GET", "/enrollment-id", READ, Endpoint::EnrollmentId),
+    route(
+        "GET",
+        "/v3/verification-key",
+        READ,
+        Endpoint::VerificationKey,
+    ),
+    route("GET", "/verification-key", READ, Endpoint::VerificationKey),
+    route("GET", "/v3/enrollment-ids", READ, Endpoint::EnrollmentIds),
+    route("GET", "/enrollment-ids", READ, Endpoint::EnrollmentIds),
+    route(
+        "GET",
+        "/v3/enrollment-ids.csv",
+        READ,
+        Endpoint::EnrollmentIdsCsv,
+    ),
+    route(
+        "GET",
+        "/enrollment-ids.csv",
+        READ,
+        Endpoint::EnrollmentIdsCsv,
+    ),
+    route("GET", "/healthz", Access::Open, Endpoint::Healthz),
+    route("GET", "/metrics", READ, Endpoint::Metrics),
+    route("GET", "/docs/openapi.yaml", Access::Open, Endpoint::OpenApi),
+    route("GET", "/docs/", Access::Open, Endpoint::DocsPage),
+    route("GET", "/docs", Access::Open, Endpoint::DocsRedirect),
+];
+
+/// The OpenAPI 3.1 document served at `/docs/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
+    let method = match spec.method {
+        "POST" => axum::routing::MethodFilter::POST,
+        _ => axum::routing::MethodFilter::GET,
+    };
+    match spec.endpoint {
+        Endpoint::IdentityGet => on(method, identity::get_identity),
+        Endpoint::IdentitiesPost => on(method, identity::post_identities),
+        Endpoint::EnrollmentId => on(method, read::enrollment_id),
+        Endpoint::VerificationKey => on(method, read::verification_key),
+        Endpoint::EnrollmentIds => on(method, read::enrollment_ids),
+        Endpoint::EnrollmentIdsCsv => on(method, read::enrollment_ids_csv),
+        Endpoint::Healthz => on(method, ops::healthz),
+        Endpoint::Metrics => on(method, ops::metrics),
+        Endpoint::OpenApi => on(method, ops::openapi),
+        Endpoint::DocsPage => on(method, ops::docs_page),
+        Endpoint::DocsRedirect => on(method, ops::docs_redirect),
+    }
+}
+
+/// Builds the application: every route of [`ROUTES`] with its authentication, and the limits.
+pub fn router(state: AppState) -> Router {
+    let mut app: Router<AppState> = Router::new();
+    for spec in ROUTES {
+        let mut handler = method_router(spec);
+        if let Access::Needs(role) = spec.access {
+            let required = auth::RequireRole {
+                auth: state.auth.clone(),
+                role,
+            };
+            handler =
+                handler.route_layer(middleware::from_fn_with_state(required, auth::require_role));
+        }
+        app = app.route(spec.path, handler);
+    }
+    let deadline = state.limits.request_deadline;
+    app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(deadline, enforce_deadline))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(limit_query))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    // The path only: query strings may carry a verification key.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        status = tracing::field::Empty,
+                        latency_ms = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response, latency: Duration, span: &Span| {
+                    span.record("status", response.status().as_u16());
+                    span.record("latency_ms", latency.as_millis() as u64);
+                    tracing::info!("answered");
+                })
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in progress.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn limit_query(request: Request, next: Next) -> Response {
+    let len = request.uri().query().map_or(0, str::len);
+    if len > MAX_QUERY_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the query string is {len} bytes; at most {MAX_QUERY_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn enforce_deadline(
+    State(deadline): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the request did not complete within the server's deadline of {} s",
+                deadline.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,183 @@
+//! `pep-server`: the factory provisioning daemon. Thin wiring only: config → check → store →
+//! provisioner → router → serve until SIGINT/SIGTERM; or `check-config` to validate a config file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use pep_server::config::Config;
+use pep_server::http::{self, AppState, Auth, Limits};
+use pep_server::metrics::Metrics;
+use pep_server::provision::Provisioner;
+use pep_server::store::Store;
+use tracing_subscriber::EnvFilter;
+
+/// Grace added to the HTTP deadline over the core's own request deadline, so that the core's answer
+/// (which says what timed out) wins a tie.
+const HTTP_DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Factory provisioning server for edge gateways.
+#[derive(Debug, Parser)]
+#[command(name = "pep-server", version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "PEP_CONFIG",
+        default_value = "pep.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Validate the configuration: prints every error and warning with its field; exits 1 on any error.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Serve => {
+            init_tracing();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("pep-server: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(&cli.config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    eprintln!("pep-server: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// `check-config`: the report on stdout, exit 1 on any error (or when the file cannot be loaded).
+fn check_config(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = config.check();
+    print!("{report}");
+    if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The daemon: refuses to start on any config error, then serves until a shutdown signal.
+async fn serve(path: &Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let report = config.check();
+    for warning in &report.warnings {
+        tracing::warn!(field = %warning.field, "config: {}", warning.message);
+    }
+    if !report.is_ok() {
+        for error in &report.errors {
+            eprintln!("error: {error}");
+        }
+        return Err(format!(
+            "refusing to start: {} has {} error(s)",
+            path.display(),
+            report.errors.len()
+        ));
+    }
+    let auth = Auth::from_config(&config).map_err(|e| e.to_string())?;
+    if matches!(auth, Auth::Disabled) {
+        tracing::warn!(
+            "authentication is DISABLED (auth = \"none\"): anyone on the network can mint identities; lab use only"
+        );
+    }
+    let listen = config.listen_addr().map_err(|e| e.to_string())?;
+    let limits = Limits {
+        request_deadline: config.request_deadline() + HTTP_DEADLINE_GRACE,
+    };
+
+    let store = Store::open(&config.database_url)
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let provisioner = Provisioner::new(Arc::new(config), store)
+        .map_err(|e| format!("cannot start the provisioner: {e}"))?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listen address: {e}"))?;
+    tracing::info!(address = %bound, "listening");
+    // On stdout too, for scripts and tests that started the server on port 0.
+    println!("listening on {bound}");
+
+    let state = AppState {
+        provisioner: Arc::new(provisioner),
+        auth: Arc::new(auth),
+        metrics: Arc::new(Metrics::new()),
+        limits,
+    };
+    http::serve(listener, http::router(state), shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes at SIGINT or SIGTERM. In-flight requests then finish before the process exits.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
