@@ -350,14 +350,46 @@ pub fn public_key_der(key: &p256::PublicKey) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// The DER `ECPrivateKey` (SEC1) of a P-256 key, the form a device-generated key is stored in.
+/// The DER `ECPrivateKey` (SEC1) of a P-256 key as mbedTLS `pk_write_key_der` writes it (121
+/// bytes, with the named-curve parameters and the public key), the form a device-generated key
+/// is stored in. The parameters matter: without them mbedTLS cannot parse a SEC1 key.
 pub fn private_key_der(key: &p256::SecretKey) -> zeroize::Zeroizing<Vec<u8>> {
-    key.to_sec1_der()
-        .map(|d| zeroize::Zeroizing::new(d.to_vec()))
-        .unwrap_or_default()
+    use crate::csr::der;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    let scalar = zeroize::Zeroizing::new(key.to_bytes().to_vec());
+    let point = key.public_key().to_encoded_point(false);
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(point.as_bytes());
+    let content = zeroize::Zeroizing::new(
+        [
+            der(0x02, &[1]),
+            der(0x04, &scalar),
+            der(0xa0, &der(0x06, OID_P256.as_bytes())),
+            der(0xa1, &der(0x03, &bits)),
+        ]
+        .concat(),
+    );
+    zeroize::Zeroizing::new(der(0x30, &content))
 }
 
 /// Re-encodes an OID list as a DER SEQUENCE (used by tests and the CSR writer).
 pub fn encode_oid_sequence(oids: &[ObjectIdentifier]) -> Vec<u8> {
     oids.to_vec().to_der().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_back() {
+        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let der = private_key_der(&key);
+        assert_eq!(
+            der.len(),
+            121,
+            "the mbedTLS SEC1 form with parameters and public key"
+        );
+        assert_eq!(parse_private_key(&der).unwrap(), key);
+    }
 }

@@ -1,0 +1,1333 @@
+//! The pure pipeline (`Device::handle`) against the reference: §7.1, every row of §7.3, the
+//! behaviour confirmed on the genuine FCC (§0.1), sessions, CSRs, the 512-byte overflow, and a
+//! never-panics property.
+
+mod common;
+
+use common::*;
+use fake_fcc::{Device, DeviceOptions, ItemKind};
+use fcc_proto::frame::ResponseFrame;
+use fcc_proto::status::{FccStatus, WireStatus};
+use time::{Duration, OffsetDateTime};
+
+fn device() -> Device {
+    Device::new(DeviceOptions::default())
+}
+
+/// Runs one bundle on a fresh device; returns (status, InfoMessage, warnings).
+fn run(body: &[u8]) -> (u32, String, Vec<String>) {
+    let mut dev = device();
+    let outcome = dev.handle(body);
+    let response = outcome.response.expect("a response body");
+    (
+        response.return_status.as_u32(),
+        response.info_message,
+        response.warnings,
+    )
+}
+
+#[test]
+fn by_tool_bundle_with_time_items_succeeds_with_three_warnings() {
+    let pki = Pki::new();
+    let mut dev = device();
+    let outcome = dev.handle(&Parts::by_tool(&pki, true).encode());
+    assert!(outcome.wire_success());
+    assert!(outcome.session_finished);
+    let r = outcome.response.unwrap();
+    assert_eq!(r.return_status, FccStatus::Success, "{}", r.info_message);
+    assert_eq!(r.info_message, "The Factory process succeeded\n");
+    assert_eq!(r.sid.as_deref(), Some(SID));
+    assert_eq!(
+        r.warning_info(),
+        "Item not set:mbed.UpdateAuthCert\nItem not set:mbed.ClassId\nItem not set:mbed.VendorId\n"
+    );
+    let s = dev.storage();
+    assert_eq!(s.config("mbed.UseBootstrap"), Some(&[1, 0, 0, 0][..]));
+    assert_eq!(
+        s.config("mbed.MemoryTotalKB"),
+        Some(&512u32.to_le_bytes()[..])
+    );
+    assert_eq!(
+        s.config_text("mbed.EndpointName").as_deref(),
+        Some(ENDPOINT)
+    );
+    assert!(
+        s.config("mbed.CurrentTime").is_none(),
+        "CurrentTime sets the clock, it is not stored"
+    );
+    assert_eq!(
+        s.certificates["mbed.BootstrapDeviceCert"],
+        vec![pki.device_cert.clone()]
+    );
+    assert_eq!(
+        s.private_keys["mbed.BootstrapDevicePrivateKey"],
+        pki.device_key_der()
+    );
+}
+
+#[test]
+fn by_tool_bundle_without_time_items_gives_the_seven_warnings_in_order() {
+    let pki = Pki::new();
+    let (status, info, warnings) = run(&Parts::by_tool(&pki, false).encode());
+    assert_eq!(status, 0, "{info}");
+    assert_eq!(
+        warnings,
+        [
+            "Item not set:mbed.CurrentTime",
+            "Item not set:mbed.Timezone",
+            "Item not set:mbed.UTCOffset",
+            "Certificate validity cannot be checked:mbed.BootstrapDeviceCert",
+            "Item not set:mbed.UpdateAuthCert",
+            "Item not set:mbed.ClassId",
+            "Item not set:mbed.VendorId",
+        ]
+    );
+}
+
+#[test]
+fn complete_bundle_has_no_warnings_and_fcc_proto_bundle_works_too() {
+    let pki = Pki::new();
+    let (status, info, warnings) = run(&Parts::complete(&pki).encode());
+    assert_eq!(
+        (status, info.as_str()),
+        (0, "The Factory process succeeded\n")
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // The same content built with fcc-proto's typed Bundle.
+    let bundle = typed_bundle(&pki);
+    let (status, info, warnings) = run(&bundle.encode().unwrap());
+    assert_eq!(status, 0, "{info}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+fn typed_bundle(pki: &Pki) -> fcc_proto::Bundle {
+    use fcc_proto::{Bundle, CertificateItem, ConfigParam, KeyItem};
+    Bundle {
+        sid: Some("s-1".into()),
+        keys: vec![KeyItem::private(
+            "mbed.BootstrapDevicePrivateKey",
+            zeroize::Zeroizing::new(pki.device_key_der()),
+        )],
+        certificates: vec![
+            CertificateItem {
+                name: "mbed.BootstrapDeviceCert".into(),
+                der: pki.device_cert.clone(),
+                private_key_name: None,
+            },
+            CertificateItem {
+                name: "mbed.BootstrapServerCACert".into(),
+                der: pki.bootstrap_ca.clone(),
+                private_key_name: None,
+            },
+            CertificateItem {
+                name: "mbed.UpdateAuthCert".into(),
+                der: pki.ca.der(),
+                private_key_name: None,
+            },
+        ],
+        config_params: vec![
+            ConfigParam::uint("mbed.UseBootstrap", 1),
+            ConfigParam::uint("mbed.FirstToClaim", 1),
+            ConfigParam::text(
+                "mbed.BootstrapServerURI",
+                "coaps://bootstrap.example.com:5684",
+            ),
+            ConfigParam::text("mbed.EndpointName", ENDPOINT),
+            ConfigParam::text("mbed.SerialNumber", ENDPOINT),
+            ConfigParam::text("mbed.Manufacturer", "Acme"),
+            ConfigParam::text("mbed.ModelNumber", "M-1"),
+            ConfigParam::text("mbed.DeviceType", "gw"),
+            ConfigParam::text("mbed.HardwareVersion", "1.0"),
+            ConfigParam::uint("mbed.MemoryTotalKB", 1024),
+            ConfigParam::uint("mbed.CurrentTime", now()),
+            ConfigParam::text("mbed.Timezone", "UTC"),
+            ConfigParam::text("mbed.UTCOffset", "+00:00"),
+            ConfigParam::bytes("mbed.VendorId", vec![1; 16]),
+            ConfigParam::bytes("mbed.ClassId", vec![2; 16]),
+        ],
+        verify: Some(true),
+        ..Bundle::default()
+    }
+}
+
+#[test]
+fn golden_vectors_match_byte_for_byte() {
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(format!(
+            "{}/../fixtures/vectors/{name}.hex",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        hex::decode(text.split_whitespace().collect::<String>()).unwrap()
+    };
+    let mut dev = device();
+    let ping = dev.handle(&read("ping_request_body"));
+    assert_eq!(
+        ping.reply,
+        ResponseFrame::Body(read("ping_response_body").into())
+    );
+    assert!(!ping.session_finished);
+    assert_eq!(
+        fcc_proto::frame::encode_response(&ping.reply),
+        read("ping_response_frame")
+    );
+
+    let mut dev = device();
+    let wrong = dev.handle(&read("wrong_scheme_request_body"));
+    assert_eq!(
+        wrong.reply,
+        ResponseFrame::Body(read("wrong_scheme_response_body").into())
+    );
+    assert!(wrong.session_finished);
+    assert_eq!(
+        fcc_proto::frame::encode_response(&ResponseFrame::Status(WireStatus::FailedToProcessData)),
+        read("status9_response_frame")
+    );
+}
+
+/// One row of the failure table: a bundle and the exact ReturnStatus and InfoMessage.
+struct Case {
+    name: &'static str,
+    body: Vec<u8>,
+    status: u32,
+    info: String,
+}
+
+fn case(name: &'static str, parts: &Parts, status: u32, info: &str) -> Case {
+    Case {
+        name,
+        body: parts.encode(),
+        status,
+        info: info.to_owned(),
+    }
+}
+
+fn raw(name: &'static str, body: Vec<u8>, status: u32, info: &str) -> Case {
+    Case {
+        name,
+        body,
+        status,
+        info: info.to_owned(),
+    }
+}
+
+const OK: &str = "The Factory process succeeded\n";
+const GENERAL: &str = "General error:";
+const DEV_CERT: &str = "mbed.BootstrapDeviceCert";
+const DEV_KEY: &str = "mbed.BootstrapDevicePrivateKey";
+
+fn with(pki: &Pki, f: impl FnOnce(&mut Parts)) -> Parts {
+    let mut p = Parts::by_tool(pki, true);
+    f(&mut p);
+    p
+}
+
+fn with_device_cert(pki: &Pki, der: Vec<u8>) -> Parts {
+    with(pki, |p| {
+        p.certs.as_mut().unwrap()[0] = cert_item(DEV_CERT, &der);
+    })
+}
+
+fn cases(pki: &Pki) -> Vec<Case> {
+    let now = OffsetDateTime::now_utc();
+    let key = &pki.device_key;
+    let other_ca = Ca::new("unrelated CA");
+    let expired = device_cert(
+        &pki.ca,
+        key,
+        ENDPOINT,
+        Eku::ClientAuth,
+        now - Duration::days(3650),
+        now - Duration::days(1),
+    );
+    let pem_key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+    let pem_cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
+        .unwrap()
+        .serialize_der();
+    let other_key = new_key();
+    let csr_request = |n: usize| {
+        V::A(
+            (0..n)
+                .map(|i| {
+                    m(&[
+                        ("PrKN", t(&format!("k{i}"))),
+                        ("Subj", t("CN=x")),
+                        ("MD", V::U(1)),
+                    ])
+                })
+                .collect(),
+        )
+    };
+    let fields_with = |extra: (&str, V)| {
+        with(pki, |p| {
+            p.keys = Some(vec![m(&[
+                ("Name", t(DEV_KEY)),
+                ("Type", t("ECCPrivate")),
+                ("Format", t("der")),
+                ("Data", b(&pki.device_key_der())),
+                extra,
+            ])])
+        })
+    };
+
+    vec![
+        // ---- §7.3 ------------------------------------------------------------------------
+        case(
+            "no UseBootstrap",
+            &with(pki, |p| {
+                p.remove("mbed.UseBootstrap");
+            }),
+            25,
+            "Item does not exist:mbed.UseBootstrap",
+        ),
+        case(
+            "UseBootstrap = 2",
+            &with(pki, |p| {
+                p.set("mbed.UseBootstrap", V::U(2));
+            }),
+            30,
+            "Bootstrap mode value incorrect:mbed.UseBootstrap",
+        ),
+        case(
+            "empty EndpointName",
+            &with(pki, |p| {
+                p.set("mbed.EndpointName", t(""));
+            }),
+            26,
+            "Item empty:mbed.EndpointName",
+        ),
+        case(
+            "no Manufacturer",
+            &with(pki, |p| {
+                p.remove("mbed.Manufacturer");
+            }),
+            25,
+            "Item does not exist:mbed.Manufacturer",
+        ),
+        case(
+            "URI without aid, no FTC",
+            &with(pki, |p| {
+                p.set("mbed.BootstrapServerURI", t("coaps://b.example.com:5684"));
+            }),
+            28,
+            "URI format incorrect:mbed.BootstrapServerURI",
+        ),
+        case(
+            "CN differs from endpoint",
+            &with_device_cert(pki, device_cert_20y(&pki.ca, key, "someone-else")),
+            14,
+            "Certificate CN attribute invalid:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "key and certificate mismatch",
+            &with(pki, |p| {
+                p.keys = Some(vec![key_item(DEV_KEY, &other_key.serialize_der())]);
+            }),
+            34,
+            "Certificate public key validation failed:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "EKU without clientAuth",
+            &with_device_cert(
+                pki,
+                device_cert(
+                    &pki.ca,
+                    key,
+                    ENDPOINT,
+                    Eku::ServerAuthOnly,
+                    now - Duration::days(1),
+                    now + Duration::days(7400),
+                ),
+            ),
+            10,
+            "Certificate invalid:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "expired device certificate, time set",
+            &with_device_cert(pki, expired.clone()),
+            13,
+            "Certificate expired:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "ACL in a Keys item",
+            &fields_with(("ACL", t("x"))),
+            37,
+            GENERAL,
+        ),
+        case(
+            "ACL in a Certificates item",
+            &with(pki, |p| {
+                p.certs.as_mut().unwrap()[0] = m(&[
+                    ("Name", t(DEV_CERT)),
+                    ("Data", b(&pki.device_cert)),
+                    ("ACL", t("x")),
+                ]);
+            }),
+            37,
+            GENERAL,
+        ),
+        case(
+            "ACL in a ConfigParams item",
+            &with(pki, |p| {
+                p.top(
+                    "ConfigParams",
+                    V::A(vec![m(&[
+                        ("Name", t("x")),
+                        ("Data", t("y")),
+                        ("ACL", t("z")),
+                    ])]),
+                );
+            }),
+            37,
+            GENERAL,
+        ),
+        case(
+            "Format pem",
+            &fields_with(("Format", t("pem"))),
+            37,
+            GENERAL,
+        ),
+        case(
+            "Verify: true",
+            &with(pki, |p| {
+                p.top("Verify", V::Bool(true));
+            }),
+            20,
+            "General error:Verify",
+        ),
+        case(
+            "unknown top-level key",
+            &with(pki, |p| {
+                p.top("Bogus", V::U(1));
+            }),
+            23,
+            GENERAL,
+        ),
+        // ---- confirmed on the genuine FCC (§0.1) -------------------------------------------
+        case(
+            "UseBootstrap CBOR true",
+            &with(pki, |p| {
+                p.set("mbed.UseBootstrap", V::Bool(true));
+            }),
+            20,
+            "General error:mbed.UseBootstrap",
+        ),
+        case(
+            "UseBootstrap text \"true\"",
+            &with(pki, |p| {
+                p.set("mbed.UseBootstrap", t("true"));
+            }),
+            30,
+            "Bootstrap mode value incorrect:mbed.UseBootstrap",
+        ),
+        case(
+            "FirstToClaim text \"true\"",
+            &with(pki, |p| {
+                p.set("mbed.FirstToClaim", t("true"));
+                p.set("mbed.BootstrapServerURI", t("coaps://b.example.com:5684"));
+            }),
+            28,
+            "URI format incorrect:mbed.BootstrapServerURI",
+        ),
+        case(
+            "first-to-claim bundle",
+            &with(pki, |p| {
+                p.set("mbed.FirstToClaim", V::U(1));
+                p.set("mbed.BootstrapServerURI", t("coaps://b.example.com:5684"));
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "first-to-claim with aid",
+            &with(pki, |p| {
+                p.set("mbed.FirstToClaim", V::U(1));
+            }),
+            29,
+            "first to claim not allowed:mbed.BootstrapServerURI",
+        ),
+        case(
+            "numeric params as 4 LE bytes",
+            &with(pki, |p| {
+                p.set("mbed.UseBootstrap", b(&[1, 0, 0, 0]));
+                p.set("mbed.MemoryTotalKB", b(&[0, 2, 0, 0]));
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "Format in ConfigParams",
+            &with(pki, |p| {
+                p.top(
+                    "ConfigParams",
+                    V::A(vec![m(&[("Name", t("x")), ("Format", t("der"))])]),
+                );
+            }),
+            37,
+            GENERAL,
+        ),
+        case(
+            "Format DER upper case",
+            &fields_with(("Format", t("DER"))),
+            37,
+            GENERAL,
+        ),
+        case(
+            "Format absent",
+            &with(pki, |p| {
+                p.keys = Some(vec![m(&[
+                    ("Name", t(DEV_KEY)),
+                    ("Type", t("ECCPrivate")),
+                    ("Data", b(&pki.device_key_der())),
+                ])]);
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "12 top-level pairs",
+            &with(pki, |p| {
+                p.top("Verify", V::U(1))
+                    .top("Disable", V::U(0))
+                    .top("KpAlvSess", V::U(0))
+                    .top("Entropy", b(&[7; 48]));
+                p.top("ROT", b(&[9; 16]))
+                    .top("CertificateChains", V::A(vec![]))
+                    .top("Disable", V::U(0));
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "13 top-level pairs",
+            &with(pki, |p| {
+                p.top("Verify", V::U(1))
+                    .top("Disable", V::U(0))
+                    .top("KpAlvSess", V::U(0))
+                    .top("Entropy", b(&[7; 48]));
+                p.top("ROT", b(&[9; 16]))
+                    .top("CertificateChains", V::A(vec![]))
+                    .top("Verify", V::U(1))
+                    .top("Disable", V::U(0));
+            }),
+            20,
+            GENERAL,
+        ),
+        raw(
+            "indefinite top map",
+            enc(&V::MI(Parts::by_tool(pki, true).pairs())),
+            20,
+            GENERAL,
+        ),
+        case(
+            "xbed.* names",
+            &with(pki, |p| {
+                for (n, _) in p.config.iter_mut() {
+                    *n = n.replacen("mbed.", "xbed.", 1)
+                }
+            }),
+            25,
+            "Item does not exist:mbed.UseBootstrap",
+        ),
+        case(
+            "item name with /",
+            &with(pki, |p| {
+                p.set("mbed/Evil", t("x"));
+            }),
+            16,
+            "File name invalid:mbed/Evil",
+        ),
+        case(
+            "item name of 101 characters",
+            &with(pki, |p| {
+                p.set(&"n".repeat(101), t("x"));
+            }),
+            16,
+            &format!("File name too long:{}", "n".repeat(101)),
+        ),
+        case(
+            "no EKU extension",
+            &with_device_cert(
+                pki,
+                device_cert(
+                    &pki.ca,
+                    key,
+                    ENDPOINT,
+                    Eku::None,
+                    now - Duration::days(1),
+                    now + Duration::days(7400),
+                ),
+            ),
+            0,
+            OK,
+        ),
+        case(
+            "anyExtendedKeyUsage",
+            &with_device_cert(
+                pki,
+                device_cert(
+                    &pki.ca,
+                    key,
+                    ENDPOINT,
+                    Eku::Any,
+                    now - Duration::days(1),
+                    now + Duration::days(7400),
+                ),
+            ),
+            0,
+            OK,
+        ),
+        case(
+            "device cert from an unrelated CA in Certificates",
+            &with_device_cert(pki, device_cert_20y(&other_ca, key, ENDPOINT)),
+            0,
+            OK,
+        ),
+        case(
+            "chain [device, unrelated CA]",
+            &with(pki, |p| {
+                p.certs = Some(vec![cert_item(
+                    "mbed.BootstrapServerCACert",
+                    &pki.bootstrap_ca,
+                )]);
+                p.chains = Some(vec![m(&[
+                    ("Name", t(DEV_CERT)),
+                    ("Format", t("der")),
+                    (
+                        "DataArray",
+                        V::A(vec![b(&pki.device_cert), b(&other_ca.der())]),
+                    ),
+                ])]);
+            }),
+            18,
+            "Chain validation error:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "chain [device, its CA]",
+            &with(pki, |p| {
+                p.certs = Some(vec![cert_item(
+                    "mbed.BootstrapServerCACert",
+                    &pki.bootstrap_ca,
+                )]);
+                p.chains = Some(vec![m(&[
+                    ("Name", t(DEV_CERT)),
+                    ("Format", t("der")),
+                    (
+                        "DataArray",
+                        V::A(vec![b(&pki.device_cert), b(&pki.ca.der())]),
+                    ),
+                ])]);
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "same name in Certificates and CertificateChains",
+            &with(pki, |p| {
+                p.chains = Some(vec![m(&[
+                    ("Name", t(DEV_CERT)),
+                    ("DataArray", V::A(vec![b(&pki.device_cert)])),
+                ])]);
+            }),
+            15,
+            "Data already exists:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "a certificate stored twice",
+            &with(pki, |p| {
+                p.certs
+                    .as_mut()
+                    .unwrap()
+                    .push(cert_item(DEV_CERT, &pki.device_cert));
+            }),
+            17,
+            "Data already exists:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "a key stored twice",
+            &with(pki, |p| {
+                p.keys
+                    .as_mut()
+                    .unwrap()
+                    .push(key_item(DEV_KEY, &pki.device_key_der()));
+            }),
+            17,
+            "Data already exists:mbed.BootstrapDevicePrivateKey",
+        ),
+        case(
+            "P-384 key",
+            &with(pki, |p| {
+                p.keys = Some(vec![key_item(DEV_KEY, &p384)]);
+            }),
+            18,
+            "Public key format invalid:mbed.BootstrapDevicePrivateKey",
+        ),
+        case(
+            "PEM in a der key",
+            &with(pki, |p| {
+                p.keys = Some(vec![key_item(DEV_KEY, pem_key.as_bytes())]);
+            }),
+            15,
+            "General error:mbed.BootstrapDevicePrivateKey",
+        ),
+        case(
+            "PEM in a certificate",
+            &with_device_cert(pki, pem_cert.as_bytes().to_vec()),
+            18,
+            "Certificate parse failed:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "empty key data",
+            &with(pki, |p| {
+                p.keys = Some(vec![key_item(DEV_KEY, &[])]);
+            }),
+            16,
+            "Item data empty:mbed.BootstrapDevicePrivateKey",
+        ),
+        case(
+            "six CSR requests",
+            &with(pki, |p| {
+                p.top("Verify", V::U(0)).top("CsrReqs", csr_request(6));
+            }),
+            36,
+            "Too many CSR requests. Maximum CSR requests supported is CSR_MAX_NUMBER_OF_CSRS",
+        ),
+        case(
+            "CSR without SID",
+            &with(pki, |p| {
+                p.sid = None;
+                p.top("Verify", V::U(0)).top("CsrReqs", csr_request(1));
+            }),
+            20,
+            GENERAL,
+        ),
+        case(
+            "CSR without explicit Verify 0",
+            &with(pki, |p| {
+                p.top("CsrReqs", csr_request(1));
+            }),
+            20,
+            GENERAL,
+        ),
+        case(
+            "CurrentTime in milliseconds",
+            &with(pki, |p| {
+                p.set("mbed.CurrentTime", V::U(common::now() * 1000));
+            }),
+            13,
+            "Certificate expired:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "CurrentTime as text",
+            &with(pki, |p| {
+                p.set("mbed.CurrentTime", t("1735689600"));
+            }),
+            1,
+            GENERAL,
+        ),
+        case(
+            "CurrentTime before 2017",
+            &with(pki, |p| {
+                p.set("mbed.CurrentTime", V::U(1_000_000));
+            }),
+            1,
+            GENERAL,
+        ),
+        case(
+            "expired certificate without CurrentTime",
+            &{
+                let mut p = Parts::by_tool(pki, false);
+                p.certs.as_mut().unwrap()[0] = cert_item(DEV_CERT, &expired);
+                p
+            },
+            0,
+            OK,
+        ),
+        // ---- structure and flags ------------------------------------------------------------
+        raw("not CBOR", vec![0xff, 0x00], 20, GENERAL),
+        raw(
+            "trailing bytes",
+            [enc(&m(&[("SchemeVersion", t("0.0.1"))])), vec![0]].concat(),
+            20,
+            GENERAL,
+        ),
+        raw("top level not a map", enc(&V::A(vec![])), 20, GENERAL),
+        raw(
+            "wrong scheme",
+            enc(&m(&[("SchemeVersion", t("0.0.2"))])),
+            24,
+            GENERAL,
+        ),
+        raw(
+            "scheme as bytes",
+            enc(&m(&[
+                ("SchemeVersion", b(b"0.0.1")),
+                ("Verify", V::U(0)),
+                ("KpAlvSess", V::U(1)),
+            ])),
+            0,
+            OK,
+        ),
+        raw(
+            "final message without UseBootstrap, Verify 0",
+            enc(&m(&[("SchemeVersion", t("0.0.1")), ("Verify", V::U(0))])),
+            25,
+            "Item does not exist:mbed.UseBootstrap",
+        ),
+        raw("no scheme", enc(&m(&[("Verify", V::U(0))])), 24, GENERAL),
+        raw(
+            "key prefix quirk: Cert means Certificates",
+            enc(&m(&[
+                ("SchemeVersion", t("0.0.1")),
+                ("Verify", V::U(0)),
+                ("KpAlvSess", V::U(1)),
+                ("Cert", V::A(vec![])),
+            ])),
+            0,
+            OK,
+        ),
+        case(
+            "KpAlvSess 2",
+            &with(pki, |p| {
+                p.top("KpAlvSess", V::U(2));
+            }),
+            35,
+            "General error:KpAlvSess",
+        ),
+        case(
+            "Disable with KpAlvSess",
+            &with(pki, |p| {
+                p.top("Disable", V::U(1)).top("KpAlvSess", V::U(1));
+            }),
+            35,
+            GENERAL,
+        ),
+        case(
+            "SID not text",
+            &with(pki, |p| {
+                p.sid = Some(V::U(5));
+            }),
+            20,
+            "General error:SID",
+        ),
+        case(
+            "Entropy of the wrong size",
+            &with(pki, |p| {
+                p.top("Entropy", b(&[1; 47]));
+            }),
+            3,
+            "General error:entropy",
+        ),
+        case(
+            "Entropy not bytes",
+            &with(pki, |p| {
+                p.top("Entropy", t("x"));
+            }),
+            20,
+            "General error:entropy",
+        ),
+        case(
+            "ROT twice",
+            &with(pki, |p| {
+                p.top("ROT", b(&[1; 16]));
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "config Data of another type",
+            &with(pki, |p| {
+                p.set("mbed.Manufacturer", V::A(vec![]));
+            }),
+            20,
+            "General error:mbed.Manufacturer",
+        ),
+        case(
+            "config Data with tag 2",
+            &with(pki, |p| {
+                p.set("mbed.VendorId", V::Tag(2, Box::new(b(&[3; 16]))));
+            }),
+            0,
+            "The Factory process succeeded\n",
+        ),
+        case(
+            "config Data with another tag",
+            &with(pki, |p| {
+                p.set("mbed.VendorId", V::Tag(24, Box::new(b(&[3; 16]))));
+            }),
+            20,
+            "General error:mbed.VendorId",
+        ),
+        case(
+            "ClassId of 15 bytes",
+            &with(pki, |p| {
+                p.set("mbed.ClassId", b(&[3; 15]));
+            }),
+            27,
+            "Item size is wrong:mbed.ClassId",
+        ),
+        case(
+            "UTCOffset malformed",
+            &with(pki, |p| {
+                p.set("mbed.UTCOffset", t("UTC+1"));
+            }),
+            33,
+            "UTC offset incorrect:mbed.UTCOffset",
+        ),
+        case(
+            "URI not coap",
+            &with(pki, |p| {
+                p.set("mbed.BootstrapServerURI", t("https://x?aid=1"));
+            }),
+            28,
+            "URI format incorrect:mbed.BootstrapServerURI",
+        ),
+        case(
+            "no bootstrap CA",
+            &with(pki, |p| {
+                p.certs.as_mut().unwrap().pop();
+            }),
+            25,
+            "Item does not exist:mbed.BootstrapServerCACert",
+        ),
+        case(
+            "no device key",
+            &with(pki, |p| {
+                p.keys = None;
+            }),
+            25,
+            "Item does not exist:mbed.BootstrapDevicePrivateKey",
+        ),
+        case(
+            "Keys item without Type",
+            &with(pki, |p| {
+                p.keys = Some(vec![m(&[
+                    ("Name", t(DEV_KEY)),
+                    ("Data", b(&pki.device_key_der())),
+                ])]);
+            }),
+            20,
+            GENERAL,
+        ),
+        case(
+            "RSAPrivate key type",
+            &with(pki, |p| {
+                p.keys = Some(vec![m(&[
+                    ("Name", t(DEV_KEY)),
+                    ("Type", t("RSAPrivate")),
+                    ("Data", b(&pki.device_key_der())),
+                ])]);
+            }),
+            37,
+            GENERAL,
+        ),
+        case(
+            "certificate Data not bytes",
+            &with(pki, |p| {
+                p.certs.as_mut().unwrap()[0] = m(&[("Name", t(DEV_CERT)), ("Data", t("x"))]);
+            }),
+            20,
+            "General error:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "PrKN of a missing key",
+            &with(pki, |p| {
+                p.certs.as_mut().unwrap()[0] = m(&[
+                    ("Name", t(DEV_CERT)),
+                    ("PrKN", t("nokey")),
+                    ("Data", b(&pki.device_cert)),
+                ]);
+            }),
+            34,
+            "Item does not exist:nokey",
+        ),
+        case(
+            "PrKN of the matching key",
+            &with(pki, |p| {
+                p.certs.as_mut().unwrap()[0] = m(&[
+                    ("Name", t(DEV_CERT)),
+                    ("PrKN", t(DEV_KEY)),
+                    ("Data", b(&pki.device_cert)),
+                ]);
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "LwM2M mode, BS items present",
+            &with(pki, |p| {
+                p.set("mbed.UseBootstrap", V::U(0));
+            }),
+            25,
+            "Item does not exist:mbed.LwM2MServerCACert",
+        ),
+    ]
+}
+
+#[test]
+fn failure_table_gives_the_exact_status_and_info_message() {
+    let pki = Pki::new();
+    let mut failures = Vec::new();
+    for c in cases(&pki) {
+        let mut dev = device();
+        let outcome = dev.handle(&c.body);
+        match outcome.response {
+            Some(r) if r.return_status.as_u32() == c.status && r.info_message == c.info => {}
+            Some(r) => failures.push(format!(
+                "{}: got {} {:?}, expected {} {:?} (warnings {:?})",
+                c.name,
+                r.return_status.as_u32(),
+                r.info_message,
+                c.status,
+                c.info,
+                r.warnings
+            )),
+            None => failures.push(format!("{}: no response body (wire status 9)", c.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn strict_mode_matches_keys_exactly() {
+    let mut strict = Device::new(DeviceOptions {
+        strict: true,
+        ..DeviceOptions::default()
+    });
+    let body = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+        ("Cert", V::A(vec![])),
+    ]));
+    assert_eq!(strict.handle(&body).status, FccStatus::BundleInvalidGroup);
+    assert_eq!(device().handle(&body).status, FccStatus::Success);
+}
+
+#[test]
+fn items_stored_before_an_error_stay_stored() {
+    let pki = Pki::new();
+    let mut p = Parts::by_tool(&pki, true);
+    p.config.insert(3, ("bad/name".into(), t("x")));
+    let mut dev = device();
+    let outcome = dev.handle(&p.encode());
+    assert_eq!(outcome.status, FccStatus::KcmStorageError);
+    let s = dev.storage();
+    assert!(s.contains(ItemKind::PrivateKey, DEV_KEY));
+    assert!(s.contains(ItemKind::Certificate, DEV_CERT));
+    assert!(s.contains(ItemKind::ConfigParam, "mbed.UseBootstrap"));
+    assert!(
+        !s.contains(ItemKind::ConfigParam, "mbed.Manufacturer"),
+        "nothing after the error is stored"
+    );
+}
+
+#[test]
+fn sessions_follow_the_keep_alive_flag() {
+    let pki = Pki::new();
+    let mut dev = device();
+    assert!(dev.session_finished(), "initially finished");
+    let first = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+    ]));
+    let outcome = dev.handle(&first);
+    assert!(outcome.storage_erased);
+    assert!(!outcome.session_finished);
+
+    // A final message failing while parsing leaves the session open (the genuine quirk).
+    let mut bad = Parts::by_tool(&pki, true);
+    bad.top("Bogus", V::U(1));
+    let outcome = dev.handle(&bad.encode());
+    assert_eq!(outcome.status, FccStatus::BundleInvalidGroup);
+    assert!(!outcome.storage_erased);
+    assert!(
+        !outcome.session_finished,
+        "the error came before the session flag was set"
+    );
+
+    // A final message failing in verification finishes it (the flag is set after the group loop).
+    let mut dev2 = device();
+    dev2.handle(&first);
+    let mut fails_verify = Parts::by_tool(&pki, true);
+    fails_verify.remove("mbed.Manufacturer");
+    let outcome = dev2.handle(&fails_verify.encode());
+    assert_eq!(outcome.status, FccStatus::ItemNotExist);
+    assert!(outcome.session_finished);
+
+    // Re-storing an item in a later message of the same session: 17.
+    let mut dev3 = device();
+    let mut part1 = Parts::by_tool(&pki, true);
+    part1.top("Verify", V::U(0)).top("KpAlvSess", V::U(1));
+    assert_eq!(dev3.handle(&part1.encode()).status, FccStatus::Success);
+    let again = dev3.handle(&Parts::by_tool(&pki, true).encode());
+    assert_eq!(again.status, FccStatus::KcmFileExistError);
+    assert_eq!(
+        again.response.unwrap().info_message,
+        "Data already exists:mbed.BootstrapDevicePrivateKey"
+    );
+}
+
+#[test]
+fn split_bundle_over_two_messages_succeeds() {
+    let pki = Pki::new();
+    let full = Parts::complete(&pki);
+    let mut first = full.clone();
+    first.certs = None;
+    first.config.truncate(4);
+    first.top("Verify", V::U(0)).top("KpAlvSess", V::U(1));
+    let mut second = full.clone();
+    second.keys = None;
+    second.config.drain(..4);
+    let mut dev = device();
+    assert_eq!(dev.handle(&first.encode()).status, FccStatus::Success);
+    let last = dev.handle(&second.encode());
+    assert_eq!(last.status, FccStatus::Success, "{:?}", last.response);
+    assert!(last.response.unwrap().warnings.is_empty());
+    assert!(last.session_finished);
+}
+
+#[test]
+fn response_overflow_answers_wire_status_9_and_keeps_the_items() {
+    let pki = Pki::new();
+    let mut p = Parts::by_tool(&pki, false);
+    p.sid = Some(t(&"s".repeat(200)));
+    let mut dev = device();
+    let outcome = dev.handle(&p.encode());
+    assert_eq!(
+        outcome.reply,
+        ResponseFrame::Status(WireStatus::FailedToProcessData)
+    );
+    assert_eq!(fcc_proto::frame::encode_response(&outcome.reply).len(), 12);
+    assert!(outcome.response.is_none());
+    assert_eq!(outcome.status, FccStatus::BundleResponseError);
+    assert!(outcome.session_finished);
+    assert!(dev.storage().contains(ItemKind::Certificate, DEV_CERT));
+    assert!(dev.storage().contains(ItemKind::PrivateKey, DEV_KEY));
+
+    // The same with a short SID fits.
+    let mut fits = Parts::by_tool(&pki, false);
+    fits.sid = Some(t("s"));
+    assert!(device().handle(&fits.encode()).wire_success());
+}
+
+#[test]
+fn indefinite_csr_array_answers_wire_status_9() {
+    let body = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("SID", t("s")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+        ("CsrReqs", V::AI(vec![])),
+    ]));
+    let outcome = device().handle(&body);
+    assert_eq!(
+        outcome.reply,
+        ResponseFrame::Status(WireStatus::FailedToProcessData)
+    );
+}
+
+#[test]
+fn csr_flow_on_the_pipeline() {
+    let pki = Pki::new();
+    let mut dev = device();
+    let request = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("SID", t("s-42")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+        (
+            "CsrReqs",
+            V::A(vec![m(&[
+                ("PrKN", t(DEV_KEY)),
+                ("Subj", t(&format!("CN={ENDPOINT}"))),
+                ("MD", V::U(1)),
+                ("Ext", m(&[("KU", V::U(1)), ("EKU", V::U(4))])),
+            ])]),
+        ),
+    ]));
+    let outcome = dev.handle(&request);
+    let response = outcome.response.unwrap();
+    assert_eq!(
+        response.return_status,
+        FccStatus::Success,
+        "{}",
+        response.info_message
+    );
+    assert_eq!(response.csrs.len(), 1);
+    assert_eq!(response.csrs[0].private_key_name, DEV_KEY);
+    let csr = &response.csrs[0].der;
+    let public_key = common_csr::check_csr(csr, ENDPOINT);
+    assert!(dev.storage().private_keys.contains_key(DEV_KEY));
+
+    // Reusing the name in another CSR request: 17 without a name.
+    let again = dev.handle(&request);
+    assert_eq!(again.status, FccStatus::KcmFileExistError);
+    assert_eq!(
+        again.response.unwrap().info_message,
+        "Desired generated key name already exists:"
+    );
+
+    // A certificate for another key with PrKN: 34, session stays open.
+    let mut wrong = Parts::complete(&pki);
+    wrong.keys = None;
+    wrong.certs.as_mut().unwrap()[0] = m(&[
+        ("Name", t(DEV_CERT)),
+        ("PrKN", t(DEV_KEY)),
+        ("Data", b(&pki.device_cert)),
+    ]);
+    let outcome = dev.handle(&wrong.encode());
+    assert_eq!(
+        outcome.status,
+        FccStatus::CertificatePublicKeyCorrelationError
+    );
+    assert_eq!(
+        outcome.response.unwrap().info_message,
+        "Self-generated certificate validation failed:mbed.BootstrapDeviceCert"
+    );
+    assert!(!outcome.session_finished);
+
+    // The certificate for the CSR's key: 0.
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(&public_key).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let cert = device_cert(
+        &pki.ca,
+        &spki,
+        ENDPOINT,
+        Eku::ClientAuth,
+        now - Duration::days(1),
+        now + Duration::days(7400),
+    );
+    let mut right = Parts::complete(&pki);
+    right.keys = None;
+    right.certs.as_mut().unwrap()[0] = m(&[
+        ("Name", t(DEV_CERT)),
+        ("PrKN", t(DEV_KEY)),
+        ("Data", b(&cert)),
+    ]);
+    let outcome = dev.handle(&right.encode());
+    assert_eq!(outcome.status, FccStatus::Success, "{:?}", outcome.response);
+    assert!(outcome.session_finished);
+}
+
+#[test]
+fn five_csrs_fit_and_failed_csrs_drop_the_csrs() {
+    let mut dev = device();
+    let reqs: Vec<V> = (0..5)
+        .map(|i| {
+            m(&[
+                ("PrKN", t(&format!("k{i}"))),
+                ("Subj", t("C=UK,O=ARM,CN=x")),
+                ("MD", V::U(1)),
+            ])
+        })
+        .collect();
+    let body = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("SID", t("s")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+        ("CsrReqs", V::A(reqs)),
+    ]));
+    let outcome = dev.handle(&body);
+    assert_eq!(outcome.response.unwrap().csrs.len(), 5);
+
+    // A bad subject in the second request: 18 General error:, no Csrs, the first key stays.
+    let mut dev = device();
+    let reqs = vec![
+        m(&[("PrKN", t("a")), ("Subj", t("CN=x")), ("MD", V::U(1))]),
+        m(&[("PrKN", t("b")), ("Subj", t("XX=x")), ("MD", V::U(1))]),
+    ];
+    let body = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("SID", t("s")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+        ("CsrReqs", V::A(reqs)),
+    ]));
+    let r = dev.handle(&body).response.unwrap();
+    assert_eq!(
+        (r.return_status.as_u32(), r.info_message.as_str()),
+        (18, "General error:")
+    );
+    assert!(r.csrs.is_empty());
+    assert!(dev.storage().private_keys.contains_key("a"));
+    assert!(
+        !dev.storage().private_keys.contains_key("b"),
+        "the key of a failed CSR is deleted"
+    );
+}
+
+mod common_csr {
+    use der::Decode;
+    use p256::ecdsa::signature::Verifier;
+
+    /// Checks the CSR's signature with p256, its subject CN and EKU clientAuth; returns the
+    /// SubjectPublicKeyInfo DER.
+    pub fn check_csr(der: &[u8], cn: &str) -> Vec<u8> {
+        use der::Encode;
+        let req = x509_cert::request::CertReq::from_der(der).expect("a DER PKCS#10 request");
+        assert_eq!(req.algorithm.oid.to_string(), "1.2.840.10045.4.3.2");
+        assert!(
+            req.algorithm.parameters.is_some(),
+            "the genuine explicit NULL parameter"
+        );
+        let spki = req.info.public_key.to_der().unwrap();
+        let key =
+            p256::PublicKey::from_sec1_bytes(req.info.public_key.subject_public_key.raw_bytes())
+                .unwrap();
+        let sig = p256::ecdsa::Signature::from_der(req.signature.raw_bytes()).unwrap();
+        p256::ecdsa::VerifyingKey::from(&key)
+            .verify(&req.info.to_der().unwrap(), &sig)
+            .expect("CSR signature verifies");
+        let subject = req.info.subject.to_string();
+        assert_eq!(subject, format!("CN={cn}"));
+        let attrs = req.info.attributes.to_der().unwrap();
+        let client_auth = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+        assert!(
+            attrs.windows(client_auth.len()).any(|w| w == client_auth),
+            "EKU clientAuth requested"
+        );
+        spki
+    }
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = device().handle(&body);
+        }
+
+        #[test]
+        fn mutated_bundles(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let body = enc(&m(&[
+                ("SchemeVersion", t("0.0.1")),
+                ("Keys", V::A(vec![m(&[("Name", t("k")), ("Type", t("ECCPrivate")), ("Data", b(&[0x30, 3, 2, 1, 1]))])])),
+                ("ConfigParams", V::A(vec![m(&[("Name", t("mbed.UseBootstrap")), ("Data", t("x"))])])),
+                ("CsrReqs", V::A(vec![m(&[("PrKN", t("k2")), ("Subj", t("CN=a")), ("MD", V::U(1)), ("SM", m(&[("Prv", t("Device"))]))])])),
+                ("SID", t("s")),
+                ("Verify", V::U(0)),
+            ]));
+            let mut body = body;
+            for (i, v) in flips {
+                let idx = i.index(body.len());
+                body[idx] = v;
+            }
+            let _ = device().handle(&body);
+        }
+    }
+}
