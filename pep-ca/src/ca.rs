@@ -10,7 +10,7 @@ use const_oid::db::rfc5912::{ID_EC_PUBLIC_KEY, SECP_256_R_1};
 use der::asn1::AnyRef;
 use der::{Decode, Reader, SliceReader, Tag, Tagged};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -371,7 +371,7 @@ impl FactoryCa {
             self.not_before,
             self.not_after,
         )?;
-        let serial = self.serial()?;
+        let serial = Self::serial();
         let subject = profile.subject_der(endpoint);
         let tbs = profile::tbs_certificate(&TbsParts {
             serial: &serial,
@@ -405,16 +405,18 @@ impl FactoryCa {
     }
 
     /// 16 random bytes, positive, with a non-zero first byte so the DER INTEGER is always 16
-    /// bytes long (127 bits of randomness).
-    fn serial(&self) -> Result<[u8; 16], CaError> {
+    /// bytes long (about 127 bits of randomness). Drawn from `rand`'s thread-local CSPRNG
+    /// (ChaCha, seeded and periodically reseeded from the OS): unpredictable like the OS source,
+    /// without a system call per certificate.
+    fn serial() -> [u8; 16] {
+        use rand::RngCore as _;
+        let mut rng = rand::thread_rng();
         let mut serial = [0u8; 16];
         loop {
-            self.rng.fill(&mut serial).map_err(|_| CaError::Crypto {
-                operation: "drawing a serial number",
-            })?;
+            rng.fill_bytes(&mut serial);
             serial[0] &= 0x7f;
             if serial[0] != 0 {
-                return Ok(serial);
+                return serial;
             }
         }
     }
