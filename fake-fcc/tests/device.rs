@@ -1165,7 +1165,7 @@ fn csr_flow_on_the_pipeline() {
     assert_eq!(response.csrs.len(), 1);
     assert_eq!(response.csrs[0].private_key_name, DEV_KEY);
     let csr = &response.csrs[0].der;
-    let public_key = common_csr::check_csr(csr, ENDPOINT);
+    let public_key = check_csr(csr, ENDPOINT);
     assert!(dev.storage().private_keys.contains_key(DEV_KEY));
 
     // Reusing the name in another CSR request: 17 without a name.
@@ -1264,40 +1264,6 @@ fn five_csrs_fit_and_failed_csrs_drop_the_csrs() {
         !dev.storage().private_keys.contains_key("b"),
         "the key of a failed CSR is deleted"
     );
-}
-
-mod common_csr {
-    use der::Decode;
-    use p256::ecdsa::signature::Verifier;
-
-    /// Checks the CSR's signature with p256, its subject CN and EKU clientAuth; returns the
-    /// SubjectPublicKeyInfo DER.
-    pub fn check_csr(der: &[u8], cn: &str) -> Vec<u8> {
-        use der::Encode;
-        let req = x509_cert::request::CertReq::from_der(der).expect("a DER PKCS#10 request");
-        assert_eq!(req.algorithm.oid.to_string(), "1.2.840.10045.4.3.2");
-        assert!(
-            req.algorithm.parameters.is_some(),
-            "the genuine explicit NULL parameter"
-        );
-        let spki = req.info.public_key.to_der().unwrap();
-        let key =
-            p256::PublicKey::from_sec1_bytes(req.info.public_key.subject_public_key.raw_bytes())
-                .unwrap();
-        let sig = p256::ecdsa::Signature::from_der(req.signature.raw_bytes()).unwrap();
-        p256::ecdsa::VerifyingKey::from(&key)
-            .verify(&req.info.to_der().unwrap(), &sig)
-            .expect("CSR signature verifies");
-        let subject = req.info.subject.to_string();
-        assert_eq!(subject, format!("CN={cn}"));
-        let attrs = req.info.attributes.to_der().unwrap();
-        let client_auth = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
-        assert!(
-            attrs.windows(client_auth.len()).any(|w| w == client_auth),
-            "EKU clientAuth requested"
-        );
-        spki
-    }
 }
 
 mod never_panics {
