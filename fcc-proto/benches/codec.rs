@@ -108,7 +108,9 @@ fn benches(c: &mut Criterion) {
     c.bench_function("encode_response_frame", |b| {
         b.iter(|| {
             let body = black_box(&resp).encode();
-            black_box(frame::encode_response(&ResponseFrame::Body(Bytes::from(body))))
+            black_box(frame::encode_response(&ResponseFrame::Body(Bytes::from(
+                body,
+            ))))
         })
     });
 }
