@@ -118,10 +118,9 @@ impl FactoryCa {
         if let Some(warning) = key_file_warning(key_path, &key_file) {
             loaded.warnings.insert(0, warning);
         }
-        for w in &loaded.warnings {
-            tracing::warn!("{w}");
-        }
-        tracing::info!(
+        // The warnings are returned, not logged: the caller decides (the server logs them,
+        // `check-config` prints them).
+        tracing::debug!(
             subject = %loaded.ca.subject,
             not_after = %crate::error::rfc3339(&loaded.ca.not_after),
             "factory CA loaded"
@@ -269,10 +268,10 @@ impl FactoryCa {
             None => profile::key_identifier(point.as_bytes()).to_vec(),
         };
         let rng = SystemRandom::new();
-        let scalar = Zeroizing::new(<[u8; 32]>::from(secret.to_bytes()));
+        let scalar = Zeroizing::new(secret.to_bytes());
         let signer = EcdsaKeyPair::from_private_key_and_public_key(
             &ECDSA_P256_SHA256_ASN1_SIGNING,
-            scalar.as_slice(),
+            &scalar[..],
             point.as_bytes(),
             &rng,
         )
@@ -390,10 +389,12 @@ impl FactoryCa {
             })?;
         let der = profile::certificate(&tbs, signature.as_ref());
         let serial_hex = hex_upper(&serial);
-        for w in &validity.warnings {
-            tracing::warn!(endpoint = %endpoint, serial = %serial_hex, "{w}");
-        }
-        tracing::debug!(endpoint = %endpoint, serial = %serial_hex, "device certificate issued");
+        tracing::debug!(
+            endpoint = %endpoint,
+            serial = %serial_hex,
+            warnings = validity.warnings.len(),
+            "device certificate issued"
+        );
         Ok(IssuedCertificate {
             enrollment_id: EnrollmentId::of_certificate(&der),
             der,
