@@ -134,6 +134,8 @@ struct Message<'a> {
     csr_requests: Option<&'a Item<'a>>,
     csrs: Vec<CsrResponse>,
     buffer: usize,
+    /// The factory is disabled: the handler builds no response at all.
+    no_response: bool,
 }
 
 /// A simulated FCC device: the storage of one factory session and the bundle handler.
@@ -214,6 +216,7 @@ impl Device {
             csr_requests: None,
             csrs: Vec::new(),
             buffer: MAX_RESPONSE_WITHOUT_CSRS,
+            no_response: false,
         };
         let parsed = cbor::parse(body);
         let status = match &parsed {
@@ -240,6 +243,15 @@ impl Device {
     }
 
     fn finish(&mut self, status: FccStatus, msg: Message<'_>, storage_erased: bool) -> Outcome {
+        if msg.no_response {
+            return Outcome {
+                reply: ResponseFrame::Status(WireStatus::FailedToProcessData),
+                response: None,
+                session_finished: self.session_finished,
+                status,
+                storage_erased,
+            };
+        }
         let info_message = if status == FccStatus::Success {
             SUCCESS_MESSAGE.to_owned()
         } else {
@@ -344,6 +356,12 @@ impl Device {
             if status != FccStatus::Success {
                 return status;
             }
+        }
+
+        // The factory-disabled flag (set by an earlier `Disable: 1`): no response at all.
+        if self.sotp.factory_done {
+            msg.no_response = true;
+            return FccStatus::FactoryDisabledError;
         }
 
         for (key, value) in pairs {
@@ -1001,6 +1019,7 @@ impl Device {
         let mut key_name: Option<&[u8]> = None;
         let mut subject: Option<&[u8]> = None;
         let mut params = CsrParams::default();
+        let mut gen_public = false;
         for (k, v) in map {
             let Some(k) = k.text() else {
                 return Err(FccStatus::BundleError);
@@ -1018,7 +1037,7 @@ impl Device {
                 // Stored into a C enum: only the low 32 bits count.
                 params.md = *md as u32;
             } else if self.key_is(field::CSR_STORAGE_MEDIUM, k) {
-                self.parse_storage_medium(v)?;
+                gen_public = self.parse_storage_medium(v)?;
             } else {
                 return Err(FccStatus::NotSupported);
             }
@@ -1030,7 +1049,7 @@ impl Device {
             return Err(FccStatus::BundleError);
         }
         params.subject = c_str(subject).to_vec();
-        match self.generate_key_and_csr(key_name, &params) {
+        match self.generate_key_and_csr(key_name, &params, gen_public) {
             Ok(der) => Ok(CsrResponse {
                 private_key_name: String::from_utf8_lossy(key_name).into_owned(),
                 der,
@@ -1072,38 +1091,49 @@ impl Device {
     }
 
     /// `parse_csr_storage_medium`: a definite map of 1 or 2 entries, `Prv`/`Pub` = `Device` or
-    /// `SE` (no secure element here: 37). The genuine code never asks for the public key to be
-    /// stored, whatever `Pub` says.
-    fn parse_storage_medium(&self, value: &Item<'_>) -> Result<(), FccStatus> {
+    /// `SE` (no secure element here: 37). Returns whether `Pub` asked for the public key to be
+    /// stored too; `Pub` alone is refused (20).
+    fn parse_storage_medium(&self, value: &Item<'_>) -> Result<bool, FccStatus> {
         let Item::Map { pairs, definite } = value else {
             return Err(FccStatus::BundleError);
         };
         if !definite || !(1..=2).contains(&pairs.len()) {
             return Err(FccStatus::BundleError);
         }
+        let mut gen_public = false;
         for (k, v) in pairs {
             let Some(k) = k.text() else {
                 return Err(FccStatus::BundleError);
             };
-            if !(self.key_is(field::SM_PRIVATE, k) || self.key_is(field::SM_PUBLIC, k)) {
+            let public = if self.key_is(field::SM_PRIVATE, k) {
+                false
+            } else if self.key_is(field::SM_PUBLIC, k) {
+                true
+            } else {
                 return Err(FccStatus::BundleError);
-            }
+            };
             let medium = v.text().ok_or(FccStatus::BundleError)?;
             if self.key_is(field::SM_SECURE_ELEMENT, medium) {
                 return Err(FccStatus::NotSupported);
             } else if !self.key_is(field::SM_DEVICE, medium) {
                 return Err(FccStatus::BundleError);
             }
+            gen_public |= public;
         }
-        Ok(())
+        if pairs.len() == 1 && gen_public {
+            return Err(FccStatus::BundleError);
+        }
+        Ok(gen_public)
     }
 
-    /// `kcm_generate_keys_and_csr`: generate and store the key, then the CSR; the key is deleted
-    /// again when the CSR cannot be built.
+    /// `kcm_generate_keys_and_csr`: generate and store the key (and its public key under the same
+    /// name when `SM.Pub` asked for it), then the CSR; the keys are deleted again when the CSR
+    /// cannot be built.
     fn generate_key_and_csr(
         &mut self,
         key_name: &[u8],
         params: &CsrParams,
+        gen_public: bool,
     ) -> Result<Vec<u8>, KcmStatus> {
         if key_name.is_empty() {
             return Err(KcmStatus::InvalidParameter);
@@ -1112,13 +1142,29 @@ impl Device {
         if self.storage.private_keys.contains_key(&name) {
             return Err(KcmStatus::KeyExist);
         }
+        if gen_public && self.storage.public_keys.contains_key(&name) {
+            return Err(KcmStatus::KeyExist);
+        }
         let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let key_der = x509::private_key_der(&key);
         self.insert(ItemKind::PrivateKey, name.clone(), key_der.to_vec())?;
+        if gen_public
+            && let Err(kcm) = self.insert(
+                ItemKind::PublicKey,
+                name.clone(),
+                x509::public_key_der(&key.public_key()),
+            )
+        {
+            self.remove(ItemKind::PrivateKey, &name);
+            return Err(kcm);
+        }
         match csr::build_csr(&key, params) {
             Ok(der) => Ok(der),
             Err(kcm) => {
                 self.remove(ItemKind::PrivateKey, &name);
+                if gen_public {
+                    self.remove(ItemKind::PublicKey, &name);
+                }
                 Err(kcm)
             }
         }

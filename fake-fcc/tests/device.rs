@@ -1297,3 +1297,78 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn disable_then_every_bundle_gets_wire_status_9() {
+    let pki = Pki::new();
+    let mut dev = device();
+    let mut p = Parts::complete(&pki);
+    p.top("Disable", V::U(1));
+    let outcome = dev.handle(&p.encode());
+    assert_eq!(outcome.status, FccStatus::Success, "{:?}", outcome.response);
+    let after = dev.handle(&enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+    ])));
+    assert_eq!(
+        after.reply,
+        ResponseFrame::Status(WireStatus::FailedToProcessData)
+    );
+    assert_eq!(after.status, FccStatus::FactoryDisabledError);
+}
+
+#[test]
+fn csr_storage_medium() {
+    let csr = |sm: V| {
+        enc(&m(&[
+            ("SchemeVersion", t("0.0.1")),
+            ("SID", t("s")),
+            ("Verify", V::U(0)),
+            ("KpAlvSess", V::U(1)),
+            (
+                "CsrReqs",
+                V::A(vec![m(&[
+                    ("PrKN", t("k")),
+                    ("Subj", t("CN=x")),
+                    ("MD", V::U(1)),
+                    ("SM", sm),
+                ])]),
+            ),
+        ]))
+    };
+    let mut dev = device();
+    let outcome = dev.handle(&csr(m(&[("Prv", t("Device")), ("Pub", t("Device"))])));
+    assert_eq!(outcome.status, FccStatus::Success);
+    assert!(dev.storage().private_keys.contains_key("k"));
+    let public = &dev.storage().public_keys["k"];
+    let csr_der = &outcome.response.unwrap().csrs[0].der;
+    assert!(
+        csr_der.windows(public.len()).any(|w| w == &public[..]),
+        "the stored public key is the CSR's"
+    );
+
+    assert_eq!(
+        device().handle(&csr(m(&[("Prv", t("Device"))]))).status,
+        FccStatus::Success
+    );
+    assert_eq!(
+        device().handle(&csr(m(&[("Pub", t("Device"))]))).status,
+        FccStatus::BundleError
+    );
+    assert_eq!(
+        device().handle(&csr(m(&[("Prv", t("SE"))]))).status,
+        FccStatus::NotSupported
+    );
+    assert_eq!(
+        device().handle(&csr(m(&[("Prv", t("Disk"))]))).status,
+        FccStatus::BundleError
+    );
+    assert_eq!(
+        device()
+            .handle(&csr(V::MI(vec![(t("Prv"), t("Device"))])))
+            .status,
+        FccStatus::BundleError
+    );
+    assert_eq!(device().handle(&csr(m(&[]))).status, FccStatus::BundleError);
+}
