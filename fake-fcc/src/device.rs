@@ -837,17 +837,20 @@ impl Device {
         };
 
         if self.key_is(fcc_proto::names::CURRENT_TIME, name) {
-            // Only an integer Data sets the value; anything else leaves it unset, which the
-            // genuine device reads as an uninitialised (in practice too small) value.
-            let time = match data {
-                Variant::Int(v) => v,
-                _ => 0,
+            // `pal_osSetTime`: 0 resets the clock to "not set"; other values must be at least
+            // 2017-01-01 10:00. Only an integer Data sets the value; anything else leaves it
+            // uninitialised, which the genuine device rejected (1) when tried with text.
+            return match data {
+                Variant::Int(0) => {
+                    self.clock = None;
+                    FccStatus::Success
+                }
+                Variant::Int(time) if time >= fcc_proto::names::MIN_CURRENT_TIME => {
+                    self.clock = Some((time, Instant::now()));
+                    FccStatus::Success
+                }
+                _ => FccStatus::Error,
             };
-            if time < fcc_proto::names::MIN_CURRENT_TIME {
-                return FccStatus::Error;
-            }
-            self.clock = Some((time, Instant::now()));
-            return FccStatus::Success;
         }
 
         let four_bytes = fcc_proto::names::FOUR_BYTE_UINT_PARAMS

@@ -728,6 +728,14 @@ fn cases(pki: &Pki) -> Vec<Case> {
             GENERAL,
         ),
         case(
+            "CurrentTime 0 means not set",
+            &with(pki, |p| {
+                p.set("mbed.CurrentTime", V::U(0));
+            }),
+            0,
+            OK,
+        ),
+        case(
             "CurrentTime before 2017",
             &with(pki, |p| {
                 p.set("mbed.CurrentTime", V::U(1_000_000));
