@@ -6,9 +6,10 @@
 //! that, so this module validates the whole buffer the way `cbor_value_validate_basic` does and
 //! then exposes the items as a tree that keeps those details.
 
-/// Deepest nesting accepted. tinycbor bounds its recursion too; the exact limit does not matter
-/// for real bundles (they nest four levels deep), it only keeps hostile input from exhausting the
-/// stack.
+/// Deepest nesting accepted. tinycbor allows 1024 levels (`CBOR_PARSER_MAX_RECURSIONS`); this
+/// recursive walker stops at 256 so it fits a 2 MiB thread stack. Real bundles nest four levels
+/// deep, and anything nested deeper than 256 in a bundle is rejected by the FCC for its type
+/// anyway (status 20) unless it sits in a value the device ignores.
 pub const MAX_DEPTH: usize = 256;
 
 /// Why a buffer is not one well-formed CBOR item (every variant is answered with status 20).

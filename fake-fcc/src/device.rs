@@ -1191,14 +1191,26 @@ fn find_value<'i, 'a>(pairs: &'i [(Item<'a>, Item<'a>)], key: &str) -> Option<&'
 
 /// `fcc_bundle_get_variant` with a place for integers: `None` for any other type or tag.
 fn variant<'a>(item: &'a Item<'a>) -> Option<Variant<'a>> {
+    // Only the first tag number is checked (positive bignum); `cbor_value_skip_tag` then skips
+    // every tag in a row.
     let item = match item {
-        Item::Tag(2, inner) => inner.as_ref(),
+        Item::Tag(2, inner) => {
+            let mut inner = inner.as_ref();
+            while let Item::Tag(_, next) = inner {
+                inner = next;
+            }
+            inner
+        }
         Item::Tag(..) => return None,
         other => other,
     };
     match item {
         Item::Uint(v) => Some(Variant::Int(*v)),
         Item::Nint(n) => Some(Variant::Int((-1i64).wrapping_sub(*n as i64) as u64)),
+        // An indefinite string without chunks yields a NULL pointer, like an absent Data.
+        Item::Bytes(s) | Item::Text(s) if s.indefinite && s.chunks.is_empty() => {
+            Some(Variant::Missing)
+        }
         Item::Bytes(s) | Item::Text(s) => Some(Variant::Bytes(s.first(), first_offset(s))),
         _ => None,
     }

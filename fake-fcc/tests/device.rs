@@ -1380,3 +1380,74 @@ fn csr_storage_medium() {
     );
     assert_eq!(device().handle(&csr(m(&[]))).status, FccStatus::BundleError);
 }
+
+#[test]
+fn deep_nesting_is_refused_without_exhausting_the_stack() {
+    for depth in [200usize, 255, 300, 100_000] {
+        let mut body = vec![0x81; depth];
+        body.push(0x00);
+        let outcome = device().handle(&body);
+        assert_eq!(outcome.status, FccStatus::BundleError, "depth {depth}");
+    }
+    // Inside a value the device ignores (CSR extension "Trust"), moderate nesting is fine.
+    let mut nested = V::U(0);
+    for _ in 0..100 {
+        nested = V::A(vec![nested]);
+    }
+    let body = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("SID", t("s")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+        (
+            "CsrReqs",
+            V::A(vec![m(&[
+                ("PrKN", t("k")),
+                ("Subj", t("CN=x")),
+                ("MD", V::U(1)),
+                ("Ext", m(&[("Trust", nested)])),
+            ])]),
+        ),
+    ]));
+    assert_eq!(device().handle(&body).status, FccStatus::Success);
+}
+
+#[test]
+fn config_data_tags_and_empty_chunked_strings() {
+    let pki = Pki::new();
+    // Tag 2 first: every following tag is skipped too.
+    let mut p = Parts::by_tool(&pki, true);
+    p.set(
+        "mbed.VendorId",
+        V::Tag(2, Box::new(V::Tag(99, Box::new(b(&[3; 16]))))),
+    );
+    let mut dev = device();
+    assert_eq!(dev.handle(&p.encode()).status, FccStatus::Success);
+    assert_eq!(dev.storage().config("mbed.VendorId"), Some(&[3u8; 16][..]));
+    // An empty chunked string is a NULL pointer: a 4-byte param then fails with 15.
+    let mut p = Parts::by_tool(&pki, true);
+    p.set("mbed.UseBootstrap", V::Raw(vec![0x5f, 0xff]));
+    let r = device().handle(&p.encode()).response.unwrap();
+    assert_eq!(
+        (r.return_status.as_u32(), r.info_message.as_str()),
+        (15, "General error:mbed.UseBootstrap")
+    );
+    // A short text for a 4-byte param over-reads the following message bytes.
+    let mut p = Parts::by_tool(&pki, true);
+    p.set("mbed.MemoryTotalKB", t("1"));
+    let mut dev = device();
+    dev.handle(&p.encode());
+    let stored = dev.storage().config("mbed.MemoryTotalKB").unwrap().to_vec();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[0], b'1');
+    // Strict mode refuses it instead.
+    let mut strict = Device::new(DeviceOptions {
+        strict: true,
+        ..DeviceOptions::default()
+    });
+    let r = strict.handle(&p.encode()).response.unwrap();
+    assert_eq!(
+        (r.return_status.as_u32(), r.info_message.as_str()),
+        (20, "General error:mbed.MemoryTotalKB")
+    );
+}
