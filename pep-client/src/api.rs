@@ -180,6 +180,15 @@ impl PepApi {
             .map_err(|e| CliError::Usage(format!("cannot build the URL for {path}: {e}")))
     }
 
+    /// Resolves a link of the server. An absolute path (`/v3/...`) is taken relative to the
+    /// configured server URL, so a path prefix of a reverse proxy (`http://h/pep/`) is kept.
+    fn resolve(&self, href: &str) -> Result<Url, url::ParseError> {
+        match href.strip_prefix('/') {
+            Some(path) if !path.starts_with('/') => self.base.join(path),
+            _ => self.base.join(href),
+        }
+    }
+
     /// `GET url`: returns the body of a 2xx answer; maps everything else to a [`CliError`].
     async fn get(&self, url: Url, what: &str) -> Result<Vec<u8>, CliError> {
         let mut req = self.http.get(url.clone());
@@ -321,12 +330,10 @@ impl PepApi {
         })?;
         let next = match parsed.links.and_then(|l| l.next) {
             None => None,
-            Some(Href { href }) => {
-                Some(self.base.join(&href).map_err(|e| CliError::BadAnswer {
-                    what: what.to_owned(),
-                    detail: format!("bad next link {href:?}: {e}"),
-                })?)
-            }
+            Some(Href { href }) => Some(self.resolve(&href).map_err(|e| CliError::BadAnswer {
+                what: what.to_owned(),
+                detail: format!("bad next link {href:?}: {e}"),
+            })?),
         };
         Ok(Page {
             body,
@@ -497,6 +504,17 @@ mod tests {
         assert_eq!(
             api.endpoint("v3/identity").unwrap().as_str(),
             "http://h:1/v3/identity"
+        );
+        let api = PepApi::new("http://h:1/pep/", None, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            api.resolve("/v3/enrollment-ids?limit=2&last=9")
+                .unwrap()
+                .as_str(),
+            "http://h:1/pep/v3/enrollment-ids?limit=2&last=9"
+        );
+        assert_eq!(
+            api.resolve("http://o:2/x").unwrap().as_str(),
+            "http://o:2/x"
         );
         assert!(PepApi::new("localhost:5151", None, Duration::from_secs(5)).is_err());
         assert!(PepApi::new("ftp://h", None, Duration::from_secs(5)).is_err());

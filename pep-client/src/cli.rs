@@ -147,9 +147,9 @@ pub struct ListEnrollmentIds {
     /// Number of results per page (max 1000). Default 50, or 1000 with --all.
     #[arg(short = 'l', value_name = "LIMIT", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
-    /// Order: ASC or DESC.
-    #[arg(short = 'o', value_name = "ORDER", default_value = "DESC")]
-    pub order: Order,
+    /// Order: ASC or DESC. Default DESC (newest first), or ASC with --all (as the server's CSV export).
+    #[arg(short = 'o', value_name = "ORDER")]
+    pub order: Option<Order>,
     /// The _id of the last entry of the previous page; the list starts after it.
     #[arg(short = 't', value_name = "LAST_ID")]
     pub last: Option<String>,
@@ -338,7 +338,7 @@ mod tests {
             panic!()
         };
         assert_eq!(l.limit, Some(10));
-        assert_eq!(l.order, Order::Asc);
+        assert_eq!(l.order, Some(Order::Asc));
         assert_eq!(l.last.as_deref(), Some("42"));
         assert_eq!(l.export, Some(ExportFormat::Csv));
         assert_eq!(l.output, PathBuf::from("out"));
@@ -346,7 +346,7 @@ mod tests {
         let Some(Command::ListEnrollmentIds(l)) = cli.command else {
             panic!()
         };
-        assert_eq!((l.limit, l.order, l.all), (None, Order::Desc, false));
+        assert_eq!((l.limit, l.order, l.all), (None, None, false));
         assert_eq!(l.output, PathBuf::from(DEFAULT_LIST_OUTPUT));
     }
 

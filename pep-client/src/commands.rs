@@ -117,13 +117,16 @@ fn with_ext(output: &Path, ext: &str) -> PathBuf {
 /// `list-enrollment-ids`: one page (or, with `--all`, every page) to OUTPUT.json and OUTPUT.csv.
 async fn list_enrollment_ids(api: &PepApi, args: ListEnrollmentIds) -> Result<(), CliError> {
     let limit = args.limit.unwrap_or(if args.all { 1000 } else { 50 });
-    let first = api.enrollment_ids_url(limit, args.order, args.last.as_deref())?;
+    let order = args
+        .order
+        .unwrap_or(if args.all { Order::Asc } else { Order::Desc });
+    let first = api.enrollment_ids_url(limit, order, args.last.as_deref())?;
     let json_path = with_ext(&args.output, "json");
     let csv_path = with_ext(&args.output, "csv");
 
     let (json, results) = if args.all {
         let results = fetch_all(api, first).await?;
-        let json = all_json(&results, args.order)?;
+        let json = all_json(&results, order)?;
         (json, results)
     } else {
         let page = api.enrollment_ids_page(first).await?;

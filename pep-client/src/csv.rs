@@ -1,8 +1,10 @@
 //! The enrollment-ID CSV of the old tool, without `jq`.
 //!
-//! The old tool ran `jq -r '[header], (.results[] | [fields]) | @csv'`. This module produces the
-//! same bytes: every string double-quoted with inner quotes doubled, numbers and booleans bare,
-//! missing or null fields empty, one `\n`-terminated line per row.
+//! The old tool's header (the ten field names, quoted) and one quoted row per gateway, exactly as
+//! the pep server's `GET /v3/enrollment-ids.csv` writes them, so that an `--all` export and the
+//! server's export are the same bytes: every field double-quoted with inner quotes doubled
+//! (booleans and numbers as their JSON text, missing or null fields as `""`), lines ended by CRLF
+//! (RFC 4180). The cloud's bulk upload reads the first column of every line after the header.
 
 use serde_json::Value;
 
@@ -20,27 +22,30 @@ pub const COLUMNS: [&str; 10] = [
     "createdAt",
 ];
 
-/// The header line (with its `\n`).
+/// The line ending (RFC 4180, as the server's export).
+pub const EOL: &str = "\r\n";
+
+/// The header line (with its line ending).
 pub fn header() -> String {
     let mut line = COLUMNS
         .iter()
         .map(|c| quote(c))
         .collect::<Vec<_>>()
         .join(",");
-    line.push('\n');
+    line.push_str(EOL);
     line
 }
 
-/// One row (with its `\n`) for one `results` entry. Fails on a field that is an array or object,
-/// as `jq`'s `@csv` does.
+/// One row (with its line ending) for one `results` entry. Fails on a field that is an array or
+/// object, which no CSV cell can hold.
 pub fn row(entry: &Value) -> Result<String, String> {
     let mut cells = Vec::with_capacity(COLUMNS.len());
     for col in COLUMNS {
         let cell = match entry.get(col) {
-            None | Some(Value::Null) => String::new(),
+            None | Some(Value::Null) => quote(""),
             Some(Value::String(s)) => quote(s),
-            Some(Value::Bool(b)) => b.to_string(),
-            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => quote(&b.to_string()),
+            Some(Value::Number(n)) => quote(&n.to_string()),
             Some(Value::Array(_) | Value::Object(_)) => {
                 return Err(format!("field {col} is not a string, number or boolean"));
             }
@@ -48,7 +53,7 @@ pub fn row(entry: &Value) -> Result<String, String> {
         cells.push(cell);
     }
     let mut line = cells.join(",");
-    line.push('\n');
+    line.push_str(EOL);
     Ok(line)
 }
 
@@ -74,12 +79,12 @@ mod tests {
     fn header_is_the_old_tools() {
         assert_eq!(
             header(),
-            "\"enrollmentID\",\"serialNumber\",\"gatewayServicesAddress\",\"apiAddress\",\"hardwareVersion\",\"radioConfig\",\"ledConfig\",\"category\",\"deployed\",\"createdAt\"\n"
+            "\"enrollmentID\",\"serialNumber\",\"gatewayServicesAddress\",\"apiAddress\",\"hardwareVersion\",\"radioConfig\",\"ledConfig\",\"category\",\"deployed\",\"createdAt\"\r\n"
         );
     }
 
     #[test]
-    fn rows_follow_jq_csv() {
+    fn rows_are_fully_quoted_like_the_servers_export() {
         let e = json!({
             "_id": 7,
             "enrollmentID": "A-00",
@@ -95,14 +100,17 @@ mod tests {
         });
         assert_eq!(
             row(&e).unwrap(),
-            "\"A-00\",\"GW \"\"1\"\", rev.2\",\"https://gw\",\"https://api\",\"hw\",\"00\",\"01\",\"production\",true,1700000000123\n"
+            "\"A-00\",\"GW \"\"1\"\", rev.2\",\"https://gw\",\"https://api\",\"hw\",\"00\",\"01\",\"production\",\"true\",\"1700000000123\"\r\n"
         );
     }
 
     #[test]
     fn missing_and_null_fields_are_empty_nested_ones_fail() {
         let e = json!({"enrollmentID": "A-00", "apiAddress": null});
-        assert_eq!(row(&e).unwrap(), "\"A-00\",,,,,,,,,\n");
+        assert_eq!(
+            row(&e).unwrap(),
+            "\"A-00\",\"\",\"\",\"\",\"\",\"\",\"\",\"\",\"\",\"\"\r\n"
+        );
         let bad = json!({"enrollmentID": ["x"]});
         assert!(row(&bad).unwrap_err().contains("enrollmentID"));
     }
@@ -115,6 +123,7 @@ mod tests {
         ];
         let doc = document(rows.iter()).unwrap();
         assert_eq!(doc.lines().count(), 3);
-        assert!(doc.ends_with("\"A-2\",,,,,,,,,\n"));
+        assert!(doc.starts_with("\"enrollmentID\","));
+        assert!(doc.ends_with("\"A-2\",\"\",\"\",\"\",\"\",\"\",\"\",\"\",\"\",\"\"\r\n"));
     }
 }
