@@ -176,15 +176,51 @@ fn content(buf: &[u8]) -> Option<&[u8]> {
     buf.get(header..header + len)
 }
 
-/// Parses a DER certificate like `mbedtls_x509_crt_parse_der` in the genuine build.
+/// The parsing profile: serial numbers up to 32 bytes, like mbedTLS
+/// (`MBEDTLS_X509_RFC5280_MAX_SERIAL_LEN`), instead of RFC 5280's 20.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MbedTlsProfile;
+
+impl x509_cert::certificate::Profile for MbedTlsProfile {
+    fn check_serial_number(
+        serial: &x509_cert::serial_number::SerialNumber<Self>,
+    ) -> der::Result<()> {
+        if serial.as_bytes().len() > 32 {
+            return Err(der::Tag::Integer.value_error());
+        }
+        Ok(())
+    }
+}
+
+/// Whether a signature AlgorithmIdentifier's parameters are absent or NULL, as mbedTLS requires
+/// for ECDSA.
+fn params_absent_or_null(params: &Option<der::asn1::Any>) -> bool {
+    match params {
+        None => true,
+        Some(any) => der::Tagged::tag(any) == der::Tag::Null && any.value().is_empty(),
+    }
+}
+
+/// Parses a DER certificate like `mbedtls_x509_crt_parse_der` in the genuine build, in its
+/// order: TBS signature algorithm, names and validity, public key, extensions, then the outer
+/// signature algorithm.
 ///
-/// Errors: `UnsupportedCurve` (EC key on another curve), `InvalidMdType` (a signature algorithm
-/// other than ECDSA with SHA-224/256), `ParsingDerCert` (anything else).
+/// Errors: `InvalidMdType` (a signature algorithm other than ECDSA with SHA-224/256),
+/// `UnsupportedCurve` (EC key on another curve), `ParsingDerCert` (anything else).
 pub fn parse_certificate(input: &[u8]) -> Result<ParsedCert, KcmStatus> {
     let bad = KcmStatus::ParsingDerCert;
     let (cert_der, _trailing) = split_tlv(input).ok_or(bad)?;
-    let cert = x509_cert::Certificate::from_der(cert_der).map_err(|_| bad)?;
+    let cert = x509_cert::certificate::CertificateInner::<MbedTlsProfile>::from_der(cert_der)
+        .map_err(|_| bad)?;
     let tbs = &cert.tbs_certificate;
+
+    let sig_alg = tbs.signature.oid;
+    if sig_alg != OID_ECDSA_SHA256 && sig_alg != OID_ECDSA_SHA224 {
+        return Err(KcmStatus::InvalidMdType);
+    }
+    if !params_absent_or_null(&tbs.signature.parameters) {
+        return Err(bad);
+    }
 
     let spki = &tbs.subject_public_key_info;
     if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
@@ -202,14 +238,6 @@ pub fn parse_certificate(input: &[u8]) -> Result<ParsedCert, KcmStatus> {
     let point = spki.subject_public_key.as_bytes().ok_or(bad)?;
     let public_key = p256::PublicKey::from_sec1_bytes(point).map_err(|_| bad)?;
 
-    let sig_alg = cert.signature_algorithm.oid;
-    if sig_alg != OID_ECDSA_SHA256 && sig_alg != OID_ECDSA_SHA224 {
-        return Err(KcmStatus::InvalidMdType);
-    }
-    if tbs.signature.oid != sig_alg {
-        return Err(bad);
-    }
-
     let mut eku = None;
     for ext in tbs.extensions.iter().flatten() {
         let id = ext.extn_id.to_string();
@@ -223,6 +251,12 @@ pub fn parse_certificate(input: &[u8]) -> Result<ParsedCert, KcmStatus> {
         } else if ext.critical && !KNOWN_EXTENSIONS.contains(&id.as_str()) {
             return Err(bad);
         }
+    }
+
+    if cert.signature_algorithm.oid != sig_alg
+        || cert.signature_algorithm.parameters != tbs.signature.parameters
+    {
+        return Err(bad);
     }
 
     let mut subject_attrs = Vec::new();

@@ -753,6 +753,76 @@ fn cases(pki: &Pki) -> Vec<Case> {
             0,
             OK,
         ),
+        case(
+            "certificate with a P-384 key",
+            &with_device_cert(
+                pki,
+                device_cert_20y(
+                    &pki.ca,
+                    &rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+                    ENDPOINT,
+                ),
+            ),
+            18,
+            "Curve unsupported:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "certificate signed with ECDSA-SHA384",
+            &with_device_cert(
+                pki,
+                device_cert_20y(
+                    &Ca::with_alg("p384 CA", &rcgen::PKCS_ECDSA_P384_SHA384),
+                    key,
+                    ENDPOINT,
+                ),
+            ),
+            18,
+            "General error:mbed.BootstrapDeviceCert",
+        ),
+        case(
+            "ECCPublic P-256 key",
+            &with(pki, |p| {
+                p.keys.as_mut().unwrap().push(m(&[
+                    ("Name", t("pub")),
+                    ("Type", t("ECCPublic")),
+                    ("Format", t("der")),
+                    ("Data", b(&pki.device_key.public_key_der())),
+                ]));
+            }),
+            0,
+            OK,
+        ),
+        case(
+            "ECCPublic P-384 key",
+            &with(pki, |p| {
+                p.keys.as_mut().unwrap().push(m(&[
+                    ("Name", t("pub")),
+                    ("Type", t("ECCPublic")),
+                    (
+                        "Data",
+                        b(
+                            &rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
+                                .unwrap()
+                                .public_key_der(),
+                        ),
+                    ),
+                ]));
+            }),
+            18,
+            "Curve unsupported:pub",
+        ),
+        case(
+            "ECCPublic with private key bytes",
+            &with(pki, |p| {
+                p.keys.as_mut().unwrap().push(m(&[
+                    ("Name", t("pub")),
+                    ("Type", t("ECCPublic")),
+                    ("Data", b(&pki.device_key_der())),
+                ]));
+            }),
+            18,
+            "Public key parse failed:pub",
+        ),
         // ---- structure and flags ------------------------------------------------------------
         raw("not CBOR", vec![0xff, 0x00], 20, GENERAL),
         raw(

@@ -119,7 +119,11 @@ pub struct Ca {
 
 impl Ca {
     pub fn new(cn: &str) -> Ca {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        Ca::with_alg(cn, &PKCS_ECDSA_P256_SHA256)
+    }
+
+    pub fn with_alg(cn: &str, alg: &'static rcgen::SignatureAlgorithm) -> Ca {
+        let key = KeyPair::generate_for(alg).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
