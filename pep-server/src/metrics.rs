@@ -171,7 +171,7 @@ impl Metrics {
 
         let _ = writeln!(
             out,
-            "# HELP pep_provision_duration_seconds Time one provisioning took, any result."
+            "# HELP pep_provision_duration_seconds Time one provisioning took in the core, any result."
         );
         let _ = writeln!(out, "# TYPE pep_provision_duration_seconds histogram");
         let mut cumulative = 0u64;

@@ -177,6 +177,21 @@ impl Server {
         self.dir
     }
 
+    /// SIGTERM, then waits (at most 30 s) for the exit; returns the exit status and the log.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().unwrap().to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("pep-server did not exit within 30 s of SIGTERM")
+            .unwrap();
+        (status, self.log())
+    }
+
     /// The server's log so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

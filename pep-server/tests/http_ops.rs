@@ -1,0 +1,398 @@
+//! Operations: the OpenAPI document covers exactly the router's routes, the docs page is
+//! self-contained, /metrics parses and agrees with what happened, /healthz, `auth = "none"`,
+//! SIGTERM, and the `check-config` subcommand's exit codes and output.
+
+mod http_support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use fake_fcc::{FaultKind, Sessions};
+use fcc_proto::FccStatus;
+use http_support::*;
+use pep_server::http::{OPENAPI_YAML, ROUTES};
+
+/// (method, path) pairs the OpenAPI document describes. The file keeps a simple layout (two-space
+/// indentation; a path item is either operations or a `$ref` to another path item), which this
+/// reads line by line.
+fn documented_operations(yaml: &str) -> BTreeSet<(String, String)> {
+    let mut ops: Vec<(String, String)> = Vec::new();
+    let mut aliases: Vec<(String, String)> = Vec::new();
+    let mut in_paths = false;
+    let mut current: Option<String> = None;
+    for line in yaml.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_paths = line == "paths:";
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if let Some(path) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+            let path = path.strip_suffix(':').expect("a path line ends with ':'");
+            current = Some(path.trim_matches('\'').to_owned());
+        } else if let Some(item) = line.strip_prefix("    ").filter(|l| !l.starts_with(' ')) {
+            let path = current.clone().unwrap();
+            if let Some(target) = item.strip_prefix("$ref: ") {
+                let target = target
+                    .trim_matches('\'')
+                    .strip_prefix("#/paths/")
+                    .unwrap()
+                    .replace("~1", "/");
+                aliases.push((path, target));
+            } else {
+                let method = item.strip_suffix(':').unwrap();
+                assert!(
+                    ["get", "post", "put", "delete", "patch"].contains(&method),
+                    "unexpected key under {path}: {item}"
+                );
+                ops.push((method.to_uppercase(), path));
+            }
+        }
+    }
+    for (alias, target) in aliases {
+        let methods: Vec<String> = ops
+            .iter()
+            .filter(|(_, p)| *p == target)
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert!(
+            !methods.is_empty(),
+            "{alias} refers to undocumented {target}"
+        );
+        ops.extend(methods.into_iter().map(|m| (m, alias.clone())));
+    }
+    ops.into_iter().collect()
+}
+
+#[tokio::test]
+async fn openapi_describes_exactly_the_routes_and_the_router_serves_them() {
+    let documented = documented_operations(OPENAPI_YAML);
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    let phantom: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from openapi.yaml: {undocumented:?}"
+    );
+    assert!(
+        phantom.is_empty(),
+        "openapi.yaml describes routes that do not exist: {phantom:?}"
+    );
+    assert!(OPENAPI_YAML.starts_with("openapi: 3.1."));
+
+    // Every route of the table exists in the running router (neither 404 nor 405).
+    let server = Server::start(Options::default()).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for route in ROUTES {
+        let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
+        let r = no_redirects
+            .request(method, format!("{}{}", server.base, route.path))
+            .bearer_auth(BOTH)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(
+            status != 404 && status != 405,
+            "{} {} answered {status}",
+            route.method,
+            route.path
+        );
+    }
+
+    // The served document is the file.
+    let (status, served) = server.get_text("/docs/openapi.yaml", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(served, OPENAPI_YAML);
+}
+
+#[tokio::test]
+async fn docs_page_is_self_contained() {
+    let server = Server::start(Options::default()).await;
+    // `/docs` redirects to `/docs/` (reqwest follows it).
+    let r = server.get("/docs", None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.url().path(), "/docs/");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("fetch(\"openapi.yaml\")"));
+    assert!(!html.contains("<script src"), "no external scripts");
+    assert!(!html.contains("<link"), "no external stylesheets");
+    assert!(
+        !html.contains("https://") && !html.contains("http://"),
+        "no network references"
+    );
+}
+
+/// Parses a Prometheus text exposition strictly enough to catch format errors: every sample line
+/// is `name{labels} value` or `name value` with a float value, and belongs to a declared family.
+fn parse_exposition(text: &str) -> Vec<(String, f64)> {
+    let mut families = BTreeSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap();
+            let kind = parts.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            families.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.trim().is_empty(), "empty line in the exposition");
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            for pair in labels[1..labels.len() - 1].split(',') {
+                let (k, v) = pair.split_once('=').unwrap();
+                assert!(
+                    !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                    "{line}"
+                );
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
+            .unwrap_or(name);
+        assert!(families.contains(family), "sample without # TYPE: {line}");
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_parse_and_agree_with_what_happened() {
+    let server = Server::start(Options::default()).await;
+    let (good, _g) = gateway(Sessions::Forever, &[]).await;
+    let (bad, _b) = gateway(
+        Sessions::Forever,
+        &[FaultKind::ReturnStatus(FccStatus::from_u32(13))],
+    )
+    .await;
+    assert_eq!(server.identity("GW-M1", good).await.0, 200);
+    assert_eq!(server.identity("GW-M2", good).await.0, 200);
+    assert_eq!(server.identity("GW-M1", good).await.0, 409);
+    assert_eq!(server.identity("GW-M3", bad).await.0, 502);
+    let dead = format!(
+        "/v3/identity?serialNumber=GW-M4&ip=127.0.0.1&port={}",
+        dead_port()
+    );
+    assert_eq!(server.get_json(&dead, Some(BOTH)).await.0, 504);
+    // Refused by the HTTP layer (counted, not timed) and by the core (counted and timed).
+    let bad_port = "/v3/identity?serialNumber=GW-M5&ip=127.0.0.1&port=0";
+    assert_eq!(server.get_json(bad_port, Some(BOTH)).await.0, 400);
+    let bad_category = format!(
+        "/v3/identity?serialNumber=GW-M6&ip=127.0.0.1&port={}&category=x",
+        good.port()
+    );
+    assert_eq!(server.get_json(&bad_category, Some(BOTH)).await.0, 400);
+
+    let r = server.get("/metrics", Some(READ)).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    let samples = parse_exposition(&text);
+    let get = |series: &str| {
+        samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(get("pep_provisions_total{result=\"deployed\"}"), 2.0);
+    assert_eq!(get("pep_provisions_total{result=\"conflict\"}"), 1.0);
+    assert_eq!(
+        get("pep_provisions_total{result=\"gateway_rejected\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("pep_provisions_total{result=\"gateway_unreachable\"}"),
+        1.0
+    );
+    assert_eq!(get("pep_provisions_total{result=\"invalid\"}"), 2.0);
+    assert_eq!(get("pep_provisions_total{result=\"gateway_timeout\"}"), 0.0);
+    assert_eq!(get("pep_provisions_total{result=\"internal\"}"), 0.0);
+    let success = format!(
+        "pep_fcc_status_total{{code=\"0\",status=\"{}\"}}",
+        FccStatus::Success.name()
+    );
+    assert_eq!(get(&success), 2.0);
+    let rejected = format!(
+        "pep_fcc_status_total{{code=\"13\",status=\"{}\"}}",
+        FccStatus::from_u32(13).name()
+    );
+    assert_eq!(get(&rejected), 1.0);
+    assert_eq!(get("pep_provisions_in_flight"), 0.0);
+    // Timed: everything that reached the core (2 deployed, conflict, rejected, unreachable, bad category).
+    assert_eq!(get("pep_provision_duration_seconds_count"), 6.0);
+    assert_eq!(
+        get("pep_provision_duration_seconds_bucket{le=\"+Inf\"}"),
+        6.0
+    );
+    let buckets: Vec<f64> = samples
+        .iter()
+        .filter(|(s, _)| s.starts_with("pep_provision_duration_seconds_bucket"))
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(
+        buckets.windows(2).all(|w| w[0] <= w[1]),
+        "buckets are cumulative"
+    );
+    assert!(get("pep_provision_duration_seconds_sum") > 0.0);
+    assert_eq!(get("pep_store_identities{state=\"deployed\"}"), 2.0);
+    assert_eq!(get("pep_store_identities{state=\"failed\"}"), 2.0);
+    assert_eq!(get("pep_store_identities{state=\"in_flight\"}"), 0.0);
+}
+
+#[tokio::test]
+async fn healthz_is_open_and_auth_none_is_warned_at_every_start() {
+    let server = Server::start(Options {
+        auth_none: true,
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = server.get_json("/healthz", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    // Without authentication every endpoint is open.
+    assert_eq!(server.get_text("/v3/enrollment-ids", None).await.0, 200);
+    assert_eq!(server.get_text("/metrics", None).await.0, 200);
+    let warning = "authentication is DISABLED";
+    assert_eq!(server.log().matches(warning).count(), 1);
+    let dir = server.kill9().await;
+    let server = Server::start_in(dir).await;
+    assert_eq!(
+        server.log().matches(warning).count(),
+        2,
+        "warned again at restart"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly() {
+    let server = Server::start(Options::default()).await;
+    assert_eq!(server.get_text("/healthz", None).await.0, 200);
+    let (status, log) = server.terminate().await;
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status:?}\n{log}"
+    );
+    assert!(log.contains("SIGTERM"), "{log}");
+}
+
+fn pep_server(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pep-server"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("PEP_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_exit_codes_and_fields() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+
+    // The demo config (paths relative to the repository root) is valid.
+    let out = pep_server(
+        &["check-config", "--config", "fixtures/demo/pep.toml"],
+        &root,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo config: {stdout}");
+    assert!(!stdout.contains("error:"), "{stdout}");
+
+    // A broken config: every error is printed with its field, exit status 1.
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(root.join("fixtures/demo/pep.toml")).unwrap();
+    let broken = demo
+        .replace(
+            "coaps://bootstrap.us-east-1.mbedcloud.com:5684",
+            "coaps://bootstrap.example.com:5684?aid=123",
+        )
+        .replace("fixtures/ca/CA_cert.pem", "fixtures/ca/missing.pem");
+    assert_ne!(broken, demo);
+    std::fs::write(dir.path().join("broken.toml"), &broken).unwrap();
+    let out = pep_server(
+        &[
+            "check-config",
+            "--config",
+            dir.path().join("broken.toml").to_str().unwrap(),
+        ],
+        &root,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("error: ca.cert"), "{stdout}");
+    assert!(stdout.contains("error: bootstrap.uri"), "{stdout}");
+
+    // The daemon refuses to start on the same file, printing each error.
+    let out = pep_server(
+        &["--config", dir.path().join("broken.toml").to_str().unwrap()],
+        &root,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: ca.cert") && stderr.contains("refusing to start"),
+        "{stderr}"
+    );
+
+    // An unknown field is a parse error naming it; PEP_CONFIG selects the file.
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        format!("listne = \"127.0.0.1:1\"\n{demo}"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pep-server"))
+        .arg("check-config")
+        .env("PEP_CONFIG", dir.path().join("typo.toml"))
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("listne"), "{stdout}");
+
+    // A missing file.
+    let out = pep_server(
+        &["check-config", "--config", "/nonexistent/pep.toml"],
+        &root,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/nonexistent/pep.toml"));
+}
