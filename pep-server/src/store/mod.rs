@@ -1,27 +1,35 @@
 //! The identity store: every SQL statement of the server lives below this module.
 //!
-//! [`Store`] is an enum over backends so that PostgreSQL can be added without touching the provisioning
-//! core or the HTTP layer; today there is SQLite ([`sqlite::SqliteStore`]).
+//! [`Store`] is an enum over backends, selected by the database URL: SQLite ([`sqlite::SqliteStore`],
+//! one server per file) and PostgreSQL ([`postgres::PostgresStore`], any number of servers sharing
+//! one database).
 //!
 //! Life of a row: [`Store::reserve`] inserts (or revives a `failed`) row as `in_flight` — the UNIQUE
 //! constraint on `serial` decides races, never a check-then-insert; [`Store::mark_deployed`] or
 //! [`Store::mark_failed`] finish it. Each of these is one transaction together with its audit row.
 //!
 //! **Crash recovery happens in [`Store::open`]**: rows left `in_flight` by a process that died are
-//! marked `failed` (so the serial can be retried) and audited as `interrupted`. Consequently one
-//! database must be served by one pep-server process at a time.
+//! marked `failed` (so the serial can be retried) and audited as `interrupted`. With SQLite that is
+//! every in-flight row, so one SQLite file must be served by one pep-server process at a time. With
+//! PostgreSQL it is only the rows of this server instance ([`StoreOptions::server_id`]) plus rows
+//! in flight for longer than [`StoreOptions::in_flight_lease`], so servers can start and stop
+//! independently while the others keep provisioning.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
 
+pub use postgres::{PostgresStore, StoreOptions, default_server_id};
 pub use sqlite::SqliteStore;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no supported backend.
-    #[error("unsupported database URL `{0}` (expected sqlite://PATH or sqlite::memory:)")]
+    #[error(
+        "unsupported database URL `{0}` (expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB)"
+    )]
     UnsupportedUrl(String),
     /// The database directory could not be created.
     #[error("cannot create database directory {path}: {source}")]
@@ -304,16 +312,27 @@ pub struct FailedOutcome<'a> {
 pub enum Store {
     /// SQLite (default).
     Sqlite(SqliteStore),
+    /// PostgreSQL (`postgres://` or `postgresql://`), shared by several servers.
+    Postgres(PostgresStore),
 }
 
 impl Store {
     /// Opens the database at `url` (creating a SQLite file and its directory if missing), runs the
     /// migrations and marks attempts left in flight by a crash as failed (audited as `interrupted`).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with the options of a shared database (server id, in-flight lease); SQLite
+    /// ignores them. A `postgres://` URL recovers only this server's interrupted attempts and the
+    /// expired ones.
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::open(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PostgresStore::open(url, options).await?))
         } else {
-            Err(StoreError::UnsupportedUrl(url.to_owned()))
+            Err(StoreError::UnsupportedUrl(postgres::redact(url)))
         }
     }
 
@@ -321,6 +340,7 @@ impl Store {
     pub async fn reserve(&self, attempt: &NewAttempt<'_>) -> Result<Reservation, StoreError> {
         match self {
             Store::Sqlite(s) => s.reserve(attempt).await,
+            Store::Postgres(s) => s.reserve(attempt).await,
         }
     }
 
@@ -332,6 +352,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         match self {
             Store::Sqlite(s) => s.mark_deployed(id, outcome).await,
+            Store::Postgres(s) => s.mark_deployed(id, outcome).await,
         }
     }
 
@@ -343,14 +364,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.mark_failed(id, outcome).await,
+            Store::Postgres(s) => s.mark_failed(id, outcome).await,
         }
     }
 
     /// Marks every `in_flight` row failed and audits each as `interrupted`; returns how many.
-    /// [`Store::open`] calls it; only call it again when no attempt can be running.
+    /// [`Store::open`] calls it; only call it again when no attempt of this server can be running.
+    /// PostgreSQL: only this server's rows and rows in flight longer than the lease.
     pub async fn recover_interrupted(&self) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.recover_interrupted().await,
+            Store::Postgres(s) => s.recover_interrupted().await,
         }
     }
 
@@ -358,6 +382,7 @@ impl Store {
     pub async fn enrollment_id(&self, serial: &str) -> Result<Option<String>, StoreError> {
         match self {
             Store::Sqlite(s) => s.enrollment_id(serial).await,
+            Store::Postgres(s) => s.enrollment_id(serial).await,
         }
     }
 
@@ -365,6 +390,7 @@ impl Store {
     pub async fn verification_key(&self, serial: &str) -> Result<Option<String>, StoreError> {
         match self {
             Store::Sqlite(s) => s.verification_key(serial).await,
+            Store::Postgres(s) => s.verification_key(serial).await,
         }
     }
 
@@ -377,6 +403,7 @@ impl Store {
     ) -> Result<Vec<IdentityRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list_deployed(limit, order, after_id).await,
+            Store::Postgres(s) => s.list_deployed(limit, order, after_id).await,
         }
     }
 
@@ -384,6 +411,7 @@ impl Store {
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         match self {
             Store::Sqlite(s) => s.stats().await,
+            Store::Postgres(s) => s.stats().await,
         }
     }
 
@@ -391,6 +419,7 @@ impl Store {
     pub async fn identity(&self, serial: &str) -> Result<Option<IdentityDetail>, StoreError> {
         match self {
             Store::Sqlite(s) => s.identity(serial).await,
+            Store::Postgres(s) => s.identity(serial).await,
         }
     }
 
@@ -398,6 +427,7 @@ impl Store {
     pub async fn audit_for(&self, serial: &str) -> Result<Vec<AuditEntry>, StoreError> {
         match self {
             Store::Sqlite(s) => s.audit_for(serial).await,
+            Store::Postgres(s) => s.audit_for(serial).await,
         }
     }
 
@@ -405,6 +435,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }
