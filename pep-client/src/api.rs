@@ -145,6 +145,17 @@ impl PepApi {
         token: Option<Token>,
         timeout: Duration,
     ) -> Result<Self, CliError> {
+        Self::with_ca(server_url, token, timeout, None)
+    }
+
+    /// Like [`PepApi::new`], also trusting the PEM CA certificate(s) in `ca_cert` for HTTPS (a
+    /// factory server behind a private CA).
+    pub fn with_ca(
+        server_url: &str,
+        token: Option<Token>,
+        timeout: Duration,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, CliError> {
         let mut base = Url::parse(server_url.trim()).map_err(|e| {
             CliError::Usage(format!(
                 "invalid server URL {server_url:?} (PEP_SERVER_URL): {e}"
@@ -160,10 +171,31 @@ impl PepApi {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .timeout(timeout)
-            .user_agent(concat!("pep-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("pep-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                CliError::Usage(format!("cannot read --ca-cert {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                CliError::Usage(format!(
+                    "--ca-cert {}: not PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "--ca-cert {}: no PEM certificate in the file",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Self { http, base, token })
@@ -518,6 +550,22 @@ mod tests {
         );
         assert!(PepApi::new("localhost:5151", None, Duration::from_secs(5)).is_err());
         assert!(PepApi::new("ftp://h", None, Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn ca_cert_must_be_pem_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ca/CA_cert.pem");
+        let t = Duration::from_secs(5);
+        assert!(PepApi::with_ca("https://h:1", None, t, Some(&ca)).is_ok());
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let err = PepApi::with_ca("https://h:1", None, t, Some(&junk)).unwrap_err();
+        assert!(err.to_string().contains("junk.pem"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = PepApi::with_ca("https://h:1", None, t, Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
     }
 
     #[test]

@@ -59,6 +59,15 @@ pub struct GlobalArgs {
     #[arg(long = "token-file", global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
+    /// Trust this PEM CA certificate (bundle) for an https:// server, besides the built-in Mozilla roots.
+    #[arg(
+        long = "ca-cert",
+        global = true,
+        env = "PEP_CA_CERT",
+        value_name = "PEM"
+    )]
+    pub ca_cert: Option<PathBuf>,
+
     /// Give up on a request after this many seconds (an injection can take a while).
     #[arg(long = "http-timeout", global = true, default_value_t = 120, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -20,10 +20,11 @@ pub const TOKEN_ENV: &str = "PEP_API_TOKEN";
 
 /// Runs one command.
 pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> {
-    let api = PepApi::new(
+    let api = PepApi::with_ca(
         &global.server,
         token(global)?,
         Duration::from_secs(global.http_timeout),
+        global.ca_cert.as_deref(),
     )?;
     match command {
         Command::GetOneIdentity(args) => get_one_identity(&api, args).await,
