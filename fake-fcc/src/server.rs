@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fcc_proto::frame::{DeviceCodec, ResponseFrame, encode_response};
 use fcc_proto::response::{Response, SUCCESS_MESSAGE};
 use fcc_proto::status::{FccStatus, WireStatus};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -377,19 +377,18 @@ async fn reply(
         }
     }
     let wire_success = matches!(frame, ResponseFrame::Body(_));
-    let result = if corrupt {
-        let mut bytes = encode_response(&frame);
-        if let Some(last) = bytes.last_mut() {
-            *last ^= 0xff;
-        }
-        framed
-            .get_mut()
-            .write_all(&bytes)
-            .await
-            .map_err(|e| e.to_string())
-    } else {
-        framed.send(frame).await.map_err(|e| e.to_string())
-    };
+    // Written directly rather than through the codec's encoder: the frame length limit is for
+    // requests, a response (at most 2560 bytes of CBOR) is always sent.
+    let mut bytes = encode_response(&frame);
+    if corrupt && let Some(last) = bytes.last_mut() {
+        *last ^= 0xff;
+    }
+    let stream = framed.get_mut();
+    let result = async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await
+    }
+    .await;
     result.map_err(|e| format!("sending the reply failed: {e}"))?;
     print_line(
         print_progress,

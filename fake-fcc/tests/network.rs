@@ -612,3 +612,24 @@ mod binary {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_gateways_in_one_process() {
+    let pki = std::sync::Arc::new(Pki::new());
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let pki = pki.clone();
+        tasks.push(tokio::spawn(async move {
+            let (addr, mut handle) = gateway(GatewayConfig::default()).await;
+            let mut client = FccClient::connect(addr, timeouts()).await.unwrap();
+            let response = client.send(&by_tool(&pki)).await.unwrap();
+            assert!(response.is_success(), "{}", response.info_message);
+            let report = handle.next_report().await.unwrap();
+            assert!(report.wire_success);
+            report.storage.len()
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap() >= 15);
+    }
+}
