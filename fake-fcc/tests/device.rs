@@ -1521,3 +1521,133 @@ fn config_data_tags_and_empty_chunked_strings() {
         (20, "General error:mbed.MemoryTotalKB")
     );
 }
+
+#[test]
+fn verification_warnings_and_lwm2m_mode() {
+    let pki = Pki::new();
+    let now = OffsetDateTime::now_utc();
+    let key = &pki.device_key;
+    let warnings = |parts: &Parts| {
+        let r = device().handle(&parts.encode()).response.unwrap();
+        (r.return_status.as_u32(), r.info_message, r.warnings)
+    };
+
+    // Self-signed, five-year, not-yet-valid certificates.
+    let self_signed = {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, ENDPOINT);
+        params.distinguished_name = dn;
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(365 * 5);
+        params.self_signed(key).unwrap().der().to_vec()
+    };
+    let (status, _, w) = warnings(&with_device_cert(&pki, self_signed));
+    assert_eq!(status, 0);
+    assert_eq!(
+        w[..2],
+        [
+            "Certificate is self signed:mbed.BootstrapDeviceCert",
+            "Certificate validity is less than 10 years:mbed.BootstrapDeviceCert"
+        ]
+    );
+    let future = device_cert(
+        &pki.ca,
+        key,
+        ENDPOINT,
+        Eku::ClientAuth,
+        now + Duration::days(2),
+        now + Duration::days(7400),
+    );
+    let (status, _, w) = warnings(&with_device_cert(&pki, future));
+    assert_eq!(status, 0);
+    assert_eq!(
+        w[0],
+        "Certificate validity cannot be checked:mbed.BootstrapDeviceCert"
+    );
+
+    // Items of the other mode are redundant; an expired update certificate is an error.
+    let mut p = Parts::by_tool(&pki, true);
+    p.set("mbed.LwM2MServerURI", t("coaps://lwm2m.example.com?aid=x"));
+    let (_, _, w) = warnings(&p);
+    assert_eq!(w[0], "Item redundant:mbed.LwM2MServerURI");
+    let expired = device_cert(
+        &pki.ca,
+        key,
+        "update",
+        Eku::None,
+        now - Duration::days(400),
+        now - Duration::days(1),
+    );
+    let mut p = Parts::by_tool(&pki, true);
+    p.certs
+        .as_mut()
+        .unwrap()
+        .push(cert_item("mbed.UpdateAuthCert", &expired));
+    let (status, info, _) = warnings(&p);
+    assert_eq!(
+        (status, info.as_str()),
+        (13, "Certificate expired:mbed.UpdateAuthCert")
+    );
+
+    // LwM2M mode: the OU must be the aid at the end of the URI.
+    let lwm2m_cert = |ou: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, ENDPOINT);
+        dn.push(rcgen::DnType::OrganizationalUnitName, ou);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(7400);
+        params
+            .signed_by(key, &pki.ca.cert, &pki.ca.key)
+            .unwrap()
+            .der()
+            .to_vec()
+    };
+    let lwm2m = |ou: &str, uri: &str| {
+        let mut p = Parts::complete(&pki);
+        p.keys = Some(vec![key_item(
+            "mbed.LwM2MDevicePrivateKey",
+            &pki.device_key_der(),
+        )]);
+        p.certs = Some(vec![
+            cert_item("mbed.LwM2MDeviceCert", &lwm2m_cert(ou)),
+            cert_item("mbed.LwM2MServerCACert", &pki.bootstrap_ca),
+            cert_item("mbed.UpdateAuthCert", &pki.ca.der()),
+        ]);
+        p.set("mbed.UseBootstrap", V::U(0));
+        p.remove("mbed.BootstrapServerURI");
+        p.set("mbed.LwM2MServerURI", t(uri));
+        p
+    };
+    let (status, info, w) = warnings(&lwm2m("acct1", "coaps://lwm2m.example.com:5684?aid=acct1"));
+    assert_eq!((status, info.as_str()), (0, OK));
+    assert_eq!(w, ["Bootstrap mode not activated:mbed.UseBootstrap"]);
+    let (status, info, _) = warnings(&lwm2m("acct1", "coaps://lwm2m.example.com:5684?aid=acct2"));
+    assert_eq!(
+        (status, info.as_str()),
+        (14, "Certificate CN attribute invalid:mbed.LwM2MDeviceCert")
+    );
+    let (status, info, _) = warnings(&lwm2m(
+        "acct1",
+        "coaps://lwm2m.example.com:5684?aid=acct1&x=1",
+    ));
+    assert_eq!(
+        (status, info.as_str()),
+        (14, "Certificate CN attribute invalid:mbed.LwM2MDeviceCert")
+    );
+    let (status, info, _) = warnings(&lwm2m("acct1", "coaps://lwm2m.example.com:5684"));
+    assert_eq!(
+        (status, info.as_str()),
+        (28, "URI format incorrect:mbed.LwM2MServerURI")
+    );
+    let mut ftc = lwm2m("acct1", "coaps://lwm2m.example.com:5684?aid=acct1");
+    ftc.set("mbed.FirstToClaim", V::U(1));
+    let (status, info, _) = warnings(&ftc);
+    assert_eq!(
+        (status, info.as_str()),
+        (29, "first to claim not allowed:mbed.FirstToClaim")
+    );
+}
