@@ -40,6 +40,7 @@ pub mod cbor;
 pub mod csr;
 pub mod device;
 pub mod faults;
+pub mod fleet;
 pub mod server;
 pub mod storage;
 mod verify;
@@ -82,6 +83,12 @@ pub enum FakeFccError {
     /// A socket error while serving a session.
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+    /// A fleet run could not start or go on (bad option, HTTP client setup).
+    #[error("fleet: {reason}")]
+    Fleet {
+        /// What is wrong, naming the option when one is.
+        reason: String,
+    },
 }
 
 impl FakeFccError {

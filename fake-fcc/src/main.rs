@@ -128,6 +128,14 @@ fn print(line: &str) {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    // Like `mcc_platform_storage_init()`, the storage directory exists before anything else.
+    if let Err(e) = std::fs::create_dir_all(&args.storage) {
+        eprintln!(
+            "fake-fcc: cannot create the storage directory {}: {e}",
+            args.storage.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let base = GatewayConfig {
         bind: args.bind,
         port: 0,

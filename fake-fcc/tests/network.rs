@@ -591,6 +591,42 @@ mod binary {
     }
 
     #[test]
+    fn help_documents_the_options_and_the_storage_layout() {
+        let out = Command::new(env!("CARGO_BIN_EXE_fake-fcc"))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        for needle in [
+            "--bind",
+            "--port",
+            "--storage",
+            "--sessions",
+            "--strict",
+            "--fault",
+            "--seed",
+            "--max-frame-len",
+            "PrvKey_<name>",
+            "Crt1_<name>",
+            "CfgParam_<name>",
+            "Client IP Address and Port",
+            "KpAlvSess",
+            "stall=MS",
+            "never-read",
+            "exit code 0",
+        ] {
+            assert!(help.contains(needle), "--help should mention {needle:?}");
+        }
+        let bad = Command::new(env!("CARGO_BIN_EXE_fake-fcc"))
+            .args(["--fault", "explode"])
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown fault"));
+    }
+
+    #[test]
     fn address_line_format() {
         let dir = tempfile::tempdir().unwrap();
         let mut running = start(dir.path());
