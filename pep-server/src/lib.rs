@@ -3,10 +3,12 @@
 //! - [`config`]: `pep.toml`, its defaults and [`config::Config::check`].
 //! - [`store`]: the identity store (SQLite now; all SQL lives there).
 //! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP.
+//! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
 //! - [`metrics`]: Prometheus counters, written out by hand.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -28,8 +28,11 @@ use fcc_proto::{FccClient, FccError, FccStatus, Response, Timeouts, names};
 use pep_ca::{CertProfile, EndpointName, FactoryCa, IssuedCertificate};
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
 
+use crate::activity::{
+    AttemptFinished, AttemptOutcome, AttemptStarted, EVENT_CAPACITY, ProvisionEvent,
+};
 use crate::config::{Config, EntropyMode, KeyMode};
 use crate::store::{
     DeployedOutcome, FailedOutcome, NewAttempt, Reservation, Store, StoreError, now_ms,
@@ -247,6 +250,8 @@ struct Inner {
     class_id: Option<[u8; 16]>,
     timeouts: Timeouts,
     slots: Semaphore,
+    /// Live activity (see [`crate::activity`]); sending never blocks.
+    events: broadcast::Sender<ProvisionEvent>,
 }
 
 /// A validated request with every default filled in.
@@ -340,6 +345,7 @@ impl Provisioner {
             class_id: prepared.class_id,
             timeouts,
             slots: Semaphore::new(config.fcc.max_concurrent_injections),
+            events: broadcast::channel(EVENT_CAPACITY).0,
             config,
             store,
         };
@@ -356,6 +362,13 @@ impl Provisioner {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Subscribes to the live activity: every attempt's start and end from now on (see
+    /// [`crate::activity`]). A receiver more than [`EVENT_CAPACITY`] events behind gets
+    /// `RecvError::Lagged` and should resynchronise from the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<ProvisionEvent> {
+        self.inner.events.subscribe()
     }
 
     /// Injection slots free right now (for metrics).
@@ -507,7 +520,16 @@ impl Inner {
             })
             .await?;
         let id = match reservation {
-            Reservation::Reserved { id } => id,
+            Reservation::Reserved { id } => {
+                // No subscriber is not an error: the event is simply not seen.
+                let _ = self.events.send(ProvisionEvent::Started(AttemptStarted {
+                    id,
+                    serial: serial.to_owned(),
+                    gateway: job.gateway,
+                    at_ms: now_ms(),
+                }));
+                id
+            }
             Reservation::Conflict { state } => {
                 tracing::info!(serial, %state, "serial conflict");
                 return Err(ProvisionError::Conflict {
@@ -556,6 +578,16 @@ impl Inner {
                         "FCC accepted the identity with warnings");
                 }
                 tracing::info!(serial, gateway = %job.gateway, %enrollment_id, duration_ms, "deployed");
+                let _ = self.events.send(ProvisionEvent::Finished(AttemptFinished {
+                    id,
+                    serial: serial.to_owned(),
+                    gateway: job.gateway,
+                    at_ms: now_ms(),
+                    duration_ms,
+                    outcome: AttemptOutcome::Deployed {
+                        enrollment_id: enrollment_id.clone(),
+                    },
+                }));
                 Ok(Identity {
                     serial_number: serial.to_owned(),
                     ou: String::new(),
@@ -600,6 +632,17 @@ impl Inner {
                         },
                     )
                     .await?;
+                let _ = self.events.send(ProvisionEvent::Finished(AttemptFinished {
+                    id,
+                    serial: serial.to_owned(),
+                    gateway: job.gateway,
+                    at_ms: now_ms(),
+                    duration_ms,
+                    outcome: AttemptOutcome::Failed {
+                        fcc_status: fcc_status.map(FccStatus::from_u32),
+                        message,
+                    },
+                }));
                 Err(error)
             }
         }
