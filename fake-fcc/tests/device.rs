@@ -1651,3 +1651,76 @@ fn verification_warnings_and_lwm2m_mode() {
         (29, "first to claim not allowed:mbed.FirstToClaim")
     );
 }
+
+#[test]
+fn first_valid_frame_wipes_the_item_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("CfgParam_old"), b"x").unwrap();
+    std::fs::write(dir.path().join("Crt2_old"), b"x").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"keep").unwrap();
+    let mut dev = Device::new(DeviceOptions {
+        storage_dir: Some(dir.path().to_path_buf()),
+        ..DeviceOptions::default()
+    });
+    let ping = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+    ]));
+    assert!(dev.handle(&ping).storage_erased);
+    assert!(!dir.path().join("CfgParam_old").exists());
+    assert!(!dir.path().join("Crt2_old").exists());
+    assert!(dir.path().join("notes.txt").exists());
+
+    // A chain is written element by element; a CSR key with mode 0600.
+    let pki = Pki::new();
+    let chain = enc(&m(&[
+        ("SchemeVersion", t("0.0.1")),
+        ("SID", t("s")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+        (
+            "CertificateChains",
+            V::A(vec![m(&[
+                ("Name", t("c")),
+                (
+                    "DataArray",
+                    V::A(vec![b(&pki.device_cert), b(&pki.ca.der())]),
+                ),
+            ])]),
+        ),
+        (
+            "CsrReqs",
+            V::A(vec![m(&[
+                ("PrKN", t("gen")),
+                ("Subj", t("CN=x")),
+                ("MD", V::U(1)),
+            ])]),
+        ),
+    ]));
+    let outcome = dev.handle(&chain);
+    assert!(!outcome.storage_erased);
+    assert_eq!(outcome.status, FccStatus::Success, "{:?}", outcome.response);
+    assert_eq!(
+        std::fs::read(dir.path().join("Cert_c")).unwrap(),
+        pki.device_cert
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("Crt1_c")).unwrap(),
+        pki.ca.der()
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("PrvKey_gen")).unwrap(),
+        dev.storage().private_keys["gen"]
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("PrvKey_gen"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(dev.disk_errors().is_empty());
+}
