@@ -49,9 +49,16 @@ pub struct Config {
     /// HTTP listen address, `IP:PORT`.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Database URL; `sqlite://PATH` (relative to the working directory) or `sqlite::memory:`.
+    /// Database URL; `sqlite://PATH` (relative to the working directory), `sqlite::memory:`, or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` for one database shared by several servers.
     #[serde(default = "default_database_url")]
     pub database_url: String,
+    /// This server's name in a shared (PostgreSQL) database. Each in-flight attempt carries it, and a
+    /// starting server recovers only its own interrupted attempts, never those another live server is
+    /// running. Stable across restarts, unique among the servers of one database. Default: host name
+    /// + `/` + `listen`. Ignored by SQLite.
+    #[serde(default)]
+    pub server_id: Option<String>,
     /// Where the device key is generated: by this tool (`by_tool`) or on the device via a CSR (`by_device`).
     #[serde(default)]
     pub key_mode: KeyMode,
@@ -633,6 +640,29 @@ impl Config {
         Duration::from_millis(self.request_deadline_ms)
     }
 
+    /// `server_id`, or host name + `/` + `listen` when not set.
+    pub fn server_id(&self) -> String {
+        match &self.server_id {
+            Some(id) => id.clone(),
+            None => format!("{}/{}", crate::store::default_server_id(), self.listen),
+        }
+    }
+
+    /// The store options of this server: its [`Config::server_id`] and an in-flight lease of ten
+    /// times the longest an attempt can take (the request deadline or the FCC timeouts).
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        let fcc = &self.fcc;
+        let longest_ms = self.request_deadline_ms.max(
+            fcc.connect_timeout_ms
+                .saturating_add(fcc.write_timeout_ms)
+                .saturating_add(fcc.read_timeout_ms),
+        );
+        crate::store::StoreOptions {
+            server_id: self.server_id(),
+            in_flight_lease: Duration::from_millis(longest_ms.saturating_mul(10)),
+        }
+    }
+
     /// Validates everything; every issue names its field. Reads the CA, certificates and token file.
     pub fn check(&self) -> CheckReport {
         self.prepare().0
@@ -649,6 +679,18 @@ impl Config {
             );
         }
         check_database_url(&self.database_url, &mut r);
+        if let Some(id) = &self.server_id {
+            if id.trim().is_empty() {
+                r.error(
+                    "server_id",
+                    "is empty (remove it to use host name + listen address)",
+                );
+            } else if id.chars().count() > 128 {
+                r.error("server_id", "is longer than 128 characters");
+            } else if id.chars().any(char::is_control) {
+                r.error("server_id", "contains control characters");
+            }
+        }
         if self.request_deadline_ms == 0 {
             r.error("request_deadline_ms", "must be greater than 0");
         }
@@ -1041,12 +1083,20 @@ fn check_database_url(url: &str, r: &mut CheckReport) {
             r.error("database_url", "has no file path");
         }
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url::Url::parse(url) {
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+            Ok(_) => r.error("database_url", "the postgres:// URL has no host"),
+            // The URL may hold a password: name the problem, not the URL.
+            Err(e) => r.error(
+                "database_url",
+                format!("is not a valid postgres:// URL ({e})"),
+            ),
+        }
+    } else {
         r.error(
             "database_url",
-            "PostgreSQL is not supported yet; use sqlite://PATH",
+            format!("`{url}` is not a sqlite:// or postgres:// URL"),
         );
-    } else {
-        r.error("database_url", format!("`{url}` is not a sqlite:// URL"));
     }
 }
 

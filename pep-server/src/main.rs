@@ -125,7 +125,8 @@ async fn serve(path: &Path) -> Result<(), String> {
         request_deadline: config.request_deadline() + HTTP_DEADLINE_GRACE,
     };
 
-    let store = Store::open(&config.database_url)
+    // The server id marks this server's attempts in a shared (PostgreSQL) database.
+    let store = Store::open_with(&config.database_url, config.store_options())
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
     let provisioner = Provisioner::new(Arc::new(config), store)
