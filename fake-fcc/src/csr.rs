@@ -301,4 +301,17 @@ mod tests {
         assert_eq!(build_csr(&key, &unknown_ku), Err(KcmStatus::Error));
         assert!(build_csr(&key, &params(b"CN=x", 1, 4)).is_ok());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+        #[test]
+        fn subject_parsing_never_panics(subject in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = parse_subject(&subject);
+        }
+
+        #[test]
+        fn subject_like_strings_never_panic(subject in "[A-Za-z=, \\\\]{0,40}") {
+            let _ = parse_subject(subject.as_bytes());
+        }
+    }
 }
