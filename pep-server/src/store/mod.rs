@@ -235,6 +235,24 @@ pub struct AuditEntry {
     pub duration_ms: Option<i64>,
 }
 
+/// Outcome counts of the audit trail over a period (the factory-floor counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutcomeCounts {
+    /// `deployed` audit rows.
+    pub deployed: u64,
+    /// `failed` and `interrupted` audit rows (failed attempts).
+    pub failed: u64,
+}
+
+/// Outcome counts of one minute (the factory-floor rate chart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MinuteOutcomes {
+    /// The minute: `at_ms / 60_000`.
+    pub minute: i64,
+    /// Outcomes in that minute.
+    pub counts: OutcomeCounts,
+}
+
 /// The data of a new attempt.
 #[derive(Debug, Clone)]
 pub struct NewAttempt<'a> {
@@ -428,6 +446,48 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.audit_for(serial).await,
             Store::Postgres(s) => s.audit_for(serial).await,
+        }
+    }
+
+    /// Outcomes (deployed; failed or interrupted) audited at or after `since_ms`.
+    pub async fn outcome_counts(&self, since_ms: i64) -> Result<OutcomeCounts, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.outcome_counts(since_ms).await,
+            Store::Postgres(s) => s.outcome_counts(since_ms).await,
+        }
+    }
+
+    /// Outcomes per minute at or after `since_ms`, oldest minute first; minutes without an
+    /// outcome are absent.
+    pub async fn outcomes_per_minute(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteOutcomes>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.outcomes_per_minute(since_ms).await,
+            Store::Postgres(s) => s.outcomes_per_minute(since_ms).await,
+        }
+    }
+
+    /// The latest `limit` outcome rows of the audit trail (deployed, failed, interrupted), newest
+    /// first.
+    pub async fn recent_outcomes(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.recent_outcomes(limit).await,
+            Store::Postgres(s) => s.recent_outcomes(limit).await,
+        }
+    }
+
+    /// The audit rows of every serial starting with `prefix` (an exact serial is its own prefix),
+    /// newest first, at most `limit`.
+    pub async fn audit_by_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.audit_by_prefix(prefix, limit).await,
+            Store::Postgres(s) => s.audit_by_prefix(prefix, limit).await,
         }
     }
 

@@ -21,7 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use super::{
     AuditEntry, DeployedOutcome, FailedOutcome, IdentityDetail, IdentityRecord, IdentityState,
-    NewAttempt, Reservation, SortOrder, StoreError, StoreStats, now_ms,
+    MinuteOutcomes, NewAttempt, OutcomeCounts, Reservation, SortOrder, StoreError, StoreStats,
+    now_ms,
 };
 
 /// Connections per server: PostgreSQL runs writes of different serials in parallel.
@@ -504,6 +505,79 @@ impl PostgresStore {
             .collect()
     }
 
+    pub(super) async fn outcome_counts(&self, since_ms: i64) -> Result<OutcomeCounts, StoreError> {
+        let (deployed, failed): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE event = 'deployed'), \
+                    COUNT(*) FILTER (WHERE event IN ('failed', 'interrupted')) \
+             FROM audit WHERE at_ms >= $1",
+        )
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("counting outcomes"))?;
+        Ok(OutcomeCounts {
+            deployed: u64::try_from(deployed).unwrap_or(0),
+            failed: u64::try_from(failed).unwrap_or(0),
+        })
+    }
+
+    pub(super) async fn outcomes_per_minute(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteOutcomes>, StoreError> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT at_ms / 60000 AS minute, COUNT(*) FILTER (WHERE event = 'deployed'), \
+                    COUNT(*) FILTER (WHERE event IN ('failed', 'interrupted')) \
+             FROM audit WHERE at_ms >= $1 AND event IN ('deployed', 'failed', 'interrupted') \
+             GROUP BY minute ORDER BY minute",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("counting outcomes per minute"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(minute, deployed, failed)| MinuteOutcomes {
+                minute,
+                counts: OutcomeCounts {
+                    deployed: u64::try_from(deployed).unwrap_or(0),
+                    failed: u64::try_from(failed).unwrap_or(0),
+                },
+            })
+            .collect())
+    }
+
+    pub(super) async fn recent_outcomes(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, serial, gateway, requester, event, fcc_status, detail, duration_ms \
+             FROM audit WHERE event IN ('deployed', 'failed', 'interrupted') \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading the latest outcomes"))?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    pub(super) async fn audit_by_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        // starts_with, not a range: the database's collation may not sort by code point.
+        let rows = sqlx::query(
+            "SELECT id, at_ms, serial, gateway, requester, event, fcc_status, detail, duration_ms \
+             FROM audit WHERE starts_with(serial, $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(prefix)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("searching the audit trail"))?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
     pub(super) async fn close(&self) {
         self.sweep.0.abort();
         self.pool.close().await;
@@ -664,4 +738,19 @@ fn split_warnings(s: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
+    let fcc_status: Option<i64> = row.try_get("fcc_status").map_err(get)?;
+    Ok(AuditEntry {
+        id: row.try_get("id").map_err(get)?,
+        at_ms: row.try_get("at_ms").map_err(get)?,
+        serial: row.try_get("serial").map_err(get)?,
+        gateway: row.try_get("gateway").map_err(get)?,
+        requester: row.try_get("requester").map_err(get)?,
+        event: row.try_get("event").map_err(get)?,
+        fcc_status: fcc_status.and_then(|s| u32::try_from(s).ok()),
+        detail: row.try_get("detail").map_err(get)?,
+        duration_ms: row.try_get("duration_ms").map_err(get)?,
+    })
 }
