@@ -31,9 +31,9 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::FakeFccError;
 use crate::faults::{Fault, FaultKind, Faults};
 use crate::server::{GatewayConfig, Sessions, spawn};
-use crate::FakeFccError;
 
 /// How long a gateway's session report is awaited after the server answered 200 (the gateway has
 /// sent its reply by then; this only covers scheduling).
@@ -96,7 +96,10 @@ impl FleetOptions {
             ));
         }
         if self.fault_rate > 0.0 && self.fault_kinds.is_empty() {
-            return Err(bad("--fault", "a fault rate needs at least one fault kind".to_owned()));
+            return Err(bad(
+                "--fault",
+                "a fault rate needs at least one fault kind".to_owned(),
+            ));
         }
         match url::Url::parse(&self.server) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -106,7 +109,12 @@ impl FleetOptions {
                     format!("scheme `{}` is not http or https", u.scheme()),
                 ));
             }
-            Err(e) => return Err(bad("--server", format!("`{}` is not a URL: {e}", self.server))),
+            Err(e) => {
+                return Err(bad(
+                    "--server",
+                    format!("`{}` is not a URL: {e}", self.server),
+                ));
+            }
         }
         let longest = format!("{}{}", self.serial_prefix, self.serial_width_example());
         if pep_ca::EndpointName::try_from(longest.clone()).is_err() {
@@ -172,6 +180,143 @@ pub fn fault_name(kind: FaultKind) -> String {
         FaultKind::WireStatus9 => "wire9".to_owned(),
         FaultKind::ReturnStatus(s) => format!("return-status={}", s.as_u32()),
         FaultKind::AcceptThenNeverRead => "never-read".to_owned(),
+    }
+}
+
+/// The command line of `fake-fcc fleet`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetArgs {
+    /// How many gateways to provision (each its own simulated FCC on 127.0.0.1, one session).
+    #[arg(long)]
+    pub gateways: u64,
+
+    /// Requests in flight (and gateways listening) at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+
+    /// The pep-server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:5151")]
+    pub server: String,
+
+    /// Bearer token with the `provision` role.
+    #[arg(long, env = "PEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Probability that a gateway is faulty (its failure is then expected and counted apart).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+
+    /// Seed of the faulty-gateway draws (repeatable chaos runs).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Fault kind a faulty gateway may get, as in `fake-fcc --fault` (repeatable; the
+    /// probability part is ignored: a faulty gateway's fault fires on every message).
+    /// Default: close, corrupt-hash, wire9, return-status=17.
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault_kind)]
+    pub faults: Vec<FaultKind>,
+
+    /// Serial number prefix (default `fleet-<start time in ms, hex>-`, unique per run).
+    #[arg(long)]
+    pub prefix: Option<String>,
+
+    /// Timeout of one provisioning request, in milliseconds.
+    #[arg(long, default_value_t = 120_000)]
+    pub timeout_ms: u64,
+
+    /// Worker threads of the fleet's runtime (server and fleet usually share the machine).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<std::path::PathBuf>,
+}
+
+fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
+    s.parse::<Fault>()
+        .map(|f| f.kind)
+        .map_err(|e| e.to_string())
+}
+
+impl FleetArgs {
+    /// The run options these arguments describe.
+    pub fn options(&self) -> FleetOptions {
+        let prefix = self.prefix.clone().unwrap_or_else(|| {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("fleet-{ms:x}-")
+        });
+        FleetOptions {
+            gateways: self.gateways,
+            concurrency: self.concurrency,
+            server: self.server.clone(),
+            token: self.token.clone(),
+            fault_rate: self.fault_rate,
+            seed: self.seed,
+            fault_kinds: if self.faults.is_empty() {
+                default_fault_kinds()
+            } else {
+                self.faults.clone()
+            },
+            serial_prefix: prefix,
+            request_timeout: Duration::from_millis(self.timeout_ms),
+        }
+    }
+}
+
+/// `fake-fcc fleet`: runs the fleet, prints the report (and writes `--json`). Exit code 0 when
+/// every healthy gateway was provisioned and checked, 1 when any was not, 2 when the run could
+/// not start.
+pub fn main(args: FleetArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let options = args.options();
+    if let Err(e) = options.validate() {
+        eprintln!("fake-fcc: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fake-fcc: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(run(options)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fake-fcc: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{report}");
+    if let Some(path) = &args.json {
+        let text = match serde_json::to_string_pretty(&report.to_json()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("fake-fcc: cannot encode the JSON report: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("fake-fcc: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -327,8 +472,7 @@ impl FleetReport {
 
     /// True when every healthy gateway was provisioned correctly.
     pub fn is_clean(&self) -> bool {
-        self.failed_unexpected == 0
-            && self.succeeded + self.failed == self.options.gateways
+        self.failed_unexpected == 0 && self.succeeded + self.failed == self.options.gateways
     }
 
     /// The report as JSON (what `--json` writes).
@@ -446,7 +590,11 @@ impl fmt::Display for FleetReport {
         for (i, count) in self.histogram.iter().enumerate() {
             match HISTOGRAM_BOUNDS_MS.get(i) {
                 Some(b) => write!(f, " ≤{b}:{count}")?,
-                None => write!(f, " >{}:{count}", HISTOGRAM_BOUNDS_MS[HISTOGRAM_BOUNDS_MS.len() - 1])?,
+                None => write!(
+                    f,
+                    " >{}:{count}",
+                    HISTOGRAM_BOUNDS_MS[HISTOGRAM_BOUNDS_MS.len() - 1]
+                )?,
             }
         }
         writeln!(f)?;
@@ -705,7 +853,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn summarize(options: FleetOptions, outcomes: Vec<GatewayOutcome>, elapsed: Duration) -> FleetReport {
+fn summarize(
+    options: FleetOptions,
+    outcomes: Vec<GatewayOutcome>,
+    elapsed: Duration,
+) -> FleetReport {
     let mut ok_latencies = Vec::with_capacity(outcomes.len());
     let mut all_latencies = Vec::with_capacity(outcomes.len());
     let mut histogram = vec![0u64; HISTOGRAM_BOUNDS_MS.len() + 1];
@@ -821,9 +973,27 @@ mod tests {
     #[test]
     fn bad_options_name_the_option() {
         let cases: Vec<(FleetOptions, &str)> = vec![
-            (FleetOptions { gateways: 0, ..options() }, "--gateways"),
-            (FleetOptions { concurrency: 0, ..options() }, "--concurrency"),
-            (FleetOptions { fault_rate: 1.5, ..options() }, "--fault-rate"),
+            (
+                FleetOptions {
+                    gateways: 0,
+                    ..options()
+                },
+                "--gateways",
+            ),
+            (
+                FleetOptions {
+                    concurrency: 0,
+                    ..options()
+                },
+                "--concurrency",
+            ),
+            (
+                FleetOptions {
+                    fault_rate: 1.5,
+                    ..options()
+                },
+                "--fault-rate",
+            ),
             (
                 FleetOptions {
                     fault_rate: 0.5,
@@ -832,9 +1002,27 @@ mod tests {
                 },
                 "--fault",
             ),
-            (FleetOptions { server: "nope".into(), ..options() }, "--server"),
-            (FleetOptions { server: "ftp://x".into(), ..options() }, "--server"),
-            (FleetOptions { serial_prefix: "bad\u{1}".into(), ..options() }, "--prefix"),
+            (
+                FleetOptions {
+                    server: "nope".into(),
+                    ..options()
+                },
+                "--server",
+            ),
+            (
+                FleetOptions {
+                    server: "ftp://x".into(),
+                    ..options()
+                },
+                "--server",
+            ),
+            (
+                FleetOptions {
+                    serial_prefix: "bad\u{1}".into(),
+                    ..options()
+                },
+                "--prefix",
+            ),
             (
                 FleetOptions {
                     serial_prefix: "x".repeat(60),
@@ -899,7 +1087,10 @@ mod tests {
         .unwrap();
         assert_eq!(report.succeeded, 0);
         assert_eq!(report.failed_unexpected, 3);
-        assert_eq!(report.failures.get("transport").map(|c| c.unexpected), Some(3));
+        assert_eq!(
+            report.failures.get("transport").map(|c| c.unexpected),
+            Some(3)
+        );
         assert!(!report.is_clean());
         let json = report.to_json();
         assert_eq!(json["failed_unexpected"], 3);

@@ -48,6 +48,9 @@ struct Cli {
 enum Command {
     /// Run one simulated device (the same as giving no subcommand).
     Run(RunArgs),
+    /// Provision many simulated gateways through a pep-server and report rate, latency and
+    /// failures (load and chaos runs).
+    Fleet(fake_fcc::fleet::FleetArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => args,
+        Some(Command::Fleet(args)) => return fake_fcc::fleet::main(args),
         None => cli.run,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
