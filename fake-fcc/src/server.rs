@@ -300,6 +300,20 @@ async fn serve_connection(
             None => return ConnectionEnd::Reconnect,
             Some(Err(e)) => {
                 tracing::info!(error = %e, "receive error: closing without a reply");
+                // The genuine ftcd layer prints these CMD-level lines for the same errors.
+                let line = match &e {
+                    fcc_proto::FccError::ZeroLength => {
+                        Some("Unable to read message size (got ZERO)")
+                    }
+                    fcc_proto::FccError::HashMismatch => Some("Inconsistent message signature"),
+                    fcc_proto::FccError::Oversize { .. } => {
+                        Some("Failed to allocate message buffer")
+                    }
+                    _ => None,
+                };
+                if let Some(line) = line {
+                    print_line(config.print_progress, line);
+                }
                 state.error = Some(e.to_string());
                 state.wire_success = false;
                 return if state.device.session_finished() {

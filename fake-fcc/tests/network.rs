@@ -479,6 +479,8 @@ mod binary {
     struct Running {
         child: std::process::Child,
         addr: SocketAddr,
+        address_line: String,
+        before: Vec<String>,
         lines: std::sync::mpsc::Receiver<String>,
     }
 
@@ -496,16 +498,23 @@ mod binary {
                 let _ = tx.send(line);
             }
         });
-        let re = regex_lite_addr;
-        let addr = loop {
+        let mut before = Vec::new();
+        let (addr, address_line) = loop {
             let line = lines
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the address line");
-            if let Some(addr) = re(&line) {
-                break addr;
+            match regex_lite_addr(&line) {
+                Some(addr) => break (addr, line),
+                None => before.push(line),
             }
         };
-        Running { child, addr, lines }
+        Running {
+            child,
+            addr,
+            address_line,
+            before,
+            lines,
+        }
     }
 
     /// `Client IP Address and Port :\s+(\d+\.\d+\.\d+\.\d+):(\d+)`, without a regex dependency.
@@ -584,6 +593,10 @@ mod binary {
         let (code, lines) = wait(running);
         assert_eq!(code, 1);
         assert!(
+            lines.iter().any(|l| l == "Inconsistent message signature"),
+            "{lines:?}"
+        );
+        assert!(
             !lines.iter().any(|l| l == "Storage is erased"),
             "no valid frame, no wipe: {lines:?}"
         );
@@ -630,18 +643,30 @@ mod binary {
     fn address_line_format() {
         let dir = tempfile::tempdir().unwrap();
         let mut running = start(dir.path());
-        // The first lines: blank, address, blank, waiting.
+        assert_eq!(running.before, [""], "a blank line before the address line");
+        assert_eq!(
+            running.address_line,
+            format!(" Client IP Address and Port :  {}", running.addr)
+        );
+        let mut after = Vec::new();
+        while after.last().map(String::as_str) != Some("Factory flow begins...") {
+            after.push(
+                running
+                    .lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("start-up lines"),
+            );
+        }
+        assert_eq!(
+            after,
+            [
+                "",
+                " Client is waiting for incoming connection...",
+                "Factory flow begins..."
+            ]
+        );
         running.child.kill().unwrap();
-        let (_, rest) = wait(running);
-        assert_eq!(rest.first().map(String::as_str), Some(""));
-        assert_eq!(
-            rest.get(1).map(String::as_str),
-            Some(" Client is waiting for incoming connection...")
-        );
-        assert_eq!(
-            rest.get(2).map(String::as_str),
-            Some("Factory flow begins...")
-        );
+        let _ = running.child.wait();
         assert!(
             regex_lite_addr(" Client IP Address and Port :  127.0.0.1:4242")
                 == Some("127.0.0.1:4242".parse().unwrap())
