@@ -1724,3 +1724,33 @@ fn first_valid_frame_wipes_the_item_files_only() {
     }
     assert!(dev.disk_errors().is_empty());
 }
+
+#[test]
+fn a_response_of_exactly_512_bytes_fits() {
+    let ping_with_sid = |len: usize| {
+        enc(&m(&[
+            ("SchemeVersion", t("0.0.1")),
+            ("SID", t(&"x".repeat(len))),
+            ("Verify", V::U(0)),
+            ("KpAlvSess", V::U(1)),
+        ]))
+    };
+    let size = |len: usize| {
+        fcc_proto::Response::success(Some("x".repeat(len)))
+            .encode()
+            .len()
+    };
+    let fits = (0..512).rev().find(|l| size(*l) <= 512).unwrap();
+    assert_eq!(size(fits), 512, "a SID length gives exactly 512 bytes");
+    let outcome = device().handle(&ping_with_sid(fits));
+    assert!(outcome.wire_success());
+    assert_eq!(
+        fcc_proto::frame::encode_response(&outcome.reply).len(),
+        16 + 512 + 32
+    );
+    let outcome = device().handle(&ping_with_sid(fits + 1));
+    assert_eq!(
+        outcome.reply,
+        ResponseFrame::Status(WireStatus::FailedToProcessData)
+    );
+}
