@@ -18,6 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
+/// Generous connect and write timeouts, a short read timeout (for stalls and unread requests).
+fn short_read(ms: u64) -> Timeouts {
+    Timeouts {
+        read: Duration::from_millis(ms),
+        ..timeouts()
+    }
+}
+
 fn timeouts() -> Timeouts {
     Timeouts::all(Duration::from_secs(10))
 }
@@ -448,18 +456,14 @@ async fn injected_faults() {
     );
 
     let (addr, _h) = gateway(cfg("stall=300")).await;
-    let mut client = FccClient::connect(addr, Timeouts::all(Duration::from_millis(50)))
-        .await
-        .unwrap();
+    let mut client = FccClient::connect(addr, short_read(50)).await.unwrap();
     assert!(matches!(
         client.send_raw(&ping()).await,
         Err(FccError::ReadTimeout)
     ));
 
     let (addr, _h) = gateway(cfg("never-read")).await;
-    let mut client = FccClient::connect(addr, Timeouts::all(Duration::from_millis(200)))
-        .await
-        .unwrap();
+    let mut client = FccClient::connect(addr, short_read(200)).await.unwrap();
     assert!(matches!(
         client.send_raw(&ping()).await,
         Err(FccError::ReadTimeout)
