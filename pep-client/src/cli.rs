@@ -69,7 +69,7 @@ pub struct GlobalArgs {
     pub ca_cert: Option<PathBuf>,
 
     /// Give up on a request after this many seconds (an injection can take a while).
-    #[arg(long = "http-timeout", global = true, default_value_t = 120, value_name = "SECONDS",
+    #[arg(long = "http-timeout", global = true, default_value_t = 130, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub http_timeout: u64,
 }

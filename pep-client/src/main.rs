@@ -39,9 +39,11 @@ fn main() -> ExitCode {
         Err(e) => return report(&CliError::io("cannot start the async runtime", e)),
     };
     let result = runtime.block_on(async {
+        // Handlers first, so that no signal can arrive between starting FCC and listening for it.
+        let shutdown = shutdown_signal();
         tokio::select! {
             r = pep_client::commands::run(&cli.global, command) => r,
-            () = shutdown_signal() => Err(CliError::Interrupted),
+            () = shutdown => Err(CliError::Interrupted),
         }
     });
     // Dropping the runtime drops any FCC child, which kills its process group.
@@ -75,20 +77,31 @@ fn init_tracing(verbose: bool) {
         .try_init();
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Registers SIGINT and SIGTERM handlers now; the returned future resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
     let mut term = signal(SignalKind::terminate()).ok();
-    let term_recv = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
+    async move {
+        let int_recv = async {
+            match int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            None => std::future::pending::<()>().await,
+        };
+        let term_recv = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = int_recv => {}
+            () = term_recv => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term_recv => {}
     }
 }

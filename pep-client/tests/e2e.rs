@@ -565,21 +565,65 @@ fn fcc_that_never_prints_its_address_times_out_and_is_killed() {
     assert_eq!(server_enrollment_id(&server, "GW-SILENT"), None);
 
     // The FCC process (here `sleep`, exec'd by the script) is gone.
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    assert_sleep_gone(&pid_file);
+}
+
+/// Polls (up to 10 s) until the process whose pid is in `pid_file` no longer runs `sleep`.
+fn assert_sleep_gone(pid_file: &Path) {
+    let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
     let proc_dir = Path::new("/proc").join(&pid);
-    let mut gone = false;
     for _ in 0..100 {
         let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
         if !String::from_utf8_lossy(&cmdline).contains("sleep") {
-            gone = true;
-            break;
+            return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(gone, "FCC (pid {pid}) is still running");
+    panic!("FCC (pid {pid}) is still running");
+}
+
+#[test]
+fn sigterm_kills_fcc_and_installs_nothing() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("fcc.pid");
+    // Prints the address of a socket that accepts (kernel backlog) but never answers: the server
+    // waits for FCC's reply, pep-cli waits for the server, and then the signal comes.
+    let silent_socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fcc = script(
+        dir.path(),
+        "stuck-fcc",
+        &format!(
+            "echo $$ > '{}.tmp' && mv '{0}.tmp' '{0}'\necho ' Client IP Address and Port :  127.0.0.1:{}'\nexec sleep 600",
+            pid_file.display(),
+            silent_socket.local_addr().unwrap().port()
+        ),
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let child = cli(&server.url(), dir.path())
+        .args(["provision", "--fcc"])
+        .arg(&fcc)
+        .args(["--serial", "GW-SIGTERM", "--install", "--pal-dest"])
+        .arg(dest.path().join("mcc_config"))
+        .arg("--identity-dest")
+        .arg(dest.path().join("edge_gw_config"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if pid_file.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(pid_file.exists(), "FCC did not start");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, code(exit::INTERRUPTED));
+    assert_sleep_gone(&pid_file);
+    assert!(tree(dest.path()).is_empty(), "{:?}", tree(dest.path()));
 }
 
 #[test]
