@@ -15,11 +15,13 @@
 //! in flight for longer than [`StoreOptions::in_flight_lease`], so servers can start and stop
 //! independently while the others keep provisioning.
 
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
 
+pub use migrate::{MigrationReport, migrate_store};
 pub use postgres::{PostgresStore, StoreOptions, default_server_id};
 pub use sqlite::SqliteStore;
 
@@ -68,6 +70,17 @@ pub enum StoreError {
     /// A stored value is not what the schema promises.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// `migrate-store` copies into an empty store only.
+    #[error(
+        "the target store already holds {identities} identities and {audit} audit rows; \
+         migrate-store copies into an empty store only"
+    )]
+    TargetNotEmpty {
+        /// Identities in the target.
+        identities: u64,
+        /// Audit rows in the target.
+        audit: u64,
+    },
 }
 
 /// State of an identity row.

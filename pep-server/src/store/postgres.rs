@@ -149,6 +149,10 @@ impl PostgresStore {
         &self.options
     }
 
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub(super) async fn reserve(&self, a: &NewAttempt<'_>) -> Result<Reservation, StoreError> {
         let mut tx = self
             .pool

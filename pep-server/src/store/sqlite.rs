@@ -91,6 +91,11 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// The pool, for `store::migrate` (which copies whole tables between backends).
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         self.pool
             .begin_with("BEGIN IMMEDIATE")
