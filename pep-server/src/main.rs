@@ -40,12 +40,23 @@ enum Command {
     Serve,
     /// Validate the configuration: prints every error and warning with its field; exits 1 on any error.
     CheckConfig,
+    /// Copy every identity and audit row of one store into another, empty one (for instance
+    /// SQLite → PostgreSQL). Stop the servers using the source first. Does not read the config.
+    MigrateStore {
+        /// The source database URL (`sqlite://PATH` or `postgres://...`).
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The target database URL; must hold no identity and no audit row.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => check_config(&cli.config),
+        Command::MigrateStore { from, to } => migrate_store(&from, &to),
         Command::Serve => {
             init_tracing();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +105,59 @@ fn check_config(path: &Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `migrate-store`: copies the store at `from` into the empty store at `to`; a summary on stdout,
+/// exit 1 (and nothing written to the target) on any error.
+fn migrate_store(from: &str, to: &str) -> ExitCode {
+    use pep_server::store::{StoreOptions, default_server_id};
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pep-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        // Its own server id: opening a shared source never recovers a live server's attempts.
+        let options = StoreOptions {
+            server_id: format!("{}/migrate-store", default_server_id()),
+            ..StoreOptions::default()
+        };
+        let source = Store::open_with(from, options.clone())
+            .await
+            .map_err(|e| format!("cannot open the source store: {e}"))?;
+        let target = Store::open_with(to, options)
+            .await
+            .map_err(|e| format!("cannot open the target store: {e}"))?;
+        let report = pep_server::store::migrate_store(&source, &target)
+            .await
+            .map_err(|e| format!("nothing was copied: {e}"));
+        source.close().await;
+        target.close().await;
+        report
+    });
+    match result {
+        Ok(r) => {
+            println!(
+                "copied {} identities ({} deployed, {} failed, of which {} were in flight and are now failed) and {} audit rows",
+                r.identities(),
+                r.deployed,
+                r.failed,
+                r.interrupted,
+                r.audit
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("pep-server: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 
