@@ -58,7 +58,7 @@ async fn fail(store: &Store, id: i64) {
 }
 
 async fn deploy(store: &Store, id: i64, i: usize) {
-    let warnings = if i % 10 == 0 {
+    let warnings = if i.is_multiple_of(10) {
         vec!["a warning".to_owned()]
     } else {
         vec![]
@@ -86,7 +86,7 @@ async fn fill(store: &Store) -> Vec<String> {
         let id = reserve(store, &serial).await;
         deploy(store, id, i).await;
         serials.push(serial);
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             let bad = format!("BAD-{i:03}");
             let id = reserve(store, &bad).await;
             fail(store, id).await;
