@@ -10,7 +10,7 @@ use fcc_proto::frame::ResponseFrame;
 use fcc_proto::response::{CsrResponse, Response, SUCCESS_MESSAGE};
 use fcc_proto::status::{FccStatus, GENERAL_ERROR_PREFIX, KcmStatus, WireStatus};
 
-use crate::cbor::{self, Item, Str, c_str};
+use crate::cbor::{self, Item, c_str};
 use crate::csr::{self, CsrParams};
 use crate::storage::{DiskStore, ItemKind, Storage};
 use crate::x509;
@@ -19,13 +19,11 @@ use crate::x509;
 pub const MAX_RESPONSE_WITHOUT_CSRS: usize = 512;
 /// Response buffer once CSR processing started (512 × 5).
 pub const MAX_RESPONSE_WITH_CSRS: usize = 512 * 5;
-pub use fcc_proto::bundle::keys::{
-    MAX_CHAIN_LEN, MAX_CSR_REQUESTS, MAX_TOP_LEVEL_PAIRS as MAX_KEYS_IN_MAP,
-};
-/// `KCM_MAX_FILENAME_SIZE`.
+/// `KCM_MAX_FILENAME_SIZE`: the longest item name.
 pub const MAX_NAME_LEN: usize = 100;
 pub use fcc_proto::bundle::keys::{
-    ENTROPY_LEN as ENTROPY_SIZE, ROT_LEN as ROT_SIZE, SCHEME_VERSION,
+    ENTROPY_LEN as ENTROPY_SIZE, MAX_CHAIN_LEN, MAX_CSR_REQUESTS,
+    MAX_TOP_LEVEL_PAIRS as MAX_KEYS_IN_MAP, ROT_LEN as ROT_SIZE, SCHEME_VERSION,
 };
 
 /// Field and group names: the bundle keys come from `fcc_proto::bundle::keys`; the few the tool
@@ -1211,13 +1209,9 @@ fn variant<'a>(item: &'a Item<'a>) -> Option<Variant<'a>> {
         Item::Bytes(s) | Item::Text(s) if s.indefinite && s.chunks.is_empty() => {
             Some(Variant::Missing)
         }
-        Item::Bytes(s) | Item::Text(s) => Some(Variant::Bytes(s.first(), first_offset(s))),
+        Item::Bytes(s) | Item::Text(s) => Some(Variant::Bytes(s.first(), s.offset)),
         _ => None,
     }
-}
-
-fn first_offset(s: &Str<'_>) -> usize {
-    s.offset
 }
 
 /// `storage_check_name_validity`: `[A-Za-z0-9._-]{1,100}`.
