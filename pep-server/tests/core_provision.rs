@@ -576,3 +576,39 @@ async fn development_category_and_custom_addresses_are_recorded() {
     assert_eq!(r.gateway_services_address, "https://gw.example.com");
     assert_eq!(r.created_at_ms, identity.created_at);
 }
+
+#[tokio::test]
+async fn injections_beyond_the_limit_wait_for_a_slot() {
+    let s = setup_with(KeyMode::ByTool, |c| c.fcc.max_concurrent_injections = 1).await;
+    // Two "gateways" that accept and never answer, so we control when each attempt ends.
+    let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+
+    let p = s.provisioner.clone();
+    let first = tokio::spawn(async move { p.provision(request("GW-SLOT-A", addr_a)).await });
+    let (conn_a, _) = a.accept().await.unwrap();
+    assert_eq!(s.provisioner.free_injection_slots(), 0);
+
+    let p = s.provisioner.clone();
+    let second = tokio::spawn(async move { p.provision(request("GW-SLOT-B", addr_b)).await });
+    // B is reserved (in flight) but must not connect while A holds the only slot.
+    while s.store().identity("GW-SLOT-B").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b.accept())
+            .await
+            .is_err(),
+        "B connected while A held the only injection slot"
+    );
+
+    // A's gateway goes away: A fails, its slot goes to B.
+    drop(conn_a);
+    let err = first.await.unwrap().unwrap_err();
+    assert!(matches!(err, ProvisionError::GatewayFailed { .. }), "{err}");
+    let (conn_b, _) = b.accept().await.unwrap();
+    drop(conn_b);
+    assert!(second.await.unwrap().is_err());
+    assert_eq!(s.provisioner.free_injection_slots(), 1);
+}
