@@ -10,17 +10,22 @@ mod pg_support;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fake_fcc::{FaultKind, Sessions};
 use fcc_proto::FccStatus;
-use http_support::{Options, READ, Server, config_toml, gateway};
+use http_support::{BOTH, Options, READ, Server, config_toml, gateway, identity_path};
 use pep_server::store::{IdentityState, Store, StoreOptions};
 use pg_support::TestDb;
 
 /// Starts `pep-server` on the shared database as server `server_id`.
 async fn start(db: &TestDb, server_id: &str) -> Server {
+    start_with(db, server_id, &Options::default()).await
+}
+
+async fn start_with(db: &TestDb, server_id: &str, options: &Options) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let text = config_toml(dir.path(), &Options::default());
+    let text = config_toml(dir.path(), options);
     let sqlite = text
         .lines()
         .find(|l| l.starts_with("database_url"))
@@ -220,4 +225,118 @@ async fn two_servers_one_database_400_provisions() {
     sorted.sort();
     assert_eq!(sorted, ["attempt", "conflict", "deployed"], "{events:?}");
     store.close().await;
+}
+
+/// Waits until `serial` is in flight in the shared store (the request reached its gateway).
+async fn until_in_flight(store: &Store, serial: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(d) = store.identity(serial).await.unwrap()
+            && d.state == IdentityState::InFlight
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{serial} never went in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn events(store: &Store, serial: &str) -> Vec<String> {
+    store
+        .audit_for(serial)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// kill -9 of one server while both have an injection in flight: the restarted server recovers its
+/// own attempt only; the other server's attempt runs on and ends normally (no `interrupted`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_of_one_server_leaves_the_other_servers_attempts_alone() {
+    let db = TestDb::create().await;
+    let a = start(&db, "line-a").await;
+    let b = Arc::new(
+        start_with(
+            &db,
+            "line-b",
+            &Options {
+                read_timeout_ms: 8_000,
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let checker = Store::open_with(
+        &db.url,
+        StoreOptions {
+            server_id: "checker".to_owned(),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (stall_a, _ha) = gateway(
+        Sessions::Forever,
+        &[FaultKind::Stall(Duration::from_secs(120))],
+    )
+    .await;
+    let (stall_b, _hb) = gateway(
+        Sessions::Forever,
+        &[FaultKind::Stall(Duration::from_secs(120))],
+    )
+    .await;
+
+    // A's request dies with A; B's request runs into B's read timeout (504) later.
+    let a_request = {
+        let url = format!("{}{}", a.base, identity_path("GW-KILLED", stall_a));
+        let client = a.client.clone();
+        tokio::spawn(async move { client.get(url).bearer_auth(BOTH).send().await })
+    };
+    let b_request = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.identity("GW-RUNNING", stall_b).await })
+    };
+    until_in_flight(&checker, "GW-KILLED").await;
+    until_in_flight(&checker, "GW-RUNNING").await;
+
+    let dir = a.kill9().await;
+    assert!(
+        a_request.await.unwrap().is_err(),
+        "A was killed mid-request"
+    );
+    let a = Server::start_in(dir).await;
+
+    // A recovered its own attempt, and only that one.
+    let killed = checker.identity("GW-KILLED").await.unwrap().unwrap();
+    assert_eq!(killed.state, IdentityState::Failed);
+    assert_eq!(
+        events(&checker, "GW-KILLED").await,
+        ["attempt", "interrupted"]
+    );
+    let running = checker.identity("GW-RUNNING").await.unwrap().unwrap();
+    assert_eq!(
+        running.state,
+        IdentityState::InFlight,
+        "a restarting server must not touch another live server's attempt"
+    );
+
+    // B's attempt ends on its own terms: FCC read timeout → 504, recorded as failed by B.
+    let (status, body) = b_request.await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(events(&checker, "GW-RUNNING").await, ["attempt", "failed"]);
+
+    // Both serials are retryable, through either server.
+    let (good1, _g1) = gateway(Sessions::One, &[]).await;
+    let (good2, _g2) = gateway(Sessions::One, &[]).await;
+    let (status, body) = b.identity("GW-KILLED", good1).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = a.identity("GW-RUNNING", good2).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(checker.stats().await.unwrap().deployed, 2);
+    checker.close().await;
 }
