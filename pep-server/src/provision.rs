@@ -664,10 +664,10 @@ impl Inner {
     }
 
     async fn inject_by_tool(&self, job: &Job, sid: String) -> Result<Injected, AttemptError> {
-        // Issuing is done inline on the runtime thread: it costs ~35 µs of CPU in a release build
-        // (~90 µs debug; docs/performance.md), about what one poll of a busy task may take, and an
-        // injection waits milliseconds on the network anyway. `spawn_blocking` would add a thread
-        // hand-off of the same order for nothing. `sign_csr` (by_device, ~115 µs) likewise.
+        // Issuing is done inline on the runtime thread: it costs ~34 µs of CPU in a release build
+        // (pep-ca's criterion benchmark, docs/performance.md), about what one poll of a busy task
+        // may take, while an injection waits milliseconds on the network anyway; `spawn_blocking`
+        // would add a thread hand-off of a similar order. `sign_csr` (by_device, ~115 µs) likewise.
         let issued = self
             .ca
             .issue(&job.endpoint, &self.profile)
