@@ -780,6 +780,8 @@ impl Device {
         if self.storage.certificates.contains_key(&name) {
             return Err(create(KcmStatus::FileExist));
         }
+        // The chain's first file is created here, before any certificate is checked.
+        self.created_item_file();
         let mut previous: Option<x509::ParsedCert> = None;
         for der in ders {
             let step = |kcm: KcmStatus| (kcm, kcm.fcc_status());
@@ -930,6 +932,7 @@ impl Device {
         name: String,
         bytes: Vec<u8>,
     ) -> Result<(), KcmStatus> {
+        self.created_item_file();
         self.persist(kind, &name, 0, &bytes)?;
         match kind {
             ItemKind::PrivateKey => self.storage.private_keys.insert(name, bytes),
@@ -942,6 +945,13 @@ impl Device {
                 .map(|mut v| v.remove(0)),
         };
         Ok(())
+    }
+
+    /// Creating an item file needs the storage keys derived from the root of trust; without an
+    /// injected `ROT` the genuine PAL generates one on the fly at that moment, so a `ROT` sent in
+    /// a later message of the session is refused (7).
+    fn created_item_file(&mut self) {
+        self.sotp.rot = true;
     }
 
     /// Removes an item (a CSR key whose CSR failed).

@@ -1754,3 +1754,54 @@ fn a_response_of_exactly_512_bytes_fits() {
         ResponseFrame::Status(WireStatus::FailedToProcessData)
     );
 }
+
+#[test]
+fn rot_and_entropy_are_write_once_per_session() {
+    let pki = Pki::new();
+    let keep = |extra: &[(&str, V)]| {
+        let mut pairs = vec![
+            ("SchemeVersion", t("0.0.1")),
+            ("Verify", V::U(0)),
+            ("KpAlvSess", V::U(1)),
+        ];
+        pairs.extend(extra.iter().cloned());
+        enc(&m(&pairs))
+    };
+    // ROT and Entropy in the first message, then again: 7 and 8.
+    let mut dev = device();
+    assert_eq!(
+        dev.handle(&keep(&[("Entropy", b(&[1; 48])), ("ROT", b(&[2; 16]))]))
+            .status,
+        FccStatus::Success
+    );
+    let r = dev.handle(&keep(&[("ROT", b(&[2; 16]))])).response.unwrap();
+    assert_eq!(
+        (r.return_status.as_u32(), r.info_message.as_str()),
+        (7, "Root of trust error:rot")
+    );
+    let r = dev
+        .handle(&keep(&[("Entropy", b(&[1; 48]))]))
+        .response
+        .unwrap();
+    assert_eq!(
+        (r.return_status.as_u32(), r.info_message.as_str()),
+        (8, "Entropy error:entropy")
+    );
+
+    // Storing an item generates a root of trust: a later ROT is refused.
+    let mut dev = device();
+    let store = keep(&[("Keys", V::A(vec![key_item("k", &pki.device_key_der())]))]);
+    assert_eq!(dev.handle(&store).status, FccStatus::Success);
+    assert_eq!(
+        dev.handle(&keep(&[("ROT", b(&[2; 16]))])).status,
+        FccStatus::RotError
+    );
+
+    // Without stored items a later ROT is still accepted.
+    let mut dev = device();
+    assert_eq!(dev.handle(&keep(&[])).status, FccStatus::Success);
+    assert_eq!(
+        dev.handle(&keep(&[("ROT", b(&[2; 16]))])).status,
+        FccStatus::Success
+    );
+}
