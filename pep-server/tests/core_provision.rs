@@ -612,3 +612,70 @@ async fn injections_beyond_the_limit_wait_for_a_slot() {
     assert!(second.await.unwrap().is_err());
     assert_eq!(s.provisioner.free_injection_slots(), 1);
 }
+
+#[tokio::test]
+async fn the_request_deadline_ends_a_stalled_attempt_as_a_retryable_timeout() {
+    let s = setup_with(KeyMode::ByTool, |c| c.request_deadline_ms = 300).await;
+    let (addr, _gw) = gateway(|g| {
+        g.faults = fault(FaultKind::Stall(Duration::from_secs(30)));
+    })
+    .await;
+    let err = s
+        .provisioner
+        .provision(request("GW-DEADLINE", addr))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProvisionError::GatewayTimeout { error, .. } if error.contains("deadline")),
+        "{err}"
+    );
+    let row = s.store().identity("GW-DEADLINE").await.unwrap().unwrap();
+    assert_eq!(row.state, IdentityState::Failed);
+}
+
+#[tokio::test]
+async fn entropy_and_root_of_trust_can_be_injected() {
+    let s = setup_with(KeyMode::ByTool, |c| {
+        c.fcc.entropy_rot = pep_server::config::EntropyMode::Random;
+    })
+    .await;
+    let (addr, mut gw) = gateway(|_| {}).await;
+    let identity = s
+        .provisioner
+        .provision(request("GW-ENTROPY", addr))
+        .await
+        .unwrap();
+    assert!(identity.fcc_warnings.is_empty());
+    assert_eq!(
+        gw.next_report().await.unwrap().last_status,
+        Some(FccStatus::Success)
+    );
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_leave_the_serial_in_flight() {
+    let s = setup(KeyMode::ByTool).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let p = s.provisioner.clone();
+    let caller = tokio::spawn(async move { p.provision(request("GW-GONE", addr)).await });
+    let (conn, _) = listener.accept().await.unwrap();
+    // The caller (e.g. an HTTP client that disconnected) goes away mid-injection...
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    // ...then the gateway closes: the attempt still ends, recorded as failed and retryable.
+    drop(conn);
+    loop {
+        let row = s.store().identity("GW-GONE").await.unwrap().unwrap();
+        if row.state != IdentityState::InFlight {
+            assert_eq!(row.state, IdentityState::Failed);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (addr2, _gw) = gateway(|_| {}).await;
+    s.provisioner
+        .provision(request("GW-GONE", addr2))
+        .await
+        .unwrap();
+}
