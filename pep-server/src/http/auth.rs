@@ -4,11 +4,19 @@
 //! would end up in access logs and shell histories). The presented token is compared with *every*
 //! configured token in constant time, so neither the content nor the position of a match leaks
 //! through timing. Tokens are never logged: the log names the token's configured `name` instead.
+//!
+//! The factory-floor page (a browser cannot send a bearer header on navigation) logs in once with a
+//! `read` token and then carries a session cookie ([`SESSION_COOKIE`], HttpOnly, SameSite=Strict):
+//! its value is an HMAC of the token under a key drawn at process start, never the token itself, and
+//! is checked in constant time against every token like a bearer token. A session grants the `read`
+//! role only, never `provision`, and ends when the server restarts.
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroizing;
 
@@ -95,6 +103,45 @@ impl Auth {
     }
 }
 
+/// The name of the floor page's session cookie.
+pub const SESSION_COOKIE: &str = "pep_session";
+
+/// The key of the session HMAC: random per process, so a restart ends every session.
+static SESSION_KEY: std::sync::LazyLock<Zeroizing<[u8; 32]>> = std::sync::LazyLock::new(|| {
+    use rand::RngCore;
+    let mut key = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(key.as_mut());
+    key
+});
+
+/// The session value of a token secret: HMAC-SHA256 under [`SESSION_KEY`].
+fn session_mac(secret: &[u8]) -> [u8; 32] {
+    // A 32-byte key is always accepted by HMAC; the fallback only satisfies the type.
+    match Hmac::<Sha256>::new_from_slice(SESSION_KEY.as_slice()) {
+        Ok(mut mac) => {
+            mac.update(b"pep floor session v1\0");
+            mac.update(secret);
+            mac.finalize().into_bytes().into()
+        }
+        Err(_) => [0u8; 32],
+    }
+}
+
+/// The session cookie value sent by the browser, if the `Cookie` headers carry one.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (name, value) = pair.split_at_checked(SESSION_COOKIE.len())?;
+            (name == SESSION_COOKIE.as_bytes())
+                .then(|| value.strip_prefix(b"="))
+                .flatten()
+        })
+}
+
 /// Who made a request: the configured name of the token, or `anonymous` when auth is disabled.
 #[derive(Debug, Clone)]
 pub struct Principal(pub String);
@@ -119,31 +166,76 @@ impl Auth {
         let presented = strip_bearer(value).ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
         })?;
-        // Constant time over all tokens: no early exit, index selected branch-free.
-        let mut found = subtle::Choice::from(0u8);
-        let mut index = 0u32;
-        for (i, token) in tokens.iter().enumerate() {
-            let eq = token.secret.as_slice().ct_eq(presented);
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
-            index = u32::conditional_select(&index, &i, eq);
-            found |= eq;
-        }
-        if !bool::from(found) {
-            return Err(ApiError::unauthorized("the bearer token is not valid"));
-        }
-        let token = usize::try_from(index)
-            .ok()
-            .and_then(|i| tokens.get(i))
+        let token = find_token(tokens, |t| t.secret.as_slice().ct_eq(presented))
             .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
-        if !token.has(role) {
-            return Err(ApiError::forbidden(format!(
-                "token `{}` lacks the `{}` role needed here",
-                token.name,
-                role_name(role)
-            )));
-        }
-        Ok(Principal(token.name.clone()))
+        check_role(token, role)
     }
+
+    /// The floor page's login form: checks `token` like a bearer token for `role`, and returns the
+    /// value of the session cookie to set. `Ok(None)` when authentication is disabled.
+    pub fn login(&self, token: &[u8], role: Role) -> Result<(Principal, Option<String>), ApiError> {
+        let tokens = match self {
+            Auth::Disabled => return Ok((Principal("anonymous".into()), None)),
+            Auth::Bearer(tokens) => tokens,
+        };
+        let token = token.trim_ascii();
+        let found = find_token(tokens, |t| t.secret.as_slice().ct_eq(token))
+            .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
+        let principal = check_role(found, role)?;
+        Ok((principal, Some(hex::encode(session_mac(token)))))
+    }
+
+    /// Checks a session cookie value (from [`Auth::login`]) for `role`. Sessions carry the `read`
+    /// role only: asking for `provision` is refused whatever the token could do.
+    pub fn authorize_session(&self, session: &[u8], role: Role) -> Result<Principal, ApiError> {
+        let tokens = match self {
+            Auth::Disabled => return Ok(Principal("anonymous".into())),
+            Auth::Bearer(tokens) => tokens,
+        };
+        if role != Role::Read {
+            return Err(ApiError::unauthorized(
+                "a browser session only reads: send `Authorization: Bearer <token>`",
+            ));
+        }
+        let mut presented = [0u8; 32];
+        if hex::decode_to_slice(session, &mut presented).is_err() {
+            return Err(ApiError::unauthorized(
+                "the session is not valid; log in again",
+            ));
+        }
+        let found = find_token(tokens, |t| session_mac(&t.secret).ct_eq(&presented))
+            .ok_or_else(|| ApiError::unauthorized("the session is not valid; log in again"))?;
+        check_role(found, role)
+    }
+}
+
+/// The token for which `matches` holds, looking at every token (no early exit) and selecting the
+/// index branch-free, so timing tells nothing about which token, if any, matched.
+fn find_token(tokens: &[Token], matches: impl Fn(&Token) -> subtle::Choice) -> Option<&Token> {
+    let mut found = subtle::Choice::from(0u8);
+    let mut index = 0u32;
+    for (i, token) in tokens.iter().enumerate() {
+        let eq = matches(token);
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        index = u32::conditional_select(&index, &i, eq);
+        found |= eq;
+    }
+    if !bool::from(found) {
+        return None;
+    }
+    usize::try_from(index).ok().and_then(|i| tokens.get(i))
+}
+
+/// 403 unless `token` has `role`.
+fn check_role(token: &Token, role: Role) -> Result<Principal, ApiError> {
+    if !token.has(role) {
+        return Err(ApiError::forbidden(format!(
+            "token `{}` lacks the `{}` role needed here",
+            token.name,
+            role_name(role)
+        )));
+    }
+    Ok(Principal(token.name.clone()))
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, per RFC 7235).
@@ -176,7 +268,14 @@ pub async fn require_role(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    match required.auth.authorize(header, required.role) {
+    // The floor page's session cookie stands in for the header on `read` routes only.
+    let verdict = match (header, session_cookie(request.headers())) {
+        (None, Some(session)) if required.role == Role::Read => {
+            required.auth.authorize_session(session, required.role)
+        }
+        _ => required.auth.authorize(header, required.role),
+    };
+    match verdict {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await

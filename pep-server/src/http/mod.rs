@@ -10,6 +10,8 @@
 
 mod auth;
 mod error;
+pub mod events;
+pub mod floor;
 mod identity;
 mod ops;
 mod query;
@@ -67,6 +69,9 @@ pub enum Access {
     Open,
     /// A bearer token with this role.
     Needs(Role),
+    /// The factory-floor page: the `read` role by bearer token or session cookie, checked by the
+    /// handler, which answers 401 with a login form (HTML, no data) instead of JSON.
+    Page,
 }
 
 /// The handler behind a route.
@@ -94,6 +99,18 @@ pub enum Endpoint {
     DocsPage,
     /// `GET /docs` (redirects to `/docs/`).
     DocsRedirect,
+    /// `GET /floor/`: the factory-floor page.
+    FloorPage,
+    /// `GET /` and `GET /floor` (redirect to `/floor/`).
+    FloorRedirect,
+    /// `POST /floor/login`.
+    FloorLogin,
+    /// `POST /floor/logout`.
+    FloorLogout,
+    /// `GET /v3/events` (Server-Sent Events).
+    Events,
+    /// `GET /v3/audit`.
+    Audit,
 }
 
 /// One route of the API.
@@ -166,6 +183,13 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/docs/openapi.yaml", Access::Open, Endpoint::OpenApi),
     route("GET", "/docs/", Access::Open, Endpoint::DocsPage),
     route("GET", "/docs", Access::Open, Endpoint::DocsRedirect),
+    route("GET", "/", Access::Open, Endpoint::FloorRedirect),
+    route("GET", "/floor", Access::Open, Endpoint::FloorRedirect),
+    route("GET", "/floor/", Access::Page, Endpoint::FloorPage),
+    route("POST", "/floor/login", Access::Open, Endpoint::FloorLogin),
+    route("POST", "/floor/logout", Access::Open, Endpoint::FloorLogout),
+    route("GET", "/v3/events", READ, Endpoint::Events),
+    route("GET", "/v3/audit", READ, Endpoint::Audit),
 ];
 
 /// The OpenAPI 3.1 document served at `/docs/openapi.yaml`.
@@ -188,6 +212,12 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::OpenApi => on(method, ops::openapi),
         Endpoint::DocsPage => on(method, ops::docs_page),
         Endpoint::DocsRedirect => on(method, ops::docs_redirect),
+        Endpoint::FloorPage => on(method, floor::page),
+        Endpoint::FloorRedirect => on(method, floor::to_floor),
+        Endpoint::FloorLogin => on(method, floor::login),
+        Endpoint::FloorLogout => on(method, floor::logout),
+        Endpoint::Events => on(method, events::events),
+        Endpoint::Audit => on(method, floor::audit),
     }
 }
 
@@ -235,12 +265,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in progress.
+/// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in progress
+/// (event streams are told to end, see [`events::Shutdown`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let app = app.layer(axum::Extension(events::Shutdown(stopped)));
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
