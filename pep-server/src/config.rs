@@ -1206,7 +1206,14 @@ mod tests {
         let c = example();
         let report = c.check();
         assert!(report.is_ok(), "{report}");
-        assert!(report.warnings.is_empty(), "{report}");
+        // A fresh git checkout leaves the fixture key 0644 (git keeps no permissions): pep-ca's
+        // key-permission warning is the only one allowed.
+        let warnings: Vec<_> = report
+            .warnings
+            .iter()
+            .filter(|w| !(w.field == "ca" && w.message.contains("accessible by group or others")))
+            .collect();
+        assert!(warnings.is_empty(), "{report}");
         assert_eq!(c.key_mode, KeyMode::ByTool);
         assert_eq!(c.fcc.max_concurrent_injections, 64);
     }

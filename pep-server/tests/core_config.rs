@@ -41,7 +41,14 @@ fn edit(from: &str, to: &str) -> String {
 fn example_passes_the_check() {
     let report = parse(&example_text()).check();
     assert!(report.is_ok(), "{report}");
-    assert!(report.warnings.is_empty(), "{report}");
+    // A fresh git checkout leaves the fixture key 0644 (git keeps no permissions): pep-ca's
+    // key-permission warning is the only one allowed.
+    let warnings: Vec<_> = report
+        .warnings
+        .iter()
+        .filter(|w| !(w.field == "ca" && w.message.contains("accessible by group or others")))
+        .collect();
+    assert!(warnings.is_empty(), "{report}");
 }
 
 #[test]
