@@ -213,6 +213,30 @@ fn all_json(results: &[serde_json::Value], order: Order) -> Result<Vec<u8>, CliE
     Ok(bytes)
 }
 
+/// Steps 1–3 of `provision` with FCC running: its address, the identity, its exit status 0.
+async fn inject(
+    api: &PepApi,
+    fcc: &mut FccChild,
+    req: &mut IdentityRequest,
+    args: &Provision,
+) -> Result<crate::api::IdentityAnswer, CliError> {
+    let addr = fcc.address(Duration::from_secs(args.fcc_timeout)).await?;
+    req.ip = addr.ip().to_string();
+    req.port = addr.port();
+    tracing::debug!(serial = %req.serial_number, %addr, "requesting the identity");
+    let answer = api.identity(req).await?;
+    fcc.wait_success(Duration::from_secs(args.fcc_exit_timeout))
+        .await
+        .map_err(|e| match e {
+            CliError::Fcc(msg) => CliError::Fcc(format!(
+                "{msg}; the server recorded {} as enrollment ID {} but nothing was installed",
+                req.serial_number, answer.enrollment_id
+            )),
+            other => other,
+        })?;
+    Ok(answer)
+}
+
 /// `provision`: FCC child → address → identity from the server → FCC exit 0 → install.
 async fn provision(api: &PepApi, args: Provision) -> Result<(), CliError> {
     let serial = match (&args.serial, &args.serial_from) {
@@ -261,22 +285,11 @@ async fn provision(api: &PepApi, args: Provision) -> Result<(), CliError> {
             )
         })?;
     let mut fcc = FccChild::spawn(&args.fcc, &args.fcc_args, workdir.path())?;
-    let addr = fcc.address(Duration::from_secs(args.fcc_timeout)).await?;
-    req.ip = addr.ip().to_string();
-    req.port = addr.port();
-    tracing::debug!(%serial, %addr, "requesting the identity");
-
-    let answer = api.identity(&req).await?;
-    fcc.wait_success(Duration::from_secs(args.fcc_exit_timeout))
-        .await
-        .map_err(|e| match e {
-            CliError::Fcc(msg) => CliError::Fcc(format!(
-                "{msg}; the server recorded {serial} as enrollment ID {} but nothing was installed",
-                answer.enrollment_id
-            )),
-            other => other,
-        })?;
-    drop(fcc);
+    let outcome = inject(api, &mut fcc, &mut req, &args).await;
+    // Kill FCC and wait for it before the working directory is removed, so that a dying FCC
+    // cannot write into it afterwards.
+    fcc.shutdown().await;
+    let answer = outcome?;
 
     let installed = plan.install(&workdir.path().join("pal"), &answer.body)?;
     let mut summary = format!(

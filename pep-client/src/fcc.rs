@@ -299,6 +299,15 @@ impl FccChild {
         }
     }
 
+    /// Kills the child's process group and waits (up to 5 s) until the child is gone.
+    pub async fn shutdown(&mut self) {
+        self.kill();
+        if !self.exited {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+            self.exited = true;
+        }
+    }
+
     /// Kills the child's process group now (also done on drop).
     pub fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {

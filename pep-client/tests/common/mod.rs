@@ -2,10 +2,13 @@
 //!
 //! How the other workspace binaries are found: `pep-cli` comes from `env!("CARGO_BIN_EXE_pep-cli")`.
 //! Cargo cannot give a test the binaries of *other* packages on stable (artifact dependencies are
-//! unstable), so the first test that needs them runs `cargo build -p pep-server -p fake-fcc` once
-//! (same profile, same target dir as this test: the directory of `pep-cli`, which respects
-//! `CARGO_TARGET_DIR`) and takes them from next to `pep-cli`. Set `PEP_TEST_BIN_DIR` to use
-//! binaries that are already built somewhere else instead.
+//! unstable), so they are taken from next to `pep-cli` (same profile, same target dir, which
+//! respects `CARGO_TARGET_DIR`). If they are missing or older than any source file of the crates
+//! they are built from (e.g. `cargo test -p pep-client` after editing pep-server), the first test
+//! that needs them runs `cargo build -p pep-server -p fake-fcc` once. After
+//! `cargo test --workspace` they are already fresh and nothing is rebuilt (a nested `cargo build`
+//! would resolve features without the dev-dependencies and recompile a few crates for nothing).
+//! Set `PEP_TEST_BIN_DIR` to use binaries built somewhere else instead.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -40,6 +43,9 @@ fn bin_dir() -> &'static Path {
         }
         let cli = pep_cli();
         let profile_dir = cli.parent().unwrap().to_path_buf();
+        if binaries_fresh(&profile_dir) {
+            return profile_dir;
+        }
         let profile = profile_dir
             .file_name()
             .unwrap()
@@ -69,6 +75,39 @@ fn bin_dir() -> &'static Path {
             "cargo build -p pep-server -p fake-fcc failed"
         );
         profile_dir
+    })
+}
+
+/// Both binaries exist and are newer than every source file they are built from.
+fn binaries_fresh(profile_dir: &Path) -> bool {
+    fn newest(path: &Path, acc: &mut std::time::SystemTime) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                newest(&entry.path(), acc);
+            }
+        } else if let Ok(m) = meta.modified() {
+            *acc = (*acc).max(m);
+        }
+    }
+    let root = repo_root();
+    let mut sources = std::time::SystemTime::UNIX_EPOCH;
+    for p in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "fcc-proto",
+        "pep-ca",
+        "pep-server",
+        "fake-fcc",
+    ] {
+        newest(&root.join(p), &mut sources);
+    }
+    ["pep-server", "fake-fcc"].iter().all(|bin| {
+        std::fs::metadata(profile_dir.join(bin))
+            .and_then(|m| m.modified())
+            .is_ok_and(|built| built > sources)
     })
 }
 
