@@ -50,7 +50,10 @@ async fn log_in(browser: &Browser, server: &Server, token: &str) {
 fn row_js() -> &'static str {
     "var r = document.querySelector('#attempts tbody tr[data-serial=\"' + arguments[0] + '\"]'); \
      if (!r || r.getAttribute('data-result') !== arguments[1]) { return null; } \
-     return Array.prototype.map.call(r.cells, function (c) { return c.textContent; });"
+     var fcc = r.cells[4]; \
+     return [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].textContent, \
+       r.cells[3].textContent, fcc.querySelector('.st').textContent, \
+       fcc.querySelector('.msg').textContent, r.cells[5].textContent];"
 }
 
 #[tokio::test]
@@ -193,7 +196,7 @@ async fn page_shows_the_database_and_follows_new_provisions_live() {
             "var rows = document.querySelectorAll('#history tbody tr'); \
              if (!rows.length) { return null; } \
              return Array.prototype.map.call(rows, function (r) { \
-               return r.getAttribute('data-serial') + ' ' + r.cells[2].textContent; });",
+               return r.getAttribute('data-serial') + ' ' + r.querySelector('.badge').textContent; });",
             json!([]),
             WAIT,
         )
@@ -475,14 +478,20 @@ async fn screenshot() {
     let failing = [expired, cn, closed, dead];
     let mut ok = 0;
     let mut failed = 0;
+    // The 10 failures, spread over the run (two among the newest rows).
+    const FAILS: [u32; 10] = [15, 40, 62, 88, 110, 131, 150, 171, 190, 196];
+    // Paced over a few minutes so the chart has a shape: like a line, not a burst.
+    let pace = Duration::from_millis(
+        std::env::var("PEP_FLOOR_SCREENSHOT_PACE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_200),
+    );
     // 199 now, the 200th after the page loaded (so the picture shows a live row).
     for n in 0..199u32 {
-        // Every 20th is a failure, spread over the run.
-        let (serial, gw) = if n % 20 == 7 {
-            (
-                format!("GW-2611-{n:04}"),
-                failing[(n / 20) as usize % failing.len()],
-            )
+        tokio::time::sleep(pace).await;
+        let (serial, gw) = if let Some(i) = FAILS.iter().position(|f| *f == n) {
+            (format!("GW-2611-{n:04}"), failing[i % failing.len()])
         } else {
             (
                 format!("GW-2611-{n:04}"),
@@ -514,6 +523,22 @@ async fn screenshot() {
             "the live row",
             row_js(),
             json!(["GW-2611-0199", "deployed"]),
+            WAIT,
+        )
+        .await;
+    // And a search, as a supervisor would look a failed gateway up.
+    browser
+        .exec(
+            "document.getElementById('serial').value = 'GW-2611-0196'; \
+             document.querySelector('#search button').click(); return true;",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the search result",
+            "return document.querySelectorAll('#history tbody tr').length > 0;",
+            json!([]),
             WAIT,
         )
         .await;

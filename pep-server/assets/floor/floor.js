@@ -106,8 +106,15 @@
     cell(tr, 'serial', a.serial);
     cell(tr, 'gw', a.gateway);
     badge(cell(tr, '', ''), a.result);
-    cell(tr, 'st', statusText(a.fccStatus, a.fccStatusName));
-    cell(tr, 'msg', a.message, a.detail);
+    var fcc = cell(tr, 'fcc', '', a.detail);
+    var st = document.createElement('span');
+    st.className = 'st';
+    st.textContent = statusText(a.fccStatus, a.fccStatusName);
+    var msg = document.createElement('span');
+    msg.className = 'msg';
+    msg.textContent = a.message;
+    fcc.appendChild(st);
+    fcc.appendChild(msg);
     cell(tr, 'dur', durationText(a.durationMs));
     return tr;
   }
@@ -178,7 +185,7 @@
     var table = document.createElement('table');
     table.className = 'history';
     var head = table.createTHead().insertRow();
-    ['Time', 'Serial', 'Event', 'FCC', 'Detail'].forEach(function (h) {
+    ['Time', 'Event'].forEach(function (h) {
       var th = document.createElement('th');
       th.scope = 'col';
       th.textContent = h;
@@ -186,16 +193,22 @@
     });
     var tb = table.createTBody();
     data.entries.forEach(function (r) {
-      var result = { attempt: 'in_progress', deployed: 'deployed', failed: 'failed',
+      var kind = { attempt: 'attempt', deployed: 'deployed', failed: 'failed',
         interrupted: 'interrupted', conflict: 'conflict' }[r.event] || 'other';
       var tr = document.createElement('tr');
-      tr.className = 'r-' + result;
+      tr.className = 'r-' + kind;
       tr.setAttribute('data-serial', r.serial);
       cell(tr, 't', clock(r.at));
-      cell(tr, 'serial', r.serial);
-      badge(cell(tr, '', ''), result === 'in_progress' ? 'attempt' : result);
-      cell(tr, 'st', statusText(r.fccStatus, r.fccStatusName));
-      cell(tr, 'msg', r.detail || '');
+      var what = cell(tr, '', '');
+      badge(what, kind);
+      what.appendChild(document.createTextNode(' '));
+      [['serial', r.serial], ['st', r.fccStatus === null ? '' : statusText(r.fccStatus, r.fccStatusName)], ['msg', r.detail || '']]
+        .forEach(function (part) {
+          var span = document.createElement('span');
+          span.className = part[0];
+          span.textContent = part[1];
+          what.appendChild(span);
+        });
       tb.appendChild(tr);
     });
     container.appendChild(table);

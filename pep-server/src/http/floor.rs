@@ -653,8 +653,9 @@ fn render_row(html: &mut String, r: &AttemptRow, offset: i32) {
         html,
         "<tr class=\"r-{res}\" data-serial=\"{serial}\" data-result=\"{res}\">\
          <td class=\"t\">{time}</td><td class=\"serial\">{serial}</td><td class=\"gw\">{gw}</td>\
-         <td><span class=\"badge {res}\">{label}</span></td><td class=\"st\">{status}</td>\
-         <td class=\"msg\" title=\"{detail}\">{msg}</td><td class=\"dur\">{dur}</td></tr>",
+         <td><span class=\"badge {res}\">{label}</span></td>\
+         <td class=\"fcc\" title=\"{detail}\"><span class=\"st\">{status}</span><span class=\"msg\">{msg}</span></td>\
+         <td class=\"dur\">{dur}</td></tr>",
         res = r.result,
         serial = esc(&r.serial),
         time = clock(r.at, offset),
@@ -724,21 +725,28 @@ fn render_history(html: &mut String, rows: &[AuditRow], offset: i32) {
         html.push_str("<p class=\"empty\">No attempt recorded for this serial.</p>");
         return;
     }
+    // Two columns only: the panel is narrow, so each row stacks event, serial, status and detail.
     html.push_str(
-        "<table class=\"history\"><thead><tr><th scope=\"col\">Time</th><th scope=\"col\">Serial</th>\
-         <th scope=\"col\">Event</th><th scope=\"col\">FCC</th><th scope=\"col\">Detail</th></tr></thead><tbody>",
+        "<table class=\"history\"><thead><tr><th scope=\"col\">Time</th>\
+         <th scope=\"col\">Event</th></tr></thead><tbody>",
     );
     for r in rows {
-        let result = result_of_event(&r.event);
+        let kind = match result_of_event(&r.event) {
+            "in_progress" => "attempt",
+            other => other,
+        };
         let _ = write!(
             html,
-            "<tr class=\"r-{result}\" data-serial=\"{serial}\"><td class=\"t\">{time}</td>\
-             <td class=\"serial\">{serial}</td><td><span class=\"badge {result}\">{label}</span></td>\
-             <td class=\"st\">{status}</td><td class=\"msg\">{detail}</td></tr>",
+            "<tr class=\"r-{kind}\" data-serial=\"{serial}\"><td class=\"t\">{time}</td>\
+             <td><span class=\"badge {kind}\">{label}</span> <span class=\"serial\">{serial}</span>\
+             <span class=\"st\">{status}</span><span class=\"msg\">{detail}</span></td></tr>",
             serial = esc(&r.serial),
             time = clock(r.at, offset),
-            label = result_label(result),
-            status = esc(&status_text(r.fcc_status, r.fcc_status_name)),
+            label = result_label(kind),
+            status = match r.fcc_status {
+                Some(_) => esc(&status_text(r.fcc_status, r.fcc_status_name)),
+                None => String::new(),
+            },
             detail = esc(r.detail.as_deref().unwrap_or("")),
         );
     }
@@ -795,7 +803,7 @@ pub fn render_page(
          <h2 id=\"attempts-h\">Latest attempts <span class=\"sub\">newest first</span></h2>\
          <div class=\"scroll\"><table id=\"attempts\"><thead><tr><th scope=\"col\">Time</th>\
          <th scope=\"col\">Serial</th><th scope=\"col\">Gateway</th><th scope=\"col\">Result</th>\
-         <th scope=\"col\">FCC status</th><th scope=\"col\">FCC message</th><th scope=\"col\">Took</th>\
+         <th scope=\"col\">FCC status and message</th><th scope=\"col\">Took</th>\
          </tr></thead><tbody>",
     );
     for r in &snap.attempts {

@@ -99,13 +99,25 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
             .to_owned();
-        Browser {
+        let browser = Browser {
             driver,
             base,
             session,
             http,
             _profile: profile,
-        }
+        };
+        // The window size includes the browser's frame; the page must get exactly this viewport.
+        browser
+            .command(
+                reqwest::Method::POST,
+                "/goog/cdp/execute",
+                Some(json!({
+                    "cmd": "Emulation.setDeviceMetricsOverride",
+                    "params": { "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false },
+                })),
+            )
+            .await;
+        browser
     }
 
     async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
