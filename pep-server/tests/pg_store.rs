@@ -397,6 +397,15 @@ async fn pg_unreachable_server_is_a_clear_error_without_the_password() {
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(!text.contains("s3cret-pw"), "password leaked: {text}");
 
+    // PostgreSQL's own reason comes through.
+    let err = Store::open("postgres://postgres@127.0.0.1:5432/pep_no_such_database_x")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{text}");
+    assert!(text.contains("pep_no_such_database_x"), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+
     let err = Store::open("mysql://root@127.0.0.1/pep").await.unwrap_err();
     assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
     assert!(err.to_string().contains("postgres://"), "{err}");

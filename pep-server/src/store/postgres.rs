@@ -16,8 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 
 use super::{
     AuditEntry, DeployedOutcome, FailedOutcome, IdentityDetail, IdentityRecord, IdentityState,
@@ -119,10 +119,17 @@ impl PostgresStore {
             source,
         };
         let connect: PgConnectOptions = url.parse().map_err(open_err)?;
+        let connect = connect.application_name("pep-server");
+        // One direct connection first: a wrong host, user or password fails at once with
+        // PostgreSQL's own message, instead of the pool retrying until its acquire timeout.
+        let probe = PgConnection::connect_with(&connect)
+            .await
+            .map_err(open_err)?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(connect.application_name("pep-server"))
+            .connect_with(connect)
             .await
             .map_err(open_err)?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
