@@ -1,7 +1,7 @@
 //! The pep provisioning core and HTTP daemon.
 //!
 //! - [`config`]: `pep.toml`, its defaults and [`config::Config::check`].
-//! - [`store`]: the identity store (SQLite now; all SQL lives there).
+//! - [`store`]: the identity store (SQLite, or PostgreSQL shared by several servers; all SQL lives there).
 //! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP.
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
