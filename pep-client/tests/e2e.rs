@@ -283,6 +283,26 @@ fn list_enrollment_ids_writes_the_old_files_and_all_equals_the_servers_csv() {
     let all: Value =
         serde_json::from_slice(&std::fs::read(work.path().join("all.json")).unwrap()).unwrap();
     assert_eq!(all["total_count"], 3);
+
+    // On a terminal (util-linux `script` gives it a pty) the progress spinner is drawn.
+    if Path::new("/usr/bin/script").exists() {
+        let command = format!(
+            "'{}' list-enrollment-ids --all -l 1 -f tty",
+            pep_cli().display()
+        );
+        let out = run(std::process::Command::new("/usr/bin/script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(work.path())
+            .env("PEP_SERVER_URL", server.url())
+            .env("PEP_API_TOKEN", TOKEN)
+            .stdin(std::process::Stdio::null()));
+        assert_code(&out, 0);
+        let text = stdout(&out);
+        assert!(
+            text.contains("gateways exported"),
+            "no progress on a terminal: {text:?}"
+        );
+    }
 }
 
 #[test]
