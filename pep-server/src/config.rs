@@ -660,6 +660,7 @@ impl Config {
         crate::store::StoreOptions {
             server_id: self.server_id(),
             in_flight_lease: Duration::from_millis(longest_ms.saturating_mul(10)),
+            ..crate::store::StoreOptions::default()
         }
     }
 

@@ -74,6 +74,8 @@ async fn open_as(db: &TestDb, server_id: &str) -> Store {
         StoreOptions {
             server_id: server_id.to_owned(),
             in_flight_lease: Duration::from_secs(3600),
+            // Small pools: the tests of this file run in parallel on one PostgreSQL server.
+            max_connections: 4,
         },
     )
     .await
@@ -329,6 +331,7 @@ async fn pg_expired_attempts_of_a_vanished_server_are_recovered() {
         StoreOptions {
             server_id: "live".to_owned(),
             in_flight_lease: Duration::from_secs(2),
+            max_connections: 4,
         },
     )
     .await
@@ -374,6 +377,7 @@ async fn pg_servers_starting_together_migrate_once() {
                 &url,
                 StoreOptions {
                     server_id: format!("s{i}"),
+                    max_connections: 2,
                     ..StoreOptions::default()
                 },
             )

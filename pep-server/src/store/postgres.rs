@@ -25,8 +25,8 @@ use super::{
     now_ms,
 };
 
-/// Connections per server: PostgreSQL runs writes of different serials in parallel.
-const MAX_CONNECTIONS: u32 = 10;
+/// Default connections per server: PostgreSQL runs writes of different serials in parallel.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// Default lease: attempts are bounded by the request deadline (default 120 s), so an attempt in
 /// flight for 20 minutes belongs to a server that is gone.
 pub const DEFAULT_IN_FLIGHT_LEASE: Duration = Duration::from_secs(20 * 60);
@@ -47,6 +47,9 @@ pub struct StoreOptions {
     /// How long an attempt may stay in flight before any server declares it interrupted. Must be
     /// well above the longest possible attempt (the request deadline).
     pub in_flight_lease: Duration,
+    /// Connections this server opens at most (PostgreSQL's own `max_connections`, 100 by default,
+    /// must cover every server's pool).
+    pub max_connections: u32,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +57,7 @@ impl Default for StoreOptions {
         StoreOptions {
             server_id: default_server_id(),
             in_flight_lease: DEFAULT_IN_FLIGHT_LEASE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -127,7 +131,7 @@ impl PostgresStore {
             .map_err(open_err)?;
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await
