@@ -328,6 +328,17 @@ async fn login_sets_a_read_only_session_cookie_that_is_not_the_token() {
             .status(),
         200
     );
+    let r = with_cookie("/v3/inventory.json").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let inventory: Value = r.json().await.unwrap();
+    assert_eq!(inventory.as_array().unwrap().len(), 1);
+    assert_eq!(inventory[0]["serialNumber"], "COOKIE-0001");
+    assert!(
+        inventory[0]["enrollmentID"]
+            .as_str()
+            .unwrap()
+            .starts_with("A-")
+    );
     // A session reads, never provisions, even when the token could (the `both` token here).
     let r = login(BOTH).await.unwrap();
     let both_cookie = r.headers()["set-cookie"]

@@ -111,6 +111,8 @@ pub enum Endpoint {
     Events,
     /// `GET /v3/audit`.
     Audit,
+    /// `GET /v3/inventory.json`.
+    Inventory,
 }
 
 /// One route of the API.
@@ -190,6 +192,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/floor/logout", Access::Open, Endpoint::FloorLogout),
     route("GET", "/v3/events", READ, Endpoint::Events),
     route("GET", "/v3/audit", READ, Endpoint::Audit),
+    route("GET", "/v3/inventory.json", READ, Endpoint::Inventory),
 ];
 
 /// The OpenAPI 3.1 document served at `/docs/openapi.yaml`.
@@ -218,6 +221,7 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::FloorLogout => on(method, floor::logout),
         Endpoint::Events => on(method, events::events),
         Endpoint::Audit => on(method, floor::audit),
+        Endpoint::Inventory => on(method, floor::inventory),
     }
 }
 

@@ -137,7 +137,7 @@ fn order_name(order: SortOrder) -> &'static str {
     }
 }
 
-fn record_json(r: &IdentityRecord) -> Value {
+pub(super) fn record_json(r: &IdentityRecord) -> Value {
     json!({
         "_id": r.id.to_string(),
         "serialNumber": r.serial_number,
