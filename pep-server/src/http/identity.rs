@@ -255,15 +255,13 @@ fn truncate(text: &str) -> String {
     t
 }
 
-/// Runs one provisioning in its own task and answers with its outcome.
+/// Runs one provisioning and answers with its outcome.
 ///
-/// The task is spawned so that a client that disconnects (or the request deadline) cannot cancel
-/// the provisioning half-way, e.g. after FCC stored the credentials but before the store recorded
-/// them as deployed.
+/// The core already runs each attempt in its own task (a disconnecting client cannot leave a serial
+/// half-recorded); this wrapper task also keeps the metrics right in that case: the outcome is
+/// counted when the attempt ends, whether or not anyone still waits for the answer.
 async fn provision(state: &AppState, request: ProvisionRequest, success: StatusCode) -> Response {
     let started = Instant::now();
-    let serial = request.serial_number.clone();
-    let gateway = SocketAddr::new(request.ip, request.port);
     let provisioner = state.provisioner.clone();
     let metrics = state.metrics.clone();
     let task = tokio::spawn(async move {
@@ -284,15 +282,10 @@ async fn provision(state: &AppState, request: ProvisionRequest, success: StatusC
         metrics.record_provision(result, started.elapsed());
         outcome
     });
+    // The core logs the outcome (deployed / failed, with the gateway and the enrollment ID).
     match task.await {
-        Ok(Ok(identity)) => {
-            tracing::info!(%serial, %gateway, enrollment_id = %identity.enrollment_id, "deployed");
-            (success, Json(identity)).into_response()
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%serial, %gateway, error = %e, "provisioning failed");
-            provision_error(e).into_response()
-        }
+        Ok(Ok(identity)) => (success, Json(identity)).into_response(),
+        Ok(Err(e)) => provision_error(e).into_response(),
         Err(join) => ApiError::internal("the provisioning task failed", &join).into_response(),
     }
 }
