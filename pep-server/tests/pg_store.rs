@@ -414,3 +414,38 @@ async fn pg_unreachable_server_is_a_clear_error_without_the_password() {
     assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
     assert!(err.to_string().contains("postgres://"), "{err}");
 }
+
+#[tokio::test]
+async fn pg_tls_is_used_when_the_url_asks_for_it() {
+    use sqlx::Connection;
+    let db = TestDb::create().await;
+    let store = Store::open(&format!("{}?sslmode=require", db.url))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.reserve(&attempt("GW-TLS")).await.unwrap(),
+        Reservation::Reserved { .. }
+    ));
+    // The server sees this store's connections encrypted.
+    let mut admin = sqlx::postgres::PgConnection::connect(pg_support::ADMIN_URL)
+        .await
+        .unwrap();
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE datname = $1 AND application_name = 'pep-server' AND ssl",
+    )
+    .bind(&db.name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(encrypted >= 1, "no TLS connection from the store");
+    store.close().await;
+    let _ = admin.close().await;
+
+    // verify-full checks the server certificate against the web PKI roots: the local server's
+    // self-signed certificate is refused, with an error naming the database URL.
+    let err = Store::open(&format!("{}?sslmode=verify-full", db.url))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+}
