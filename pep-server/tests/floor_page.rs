@@ -205,6 +205,13 @@ async fn page_shows_the_database_and_follows_new_provisions_live() {
         history,
         json!(["FLOOR-LIVE-BAD ✖ Failed", "FLOOR-LIVE-BAD → Attempt"])
     );
+    let words = browser
+        .exec(
+            "return document.querySelector('#history tbody tr .msg').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(words, bad[5], "the history shows FCC's words too");
     browser.quit().await;
 }
 

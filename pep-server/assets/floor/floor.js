@@ -202,11 +202,12 @@
       var what = cell(tr, '', '');
       badge(what, kind);
       what.appendChild(document.createTextNode(' '));
-      [['serial', r.serial], ['st', r.fccStatus === null ? '' : statusText(r.fccStatus, r.fccStatusName)], ['msg', r.detail || '']]
+      [['serial', r.serial], ['st', r.fccStatus === null ? '' : statusText(r.fccStatus, r.fccStatusName)], ['msg', r.message || '']]
         .forEach(function (part) {
           var span = document.createElement('span');
           span.className = part[0];
           span.textContent = part[1];
+          if (part[0] === 'msg' && r.detail) { span.title = r.detail; }
           what.appendChild(span);
         });
       tb.appendChild(tr);

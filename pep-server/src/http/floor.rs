@@ -350,6 +350,8 @@ pub struct AuditRow {
     pub fcc_status_name: Option<&'static str>,
     /// Error text, enrollment ID or other detail.
     pub detail: Option<String>,
+    /// What to show of the detail: FCC's InfoMessage when FCC answered, else the detail.
+    pub message: Option<String>,
     /// Duration of the attempt, ms (outcome rows).
     pub duration_ms: Option<i64>,
 }
@@ -359,6 +361,7 @@ impl From<AuditEntry> for AuditRow {
         AuditRow {
             id: e.id,
             at: e.at_ms,
+            message: e.detail.as_deref().map(|d| fcc_words(d, e.fcc_status)),
             fcc_status_name: status_name(e.fcc_status),
             serial: e.serial,
             gateway: e.gateway,
@@ -820,7 +823,7 @@ fn render_history(html: &mut String, rows: &[AuditRow], offset: i32) {
             html,
             "<tr class=\"r-{kind}\" data-serial=\"{serial}\"><td class=\"t\">{time}</td>\
              <td><span class=\"badge {kind}\">{label}</span> <span class=\"serial\">{serial}</span>\
-             <span class=\"st\">{status}</span><span class=\"msg\">{detail}</span></td></tr>",
+             <span class=\"st\">{status}</span><span class=\"msg\" title=\"{detail}\">{message}</span></td></tr>",
             serial = esc(&r.serial),
             time = clock(r.at, offset),
             label = result_label(kind),
@@ -829,6 +832,7 @@ fn render_history(html: &mut String, rows: &[AuditRow], offset: i32) {
                 None => String::new(),
             },
             detail = esc(r.detail.as_deref().unwrap_or("")),
+            message = esc(r.message.as_deref().unwrap_or("")),
         );
     }
     html.push_str("</tbody></table>");
