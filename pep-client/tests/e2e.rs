@@ -565,7 +565,7 @@ fn fcc_that_never_prints_its_address_times_out_and_is_killed() {
         .arg(&fcc)
         .args([
             "--fcc-timeout",
-            "1",
+            "3",
             "--serial",
             "GW-SILENT",
             "--install",
