@@ -111,6 +111,16 @@ async fn unversioned_path_and_post_identities() {
         .get_text("/v3/verification-key?serialNumber=GW-P1", Some(READ))
         .await;
     assert_eq!(status, 404);
+
+    // Old clients: `ip` defaults to the requester's address (127.0.0.1 here), unknown parameters
+    // are ignored, and an empty optional parameter means its default.
+    let path = format!(
+        "/v3/identity?serialNumber=GW-OLD&port={}&apiAddress=&debug=1&x-legacy=yes",
+        gw.port()
+    );
+    let (status, id) = server.get_json(&path, Some(BOTH)).await;
+    assert_eq!(status, 200, "{id}");
+    assert_eq!(id["apiAddress"], "https://api.us-east-1.mbedcloud.com");
 }
 
 /// Acceptance 2: duplicates are 409, a race gives exactly one 200, 64 concurrent serials all deploy.
