@@ -216,6 +216,56 @@ async fn page_shows_the_database_and_follows_new_provisions_live() {
 }
 
 #[tokio::test]
+async fn with_javascript_off_the_page_is_a_complete_snapshot() {
+    let server = Server::start(Options::default()).await;
+    let (ok_gw, _ok) = gateway(Sessions::Forever, &[]).await;
+    let (bad_gw, _bad) = gateway(
+        Sessions::Forever,
+        &[FaultKind::ReturnStatus(FccStatus::ExpiredCertificate)],
+    )
+    .await;
+    for i in 0..3 {
+        let (status, _) = server.identity(&format!("NOJS-OK-{i}"), ok_gw).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = server.identity("NOJS-BAD-0", bad_gw).await;
+    assert_eq!(status, 502);
+    let expected = db_counters(&db_path(&server)).await;
+
+    let browser = Browser::start_with(1280, 720, false).await;
+    // Logging in, searching: plain forms, clicked like a person would.
+    browser.goto(&format!("{}/", server.base)).await;
+    browser.type_into("#token", READ).await;
+    browser.click("form button").await;
+    browser.type_into("#serial", "NOJS-BAD").await;
+    browser.click("#search button").await;
+    assert!(browser.url().await.ends_with("/floor/?serial=NOJS-BAD"));
+    let dom = browser.source().await;
+    for (id, value) in [
+        ("c-deployed-today", expected.deployed_today),
+        ("c-deployed-total", expected.deployed_total),
+        ("c-failed-today", expected.failed_today),
+        ("c-in-flight", expected.in_flight),
+    ] {
+        assert!(
+            dom.contains(&format!("id=\"{id}\">{value}<")),
+            "{id} should be {value}: {dom}"
+        );
+    }
+    assert_eq!(
+        dom.matches("<tr class=\"r-deployed\" data-serial=\"NOJS-OK-")
+            .count(),
+        3
+    );
+    assert!(dom.contains("data-serial=\"NOJS-BAD-0\" data-result=\"failed\""));
+    // The search was answered in the page itself.
+    assert!(dom.contains("<tr class=\"r-failed\" data-serial=\"NOJS-BAD-0\"><td class=\"t\">"));
+    // No script ran: the indicator still says it is a snapshot.
+    assert!(dom.contains("Snapshot of"), "{dom}");
+    browser.quit().await;
+}
+
+#[tokio::test]
 async fn without_a_token_the_page_is_a_401_login_form_with_no_data() {
     let server = Server::start(Options::default()).await;
     let (gw, _h) = gateway(Sessions::Forever, &[]).await;
