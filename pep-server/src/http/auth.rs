@@ -334,6 +334,53 @@ mod tests {
     }
 
     #[test]
+    fn session_cookie_is_found_among_others_and_not_by_prefix() {
+        let mut h = axum::http::HeaderMap::new();
+        h.append(header::COOKIE, "a=1; pep_session2=x".parse().unwrap());
+        assert_eq!(session_cookie(&h), None);
+        h.append(header::COOKIE, "b=2;pep_session=abc ; c=3".parse().unwrap());
+        assert_eq!(session_cookie(&h), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn sessions_read_only_and_bound_to_the_token() {
+        let a = auth();
+        let (p, session) = a.login(b" secret-both ", Role::Read).unwrap();
+        assert_eq!(p.0, "both");
+        let session = session.unwrap();
+        assert!(!session.contains("secret"));
+        assert_eq!(
+            a.authorize_session(session.as_bytes(), Role::Read)
+                .unwrap()
+                .0,
+            "both"
+        );
+        let e = a
+            .authorize_session(session.as_bytes(), Role::Provision)
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            a.login(b"secret-provision", Role::Read)
+                .unwrap_err()
+                .status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            a.login(b"nope", Role::Read).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        for bad in [&b""[..], b"zz", session.as_bytes().split_at(10).0] {
+            assert_eq!(
+                a.authorize_session(bad, Role::Read).unwrap_err().status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        // Another token's session is another value.
+        let (_, other) = a.login(b"secret-read", Role::Read).unwrap();
+        assert_ne!(other.unwrap(), session);
+    }
+
+    #[test]
     fn debug_redacts_secret() {
         let dbg = format!("{:?}", auth());
         assert!(!dbg.contains("secret-"));
