@@ -11,6 +11,7 @@
 //! | `wire9` | reply with the 12-byte wire-status-9 frame instead of the response |
 //! | `return-status=N` | reply with ReturnStatus N (and its InfoMessage prefix) instead of the real one |
 //! | `never-read` | accept a connection, then never read from it |
+//! | `refused` | `fake-fcc fleet` only: the gateway is never started, so connecting to it is refused (a single `fake-fcc` ignores it) |
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub enum FaultKind {
     ReturnStatus(FccStatus),
     /// Accept a connection and never read from it.
     AcceptThenNeverRead,
+    /// The gateway is not running: nothing listens at its port, connections are refused. Only a
+    /// fleet can do this (it does not start the gateway); a running gateway ignores it.
+    Refused,
 }
 
 /// A fault and how often it fires.
@@ -96,9 +100,10 @@ impl FromStr for Fault {
                 FaultKind::ReturnStatus(FccStatus::from_u32(n))
             }
             "never-read" => no_arg(FaultKind::AcceptThenNeverRead)?,
+            "refused" => no_arg(FaultKind::Refused)?,
             _ => {
                 return Err(err(
-                    "unknown fault; use close, corrupt-hash, stall=MS, wire9, return-status=N or never-read",
+                    "unknown fault; use close, corrupt-hash, stall=MS, wire9, return-status=N, never-read or refused",
                 ));
             }
         };
@@ -167,7 +172,7 @@ impl FaultRoller {
         let candidates: Vec<Fault> = self
             .faults
             .iter()
-            .filter(|f| f.kind != FaultKind::AcceptThenNeverRead)
+            .filter(|f| !matches!(f.kind, FaultKind::AcceptThenNeverRead | FaultKind::Refused))
             .copied()
             .collect();
         candidates
@@ -196,6 +201,7 @@ mod tests {
             FaultKind::Stall(Duration::from_millis(2000))
         );
         assert_eq!("wire9".parse::<Fault>().unwrap().probability, 1.0);
+        assert_eq!("refused".parse::<Fault>().unwrap().kind, FaultKind::Refused);
         assert_eq!(
             "return-status=17".parse::<Fault>().unwrap().kind,
             FaultKind::ReturnStatus(FccStatus::KcmFileExistError)

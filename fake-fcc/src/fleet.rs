@@ -16,6 +16,13 @@
 //!
 //! Everything is bounded: each request has a timeout, each gateway's report is awaited for a
 //! bounded time, and the run ends after `gateways` attempts.
+//!
+//! With `retry_rounds > 0` (chaos runs), every gateway that failed is then provisioned again with
+//! no fault, round after round, until all are deployed or the rounds are used up. A retry answered
+//! 409 counts as deployed when the gateway did store a certificate in an earlier attempt (the
+//! server recorded it but its answer was lost, e.g. the server was killed). The report keeps, per
+//! serial, the enrollment ID of the certificate the gateway stored last
+//! ([`FleetReport::stored_enrollment_ids`]), for checking the server's database against.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,6 +45,11 @@ use crate::server::{GatewayConfig, Sessions, spawn};
 /// How long a gateway's session report is awaited after the server answered 200 (the gateway has
 /// sent its reply by then; this only covers scheduling).
 const REPORT_WAIT: Duration = Duration::from_secs(10);
+/// How long a gateway's report is awaited when the HTTP request failed in transport (the server
+/// died mid-request): the gateway may still have finished its session and stored a certificate.
+const LOST_ANSWER_REPORT_WAIT: Duration = Duration::from_secs(2);
+/// Pause before each retry round (lets a restarted server come up).
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Upper bounds (ms) of the latency histogram; the last bucket is open.
 pub const HISTOGRAM_BOUNDS_MS: [u64; 12] = [1, 2, 3, 5, 10, 15, 20, 25, 50, 100, 250, 1000];
 /// At most this many failure examples are kept for the report.
@@ -75,6 +87,8 @@ pub struct FleetOptions {
     pub serial_prefix: String,
     /// Timeout of one HTTP request (the whole provisioning).
     pub request_timeout: Duration,
+    /// Rounds of retrying the failed gateways with no fault (0 = no retry).
+    pub retry_rounds: u32,
 }
 
 impl FleetOptions {
@@ -180,6 +194,7 @@ pub fn fault_name(kind: FaultKind) -> String {
         FaultKind::WireStatus9 => "wire9".to_owned(),
         FaultKind::ReturnStatus(s) => format!("return-status={}", s.as_u32()),
         FaultKind::AcceptThenNeverRead => "never-read".to_owned(),
+        FaultKind::Refused => "refused".to_owned(),
     }
 }
 
@@ -231,6 +246,11 @@ pub struct FleetArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "OUT")]
     pub json: Option<std::path::PathBuf>,
+
+    /// After the run, provision every failed gateway again with no fault, up to N rounds (chaos
+    /// runs: the run is clean when every gateway ends deployed).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub retry_rounds: u32,
 }
 
 fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
@@ -262,6 +282,7 @@ impl FleetArgs {
             },
             serial_prefix: prefix,
             request_timeout: Duration::from_millis(self.timeout_ms),
+            retry_rounds: self.retry_rounds,
         }
     }
 }
@@ -457,8 +478,28 @@ pub struct FleetReport {
     pub failures_by_fault: BTreeMap<String, BTreeMap<String, u64>>,
     /// The first failures of each class (unexpected first).
     pub examples: Vec<FailureExample>,
+    /// The retry rounds that ran (empty without `retry_rounds`).
+    pub retries: Vec<RetryRound>,
+    /// Gateways deployed at the end: first pass plus every retry round.
+    pub deployed_after_retries: u64,
+    /// Serial → enrollment ID of the certificate that gateway stored in its last successful
+    /// session (whether or not the server's answer arrived).
+    pub stored_enrollment_ids: BTreeMap<String, String>,
 }
 
+/// One retry round: the failed gateways of the previous pass, provisioned again without faults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryRound {
+    /// Gateways retried.
+    pub attempted: u64,
+    /// Provisioned and checked.
+    pub succeeded: u64,
+    /// Answered 409 although the gateway stored a certificate earlier: the server had recorded
+    /// it, its answer was lost. Counted as deployed.
+    pub already_deployed: u64,
+    /// Failures by kind.
+    pub failures: BTreeMap<String, u64>,
+}
 impl FleetReport {
     /// Successful provisionings per second of wall time.
     pub fn rate(&self) -> f64 {
@@ -470,8 +511,12 @@ impl FleetReport {
         }
     }
 
-    /// True when every healthy gateway was provisioned correctly.
+    /// True when every healthy gateway was provisioned correctly; with retry rounds, when every
+    /// gateway ended deployed.
     pub fn is_clean(&self) -> bool {
+        if self.options.retry_rounds > 0 {
+            return self.deployed_after_retries == self.options.gateways;
+        }
         self.failed_unexpected == 0 && self.succeeded + self.failed == self.options.gateways
     }
 
@@ -545,6 +590,13 @@ impl FleetReport {
             "failures": failures,
             "failures_by_fault": self.failures_by_fault,
             "examples": examples,
+            "retry_rounds": self.retries.iter().map(|r| json!({
+                "attempted": r.attempted,
+                "succeeded": r.succeeded,
+                "already_deployed": r.already_deployed,
+                "failures": r.failures,
+            })).collect::<Vec<_>>(),
+            "deployed_after_retries": self.deployed_after_retries,
         })
     }
 }
@@ -620,6 +672,27 @@ impl fmt::Display for FleetReport {
                 e.detail
             )?;
         }
+        for (i, r) in self.retries.iter().enumerate() {
+            write!(
+                f,
+                "retry round {}: {} retried, {} ok, {} already deployed",
+                i + 1,
+                r.attempted,
+                r.succeeded,
+                r.already_deployed
+            )?;
+            for (kind, n) in &r.failures {
+                write!(f, ", {kind}: {n}")?;
+            }
+            writeln!(f)?;
+        }
+        if o.retry_rounds > 0 {
+            writeln!(
+                f,
+                "deployed after retries: {} of {}",
+                self.deployed_after_retries, o.gateways
+            )?;
+        }
         Ok(())
     }
 }
@@ -630,6 +703,8 @@ struct GatewayOutcome {
     fault: Option<FaultKind>,
     /// Latency when the server answered at all.
     latency_us: Option<u64>,
+    /// Enrollment ID of the certificate the gateway stored, when its session succeeded.
+    stored: Option<String>,
     result: Result<(), (FailureKind, String)>,
 }
 
@@ -661,20 +736,86 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, FakeFccError> {
         options: options.clone(),
     });
 
-    let slots = Arc::new(Semaphore::new(options.concurrency));
-    let mut tasks = JoinSet::new();
-    let mut outcomes = Vec::with_capacity(usize::try_from(options.gateways).unwrap_or(0));
     let started = Instant::now();
-    for index in 0..options.gateways {
+    let outcomes = pass(&shared, 0..options.gateways, true).await?;
+    let elapsed = started.elapsed();
+
+    let mut stored = BTreeMap::new();
+    let mut failed = Vec::new();
+    let mut deployed = 0;
+    for o in &outcomes {
+        if let Some(id) = &o.stored {
+            stored.insert(options.serial(o.index), id.clone());
+        }
+        match o.result {
+            Ok(()) => deployed += 1,
+            Err(_) => failed.push(o.index),
+        }
+    }
+    let mut retries = Vec::new();
+    for _ in 0..options.retry_rounds {
+        if failed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+        let mut round = RetryRound {
+            attempted: failed.len() as u64,
+            ..RetryRound::default()
+        };
+        let again = pass(&shared, failed.iter().copied(), false).await?;
+        failed.clear();
+        for o in again {
+            let serial = options.serial(o.index);
+            if let Some(id) = &o.stored {
+                stored.insert(serial.clone(), id.clone());
+            }
+            match o.result {
+                Ok(()) => round.succeeded += 1,
+                Err((FailureKind::Http(409), _)) if stored.contains_key(&serial) => {
+                    round.already_deployed += 1;
+                }
+                Err((kind, _)) => {
+                    *round.failures.entry(kind.to_string()).or_default() += 1;
+                    failed.push(o.index);
+                }
+            }
+        }
+        failed.sort_unstable();
+        deployed += round.succeeded + round.already_deployed;
+        retries.push(round);
+    }
+    let mut report = summarize(options, outcomes, elapsed);
+    report.retries = retries;
+    report.deployed_after_retries = deployed;
+    report.stored_enrollment_ids = stored;
+    Ok(report)
+}
+
+/// Provisions the gateways `indices` with at most `concurrency` in flight; `with_faults` false
+/// gives every gateway no fault (retry rounds).
+async fn pass(
+    shared: &Arc<Shared>,
+    indices: impl Iterator<Item = u64>,
+    with_faults: bool,
+) -> Result<Vec<GatewayOutcome>, FakeFccError> {
+    let slots = Arc::new(Semaphore::new(shared.options.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut outcomes = Vec::new();
+    for index in indices {
         let permit = Arc::clone(&slots)
             .acquire_owned()
             .await
             .map_err(|_| FakeFccError::Fleet {
                 reason: "the concurrency limiter was closed".to_owned(),
             })?;
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
+        let fault = if with_faults {
+            shared.options.faults_of(index)
+        } else {
+            None
+        };
         tasks.spawn(async move {
-            let outcome = shared.one(index).await;
+            let outcome = shared.one(index, fault).await;
             drop(permit);
             outcome
         });
@@ -685,8 +826,7 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, FakeFccError> {
     while let Some(done) = tasks.join_next().await {
         outcomes.push(joined(done)?);
     }
-    let elapsed = started.elapsed();
-    Ok(summarize(options, outcomes, elapsed))
+    Ok(outcomes)
 }
 
 fn joined(
@@ -704,15 +844,17 @@ struct Shared {
 }
 
 impl Shared {
-    async fn one(&self, index: u64) -> GatewayOutcome {
-        let fault = self.options.faults_of(index);
+    async fn one(&self, index: u64, fault: Option<FaultKind>) -> GatewayOutcome {
         let mut outcome = GatewayOutcome {
             index,
             fault,
             latency_us: None,
+            stored: None,
             result: Ok(()),
         };
-        outcome.result = self.provision(index, fault, &mut outcome.latency_us).await;
+        outcome.result = self
+            .provision(index, fault, &mut outcome.latency_us, &mut outcome.stored)
+            .await;
         outcome
     }
 
@@ -721,6 +863,7 @@ impl Shared {
         index: u64,
         fault: Option<FaultKind>,
         latency_us: &mut Option<u64>,
+        stored: &mut Option<String>,
     ) -> Result<(), (FailureKind, String)> {
         let serial = self.options.serial(index);
         let faults = Faults {
@@ -741,10 +884,20 @@ impl Shared {
             faults,
             ..GatewayConfig::default()
         };
-        let (addr, mut handle) = spawn(config)
-            .await
-            .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?;
-        let port = addr.port().to_string();
+        // A refused gateway is never started: its port is one just released, nothing listens.
+        let (port, mut handle) = if fault == Some(FaultKind::Refused) {
+            let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?
+                .port();
+            (port, None)
+        } else {
+            let (addr, handle) = spawn(config)
+                .await
+                .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?;
+            (addr.port(), Some(handle))
+        };
+        let port = port.to_string();
         let sent = Instant::now();
         let response = self
             .client
@@ -758,8 +911,19 @@ impl Shared {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Err((FailureKind::Timeout, e.to_string())),
-            Err(e) => return Err((FailureKind::Transport, error_chain(&e))),
+            Err(e) => {
+                // The answer is lost, but the gateway may have stored a certificate anyway
+                // (unless the request never reached the server).
+                if !e.is_connect() {
+                    *stored = lost_answer_certificate(handle.as_mut()).await;
+                }
+                let kind = if e.is_timeout() {
+                    FailureKind::Timeout
+                } else {
+                    FailureKind::Transport
+                };
+                return Err((kind, error_chain(&e)));
+            }
         };
         let status = response.status().as_u16();
         let body = match response.bytes().await {
@@ -790,6 +954,12 @@ impl Shared {
             ));
         }
         let enrollment_id = field("enrollmentID")?;
+        let Some(handle) = handle.as_mut() else {
+            return Err((
+                FailureKind::GatewayNoSession,
+                "answered 200 for a gateway that was never started".to_owned(),
+            ));
+        };
         let report = match tokio::time::timeout(REPORT_WAIT, handle.next_report()).await {
             Ok(Some(report)) => report,
             Ok(None) => {
@@ -830,15 +1000,33 @@ impl Shared {
                     format!("the gateway holds no {}", names::BOOTSTRAP_DEVICE_CERT),
                 )
             })?;
-        let stored = EnrollmentId::of_certificate(der);
-        if stored.as_str() != enrollment_id {
+        let held = EnrollmentId::of_certificate(der);
+        *stored = Some(held.to_string());
+        if held.as_str() != enrollment_id {
             return Err((
                 FailureKind::EnrollmentIdMismatch,
-                format!("answer {enrollment_id}, stored certificate {stored}"),
+                format!("answer {enrollment_id}, stored certificate {held}"),
             ));
         }
         Ok(())
     }
+}
+
+/// The enrollment ID of the certificate a gateway stored in a successful session whose HTTP
+/// answer was lost, if its session report arrives within [`LOST_ANSWER_REPORT_WAIT`].
+async fn lost_answer_certificate(handle: Option<&mut crate::GatewayHandle>) -> Option<String> {
+    let report = tokio::time::timeout(LOST_ANSWER_REPORT_WAIT, handle?.next_report())
+        .await
+        .ok()??;
+    if report.last_status != Some(FccStatus::Success) || !report.wire_success {
+        return None;
+    }
+    let der = report
+        .storage
+        .certificates
+        .get(names::BOOTSTRAP_DEVICE_CERT)?
+        .first()?;
+    Some(EnrollmentId::of_certificate(der).to_string())
 }
 
 /// An error with its sources, on one line.
@@ -938,6 +1126,9 @@ fn summarize(
         failures,
         failures_by_fault,
         examples,
+        retries: Vec::new(),
+        deployed_after_retries: 0,
+        stored_enrollment_ids: BTreeMap::new(),
         options,
     }
 }
@@ -957,6 +1148,7 @@ mod tests {
             fault_kinds: default_fault_kinds(),
             serial_prefix: "fleet-".to_owned(),
             request_timeout: Duration::from_secs(1),
+            retry_rounds: 0,
         }
     }
 

@@ -387,7 +387,8 @@ async fn reply(
                     ));
                 }
             }
-            FaultKind::AcceptThenNeverRead => {}
+            // Not message faults (the fleet handles `Refused` by not starting the gateway).
+            FaultKind::AcceptThenNeverRead | FaultKind::Refused => {}
         }
     }
     let wire_success = matches!(frame, ResponseFrame::Body(_));
