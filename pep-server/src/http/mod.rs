@@ -250,10 +250,15 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
                     // The path only: query strings may carry a verification key.
+                    let peer = request
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                        .map_or_else(|| "-".to_owned(), |c| c.0.to_string());
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
+                        peer = %peer,
                         status = tracing::field::Empty,
                         latency_ms = tracing::field::Empty,
                     )
