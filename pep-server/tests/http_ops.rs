@@ -129,6 +129,14 @@ async fn docs_page_is_self_contained() {
             .unwrap()
             .starts_with("text/html")
     );
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     let html = r.text().await.unwrap();
     assert!(html.contains("fetch(\"openapi.yaml\")"));
     assert!(!html.contains("<script src"), "no external scripts");

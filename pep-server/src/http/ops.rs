@@ -67,13 +67,26 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
-/// `GET /docs/`: the documentation page.
+/// `GET /docs/`: the documentation page. Its content security policy allows nothing but its own
+/// inline script and style and fetching from this server, so it cannot load anything from outside.
 pub async fn docs_page() -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        )],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                ),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
         DOCS_HTML,
     )
         .into_response()
