@@ -216,6 +216,80 @@ async fn page_shows_the_database_and_follows_new_provisions_live() {
 }
 
 #[tokio::test]
+async fn the_page_reconnects_by_itself_after_a_server_restart() {
+    // A fixed port, so the restarted server is where the page expects it; `auth = "none"`
+    // because a restart ends browser sessions (see docs/floor.md), which is not what is tested here.
+    let dir = tempfile::tempdir().unwrap();
+    let port = dead_port();
+    let options = Options {
+        auth_none: true,
+        ..Options::default()
+    };
+    let toml = http_support::config_toml(dir.path(), &options).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(dir.path().join("pep.toml"), toml).unwrap();
+    let server = Server::start_in(dir).await;
+    let (gw, _h) = gateway(Sessions::Forever, &[]).await;
+    let (status, _) = server.identity("RECONNECT-0", gw).await;
+    assert_eq!(status, 200);
+
+    let browser = Browser::start(1280, 720).await;
+    browser.goto(&format!("{}/floor/", server.base)).await;
+    let live = "return document.getElementById('live').classList.contains(arguments[0]);";
+    browser
+        .wait_for("the page to go live", live, json!(["on"]), WAIT)
+        .await;
+    browser
+        .exec("window.__sameDocument = 'yes'; return true;", json!([]))
+        .await;
+
+    // Power cut of the server: the page says so, and keeps the last data on screen.
+    let dir = server.kill9().await;
+    browser
+        .wait_for("the page to notice", live, json!(["off"]), WAIT)
+        .await;
+    let text = browser
+        .exec(
+            "return document.getElementById('live-text').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(text.as_str().unwrap().contains("reconnecting"), "{text}");
+    assert!(
+        browser
+            .exec(row_js(), json!(["RECONNECT-0", "deployed"]))
+            .await
+            .is_array()
+    );
+
+    // Back on the same port: the page reconnects by itself and follows new provisions.
+    let server = Server::start_in(dir).await;
+    browser
+        .wait_for("the page to reconnect", live, json!(["on"]), WAIT)
+        .await;
+    let (status, _) = server.identity("RECONNECT-1", gw).await;
+    assert_eq!(status, 200);
+    browser
+        .wait_for(
+            "the row provisioned after the restart",
+            row_js(),
+            json!(["RECONNECT-1", "deployed"]),
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .exec("return window.__sameDocument || null;", json!([]))
+            .await,
+        "yes",
+        "the page was reloaded"
+    );
+    browser.quit().await;
+}
+
+#[tokio::test]
 async fn with_javascript_off_the_page_is_a_complete_snapshot() {
     let server = Server::start(Options::default()).await;
     let (ok_gw, _ok) = gateway(Sessions::Forever, &[]).await;
