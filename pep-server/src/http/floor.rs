@@ -566,7 +566,7 @@ fn login_page(status: StatusCode, problem: Option<&str>) -> Response {
         );
     }
     html.push_str(
-        "<p class=\"hint\">Ask the line supervisor for the floor token. \
+        "<p class=\"hint\">Ask the pep administrator for a token with the read role. \
          Scripts send <code>Authorization: Bearer &lt;token&gt;</code> instead.</p></main></body></html>\n",
     );
     let mut response = html_response(status, html);
