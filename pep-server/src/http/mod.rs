@@ -274,25 +274,71 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long a client may take to send a complete request head, counted from the connection's
+/// first byte wait (a new connection, or the end of the previous request on a kept-alive one).
+/// Slower clients (slowloris) and connections left idle are closed: each holds a task and a file
+/// descriptor, and without this bound enough of them would exhaust the server.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in progress
 /// (event streams are told to end, see [`events::Shutdown`]).
+///
+/// The accept loop is hyper's HTTP/1 server rather than `axum::serve`, because `axum::serve`
+/// gives hyper no timer, which silently disables the header read timeout
+/// ([`HEADER_READ_TIMEOUT`]): a client sending its head one byte at a time, or just connecting,
+/// held its connection forever.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let app = app.layer(axum::Extension(events::Shutdown(stopped)));
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    };
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning; the
+                    // connections being served still finish and free theirs.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                // What `into_make_service_with_connect_info` would insert, for `ConnectInfo`.
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn limit_query(request: Request, next: Next) -> Response {
