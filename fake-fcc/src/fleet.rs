@@ -47,7 +47,9 @@ use crate::server::{GatewayConfig, Sessions, spawn};
 const REPORT_WAIT: Duration = Duration::from_secs(10);
 /// How long a gateway's report is awaited when the HTTP request failed in transport (the server
 /// died mid-request): the gateway may still have finished its session and stored a certificate.
-const LOST_ANSWER_REPORT_WAIT: Duration = Duration::from_secs(2);
+/// As long as after a 200: on a loaded machine the report of a session the dead server ended can
+/// take seconds, and missing it would leave a deployed serial without its gateway's certificate.
+const LOST_ANSWER_REPORT_WAIT: Duration = REPORT_WAIT;
 /// Pause before each retry round (lets a restarted server come up).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Upper bounds (ms) of the latency histogram; the last bucket is open.
@@ -884,18 +886,27 @@ impl Shared {
             faults,
             ..GatewayConfig::default()
         };
-        // A refused gateway is never started: its port is one just released, nothing listens.
-        let (port, mut handle) = if fault == Some(FaultKind::Refused) {
-            let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
+        // A refused gateway is never started. Its port is held by a socket that is bound but not
+        // listening, so connections are refused and, unlike a released port, the OS cannot hand
+        // it to another gateway of the fleet meanwhile (the server would then provision the
+        // wrong gateway under this serial).
+        let (port, mut handle, _reserved) = if fault == Some(FaultKind::Refused) {
+            let socket = tokio::net::TcpSocket::new_v4()
+                .and_then(|s| {
+                    s.bind(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+                    Ok(s)
+                })
+                .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?;
+            let port = socket
+                .local_addr()
                 .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?
                 .port();
-            (port, None)
+            (port, None, Some(socket))
         } else {
             let (addr, handle) = spawn(config)
                 .await
                 .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?;
-            (addr.port(), Some(handle))
+            (addr.port(), Some(handle), None)
         };
         let port = port.to_string();
         let sent = Instant::now();
