@@ -258,9 +258,20 @@ impl FccChild {
                 tracing::debug!(%addr, "FCC printed its address");
                 Ok(addr)
             }
-            Ok(First::Address(None)) => Err(self.fail(format!(
-                "{program} closed its output before printing its address line"
-            ))),
+            Ok(First::Address(None)) => {
+                // Closing stdout usually means the child is exiting: wait a moment for its status
+                // so the message can say how it ended.
+                let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+                    Ok(Ok(status)) => {
+                        self.exited = true;
+                        format!("; it exited ({})", describe_status(Some(status)))
+                    }
+                    _ => String::new(),
+                };
+                Err(self.fail(format!(
+                    "{program} closed its output before printing its address line{status}"
+                )))
+            }
             Ok(First::Exited(status)) => {
                 Err(self.fail(format!(
                     "{program} exited ({}) before printing its address line",
