@@ -92,6 +92,19 @@ pub async fn post_identities(
     }
 }
 
+/// The pure part of `GET /v3/identity`: decodes the raw query string (the part after `?`) and
+/// validates it into the core's request, exactly as the handler does, without axum or a server.
+/// `peer` is the requester's address (the default gateway `ip` and the audit's requester).
+/// Public so the query parsing can be fuzzed and tested on its own.
+pub fn parse_identity_query(
+    raw: Option<&str>,
+    peer: SocketAddr,
+    principal: Option<Principal>,
+) -> Result<ProvisionRequest, ApiError> {
+    let params = QueryParams::parse(raw)?;
+    build_request(&params, peer, principal)
+}
+
 /// Counts a request refused by the HTTP layer's own checks and answers it.
 fn invalid(state: &AppState, e: ApiError) -> Response {
     state.metrics.count_refused(ProvisionResult::Invalid);

@@ -32,6 +32,7 @@ use tracing::Span;
 
 pub use auth::{Auth, Principal, Role, Token};
 pub use error::ApiError;
+pub use identity::parse_identity_query;
 
 use crate::metrics::Metrics;
 use crate::provision::Provisioner;
