@@ -36,6 +36,12 @@ fn pep_server_bin() -> PathBuf {
         .to_str()
         .unwrap()
         .to_owned();
+    if server_binary_fresh(&profile_dir) {
+        // After `cargo test --workspace` the binary is already built and fresh; a nested
+        // `cargo build -p pep-server` would resolve features without the dev-dependencies and
+        // recompile several crates for nothing.
+        return profile_dir.join("pep-server");
+    }
     let target_dir = profile_dir.parent().unwrap().to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -61,6 +67,37 @@ fn pep_server_bin() -> PathBuf {
     let status = cmd.status().expect("run cargo build -p pep-server");
     assert!(status.success(), "cargo build -p pep-server failed");
     profile_dir.join("pep-server")
+}
+
+/// `pep-server` exists next to this test's binaries and is newer than every source file it is
+/// built from.
+fn server_binary_fresh(profile_dir: &Path) -> bool {
+    fn newest(path: &Path, acc: &mut std::time::SystemTime) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                newest(&entry.path(), acc);
+            }
+        } else if let Ok(m) = meta.modified() {
+            *acc = (*acc).max(m);
+        }
+    }
+    let root = repo_root();
+    let mut sources = std::time::SystemTime::UNIX_EPOCH;
+    for p in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "fcc-proto",
+        "pep-ca",
+        "pep-server",
+    ] {
+        newest(&root.join(p), &mut sources);
+    }
+    std::fs::metadata(profile_dir.join("pep-server"))
+        .and_then(|m| m.modified())
+        .is_ok_and(|built| built > sources)
 }
 
 /// The demo config with its relative paths made absolute, its database in `dir` and a free port.
