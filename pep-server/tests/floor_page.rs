@@ -313,7 +313,16 @@ async fn with_javascript_off_the_page_is_a_complete_snapshot() {
     browser.click("form button").await;
     browser.type_into("#serial", "NOJS-BAD").await;
     browser.click("#search button").await;
-    assert!(browser.url().await.ends_with("/floor/?serial=NOJS-BAD"));
+    // The click returns before the form's navigation has always finished: wait for the new URL.
+    let mut url = browser.url().await;
+    for _ in 0..100 {
+        if url.ends_with("/floor/?serial=NOJS-BAD") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        url = browser.url().await;
+    }
+    assert!(url.ends_with("/floor/?serial=NOJS-BAD"), "{url}");
     let dom = browser.source().await;
     for (id, value) in [
         ("c-deployed-today", expected.deployed_today),
