@@ -760,7 +760,7 @@ impl Device {
             .get(&key_name)
             .ok_or(KcmStatus::ItemNotFound)?;
         let key = x509::parse_private_key(key)?;
-        if key.public_key() != parsed.public_key {
+        if !x509::key_pair_matches(&key, &parsed.public_key) {
             return Err(KcmStatus::SelfGeneratedCertificateVerificationError);
         }
         Ok(())

@@ -2,8 +2,9 @@
 //! `pep-server` with a bounded number of requests in flight.
 //!
 //! Gateway `i` (serial `PREFIX` + `i`, zero-padded) is started with the library's [`spawn`] on
-//! `127.0.0.1:0` (one session, memory-only storage) just before its request is sent, so only
-//! about `concurrency` gateways listen at any time. For each gateway the fleet sends
+//! 127.0.0.1 (one session, memory-only storage) just before its request is sent, so only
+//! about `concurrency` gateways listen at any time. Its port is the next free one of
+//! [`FleetOptions::ports`], taken in turn (see [`PortRange`] for why not port 0). For each gateway the fleet sends
 //! `GET /v3/identity?serialNumber=…&ip=127.0.0.1&port=…`, then checks the answer against what the
 //! simulated gateway stored: HTTP 200, the same serial, ReturnStatus 0 and a wire-level success on
 //! the gateway, and an `enrollmentID` equal to the enrollment ID of the device certificate the
@@ -26,8 +27,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use fcc_proto::names;
@@ -54,6 +57,78 @@ const LOST_ANSWER_REPORT_WAIT: Duration = REPORT_WAIT;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Upper bounds (ms) of the latency histogram; the last bucket is open.
 pub const HISTOGRAM_BOUNDS_MS: [u64; 12] = [1, 2, 3, 5, 10, 15, 20, 25, 50, 100, 250, 1000];
+/// How many ports of the range a gateway tries before its start counts as failed.
+const MAX_PORT_TRIES: u32 = 256;
+
+/// The ports a fleet's gateways listen on, handed out in turn (`--ports FIRST-LAST`).
+///
+/// Why not port 0: each gateway's session ends with the gateway closing its connection first, so
+/// every gateway leaves a socket in TIME_WAIT on its port for a minute. With port 0 the kernel
+/// must search the ephemeral range for a port with no socket at all, and that search, like the
+/// server's `connect()` port search in the same range, got slower with every gateway: at 20,000
+/// gateways the fleet spent 2 ms of kernel time per gateway (`inet_bhash2_conflict` in `bind`)
+/// and the cost per gateway kept growing with the run. Binding a named port with `SO_REUSEADDR`
+/// (tokio sets it) is one hash lookup, and a port that only has TIME_WAIT sockets may be bound
+/// again, so the cost stays flat. The default range lies below Linux's default ephemeral range
+/// (32768–60999), so the fleet's ports and the server's outgoing connections never compete. A
+/// port some other program listens on is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port (inclusive).
+    pub first: u16,
+    /// Last port (inclusive).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// 16384–32767: below Linux's default ephemeral range.
+    pub const DEFAULT: PortRange = PortRange {
+        first: 16384,
+        last: 32767,
+    };
+
+    /// How many ports the range holds.
+    pub fn len(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    /// Always false: a range holds at least its first port.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PortRange, String> {
+        let (first, last) = s
+            .split_once('-')
+            .ok_or_else(|| format!("`{s}` is not FIRST-LAST, e.g. 16384-32767"))?;
+        let port = |p: &str| match p.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("`{p}` is not a port in 1..=65535")),
+            Ok(port) => Ok(port),
+        };
+        let range = PortRange {
+            first: port(first)?,
+            last: port(last)?,
+        };
+        if range.first > range.last {
+            return Err(format!(
+                "the first port {} is above the last {}",
+                range.first, range.last
+            ));
+        }
+        Ok(range)
+    }
+}
+
 /// At most this many failure examples are kept for the report.
 const MAX_EXAMPLES: usize = 10;
 
@@ -91,6 +166,8 @@ pub struct FleetOptions {
     pub request_timeout: Duration,
     /// Rounds of retrying the failed gateways with no fault (0 = no retry).
     pub retry_rounds: u32,
+    /// The ports the gateways listen on, in turn.
+    pub ports: PortRange,
 }
 
 impl FleetOptions {
@@ -141,6 +218,19 @@ impl FleetOptions {
         }
         if self.request_timeout.is_zero() {
             return Err(bad("--timeout-ms", "must be at least 1".to_owned()));
+        }
+        // Every gateway in flight holds a port; twice as many leaves room for ports in use.
+        let needed = self.concurrency.saturating_mul(2);
+        if (self.ports.len() as usize) < needed {
+            return Err(bad(
+                "--ports",
+                format!(
+                    "{} holds {} ports; --concurrency {} needs at least {needed}",
+                    self.ports,
+                    self.ports.len(),
+                    self.concurrency
+                ),
+            ));
         }
         Ok(())
     }
@@ -253,6 +343,11 @@ pub struct FleetArgs {
     /// runs: the run is clean when every gateway ends deployed).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub retry_rounds: u32,
+
+    /// The ports the simulated gateways listen on, taken in turn (ports in use are skipped).
+    /// The default lies below Linux's ephemeral range, which the server's outgoing connections use.
+    #[arg(long, value_name = "FIRST-LAST", default_value_t = PortRange::DEFAULT)]
+    pub ports: PortRange,
 }
 
 fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
@@ -285,6 +380,7 @@ impl FleetArgs {
             serial_prefix: prefix,
             request_timeout: Duration::from_millis(self.timeout_ms),
             retry_rounds: self.retry_rounds,
+            ports: self.ports,
         }
     }
 }
@@ -735,6 +831,8 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, FakeFccError> {
     let shared = Arc::new(Shared {
         client,
         endpoint,
+        // A random start: two fleets on one machine rarely try the same ports at once.
+        next_port: AtomicU32::new(rand::thread_rng().gen_range(0..options.ports.len())),
         options: options.clone(),
     });
 
@@ -842,10 +940,80 @@ fn joined(
 struct Shared {
     client: reqwest::Client,
     endpoint: String,
+    /// The next port of `options.ports` to try, as an offset (taken modulo the range's length).
+    next_port: AtomicU32,
     options: FleetOptions,
 }
 
 impl Shared {
+    fn next_port(&self) -> u16 {
+        let range = self.options.ports;
+        let offset = self.next_port.fetch_add(1, Ordering::Relaxed) % range.len();
+        // In range: offset < len, so first + offset <= last.
+        u16::try_from(u32::from(range.first) + offset).unwrap_or(range.last)
+    }
+
+    /// Starts a gateway on the next free port of the range.
+    async fn start_gateway(
+        &self,
+        config: GatewayConfig,
+    ) -> Result<(u16, crate::GatewayHandle), (FailureKind, String)> {
+        let mut last_error = String::new();
+        for _ in 0..MAX_PORT_TRIES {
+            let port = self.next_port();
+            match spawn(GatewayConfig {
+                port,
+                ..config.clone()
+            })
+            .await
+            {
+                Ok((addr, handle)) => return Ok((addr.port(), handle)),
+                Err(FakeFccError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    last_error = format!("port {port}: {source}");
+                }
+                Err(e) => return Err((FailureKind::GatewaySpawn, e.to_string())),
+            }
+        }
+        Err((
+            FailureKind::GatewaySpawn,
+            format!(
+                "no free port among {MAX_PORT_TRIES} tried in {} (last: {last_error})",
+                self.options.ports
+            ),
+        ))
+    }
+
+    /// Binds (without listening) the next free port of the range: connections to it are refused,
+    /// and, unlike a released port, no other gateway of the fleet can take it meanwhile (the
+    /// server would then provision the wrong gateway under this serial).
+    fn reserve_refusing_port(&self) -> Result<(u16, tokio::net::TcpSocket), (FailureKind, String)> {
+        let mut last_error = String::new();
+        for _ in 0..MAX_PORT_TRIES {
+            let port = self.next_port();
+            let bound = tokio::net::TcpSocket::new_v4().and_then(|s| {
+                s.set_reuseaddr(true)?;
+                s.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+                Ok(s)
+            });
+            match bound {
+                Ok(socket) => return Ok((port, socket)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    last_error = format!("port {port}: {e}");
+                }
+                Err(e) => return Err((FailureKind::GatewaySpawn, e.to_string())),
+            }
+        }
+        Err((
+            FailureKind::GatewaySpawn,
+            format!(
+                "no free port among {MAX_PORT_TRIES} tried in {} (last: {last_error})",
+                self.options.ports
+            ),
+        ))
+    }
+
     async fn one(&self, index: u64, fault: Option<FaultKind>) -> GatewayOutcome {
         let mut outcome = GatewayOutcome {
             index,
@@ -880,33 +1048,19 @@ impl Shared {
         };
         let config = GatewayConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
+            port: 0, // chosen by `start_gateway`
             storage_dir: None,
             sessions: Sessions::One,
             faults,
             ..GatewayConfig::default()
         };
-        // A refused gateway is never started. Its port is held by a socket that is bound but not
-        // listening, so connections are refused and, unlike a released port, the OS cannot hand
-        // it to another gateway of the fleet meanwhile (the server would then provision the
-        // wrong gateway under this serial).
+        // A refused gateway is never started: its port is bound but not listening.
         let (port, mut handle, _reserved) = if fault == Some(FaultKind::Refused) {
-            let socket = tokio::net::TcpSocket::new_v4()
-                .and_then(|s| {
-                    s.bind(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-                    Ok(s)
-                })
-                .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?;
-            let port = socket
-                .local_addr()
-                .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?
-                .port();
+            let (port, socket) = self.reserve_refusing_port()?;
             (port, None, Some(socket))
         } else {
-            let (addr, handle) = spawn(config)
-                .await
-                .map_err(|e| (FailureKind::GatewaySpawn, e.to_string()))?;
-            (addr.port(), Some(handle), None)
+            let (port, handle) = self.start_gateway(config).await?;
+            (port, Some(handle), None)
         };
         let port = port.to_string();
         let sent = Instant::now();
@@ -1160,6 +1314,7 @@ mod tests {
             serial_prefix: "fleet-".to_owned(),
             request_timeout: Duration::from_secs(1),
             retry_rounds: 0,
+            ports: PortRange::DEFAULT,
         }
     }
 
@@ -1240,12 +1395,86 @@ mod tests {
                 },
                 "--timeout-ms",
             ),
+            (
+                FleetOptions {
+                    concurrency: 64,
+                    ports: PortRange {
+                        first: 20000,
+                        last: 20099,
+                    },
+                    ..options()
+                },
+                "--ports",
+            ),
         ];
         for (o, option) in cases {
             let e = o.validate().unwrap_err().to_string();
             assert!(e.contains(option), "{option}: {e}");
         }
         options().validate().unwrap();
+    }
+
+    #[test]
+    fn port_ranges_parse_and_bad_ones_say_why() {
+        assert_eq!("16384-32767".parse::<PortRange>(), Ok(PortRange::DEFAULT));
+        assert_eq!(PortRange::DEFAULT.to_string(), "16384-32767");
+        assert_eq!(PortRange::DEFAULT.len(), 16384);
+        assert_eq!("7-7".parse::<PortRange>().map(|r| r.len()), Ok(1));
+        for (text, says) in [
+            ("16384", "FIRST-LAST"),
+            ("0-10", "`0`"),
+            ("10-70000", "`70000`"),
+            ("x-10", "`x`"),
+            ("30000-20000", "above"),
+        ] {
+            let e = text.parse::<PortRange>().unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn gateways_skip_ports_in_use_and_stay_in_the_range() {
+        // A two-port range whose first port is taken by a listener: every gateway gets the other.
+        let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = busy.local_addr().unwrap().port();
+        let Some(free) = taken.checked_add(1) else {
+            return;
+        };
+        let shared = Shared {
+            client: reqwest::Client::new(),
+            endpoint: String::new(),
+            next_port: AtomicU32::new(0),
+            options: FleetOptions {
+                ports: PortRange {
+                    first: taken,
+                    last: free,
+                },
+                ..options()
+            },
+        };
+        let mut first = match shared.start_gateway(GatewayConfig::default()).await {
+            Ok((port, handle)) => {
+                assert_eq!(port, free);
+                handle
+            }
+            // The neighbouring port may belong to someone else on a busy machine.
+            Err((_, e)) if e.contains("no free port") => return,
+            Err(other) => panic!("{other:?}"),
+        };
+        // Both ports are now taken: the next gateway cannot start, and says why.
+        let (kind, e) = shared
+            .start_gateway(GatewayConfig::default())
+            .await
+            .unwrap_err();
+        assert_eq!(kind, FailureKind::GatewaySpawn);
+        assert!(
+            e.contains("no free port") && e.contains(&format!("{taken}-{free}")),
+            "{e}"
+        );
+        first.shutdown();
+        first.join().await;
+        let (port, _socket) = shared.reserve_refusing_port().unwrap();
+        assert_eq!(port, free);
     }
 
     #[test]

@@ -303,7 +303,7 @@ impl Device {
             .iter()
             .map(|der| x509::parse_certificate(der).map_err(|k| (k.fcc_status(), name)));
         let leaf = certs.next().ok_or((FccStatus::ItemNotExist, name))??;
-        if key.public_key() != leaf.public_key {
+        if !x509::key_pair_matches(&key, &leaf.public_key) {
             return Err((FccStatus::CertificatePublicKeyCorrelationError, name));
         }
         let exists = self.storage.certificates.contains_key(other.cert);

@@ -350,6 +350,7 @@ async fn chaos_fleet_with_kill_9_loses_nothing() {
         serial_prefix: "chaos-".to_owned(),
         request_timeout: Duration::from_secs(60),
         retry_rounds: 10,
+        ports: fake_fcc::fleet::PortRange::DEFAULT,
     };
     let fleet = tokio::spawn(fake_fcc::fleet::run(options));
     let (server, last_start, kill_log) = killer(server, targets).await;
