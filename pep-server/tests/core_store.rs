@@ -262,3 +262,150 @@ async fn attempts_left_in_flight_are_failed_and_audited_on_open_and_retryable() 
         IdentityState::Deployed
     );
 }
+
+/// Writes are committed in batches (group commit): a write that fails inside a batch is undone
+/// alone, the others of the same batch are kept, and nothing of the failed one is half-written.
+#[tokio::test]
+async fn a_failing_write_in_a_batch_is_undone_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    // 300 reservations and 100 finishes of rows that do not exist, all queued at once so that the
+    // writer thread takes many of them into one transaction.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..400usize {
+        let store = store.clone();
+        tasks.spawn(async move {
+            if i % 4 == 3 {
+                let missing = 1_000_000 + i as i64;
+                let e = store
+                    .mark_deployed(
+                        missing,
+                        &DeployedOutcome {
+                            enrollment_id: &enrollment(i),
+                            cert_serial: "01",
+                            cert_not_after: 1,
+                            fcc_warnings: &[],
+                            duration_ms: 1,
+                        },
+                    )
+                    .await
+                    .unwrap_err();
+                assert!(e.to_string().contains(&missing.to_string()), "{e}");
+                None
+            } else {
+                let serial = format!("BATCH-{i:03}");
+                match store.reserve(&attempt(&serial)).await.unwrap() {
+                    Reservation::Reserved { id } => Some((serial, id)),
+                    other => panic!("{serial}: {other:?}"),
+                }
+            }
+        });
+    }
+    let mut reserved = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        reserved.extend(done.unwrap());
+    }
+    assert_eq!(reserved.len(), 300);
+    // Half of them deployed, half failed, again all at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, (serial, id)) in reserved.iter().cloned().enumerate() {
+        let store = store.clone();
+        tasks.spawn(async move {
+            if k % 2 == 0 {
+                store
+                    .mark_deployed(
+                        id,
+                        &DeployedOutcome {
+                            enrollment_id: &enrollment(k),
+                            cert_serial: "02",
+                            cert_not_after: 2_000_000_000,
+                            fcc_warnings: &[],
+                            duration_ms: 3,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            } else {
+                store
+                    .mark_failed(
+                        id,
+                        &FailedOutcome {
+                            fcc_status: Some(17),
+                            fcc_warnings: &[],
+                            error: "rejected",
+                            duration_ms: 3,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+            serial
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    store.close().await;
+
+    // Everything answered is on disk, exactly once, with its audit rows and nothing more.
+    let store = Store::open(&url(&dir)).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.deployed, stats.failed, stats.in_flight),
+        (150, 150, 0)
+    );
+    for (k, (serial, _)) in reserved.iter().enumerate() {
+        let events: Vec<String> = store
+            .audit_for(serial)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.event)
+            .collect();
+        let outcome = if k % 2 == 0 { "deployed" } else { "failed" };
+        assert_eq!(events.len(), 2, "{serial}: {events:?}");
+        assert!(
+            events.contains(&"attempt".to_owned()) && events.contains(&outcome.to_owned()),
+            "{serial}: {events:?}"
+        );
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_writes_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    deploy(&store, "BEFORE-CLOSE", 1).await;
+    store.close().await;
+    let e = store.reserve(&attempt("AFTER-CLOSE")).await.unwrap_err();
+    assert!(e.to_string().contains("closed"), "{e}");
+    // What was written before the close is there.
+    let store = Store::open(&url(&dir)).await.unwrap();
+    assert_eq!(
+        store.enrollment_id("BEFORE-CLOSE").await.unwrap(),
+        Some(enrollment(1))
+    );
+    assert_eq!(store.identity("AFTER-CLOSE").await.unwrap(), None);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn memory_databases_are_separate_and_work_like_files() {
+    let one = Store::open("sqlite::memory:").await.unwrap();
+    let two = Store::open("sqlite::memory:").await.unwrap();
+    deploy(&one, "MEM-1", 1).await;
+    assert_eq!(
+        one.enrollment_id("MEM-1").await.unwrap(),
+        Some(enrollment(1))
+    );
+    assert_eq!(two.enrollment_id("MEM-1").await.unwrap(), None);
+    assert_eq!(
+        one.reserve(&attempt("MEM-1")).await.unwrap(),
+        Reservation::Conflict {
+            state: IdentityState::Deployed
+        }
+    );
+    one.close().await;
+    two.close().await;
+}

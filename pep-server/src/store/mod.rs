@@ -18,6 +18,7 @@
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_writer;
 
 use std::fmt;
 
@@ -60,6 +61,17 @@ pub enum StoreError {
         /// The cause.
         source: sqlx::Error,
     },
+    /// A write of the SQLite writer thread failed (the write was rolled back).
+    #[error("database error while {context}: {reason}")]
+    Write {
+        /// What the store was doing.
+        context: &'static str,
+        /// The cause.
+        reason: String,
+    },
+    /// The store was closed (the server is shutting down).
+    #[error("the store is closed")]
+    Closed,
     /// A row was not in the state the operation requires (e.g. finishing an attempt that is no longer
     /// in flight because another process recovered it).
     #[error("identity row {id} is not in flight (state changed underneath)")]

@@ -1,10 +1,14 @@
-//! SQLite backend: WAL, `synchronous=NORMAL`, 5 s busy timeout, a small pool.
+//! SQLite backend: WAL, `synchronous=NORMAL`, 5 s busy timeout.
 //!
-//! SQLite serializes writers, so write transactions start with `BEGIN IMMEDIATE`: the write lock is
-//! taken (or waited for, up to the busy timeout) at the start, which avoids the read-then-upgrade
-//! `SQLITE_BUSY` failure of deferred transactions under concurrency. Readers run in parallel (WAL).
+//! Writes go to one dedicated writer thread with its own connection, which commits whatever is
+//! queued as one transaction (group commit, [`super::sqlite_writer`]); reads run on a small sqlx
+//! pool beside it (WAL readers never wait for the writer). Migrations are sqlx's.
+//!
+//! `sqlite::memory:` is a throw-away database in a temporary directory, removed when the store is
+//! dropped: a real file, so that the writer thread and the readers share it like any other.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -13,13 +17,14 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use super::sqlite_writer::{Attempt, SqliteWriter, Write, Written};
 use super::{
     AuditEntry, DeployedOutcome, FailedOutcome, IdentityDetail, IdentityRecord, IdentityState,
     MinuteOutcomes, NewAttempt, OutcomeCounts, Reservation, SortOrder, StoreError, StoreStats,
     now_ms,
 };
 
-/// How long a connection waits for the write lock.
+/// How long a connection waits for a lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reader pool size: reads run in parallel beside the writer (WAL).
 const MAX_CONNECTIONS: u32 = 8;
@@ -32,12 +37,10 @@ const INTERRUPTED: &str = "interrupted: the server stopped while this attempt wa
 pub struct SqliteStore {
     /// Readers (and the bulk copy of `store::migrate`).
     pool: SqlitePool,
-    /// The one connection every write transaction of the hot path runs on. SQLite serializes
-    /// writers anyway; funnelling them through one connection means no two connections fight over
-    /// the write lock (no busy-handler sleeps), and the writer's page cache and prepared
-    /// statements stay valid between transactions instead of being re-read after every other
-    /// connection's commit. Profiled: this halved the server's CPU per provisioning.
-    writer: SqlitePool,
+    /// The one connection every write of the hot path runs on, on its own thread.
+    writer: SqliteWriter,
+    /// The temporary directory of a `sqlite::memory:` database, removed with the last clone.
+    _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -55,15 +58,27 @@ impl SqliteStore {
             source,
         };
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(open_err)?
+        let (options, scratch) = if in_memory {
+            let dir = tempfile::Builder::new()
+                .prefix("pep-memory-")
+                .tempdir()
+                .map_err(|source| StoreError::CreateDir {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            let options = SqliteConnectOptions::new().filename(dir.path().join("pep.sqlite"));
+            (options, Some(Arc::new(dir)))
+        } else {
+            (SqliteConnectOptions::from_str(url).map_err(open_err)?, None)
+        };
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        if !in_memory
-            && let Some(parent) = options.get_filename().parent()
+        let path = options.get_filename().to_owned();
+        if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
@@ -71,37 +86,19 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let pool_options = if in_memory {
-            // One connection keeps the in-memory database alive and consistent.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
-        };
-        let writer_options = options.clone();
-        let pool = pool_options
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
             .map_err(open_err)?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        let writer = if in_memory {
-            pool.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(writer_options)
-                .await
-                .map_err(open_err)?
+        let writer = SqliteWriter::start(&path, BUSY_TIMEOUT)?;
+        let store = SqliteStore {
+            pool,
+            writer,
+            _scratch: scratch,
         };
-        let store = SqliteStore { pool, writer };
         let recovered = store.recover_interrupted().await?;
         if recovered > 0 {
             tracing::warn!(
@@ -117,85 +114,25 @@ impl SqliteStore {
         &self.pool
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(q("starting a write transaction"))
-    }
-
     pub(super) async fn reserve(&self, a: &NewAttempt<'_>) -> Result<Reservation, StoreError> {
-        let mut tx = self.begin_write().await?;
-        // The UNIQUE(serial) constraint decides: a new serial is inserted, a failed one is revived,
-        // a deployed or in-flight one is left alone (no row returned).
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO identities (serial, state, gateway, requester, hardware_version, radio_config, \
-                 led_config, category, cloud_address, api_address, gateway_services_address, \
-                 verification_key, attempts, created_at, updated_at) \
-             VALUES (?1, 'in_flight', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12) \
-             ON CONFLICT(serial) DO UPDATE SET state = 'in_flight', gateway = excluded.gateway, \
-                 requester = excluded.requester, hardware_version = excluded.hardware_version, \
-                 radio_config = excluded.radio_config, led_config = excluded.led_config, \
-                 category = excluded.category, cloud_address = excluded.cloud_address, \
-                 api_address = excluded.api_address, \
-                 gateway_services_address = excluded.gateway_services_address, \
-                 verification_key = excluded.verification_key, enrollment_id = NULL, \
-                 cert_serial = NULL, cert_not_after = NULL, fcc_status = NULL, fcc_warnings = '', \
-                 last_error = NULL, attempts = identities.attempts + 1, \
-                 created_at = excluded.created_at, updated_at = excluded.updated_at \
-             WHERE identities.state = 'failed' \
-             RETURNING id",
-        )
-        .bind(a.serial)
-        .bind(a.gateway)
-        .bind(a.requester)
-        .bind(a.hardware_version)
-        .bind(a.radio_config)
-        .bind(a.led_config)
-        .bind(a.category)
-        .bind(a.cloud_address)
-        .bind(a.api_address)
-        .bind(a.gateway_services_address)
-        .bind(a.verification_key)
-        .bind(a.now_ms)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q("reserving the serial"))?;
-
-        let result = match id {
-            Some(id) => Reservation::Reserved { id },
-            None => {
-                let state: String =
-                    sqlx::query_scalar("SELECT state FROM identities WHERE serial = ?1")
-                        .bind(a.serial)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(q("reading the conflicting row"))?;
-                Reservation::Conflict {
-                    state: IdentityState::parse(&state)?,
-                }
-            }
+        let attempt = Attempt {
+            serial: a.serial.to_owned(),
+            gateway: a.gateway.to_owned(),
+            requester: a.requester.to_owned(),
+            hardware_version: a.hardware_version.to_owned(),
+            radio_config: a.radio_config.to_owned(),
+            led_config: a.led_config.to_owned(),
+            category: a.category.to_owned(),
+            cloud_address: a.cloud_address.to_owned(),
+            api_address: a.api_address.to_owned(),
+            gateway_services_address: a.gateway_services_address.to_owned(),
+            verification_key: a.verification_key.map(str::to_owned),
+            now_ms: a.now_ms,
         };
-        let (event, detail) = match result {
-            Reservation::Reserved { .. } => ("attempt", None),
-            Reservation::Conflict { state } => ("conflict", Some(format!("serial is {state}"))),
-        };
-        insert_audit(
-            &mut tx,
-            &AuditRow {
-                at_ms: a.now_ms,
-                serial: a.serial,
-                gateway: a.gateway,
-                requester: a.requester,
-                event,
-                fcc_status: None,
-                detail: detail.as_deref(),
-                duration_ms: None,
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(q("committing the reservation"))?;
-        Ok(result)
+        match self.writer.write(Write::Reserve(Box::new(attempt))).await? {
+            Written::Reservation(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub(super) async fn mark_deployed(
@@ -203,26 +140,6 @@ impl SqliteStore {
         id: i64,
         o: &DeployedOutcome<'_>,
     ) -> Result<i64, StoreError> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE identities SET state = 'deployed', enrollment_id = ?1, cert_serial = ?2, \
-                 cert_not_after = ?3, fcc_status = 0, fcc_warnings = ?4, last_error = NULL, \
-                 updated_at = ?5 \
-             WHERE id = ?6 AND state = 'in_flight' \
-             RETURNING serial, gateway, requester, created_at",
-        )
-        .bind(o.enrollment_id)
-        .bind(o.cert_serial)
-        .bind(o.cert_not_after)
-        .bind(o.fcc_warnings.join("\n"))
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q("marking the identity deployed"))?
-        .ok_or(StoreError::NotInFlight { id })?;
-        let (serial, gateway, requester, created_at) = audit_keys(&row)?;
         let detail = if o.fcc_warnings.is_empty() {
             o.enrollment_id.to_owned()
         } else {
@@ -232,22 +149,20 @@ impl SqliteStore {
                 o.fcc_warnings.join("; ")
             )
         };
-        insert_audit(
-            &mut tx,
-            &AuditRow {
-                at_ms: now,
-                serial: &serial,
-                gateway: &gateway,
-                requester: &requester,
-                event: "deployed",
-                fcc_status: Some(0),
-                detail: Some(&detail),
-                duration_ms: Some(o.duration_ms),
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(q("committing the deployment"))?;
-        Ok(created_at)
+        let write = Write::Deployed {
+            id,
+            enrollment_id: o.enrollment_id.to_owned(),
+            cert_serial: o.cert_serial.to_owned(),
+            cert_not_after: o.cert_not_after,
+            fcc_warnings: o.fcc_warnings.join("\n"),
+            detail,
+            duration_ms: o.duration_ms,
+            now_ms: now_ms(),
+        };
+        match self.writer.write(write).await? {
+            Written::Deployed { created_at } => Ok(created_at),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub(super) async fn mark_failed(
@@ -255,74 +170,29 @@ impl SqliteStore {
         id: i64,
         o: &FailedOutcome<'_>,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE identities SET state = 'failed', fcc_status = ?1, fcc_warnings = ?2, \
-                 last_error = ?3, updated_at = ?4 \
-             WHERE id = ?5 AND state = 'in_flight' \
-             RETURNING serial, gateway, requester, created_at",
-        )
-        .bind(o.fcc_status.map(i64::from))
-        .bind(o.fcc_warnings.join("\n"))
-        .bind(o.error)
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q("marking the identity failed"))?
-        .ok_or(StoreError::NotInFlight { id })?;
-        let (serial, gateway, requester, _) = audit_keys(&row)?;
-        insert_audit(
-            &mut tx,
-            &AuditRow {
-                at_ms: now,
-                serial: &serial,
-                gateway: &gateway,
-                requester: &requester,
-                event: "failed",
-                fcc_status: o.fcc_status,
-                detail: Some(o.error),
-                duration_ms: Some(o.duration_ms),
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(q("committing the failure"))?;
-        Ok(())
+        let write = Write::Failed {
+            id,
+            fcc_status: o.fcc_status,
+            fcc_warnings: o.fcc_warnings.join("\n"),
+            error: o.error.to_owned(),
+            duration_ms: o.duration_ms,
+            now_ms: now_ms(),
+        };
+        match self.writer.write(write).await? {
+            Written::Failed => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub(super) async fn recover_interrupted(&self) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "UPDATE identities SET state = 'failed', last_error = ?1, updated_at = ?2 \
-             WHERE state = 'in_flight' \
-             RETURNING serial, gateway, requester, created_at",
-        )
-        .bind(INTERRUPTED)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(q("recovering interrupted attempts"))?;
-        for row in &rows {
-            let (serial, gateway, requester, created_at) = audit_keys(row)?;
-            insert_audit(
-                &mut tx,
-                &AuditRow {
-                    at_ms: now,
-                    serial: &serial,
-                    gateway: &gateway,
-                    requester: &requester,
-                    event: "interrupted",
-                    fcc_status: None,
-                    detail: Some(INTERRUPTED),
-                    duration_ms: Some(now.saturating_sub(created_at)),
-                },
-            )
-            .await?;
+        let write = Write::RecoverInterrupted {
+            error: INTERRUPTED,
+            now_ms: now_ms(),
+        };
+        match self.writer.write(write).await? {
+            Written::Recovered(n) => Ok(n),
+            other => Err(unexpected(&other)),
         }
-        tx.commit().await.map_err(q("committing the recovery"))?;
-        Ok(rows.len() as u64)
     }
 
     pub(super) async fn enrollment_id(&self, serial: &str) -> Result<Option<String>, StoreError> {
@@ -559,47 +429,9 @@ impl SqliteStore {
     }
 }
 
-struct AuditRow<'a> {
-    at_ms: i64,
-    serial: &'a str,
-    gateway: &'a str,
-    requester: &'a str,
-    event: &'a str,
-    fcc_status: Option<u32>,
-    detail: Option<&'a str>,
-    duration_ms: Option<i64>,
-}
-
-async fn insert_audit(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    a: &AuditRow<'_>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit (at_ms, serial, gateway, requester, event, fcc_status, detail, duration_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(a.at_ms)
-    .bind(a.serial)
-    .bind(a.gateway)
-    .bind(a.requester)
-    .bind(a.event)
-    .bind(a.fcc_status.map(i64::from))
-    .bind(a.detail)
-    .bind(a.duration_ms)
-    .execute(&mut **tx)
-    .await
-    .map_err(q("appending to the audit trail"))?;
-    Ok(())
-}
-
-fn audit_keys(row: &SqliteRow) -> Result<(String, String, String, i64), StoreError> {
-    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    Ok((
-        row.try_get("serial").map_err(get)?,
-        row.try_get("gateway").map_err(get)?,
-        row.try_get("requester").map_err(get)?,
-        row.try_get("created_at").map_err(get)?,
-    ))
+/// A write answered with another write's result: a bug in the writer, never input-derived.
+fn unexpected(written: &Written) -> StoreError {
+    StoreError::Corrupt(format!("the writer answered with {written:?}"))
 }
 
 fn record_from_row(row: &SqliteRow) -> Result<IdentityRecord, StoreError> {
