@@ -147,6 +147,8 @@ pub struct Device {
     clock: Option<(u64, Instant)>,
     pub(crate) info: OutputInfo,
     disk_errors: Vec<String>,
+    /// Certificates already parsed and key pairs already checked.
+    pub(crate) memo: x509::CertMemo,
 }
 
 impl std::fmt::Debug for Device {
@@ -173,6 +175,7 @@ impl Device {
             clock: None,
             info: OutputInfo::default(),
             disk_errors: Vec::new(),
+            memo: x509::CertMemo::default(),
         }
     }
 
@@ -230,6 +233,7 @@ impl Device {
     fn wipe(&mut self) {
         self.wiped = true;
         self.storage = Storage::default();
+        self.memo.forget_pairs();
         self.sotp = Sotp::default();
         self.clock = None;
         if let Some(disk) = &self.disk
@@ -752,7 +756,7 @@ impl Device {
         if cert.is_empty() || key_name.is_empty() {
             return Err(KcmStatus::InvalidParameter);
         }
-        let parsed = x509::parse_certificate(cert)?;
+        let parsed = self.memo.parse(cert)?;
         let key_name = check_name(key_name)?;
         let key = self
             .storage
@@ -760,7 +764,7 @@ impl Device {
             .get(&key_name)
             .ok_or(KcmStatus::ItemNotFound)?;
         let key = x509::parse_private_key(key)?;
-        if !x509::key_pair_matches(&key, &parsed.public_key) {
+        if !self.memo.pair_matches(&key_name, &key, cert, &parsed) {
             return Err(KcmStatus::SelfGeneratedCertificateVerificationError);
         }
         Ok(())
@@ -782,13 +786,13 @@ impl Device {
         }
         // The chain's first file is created here, before any certificate is checked.
         self.created_item_file();
-        let mut previous: Option<x509::ParsedCert> = None;
+        let mut previous: Option<std::sync::Arc<x509::ParsedCert>> = None;
         for der in ders {
             let step = |kcm: KcmStatus| (kcm, kcm.fcc_status());
             if der.is_empty() {
                 return Err(step(KcmStatus::InvalidParameter));
             }
-            let cert = x509::parse_certificate(der).map_err(step)?;
+            let cert = self.memo.parse(der).map_err(step)?;
             if let Some(child) = &previous
                 && !child.is_signed_by(&cert.public_key)
             {
@@ -914,7 +918,7 @@ impl Device {
                 x509::parse_public_key(bytes)?;
             }
             ItemKind::Certificate => {
-                x509::parse_certificate(bytes)?;
+                self.memo.parse(bytes)?;
             }
             ItemKind::ConfigParam => {}
         }
@@ -934,6 +938,9 @@ impl Device {
     ) -> Result<(), KcmStatus> {
         self.created_item_file();
         self.persist(kind, &name, 0, &bytes)?;
+        if kind == ItemKind::PrivateKey {
+            self.memo.forget_pairs();
+        }
         match kind {
             ItemKind::PrivateKey => self.storage.private_keys.insert(name, bytes),
             ItemKind::PublicKey => self.storage.public_keys.insert(name, bytes),
@@ -956,6 +963,9 @@ impl Device {
 
     /// Removes an item (a CSR key whose CSR failed).
     pub(crate) fn remove(&mut self, kind: ItemKind, name: &str) {
+        if kind == ItemKind::PrivateKey {
+            self.memo.forget_pairs();
+        }
         match kind {
             ItemKind::PrivateKey => drop(self.storage.private_keys.remove(name)),
             ItemKind::PublicKey => drop(self.storage.public_keys.remove(name)),

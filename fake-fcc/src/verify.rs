@@ -6,6 +6,8 @@
 use fcc_proto::names;
 use fcc_proto::status::{FccStatus, KcmStatus};
 
+use std::sync::Arc;
+
 use crate::device::Device;
 use crate::x509::{self, OID_CN, OID_OU, ParsedCert};
 
@@ -299,11 +301,15 @@ impl Device {
             .get(name)
             .cloned()
             .ok_or((FccStatus::ItemNotExist, name))?;
-        let mut certs = chain
+        // Parsed up front (each once per device, see `CertMemo`); failures surface in chain order.
+        let parsed: Vec<_> = chain
             .iter()
-            .map(|der| x509::parse_certificate(der).map_err(|k| (k.fcc_status(), name)));
+            .map(|der| self.memo.parse(der).map_err(|k| (k.fcc_status(), name)))
+            .collect();
+        let mut certs = parsed.into_iter();
         let leaf = certs.next().ok_or((FccStatus::ItemNotExist, name))??;
-        if !x509::key_pair_matches(&key, &leaf.public_key) {
+        let leaf_der = chain.first().map_or(&[][..], Vec::as_slice);
+        if !self.memo.pair_matches(mode.key, &key, leaf_der, &leaf) {
             return Err((FccStatus::CertificatePublicKeyCorrelationError, name));
         }
         let exists = self.storage.certificates.contains_key(other.cert);
@@ -321,7 +327,8 @@ impl Device {
         }
         self.check_expiry(&leaf, name)?;
         for cert in certs {
-            self.check_expiry(&cert?, name)?;
+            let cert = cert?;
+            self.check_expiry(&cert, name)?;
         }
         Ok(())
     }
@@ -396,7 +403,7 @@ impl Device {
             None => self.warn(warning::ITEM_NOT_SET, name),
             Some(chain) => {
                 for der in &chain {
-                    let cert = x509::parse_certificate(der).map_err(|k| (k.fcc_status(), name))?;
+                    let cert = self.memo.parse(der).map_err(|k| (k.fcc_status(), name))?;
                     self.check_expiry(&cert, name)?;
                 }
             }
@@ -414,7 +421,7 @@ impl Device {
     }
 
     /// `fcc_get_certificate_attribute_by_name` up to the parse: 25 missing, 10 unparsable.
-    fn certificate_by_name(&self, name: &str) -> Result<ParsedCert, FccStatus> {
+    fn certificate_by_name(&self, name: &str) -> Result<Arc<ParsedCert>, FccStatus> {
         let chain = self
             .storage
             .certificates
@@ -424,6 +431,8 @@ impl Device {
         if der.is_empty() {
             return Err(FccStatus::EmptyItem);
         }
-        x509::parse_certificate(der).map_err(|_: KcmStatus| FccStatus::InvalidCertificate)
+        self.memo
+            .parse(der)
+            .map_err(|_: KcmStatus| FccStatus::InvalidCertificate)
     }
 }

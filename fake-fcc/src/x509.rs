@@ -1,6 +1,10 @@
 //! X.509 and key parsing with the outcomes mbedTLS (as configured in the genuine FCC: P-256 only,
 //! SHA-256 only, no RSA) gives, expressed as kcm statuses.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
 use fcc_proto::status::KcmStatus;
@@ -163,22 +167,78 @@ pub fn key_pair_matches(key: &p256::SecretKey, public: &p256::PublicKey) -> bool
     .is_ok()
 }
 
+/// What a device has already worked out about the certificates it was given.
+///
+/// The genuine FCC parses a certificate, and checks it against its private key, again at every
+/// step that looks at it (storing it, then each verification step). The outcome is the same every
+/// time, so the simulator works each one out once per device and remembers it: this halves a
+/// simulated gateway's CPU time, which matters when one fleet process simulates thousands of
+/// gateways on the cores of the server it measures.
+#[derive(Default)]
+pub struct CertMemo {
+    parsed: RefCell<HashMap<Vec<u8>, Arc<ParsedCert>>>,
+    /// (private key name, certificate DER) pairs found to match, until a private key changes.
+    matching_pairs: RefCell<HashSet<(String, Vec<u8>)>>,
+}
+
+impl CertMemo {
+    /// [`parse_certificate`], once per distinct DER (failures are not remembered).
+    pub fn parse(&self, der: &[u8]) -> Result<Arc<ParsedCert>, KcmStatus> {
+        if let Some(parsed) = self.parsed.borrow().get(der) {
+            return Ok(Arc::clone(parsed));
+        }
+        let parsed = Arc::new(parse_certificate(der)?);
+        self.parsed
+            .borrow_mut()
+            .insert(der.to_vec(), Arc::clone(&parsed));
+        Ok(parsed)
+    }
+
+    /// [`key_pair_matches`] for the private key stored as `key_name` and the certificate `der`,
+    /// once per pair while the private keys stay as they are.
+    pub fn pair_matches(
+        &self,
+        key_name: &str,
+        key: &p256::SecretKey,
+        der: &[u8],
+        cert: &ParsedCert,
+    ) -> bool {
+        let pair = (key_name.to_owned(), der.to_vec());
+        if self.matching_pairs.borrow().contains(&pair) {
+            return true;
+        }
+        let matches = key_pair_matches(key, &cert.public_key);
+        if matches {
+            self.matching_pairs.borrow_mut().insert(pair);
+        }
+        matches
+    }
+
+    /// A private key was stored, removed or wiped: pairs must be checked again.
+    pub fn forget_pairs(&self) {
+        self.matching_pairs.borrow_mut().clear();
+    }
+}
+
 /// Reads one DER TLV header at the start of `buf`: (tag, header length, content length).
 pub(crate) fn tlv(buf: &[u8]) -> Option<(u8, usize, usize)> {
     let tag = *buf.first()?;
     let first = *buf.get(1)?;
-    if first < 0x80 {
-        return Some((tag, 2, usize::from(first)));
-    }
-    let n = usize::from(first & 0x7f);
-    if n == 0 || n > 4 {
-        return None;
-    }
-    let mut len = 0usize;
-    for i in 0..n {
-        len = (len << 8) | usize::from(*buf.get(2 + i)?);
-    }
-    let header = 2 + n;
+    let (header, len) = if first < 0x80 {
+        (2, usize::from(first))
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*buf.get(2 + i)?);
+        }
+        (2 + n, len)
+    };
+    // A length past the end of the input is no TLV (short form included: it used to be trusted,
+    // and `split_tlv` panicked on a 2-byte header claiming more bytes than there were).
     if buf.len() - header < len {
         return None;
     }
@@ -437,6 +497,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn truncated_input_is_refused_not_a_panic() {
+        for input in [
+            &b"not a certificate"[..],
+            &[0x30, 0x05, 0x02],
+            &[0x30, 0x82, 0x01],
+            &[0x30],
+        ] {
+            assert_eq!(
+                parse_certificate(input).unwrap_err(),
+                KcmStatus::ParsingDerCert,
+                "{input:?}"
+            );
+            assert!(tlv(input).is_none(), "{input:?}");
+        }
+    }
+
+    #[test]
     fn generated_keys_parse_back() {
         let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let der = private_key_der(&key);
@@ -446,5 +523,53 @@ mod tests {
             "the mbedTLS SEC1 form with parameters and public key"
         );
         assert_eq!(parse_private_key(&der).unwrap(), key);
+    }
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::*;
+
+    /// A self-signed P-256 certificate of `key` (rcgen) and the key as a p256 secret.
+    fn cert_of(key: &rcgen::KeyPair) -> (Vec<u8>, p256::SecretKey) {
+        let params = rcgen::CertificateParams::new(vec!["memo".to_owned()]).unwrap();
+        let der = params.self_signed(key).unwrap().der().to_vec();
+        let secret = parse_private_key(&key.serialize_der()).unwrap();
+        (der, secret)
+    }
+
+    #[test]
+    fn remembered_outcomes_equal_computed_ones_and_key_changes_are_not_missed() {
+        let memo = CertMemo::default();
+        let k1 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let k2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let (c1, s1) = cert_of(&k1);
+        let (_, s2) = cert_of(&k2);
+
+        let parsed = memo.parse(&c1).unwrap();
+        assert!(
+            Arc::ptr_eq(&parsed, &memo.parse(&c1).unwrap()),
+            "parsed once"
+        );
+        assert_eq!(
+            parsed.subject_raw,
+            parse_certificate(&c1).unwrap().subject_raw
+        );
+        assert_eq!(
+            memo.parse(b"not a certificate").unwrap_err(),
+            parse_certificate(b"not a certificate").unwrap_err()
+        );
+
+        assert!(memo.pair_matches("key", &s1, &c1, &parsed));
+        assert!(
+            !memo.pair_matches("other", &s2, &c1, &parsed),
+            "a wrong key never matches"
+        );
+        // Remembered: the same name and certificate match without the key being looked at...
+        assert!(memo.pair_matches("key", &s2, &c1, &parsed));
+        // ...until a private key changes, after which the new key is checked for real.
+        memo.forget_pairs();
+        assert!(!memo.pair_matches("key", &s2, &c1, &parsed));
+        assert!(memo.pair_matches("key", &s1, &c1, &parsed));
     }
 }
