@@ -404,3 +404,102 @@ fn check_config_exit_codes_and_fields() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("/nonexistent/pep.toml"));
 }
+
+/// Every line the server logs while it provisions, refuses, conflicts and fails: a provisioning is
+/// one `info` line (the core's outcome), not two; a refused request keeps its request line; and no
+/// line holds the CA key or the device key the gateway received, in any encoding.
+#[tokio::test]
+async fn the_log_has_one_line_per_provisioning_and_no_secret() {
+    let server = Server::start(Options::default()).await;
+    let (gw, mut handle) = gateway(Sessions::One, &[]).await;
+    let (status, body) = server.identity("LOG-OK-1", gw).await;
+    assert_eq!(status, 200, "{body}");
+    let report = handle.next_report().await.unwrap();
+    let device_key = report
+        .storage
+        .private_keys
+        .get(fcc_proto::names::BOOTSTRAP_DEVICE_PRIVATE_KEY)
+        .expect("the gateway holds the device key")
+        .clone();
+    // Conflict (409), invalid request (400), rejected by the gateway (502).
+    assert_eq!(server.identity("LOG-OK-1", gw).await.0, 409);
+    assert_eq!(
+        server
+            .get_text(
+                "/v3/identity?serialNumber=LOG-BAD&ip=0.0.0.0&port=1",
+                Some(BOTH)
+            )
+            .await
+            .0,
+        400
+    );
+    let (bad_gw, _bad) = gateway(
+        Sessions::One,
+        &[FaultKind::ReturnStatus(FccStatus::from_u32(17))],
+    )
+    .await;
+    assert_eq!(server.identity("LOG-REJECTED", bad_gw).await.0, 502);
+    let (status, log) = server.terminate().await;
+    assert!(status.success(), "{log}");
+
+    let info_lines = |needle: &str| {
+        log.lines()
+            .filter(|l| l.contains(" INFO ") && l.contains(needle))
+            .count()
+    };
+    assert_eq!(
+        info_lines("LOG-OK-1"),
+        2,
+        "deployed, then the conflict:\n{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("deployed serial=\"LOG-OK-1\""))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("answered") && l.contains("status=200")),
+        "a successful provisioning has no second info line:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("answered") && l.contains("status=400")),
+        "a refused request keeps its request line:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("LOG-REJECTED")),
+        "{log}"
+    );
+
+    // No secret, in any encoding a log line could carry.
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    let ca_key = std::fs::read_to_string(fixtures().join("ca/CA_private.pem")).unwrap();
+    for line in ca_key.lines().filter(|l| !l.starts_with("-----")) {
+        for piece in line.as_bytes().chunks(16).filter(|c| c.len() == 16) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!log.contains(piece), "CA key material in the log");
+        }
+    }
+    let der = device_key.as_slice();
+    // ECPrivateKey: version 1 (02 01 01), then the 32-byte private scalar (04 20 ...).
+    let at = der
+        .windows(5)
+        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
+        .expect("an ECPrivateKey inside the device key")
+        + 5;
+    let scalar = &der[at..at + 32];
+    for encoded in [
+        hex::encode(der),
+        hex::encode_upper(der),
+        hex::encode(scalar),
+        hex::encode_upper(scalar),
+        format!("{:?}", &scalar[..8]),
+    ] {
+        let probe: String = encoded.chars().take(32).collect();
+        assert!(!log.contains(&probe), "device key material in the log");
+    }
+}

@@ -295,12 +295,17 @@ async fn provision(state: &AppState, request: ProvisionRequest, success: StatusC
         metrics.record_provision(result, started.elapsed());
         outcome
     });
-    // The core logs the outcome (deployed / failed, with the gateway and the enrollment ID).
-    match task.await {
+    // The core logs the outcome (deployed / failed, with the gateway and the enrollment ID), so
+    // the request log line of these answers goes to `debug` (one line per provisioning).
+    let mut response = match task.await {
         Ok(Ok(identity)) => (success, Json(identity)).into_response(),
         Ok(Err(e)) => provision_error(e).into_response(),
-        Err(join) => ApiError::internal("the provisioning task failed", &join).into_response(),
-    }
+        Err(join) => {
+            return ApiError::internal("the provisioning task failed", &join).into_response();
+        }
+    };
+    response.extensions_mut().insert(super::OutcomeLogged);
+    response
 }
 
 fn result_of(e: &ProvisionError) -> ProvisionResult {

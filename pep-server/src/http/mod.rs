@@ -268,12 +268,22 @@ pub fn router(state: AppState) -> Router {
                 .on_response(|response: &Response, latency: Duration, span: &Span| {
                     span.record("status", response.status().as_u16());
                     span.record("latency_ms", latency.as_millis() as u64);
-                    tracing::info!("answered");
+                    if response.extensions().get::<OutcomeLogged>().is_some() {
+                        tracing::debug!("answered");
+                    } else {
+                        tracing::info!("answered");
+                    }
                 })
                 .on_failure(()),
         )
         .with_state(state)
 }
+
+/// Marks a response whose outcome the provisioning core has already logged at `info` or above
+/// (deployed, failed, conflict, with serial and gateway): its request line is logged at `debug`,
+/// so a provisioning costs one log line, not two.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutcomeLogged;
 
 /// How long a client may take to send a complete request head, counted from the connection's
 /// first byte wait (a new connection, or the end of the previous request on a kept-alive one).

@@ -221,17 +221,16 @@ fn commit_batch<'a>(
     }
     let mut results = Vec::with_capacity(n);
     for write in writes {
-        let result = conn
-            .execute_batch("SAVEPOINT write")
+        let result = run_cached(conn, "SAVEPOINT write")
             .map_err(write_error("starting a savepoint"))
             .and_then(|()| apply(conn, write));
         let end = if result.is_ok() {
-            "RELEASE write"
+            run_cached(conn, "RELEASE write")
         } else {
             // Undo this write alone; the others of the batch stay.
-            "ROLLBACK TO write; RELEASE write"
+            run_cached(conn, "ROLLBACK TO write").and_then(|()| run_cached(conn, "RELEASE write"))
         };
-        if let Err(e) = conn.execute_batch(end) {
+        if let Err(e) = end {
             let _ = conn.execute_batch("ROLLBACK");
             return fail_all("ending a savepoint", e);
         }
@@ -242,6 +241,12 @@ fn commit_batch<'a>(
         return fail_all("committing", e);
     }
     results
+}
+
+/// Runs a statement without parameters or rows from the statement cache (parsed once, not per
+/// write: the savepoint statements run twice per write).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
