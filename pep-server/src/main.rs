@@ -164,10 +164,9 @@ fn migrate_store(from: &str, to: &str) -> ExitCode {
 /// The daemon: refuses to start on any config error, then serves until a shutdown signal.
 async fn serve(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    // Checked here, before the database is opened, to refuse a bad config early; the warnings
+    // are logged once, by `Provisioner::new` below (embedders get them the same way).
     let report = config.check();
-    for warning in &report.warnings {
-        tracing::warn!(field = %warning.field, "config: {}", warning.message);
-    }
     if !report.is_ok() {
         for error in &report.errors {
             eprintln!("error: {error}");
