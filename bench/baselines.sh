@@ -13,6 +13,10 @@
 #   VENV [~/.cache/pep-bench-venv]          where the cryptography venv is created (reused)
 #   FLEET_THREADS [1]  fleet runtime threads
 #   OUT_DIR []         if set, each run's fleet JSON report is copied there (runN.json)
+#   DATABASE [sqlite]  `sqlite` (a fresh file per run) or a PostgreSQL admin URL such as
+#                      postgres://postgres@127.0.0.1:5432/postgres: each run then gets a fresh
+#                      database `pep_bench_<pid>_<run>` on that server, dropped afterwards
+#   SERVER_LOG []      RUST_LOG of the server; empty = its default (`info`, the README's command)
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 
@@ -28,11 +32,15 @@ VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pep-bench-venv}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
 TOKEN="pep-demo-token"
+DATABASE="${DATABASE:-sqlite}"
+SERVER_LOG="${SERVER_LOG:-}"
+PG_DB=""
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -50,13 +58,23 @@ echo "== building release binaries (pep-server, fake-fcc)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p fake-fcc)
 
 # ---------------------------------------------------------------- pep end to end
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 start_server() {
-    local dir="$1"
+    local dir="$1" run="$2" url
+    if [[ "$DATABASE" == sqlite ]]; then
+        url="sqlite://$dir/pep.sqlite"
+    else
+        PG_DB="pep_bench_$$_$run"
+        psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" -c "CREATE DATABASE $PG_DB" >/dev/null
+        url="${DATABASE%/*}/$PG_DB"
+    fi
     sed -e 's|^listen = .*|listen = "127.0.0.1:0"|' \
-        -e "s|^database_url = .*|database_url = \"sqlite://$dir/pep.sqlite\"|" \
+        -e "s|^database_url = .*|database_url = \"$url\"|" \
         -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
         "$ROOT/fixtures/demo/pep.toml" > "$dir/pep.toml"
-    RUST_LOG=warn "$BIN/pep-server" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
+    if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
+    "$BIN/pep-server" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         if grep -q '^listening on ' "$dir/server.out" 2>/dev/null; then break; fi
@@ -67,24 +85,36 @@ start_server() {
 }
 stop_server() {
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null; PG_DB=""; fi
 }
 
 : > "$WORK/rates"; : > "$WORK/p50"; : > "$WORK/p95"; : > "$WORK/p99"; : > "$WORK/max"; : > "$WORK/rss"; : > "$WORK/fail"
+: > "$WORK/server_us"; : > "$WORK/fleet_us"
+echo "== pep end to end: store $([[ "$DATABASE" == sqlite ]] && echo SQLite || echo "PostgreSQL at ${DATABASE%/*}"), server log ${SERVER_LOG:-default (info)}"
 for run in $(seq 1 "$RUNS"); do
     dir="$WORK/run$run"; mkdir -p "$dir"
-    start_server "$dir"
-    "$BIN/fake-fcc" fleet --gateways "$GATEWAYS" --concurrency "$CONCURRENCY" --threads "$FLEET_THREADS" \
-        --server "http://$ADDR" --token "$TOKEN" --prefix "bench$run-" --json "$dir/fleet.json" > "$dir/fleet.out" || true
+    start_server "$dir" "$run"
+    server_cpu0="$(cpu_s "$SERVER_PID")"
+    # The fleet's CPU time, from the kernel's accounting of the finished child.
+    python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"))
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("%.3f" % (r.ru_utime + r.ru_stime), file=sys.stderr)' "$dir/fleet.out" \
+        "$BIN/fake-fcc" fleet --gateways "$GATEWAYS" --concurrency "$CONCURRENCY" --threads "$FLEET_THREADS" \
+        --server "http://$ADDR" --token "$TOKEN" --prefix "bench$run-" --json "$dir/fleet.json" 2> "$dir/fleet.cpu" || true
+    server_cpu1="$(cpu_s "$SERVER_PID")"
     rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
     stop_server
+    echo "1000000 * ($server_cpu1 - $server_cpu0) / $GATEWAYS" | bc -l | xargs printf '%.0f\n' >> "$WORK/server_us"
+    echo "1000000 * $(tail -1 "$dir/fleet.cpu") / $GATEWAYS" | bc -l | xargs printf '%.0f\n' >> "$WORK/fleet_us"
     rate="$(jget "$dir/fleet.json" provisions_per_s)"
     echo "$rate" >> "$WORK/rates"
     for q in p50 p95 p99 max; do jget "$dir/fleet.json" "latency.${q}_ms" >> "$WORK/$q"; done
     echo "$((rss_kib / 1024))" >> "$WORK/rss"
     jget "$dir/fleet.json" failed >> "$WORK/fail"
-    printf '   run %d: %8.1f provisions/s  p50 %6.2f ms  p99 %6.2f ms  max %7.2f ms  server VmHWM %d MiB  failures %s  (load %s)\n' \
+    printf '   run %d: %8.1f provisions/s  p50 %6.2f ms  p99 %6.2f ms  max %7.2f ms  server VmHWM %d MiB  CPU per gateway: server %s µs, fleet %s µs  failures %s  (load %s)\n' \
         "$run" "$rate" "$(tail -1 "$WORK/p50")" "$(tail -1 "$WORK/p99")" "$(tail -1 "$WORK/max")" \
-        "$((rss_kib / 1024))" "$(tail -1 "$WORK/fail")" "$(cut -d' ' -f1 /proc/loadavg)"
+        "$((rss_kib / 1024))" "$(tail -1 "$WORK/server_us")" "$(tail -1 "$WORK/fleet_us")" "$(tail -1 "$WORK/fail")" "$(cut -d' ' -f1 /proc/loadavg)"
 done
 PEP_RATE="$(median < "$WORK/rates")"
 if [[ -n "${OUT_DIR:-}" ]]; then
@@ -185,6 +215,7 @@ echo
 printf 'pep runs (provisions/s): %s (median %.1f); p50 ms %s; p99 ms median %s (%s); max ms %s; server VmHWM MiB %s; failures %s\n' \
     "$(paste -sd' ' "$WORK/rates")" "$PEP_RATE" "$(median < "$WORK/p50")" "$(median < "$WORK/p99")" "$(minmax < "$WORK/p99")" \
     "$(median < "$WORK/max")" "$(minmax < "$WORK/rss")" "$(paste -sd' ' "$WORK/fail")"
+printf 'CPU per gateway (median): server %s µs, fleet %s µs\n' "$(median < "$WORK/server_us")" "$(median < "$WORK/fleet_us")"
 printf 'ratio pep / openssl CLI: %.1f×\n' "$(echo "$PEP_RATE / $OPENSSL_RATE" | bc -l)"
 printf 'ratio pep / python per gateway: %.1f×\n' "$(echo "$PEP_RATE / $PYTHON_RATE" | bc -l)"
 if [[ -n "$FLOOR_RATE" ]]; then
