@@ -20,7 +20,6 @@
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 GATEWAYS="${GATEWAYS:-20000}"
 CONCURRENCY="${CONCURRENCY:-64}"
 RUNS="${RUNS:-3}"
@@ -29,64 +28,9 @@ PYTHON_N="${PYTHON_N:-100}"
 FLOOR="${FLOOR:-1}"
 FLEET_THREADS="${FLEET_THREADS:-1}"
 VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pep-bench-venv}"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET/release"
-TOKEN="pep-demo-token"
-DATABASE="${DATABASE:-sqlite}"
-SERVER_LOG="${SERVER_LOG:-}"
-PG_DB=""
 
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-now() { date +%s.%N; }
-# median of the numbers on stdin
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-minmax() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%s–%s", lo, hi}'; }
-jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); 
-for k in sys.argv[2].split("."): d=d[k]
-print(d)' "$1" "$2"; }
-
-echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== building release binaries (pep-server, fake-fcc)"
-(cd "$ROOT" && cargo build --release --quiet -p pep-server -p fake-fcc)
-
-# ---------------------------------------------------------------- pep end to end
-# CPU seconds (user + system) a process has used so far.
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-start_server() {
-    local dir="$1" run="$2" url
-    if [[ "$DATABASE" == sqlite ]]; then
-        url="sqlite://$dir/pep.sqlite"
-    else
-        PG_DB="pep_bench_$$_$run"
-        psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" -c "CREATE DATABASE $PG_DB" >/dev/null
-        url="${DATABASE%/*}/$PG_DB"
-    fi
-    sed -e 's|^listen = .*|listen = "127.0.0.1:0"|' \
-        -e "s|^database_url = .*|database_url = \"$url\"|" \
-        -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
-        "$ROOT/fixtures/demo/pep.toml" > "$dir/pep.toml"
-    if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
-    "$BIN/pep-server" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
-    SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        if grep -q '^listening on ' "$dir/server.out" 2>/dev/null; then break; fi
-        sleep 0.1
-    done
-    ADDR="$(sed -n 's/^listening on //p' "$dir/server.out")"
-    [[ -n "$ADDR" ]] || { echo "pep-server did not start:"; cat "$dir/server.err"; exit 1; }
-}
-stop_server() {
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
-    if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null; PG_DB=""; fi
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 : > "$WORK/rates"; : > "$WORK/p50"; : > "$WORK/p95"; : > "$WORK/p99"; : > "$WORK/max"; : > "$WORK/rss"; : > "$WORK/fail"
 : > "$WORK/server_us"; : > "$WORK/fleet_us"
@@ -95,13 +39,7 @@ for run in $(seq 1 "$RUNS"); do
     dir="$WORK/run$run"; mkdir -p "$dir"
     start_server "$dir" "$run"
     server_cpu0="$(cpu_s "$SERVER_PID")"
-    # The fleet's CPU time, from the kernel's accounting of the finished child.
-    python3 -c 'import resource, subprocess, sys
-subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"))
-r = resource.getrusage(resource.RUSAGE_CHILDREN)
-print("%.3f" % (r.ru_utime + r.ru_stime), file=sys.stderr)' "$dir/fleet.out" \
-        "$BIN/fake-fcc" fleet --gateways "$GATEWAYS" --concurrency "$CONCURRENCY" --threads "$FLEET_THREADS" \
-        --server "http://$ADDR" --token "$TOKEN" --prefix "bench$run-" --json "$dir/fleet.json" 2> "$dir/fleet.cpu" || true
+    fleet_run "$dir" "$GATEWAYS" "bench$run-"
     server_cpu1="$(cpu_s "$SERVER_PID")"
     rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
     stop_server
