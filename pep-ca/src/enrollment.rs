@@ -4,8 +4,6 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{CaError, clip};
 
 /// `A-` + the SHA-256 of the device certificate's DER as 32 upper-case, colon-separated hex
@@ -21,10 +19,10 @@ impl EnrollmentId {
     /// The enrollment ID of a DER certificate.
     pub fn of_certificate(der: &[u8]) -> EnrollmentId {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let digest = Sha256::digest(der);
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
         let mut s = String::with_capacity(Self::LEN);
         s.push_str("A-");
-        for (i, b) in digest.iter().enumerate() {
+        for (i, b) in digest.as_ref().iter().enumerate() {
             if i > 0 {
                 s.push(':');
             }
