@@ -17,6 +17,8 @@
 #                      postgres://postgres@127.0.0.1:5432/postgres: each run then gets a fresh
 #                      database `pep_bench_<pid>_<run>` on that server, dropped afterwards
 #   SERVER_LOG []      RUST_LOG of the server; empty = its default (`info`, the README's command)
+#   PAUSE [65]         seconds of rest before each fleet run: the previous run's TIME_WAIT sockets
+#                      expire (60 s), and on a shared VM the CPU recovers from the previous load
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 
@@ -27,6 +29,7 @@ OPENSSL_N="${OPENSSL_N:-200}"
 PYTHON_N="${PYTHON_N:-100}"
 FLOOR="${FLOOR:-1}"
 FLEET_THREADS="${FLEET_THREADS:-1}"
+PAUSE="${PAUSE:-65}"
 VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pep-bench-venv}"
 
 # shellcheck source=bench/lib.sh
@@ -36,6 +39,7 @@ source "$(dirname "$0")/lib.sh"
 : > "$WORK/server_us"; : > "$WORK/fleet_us"
 echo "== pep end to end: store $([[ "$DATABASE" == sqlite ]] && echo SQLite || echo "PostgreSQL at ${DATABASE%/*}"), server log ${SERVER_LOG:-default (info)}"
 for run in $(seq 1 "$RUNS"); do
+    sleep "$PAUSE"
     dir="$WORK/run$run"; mkdir -p "$dir"
     start_server "$dir" "$run"
     server_cpu0="$(cpu_s "$SERVER_PID")"

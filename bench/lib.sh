@@ -9,6 +9,8 @@ TOKEN="pep-demo-token"
 DATABASE="${DATABASE:-sqlite}"
 SERVER_LOG="${SERVER_LOG:-}"
 PG_DB=""
+# psql's NOTICE lines ("database … does not exist, skipping") are noise here.
+export PGOPTIONS="${PGOPTIONS:--c client_min_messages=warning}"
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
