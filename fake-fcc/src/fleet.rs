@@ -953,52 +953,18 @@ impl Shared {
         u16::try_from(u32::from(range.first) + offset).unwrap_or(range.last)
     }
 
-    /// Starts a gateway on the next free port of the range.
-    async fn start_gateway(
-        &self,
-        config: GatewayConfig,
-    ) -> Result<(u16, crate::GatewayHandle), (FailureKind, String)> {
+    /// Runs `bind` on the next ports of the range until one is free (`bind` answers an
+    /// `AddrInUse` error for a port in use), at most [`MAX_PORT_TRIES`] ports.
+    async fn on_free_port<T, F, Fut>(&self, mut bind: F) -> Result<T, (FailureKind, String)>
+    where
+        F: FnMut(u16) -> Fut,
+        Fut: std::future::Future<Output = Result<T, std::io::Error>>,
+    {
         let mut last_error = String::new();
         for _ in 0..MAX_PORT_TRIES {
             let port = self.next_port();
-            match spawn(GatewayConfig {
-                port,
-                ..config.clone()
-            })
-            .await
-            {
-                Ok((addr, handle)) => return Ok((addr.port(), handle)),
-                Err(FakeFccError::Bind { source, .. })
-                    if source.kind() == std::io::ErrorKind::AddrInUse =>
-                {
-                    last_error = format!("port {port}: {source}");
-                }
-                Err(e) => return Err((FailureKind::GatewaySpawn, e.to_string())),
-            }
-        }
-        Err((
-            FailureKind::GatewaySpawn,
-            format!(
-                "no free port among {MAX_PORT_TRIES} tried in {} (last: {last_error})",
-                self.options.ports
-            ),
-        ))
-    }
-
-    /// Binds (without listening) the next free port of the range: connections to it are refused,
-    /// and, unlike a released port, no other gateway of the fleet can take it meanwhile (the
-    /// server would then provision the wrong gateway under this serial).
-    fn reserve_refusing_port(&self) -> Result<(u16, tokio::net::TcpSocket), (FailureKind, String)> {
-        let mut last_error = String::new();
-        for _ in 0..MAX_PORT_TRIES {
-            let port = self.next_port();
-            let bound = tokio::net::TcpSocket::new_v4().and_then(|s| {
-                s.set_reuseaddr(true)?;
-                s.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
-                Ok(s)
-            });
-            match bound {
-                Ok(socket) => return Ok((port, socket)),
+            match bind(port).await {
+                Ok(bound) => return Ok(bound),
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                     last_error = format!("port {port}: {e}");
                 }
@@ -1012,6 +978,46 @@ impl Shared {
                 self.options.ports
             ),
         ))
+    }
+
+    /// Starts a gateway on the next free port of the range.
+    async fn start_gateway(
+        &self,
+        config: GatewayConfig,
+    ) -> Result<(u16, crate::GatewayHandle), (FailureKind, String)> {
+        self.on_free_port(|port| {
+            let config = GatewayConfig {
+                port,
+                ..config.clone()
+            };
+            async move {
+                match spawn(config).await {
+                    Ok((addr, handle)) => Ok((addr.port(), handle)),
+                    Err(FakeFccError::Bind { source, .. })
+                        if source.kind() == std::io::ErrorKind::AddrInUse =>
+                    {
+                        Err(source)
+                    }
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Binds (without listening) the next free port of the range: connections to it are refused,
+    /// and, unlike a released port, no other gateway of the fleet can take it meanwhile (the
+    /// server would then provision the wrong gateway under this serial).
+    async fn reserve_refusing_port(
+        &self,
+    ) -> Result<(u16, tokio::net::TcpSocket), (FailureKind, String)> {
+        self.on_free_port(|port| async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+            Ok((port, socket))
+        })
+        .await
     }
 
     async fn one(&self, index: u64, fault: Option<FaultKind>) -> GatewayOutcome {
@@ -1056,7 +1062,7 @@ impl Shared {
         };
         // A refused gateway is never started: its port is bound but not listening.
         let (port, mut handle, _reserved) = if fault == Some(FaultKind::Refused) {
-            let (port, socket) = self.reserve_refusing_port()?;
+            let (port, socket) = self.reserve_refusing_port().await?;
             (port, None, Some(socket))
         } else {
             let (port, handle) = self.start_gateway(config).await?;
@@ -1473,7 +1479,7 @@ mod tests {
         );
         first.shutdown();
         first.join().await;
-        let (port, _socket) = shared.reserve_refusing_port().unwrap();
+        let (port, _socket) = shared.reserve_refusing_port().await.unwrap();
         assert_eq!(port, free);
     }
 

@@ -261,39 +261,34 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             detail,
             duration_ms,
             now_ms,
-        } => {
-            let row = conn
-                .prepare_cached(
-                    "UPDATE identities SET state = 'deployed', enrollment_id = ?1, cert_serial = ?2, \
-                         cert_not_after = ?3, fcc_status = 0, fcc_warnings = ?4, last_error = NULL, \
-                         updated_at = ?5 \
-                     WHERE id = ?6 AND state = 'in_flight' \
-                     RETURNING serial, gateway, requester, created_at",
-                )
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![enrollment_id, cert_serial, cert_not_after, fcc_warnings, now_ms, id],
-                        audit_keys,
-                    )
-                    .optional()
-                })
-                .map_err(write_error("marking the identity deployed"))?
-                .ok_or(StoreError::NotInFlight { id: *id })?;
-            insert_audit(
-                conn,
-                &AuditRow {
-                    at_ms: *now_ms,
-                    keys: &row,
-                    event: "deployed",
-                    fcc_status: Some(0),
-                    detail: Some(detail),
-                    duration_ms: Some(*duration_ms),
-                },
-            )?;
-            Ok(Written::Deployed {
-                created_at: row.created_at,
-            })
-        }
+        } => finish_attempt(
+            conn,
+            *id,
+            "marking the identity deployed",
+            "UPDATE identities SET state = 'deployed', enrollment_id = ?1, cert_serial = ?2, \
+                 cert_not_after = ?3, fcc_status = 0, fcc_warnings = ?4, last_error = NULL, \
+                 updated_at = ?5 \
+             WHERE id = ?6 AND state = 'in_flight' \
+             RETURNING serial, gateway, requester, created_at",
+            params![
+                enrollment_id,
+                cert_serial,
+                cert_not_after,
+                fcc_warnings,
+                now_ms,
+                id
+            ],
+            Outcome {
+                at_ms: *now_ms,
+                event: "deployed",
+                fcc_status: Some(0),
+                detail,
+                duration_ms: *duration_ms,
+            },
+        )
+        .map(|keys| Written::Deployed {
+            created_at: keys.created_at,
+        }),
         Write::Failed {
             id,
             fcc_status,
@@ -301,36 +296,24 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             error,
             duration_ms,
             now_ms,
-        } => {
-            let row = conn
-                .prepare_cached(
-                    "UPDATE identities SET state = 'failed', fcc_status = ?1, fcc_warnings = ?2, \
-                         last_error = ?3, updated_at = ?4 \
-                     WHERE id = ?5 AND state = 'in_flight' \
-                     RETURNING serial, gateway, requester, created_at",
-                )
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![fcc_status, fcc_warnings, error, now_ms, id],
-                        audit_keys,
-                    )
-                    .optional()
-                })
-                .map_err(write_error("marking the identity failed"))?
-                .ok_or(StoreError::NotInFlight { id: *id })?;
-            insert_audit(
-                conn,
-                &AuditRow {
-                    at_ms: *now_ms,
-                    keys: &row,
-                    event: "failed",
-                    fcc_status: *fcc_status,
-                    detail: Some(error),
-                    duration_ms: Some(*duration_ms),
-                },
-            )?;
-            Ok(Written::Failed)
-        }
+        } => finish_attempt(
+            conn,
+            *id,
+            "marking the identity failed",
+            "UPDATE identities SET state = 'failed', fcc_status = ?1, fcc_warnings = ?2, \
+                 last_error = ?3, updated_at = ?4 \
+             WHERE id = ?5 AND state = 'in_flight' \
+             RETURNING serial, gateway, requester, created_at",
+            params![fcc_status, fcc_warnings, error, now_ms, id],
+            Outcome {
+                at_ms: *now_ms,
+                event: "failed",
+                fcc_status: *fcc_status,
+                detail: error,
+                duration_ms: *duration_ms,
+            },
+        )
+        .map(|_| Written::Failed),
         Write::RecoverInterrupted { error, now_ms } => {
             let rows = conn
                 .prepare(
@@ -359,6 +342,45 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             Ok(Written::Recovered(rows.len() as u64))
         }
     }
+}
+
+/// The audit row of an attempt's outcome.
+struct Outcome<'a> {
+    at_ms: i64,
+    event: &'static str,
+    fcc_status: Option<u32>,
+    detail: &'a str,
+    duration_ms: i64,
+}
+
+/// Moves the in-flight row `id` to its outcome with `update` (an `UPDATE … WHERE id = … AND
+/// state = 'in_flight' RETURNING serial, gateway, requester, created_at`) and appends the outcome's
+/// audit row. A row that is no longer in flight is [`StoreError::NotInFlight`], with nothing written.
+fn finish_attempt(
+    conn: &Connection,
+    id: i64,
+    context: &'static str,
+    update: &str,
+    params: impl rusqlite::Params,
+    outcome: Outcome<'_>,
+) -> Result<AuditKeys, StoreError> {
+    let keys = conn
+        .prepare_cached(update)
+        .and_then(|mut s| s.query_row(params, audit_keys).optional())
+        .map_err(write_error(context))?
+        .ok_or(StoreError::NotInFlight { id })?;
+    insert_audit(
+        conn,
+        &AuditRow {
+            at_ms: outcome.at_ms,
+            keys: &keys,
+            event: outcome.event,
+            fcc_status: outcome.fcc_status,
+            detail: Some(outcome.detail),
+            duration_ms: Some(outcome.duration_ms),
+        },
+    )?;
+    Ok(keys)
 }
 
 fn reserve(conn: &Connection, a: &Attempt) -> Result<Reservation, StoreError> {
