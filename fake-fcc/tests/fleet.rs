@@ -17,87 +17,17 @@ use serde_json::Value;
 const DEMO_TOKEN: &str = "pep-demo-token";
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    workspace_bins::repo_root()
 }
 
-/// The `pep-server` binary next to this test's `fake-fcc`, built if needed.
+/// The `pep-server` binary next to this test's `fake-fcc`, built if missing or stale.
 fn pep_server_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PEP_TEST_BIN_DIR") {
-        return PathBuf::from(dir).join("pep-server");
-    }
-    let fake_fcc = PathBuf::from(env!("CARGO_BIN_EXE_fake-fcc"));
-    let profile_dir = fake_fcc.parent().unwrap().to_path_buf();
-    let profile = profile_dir
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    if server_binary_fresh(&profile_dir) {
-        // After `cargo test --workspace` the binary is already built and fresh; a nested
-        // `cargo build -p pep-server` would resolve features without the dev-dependencies and
-        // recompile several crates for nothing.
-        return profile_dir.join("pep-server");
-    }
-    let target_dir = profile_dir.parent().unwrap().to_path_buf();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "pep-server",
-            "--bin",
-            "pep-server",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd.status().expect("run cargo build -p pep-server");
-    assert!(status.success(), "cargo build -p pep-server failed");
-    profile_dir.join("pep-server")
-}
-
-/// `pep-server` exists next to this test's binaries and is newer than every source file it is
-/// built from.
-fn server_binary_fresh(profile_dir: &Path) -> bool {
-    fn newest(path: &Path, acc: &mut std::time::SystemTime) {
-        let Ok(meta) = std::fs::metadata(path) else {
-            return;
-        };
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                newest(&entry.path(), acc);
-            }
-        } else if let Ok(m) = meta.modified() {
-            *acc = (*acc).max(m);
-        }
-    }
-    let root = repo_root();
-    let mut sources = std::time::SystemTime::UNIX_EPOCH;
-    for p in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "fcc-proto",
-        "pep-ca",
-        "pep-server",
-    ] {
-        newest(&root.join(p), &mut sources);
-    }
-    std::fs::metadata(profile_dir.join("pep-server"))
-        .and_then(|m| m.modified())
-        .is_ok_and(|built| built > sources)
+    workspace_bins::binaries_dir(
+        Path::new(env!("CARGO_BIN_EXE_fake-fcc")),
+        &["pep-server"],
+        &["fcc-proto", "pep-ca", "pep-server"],
+    )
+    .join("pep-server")
 }
 
 /// The demo config with its relative paths made absolute, its database in `dir` and a free port.

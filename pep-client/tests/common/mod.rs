@@ -1,14 +1,6 @@
 //! Shared harness of the end-to-end tests: the real `pep-cli`, `pep-server` and `fake-fcc` binaries.
 //!
-//! How the other workspace binaries are found: `pep-cli` comes from `env!("CARGO_BIN_EXE_pep-cli")`.
-//! Cargo cannot give a test the binaries of *other* packages on stable (artifact dependencies are
-//! unstable), so they are taken from next to `pep-cli` (same profile, same target dir, which
-//! respects `CARGO_TARGET_DIR`). If they are missing or older than any source file of the crates
-//! they are built from (e.g. `cargo test -p pep-client` after editing pep-server), the first test
-//! that needs them runs `cargo build -p pep-server -p fake-fcc` once. After
-//! `cargo test --workspace` they are already fresh and nothing is rebuilt (a nested `cargo build`
-//! would resolve features without the dev-dependencies and recompile a few crates for nothing).
-//! Set `PEP_TEST_BIN_DIR` to use binaries built somewhere else instead.
+//! `pep-server` and `fake-fcc` come from `workspace_bins` (next to `pep-cli`, rebuilt when stale).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -28,86 +20,19 @@ pub fn pep_cli() -> PathBuf {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    workspace_bins::repo_root()
 }
 
-/// The directory holding `pep-server` and `fake-fcc`, built once per test process.
+/// The directory holding `pep-server` and `fake-fcc` (fresh; see `workspace_bins`), once per test
+/// process.
 fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("PEP_TEST_BIN_DIR") {
-            return PathBuf::from(dir);
-        }
-        let cli = pep_cli();
-        let profile_dir = cli.parent().unwrap().to_path_buf();
-        if binaries_fresh(&profile_dir) {
-            return profile_dir;
-        }
-        let profile = profile_dir
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let target_dir = profile_dir.parent().unwrap().to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root())
-            .args(["build", "--quiet", "-p", "pep-server", "-p", "fake-fcc"])
-            .env("CARGO_TARGET_DIR", &target_dir);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status = cmd
-            .status()
-            .expect("run cargo build for pep-server and fake-fcc");
-        assert!(
-            status.success(),
-            "cargo build -p pep-server -p fake-fcc failed"
-        );
-        profile_dir
-    })
-}
-
-/// Both binaries exist and are newer than every source file they are built from.
-fn binaries_fresh(profile_dir: &Path) -> bool {
-    fn newest(path: &Path, acc: &mut std::time::SystemTime) {
-        let Ok(meta) = std::fs::metadata(path) else {
-            return;
-        };
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                newest(&entry.path(), acc);
-            }
-        } else if let Ok(m) = meta.modified() {
-            *acc = (*acc).max(m);
-        }
-    }
-    let root = repo_root();
-    let mut sources = std::time::SystemTime::UNIX_EPOCH;
-    for p in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "fcc-proto",
-        "pep-ca",
-        "pep-server",
-        "fake-fcc",
-    ] {
-        newest(&root.join(p), &mut sources);
-    }
-    ["pep-server", "fake-fcc"].iter().all(|bin| {
-        std::fs::metadata(profile_dir.join(bin))
-            .and_then(|m| m.modified())
-            .is_ok_and(|built| built > sources)
+        workspace_bins::binaries_dir(
+            &pep_cli(),
+            &["pep-server", "fake-fcc"],
+            &["fcc-proto", "pep-ca", "pep-server", "fake-fcc"],
+        )
     })
 }
 

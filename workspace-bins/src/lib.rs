@@ -1,0 +1,119 @@
+//! The binaries of the workspace's *other* packages, for integration tests that run them.
+//!
+//! Cargo gives a test only its own package's binaries (`CARGO_BIN_EXE_*`); artifact dependencies,
+//! which would give others', are unstable. So they are taken from next to one of the test's own
+//! binaries (same profile, same target directory, which respects `CARGO_TARGET_DIR`). If any is
+//! missing or older than a source file it is built from (e.g. `cargo test -p pep-client` after
+//! editing pep-server), they are built with one nested `cargo build` in that profile. After
+//! `cargo test --workspace` they are already fresh and nothing is rebuilt: a nested build would
+//! resolve features without the dev-dependencies and recompile several crates for nothing.
+//! `PEP_TEST_BIN_DIR` names a directory of binaries built elsewhere instead.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+/// The repository root (the workspace's directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The directory holding the binaries of `packages` (each package's binary has the package's
+/// name), fresh against `Cargo.toml`, `Cargo.lock` and the crate directories `sources`.
+/// `own_binary` is a binary of the calling test's package (`env!("CARGO_BIN_EXE_…")`).
+///
+/// Panics (it is test support) when the nested build fails, naming the command.
+pub fn binaries_dir(own_binary: &Path, packages: &[&str], sources: &[&str]) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PEP_TEST_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let profile_dir = own_binary
+        .parent()
+        .expect("a test binary lives in a profile directory")
+        .to_path_buf();
+    if fresh(&profile_dir, packages, sources) {
+        return profile_dir;
+    }
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let target_dir = profile_dir
+        .parent()
+        .expect("a profile directory lives in a target directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["build", "--quiet"])
+        .env("CARGO_TARGET_DIR", target_dir);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed");
+    profile_dir
+}
+
+/// Every binary exists and is newer than every file of the sources.
+fn fresh(profile_dir: &Path, packages: &[&str], sources: &[&str]) -> bool {
+    let root = repo_root();
+    let mut newest_source = SystemTime::UNIX_EPOCH;
+    for path in ["Cargo.toml", "Cargo.lock"].iter().chain(sources) {
+        newest(&root.join(path), &mut newest_source);
+    }
+    packages.iter().all(|bin| {
+        std::fs::metadata(profile_dir.join(bin))
+            .and_then(|m| m.modified())
+            .is_ok_and(|built| built > newest_source)
+    })
+}
+
+fn newest(path: &Path, acc: &mut SystemTime) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            newest(&entry.path(), acc);
+        }
+    } else if let Ok(modified) = meta.modified() {
+        *acc = (*acc).max(modified);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_older_than_its_sources_is_stale_and_a_newer_one_fresh() {
+        let dir = std::env::temp_dir().join(format!("workspace-bins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("some-tool");
+        // Older than any source: the epoch.
+        std::fs::write(&bin, b"").unwrap();
+        let file = std::fs::File::options().write(true).open(&bin).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        assert!(!fresh(&dir, &["some-tool"], &["workspace-bins"]));
+        file.set_modified(SystemTime::now() + std::time::Duration::from_secs(3600))
+            .unwrap();
+        assert!(fresh(&dir, &["some-tool"], &["workspace-bins"]));
+        assert!(!fresh(&dir, &["some-tool", "missing-tool"], &[]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
