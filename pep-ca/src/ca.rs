@@ -12,10 +12,9 @@ use der::{Decode, Reader, SliceReader, Tag, Tagged};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
-use x509_cert::Certificate;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 use zeroize::Zeroizing;
 
@@ -24,6 +23,7 @@ use crate::endpoint::EndpointName;
 use crate::enrollment::EnrollmentId;
 use crate::error::{CaError, CaWarning};
 use crate::key::DevicePrivateKey;
+use crate::pem::{is_blank, parse_certificates};
 use crate::profile::{self, CertProfile, TbsParts};
 
 /// A loaded factory CA, ready to sign.
@@ -445,44 +445,8 @@ fn hex_upper(bytes: &[u8]) -> String {
     s
 }
 
-fn is_blank(data: &[u8]) -> bool {
-    data.iter().all(u8::is_ascii_whitespace)
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// All certificates of a PEM file; the first one parsed.
-fn parse_certificates(pem: &[u8], file: &str) -> Result<(Vec<Vec<u8>>, Certificate), CaError> {
-    if is_blank(pem) {
-        return Err(CaError::EmptyFile {
-            file: file.to_owned(),
-        });
-    }
-    let ders = CertificateDer::pem_slice_iter(pem)
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CaError::Pem {
-            file: file.to_owned(),
-            detail: e.to_string(),
-        })?;
-    let mut first = None;
-    for (i, der) in ders.iter().enumerate() {
-        let cert = Certificate::from_der(der).map_err(|e| CaError::CertificateParse {
-            file: file.to_owned(),
-            index: i + 1,
-            detail: e.to_string(),
-        })?;
-        first.get_or_insert(cert);
-    }
-    match first {
-        Some(cert) => Ok((ders, cert)),
-        None => Err(CaError::NoPemBlock {
-            file: file.to_owned(),
-            expected: "CERTIFICATE",
-        }),
-    }
 }
 
 /// The P-256 private key of a PEM file.

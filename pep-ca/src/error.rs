@@ -60,6 +60,12 @@ pub enum CaError {
         /// What the parser said.
         detail: String,
     },
+    /// A certificate's public key is not an EC P-256 (secp256r1) key.
+    #[error("{file} does not hold a P-256 (secp256r1) EC public key")]
+    NotP256Certificate {
+        /// The file.
+        file: String,
+    },
     /// The private key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY` or legacy `Proc-Type: 4,ENCRYPTED`).
     #[error(
         "{file}: the private key is encrypted; pep needs the unencrypted key (protect the file with permissions 0600 instead)"

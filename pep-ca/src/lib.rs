@@ -6,7 +6,8 @@
 //!   [`FactoryCa::sign_csr`] certifies a key generated on the gateway (`by_device` mode).
 //! * [`EnrollmentId`] is what the cloud's first-to-claim list holds for a device.
 //!
-//! The certificate profile lives in [`profile`]; `docs/ca.md` describes it for operators.
+//! [`pem`] reads certificate files (PEM or DER) for the CA and for the certificates a provisioning
+//! injects. The certificate profile lives in [`profile`]; `docs/ca.md` describes it for operators.
 
 mod ca;
 mod csr;
@@ -15,6 +16,7 @@ mod endpoint;
 mod enrollment;
 mod error;
 mod key;
+pub mod pem;
 pub mod profile;
 
 pub use ca::{FactoryCa, IssuedCertificate, IssuedIdentity, LoadedCa};
@@ -22,4 +24,5 @@ pub use endpoint::EndpointName;
 pub use enrollment::EnrollmentId;
 pub use error::{CaError, CaWarning};
 pub use key::DevicePrivateKey;
+pub use pem::P256Certificate;
 pub use profile::{CaExpiryPolicy, CertProfile};

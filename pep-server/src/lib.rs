@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod category;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -1,12 +1,14 @@
 //! `pep-server`: the factory provisioning daemon. Thin wiring only: config → check → store →
 //! provisioner → router → serve until SIGINT/SIGTERM; or `check-config` to validate a config file.
+//! Every start-up failure is printed once: as a plain line before the config (and so the log
+//! format) is known, through the log after.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use pep_server::config::Config;
+use pep_server::config::{Config, LogFormat};
 use pep_server::http::{self, AppState, Auth, Limits};
 use pep_server::metrics::Metrics;
 use pep_server::provision::Provisioner;
@@ -17,19 +19,16 @@ use tracing_subscriber::EnvFilter;
 /// (which says what timed out) wins a tie.
 const HTTP_DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The config file used when neither `--config` nor `PEP_CONFIG` names one.
+const DEFAULT_CONFIG: &str = "pep.toml";
+
 /// Factory provisioning server for edge gateways.
 #[derive(Debug, Parser)]
 #[command(name = "pep-server", version, about)]
 struct Cli {
-    /// The configuration file.
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        env = "PEP_CONFIG",
-        default_value = "pep.toml"
-    )]
-    config: PathBuf,
+    /// The configuration file [default: pep.toml in the working directory].
+    #[arg(long, short = 'c', global = true, env = "PEP_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -55,25 +54,39 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => check_config(&cli.config),
+        Command::CheckConfig => match load_config(cli.config) {
+            Ok((_, config)) => check_config(&config),
+            Err(message) => {
+                println!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
         Command::Serve => {
-            init_tracing();
+            // The log format is in the config: until it is loaded, a failure is one plain line.
+            let (path, config) = match load_config(cli.config) {
+                Ok(loaded) => loaded,
+                Err(message) => {
+                    eprintln!("pep-server: {message}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_tracing(config.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("pep-server: cannot start the async runtime: {e}");
+                    tracing::error!("cannot start the async runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(&cli.config)) {
+            match runtime.block_on(serve(&path, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
+                    // Once, through the log (stderr), in the configured format.
                     tracing::error!("{message}");
-                    eprintln!("pep-server: {message}");
                     ExitCode::FAILURE
                 }
             }
@@ -81,24 +94,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// `check-config`: the report on stdout, exit 1 on any error (or when the file cannot be loaded).
-fn check_config(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("error: {e}");
-            return ExitCode::FAILURE;
+/// Loads the config named by `--config`/`PEP_CONFIG`, or `pep.toml` in the working directory.
+/// When none was named and there is no `pep.toml`, the message says how to give one.
+fn load_config(given: Option<PathBuf>) -> Result<(PathBuf, Config), String> {
+    let path = match given {
+        Some(path) => path,
+        None => {
+            let path = PathBuf::from(DEFAULT_CONFIG);
+            if !path.exists() {
+                return Err(format!(
+                    "no configuration: --config (or PEP_CONFIG) names none and there is no {}. \
+                     Give one with --config FILE; to try pep, run `pep-server --config fixtures/demo/pep.toml` \
+                     in the repository (the demo); pep-server/pep.example.toml is a complete, commented example.",
+                    pep_server::config::path_for_people(&path)
+                ));
+            }
+            path
         }
     };
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    Ok((path, config))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line, the event's fields (message included) under `fields`, the span's
+        // fields under `span`/`spans`, never colour codes.
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+/// `check-config`: the report on stdout, exit 1 on any error.
+fn check_config(config: &Config) -> ExitCode {
     let report = config.check();
     print!("{report}");
     if report.is_ok() {
@@ -112,7 +146,7 @@ fn check_config(path: &Path) -> ExitCode {
 /// exit 1 (and nothing written to the target) on any error.
 fn migrate_store(from: &str, to: &str) -> ExitCode {
     use pep_server::store::{StoreOptions, default_server_id};
-    init_tracing();
+    init_tracing(LogFormat::Text);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -162,14 +196,19 @@ fn migrate_store(from: &str, to: &str) -> ExitCode {
 }
 
 /// The daemon: refuses to start on any config error, then serves until a shutdown signal.
-async fn serve(path: &Path) -> Result<(), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+async fn serve(path: &Path, config: Config) -> Result<(), String> {
     // Checked here, before the database is opened, to refuse a bad config early; the warnings
     // are logged once, by `Provisioner::new` below (embedders get them the same way).
     let report = config.check();
     if !report.is_ok() {
         for error in &report.errors {
-            eprintln!("error: {error}");
+            match config.log_format {
+                // The same lines `check-config` prints, for the person at the terminal.
+                LogFormat::Text => eprintln!("error: {error}"),
+                LogFormat::Json => {
+                    tracing::error!(field = %error.field, "config: {}", error.message)
+                }
+            }
         }
         return Err(format!(
             "refusing to start: {} has {} error(s)",
@@ -183,7 +222,7 @@ async fn serve(path: &Path) -> Result<(), String> {
             "authentication is DISABLED (auth = \"none\"): anyone on the network can mint identities; lab use only"
         );
     }
-    let listen = config.listen_addr().map_err(|e| e.to_string())?;
+    let listen = config.listen;
     let limits = Limits {
         request_deadline: config.request_deadline() + HTTP_DEADLINE_GRACE,
     };

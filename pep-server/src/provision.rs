@@ -446,7 +446,7 @@ fn validate(config: &Config, r: ProvisionRequest) -> Result<Job, ProvisionError>
     )?;
     let radio_config = text("radioConfig", r.radio_config, &d.radio_config)?;
     let led_config = text("ledConfig", r.led_config, &d.led_config)?;
-    let category = text("category", r.category, &d.category)?;
+    let category = text("category", r.category, d.category.as_str())?;
     if category != "production" && category != "development" {
         return Err(invalid(
             "category",

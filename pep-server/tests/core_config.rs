@@ -235,9 +235,17 @@ fn broken_configs_are_rejected_naming_the_field() {
     ];
     assert!(cases.len() >= 12);
     for (name, text, needle) in cases {
-        let report = parse(&text).check();
-        assert!(!report.is_ok(), "{name}: accepted\n{report}");
-        let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        // A malformed single value (address, URI, UUID, offset, category) is refused when the
+        // file is loaded; everything else by the check. Either way the error names the field.
+        let errors: Vec<String> = match Config::from_toml_str(&text) {
+            Err(e) => vec![e.to_string()],
+            Ok(mut c) => {
+                c.resolve_relative_to(&workspace());
+                let report = c.check();
+                assert!(!report.is_ok(), "{name}: accepted\n{report}");
+                report.errors.iter().map(ToString::to_string).collect()
+            }
+        };
         assert!(
             errors.iter().any(|e| e.contains(needle)),
             "{name}: no error naming `{needle}` in {errors:#?}"
@@ -270,12 +278,119 @@ fn schema_errors_name_the_key() {
 #[tokio::test]
 async fn provisioner_refuses_to_start_on_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = parse(&edit("utc_offset = \"+00:00\"", "utc_offset = \"0\""));
+    let mut config = parse(&edit("read_timeout_ms = 60000", "read_timeout_ms = 0"));
     config.database_url = format!("sqlite://{}/pep.sqlite", dir.path().display());
     let store = Store::open(&config.database_url).await.unwrap();
     let err = Provisioner::new(Arc::new(config), store).unwrap_err();
     assert!(matches!(err, ProvisionError::InvalidConfig(_)), "{err}");
-    assert!(err.to_string().contains("time.utc_offset"), "{err}");
+    assert!(err.to_string().contains("fcc.read_timeout_ms"), "{err}");
+}
+
+/// A malformed value never reaches the provisioner: the file does not load, and the error names
+/// the field once, the value and what was wrong.
+#[test]
+fn malformed_values_are_refused_at_load_naming_the_field_once() {
+    for (from, to, field, what) in [
+        (
+            "utc_offset = \"+00:00\"",
+            "utc_offset = \"0\"",
+            "time.utc_offset",
+            "`0` is not exactly 6 characters",
+        ),
+        (
+            "listen = \"127.0.0.1:5151\"",
+            "listen = \"localhost\"",
+            "listen",
+            "`localhost` is not an IP:PORT address",
+        ),
+        (
+            "5355424d-4152-5320-4f46-204c4f564552",
+            "not-a-uuid",
+            "update.vendor_id",
+            "UUID",
+        ),
+        (
+            "category = \"production\"",
+            "category = \"staging\"",
+            "defaults.category",
+            "staging",
+        ),
+        (
+            "uri = \"coaps://bootstrap.us-east-1.mbedcloud.com:5684\"",
+            "uri = \"https://bootstrap.example.com\"",
+            "bootstrap.uri",
+            "scheme `https` is not coap:// or coaps://",
+        ),
+    ] {
+        let e = Config::from_toml_str(&edit(from, to))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{field}: ")), "{field} not named: {e}");
+        assert_eq!(e.matches(field).count(), 1, "{field} named twice: {e}");
+        assert!(e.contains(what), "{what:?} not in {e}");
+    }
+}
+
+/// The token file's errors name `token_file` once, and a token file that does not load adds no
+/// second error about missing tokens (its own error is the reason).
+#[test]
+fn token_file_errors_are_single_and_name_the_field_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        "[[tokens]]\ntoken = \"from-the-token-file-0123\"\nroles = [\"raed\"]\n",
+    )
+    .unwrap();
+    // Only the token file's tokens: the inline one removed.
+    let mut config = parse(&edit(
+        "[[tokens]]\ntoken = \"example-token-change-me-0123456789\"\nroles = [\"provision\", \"read\"]\nname = \"factory-line-1\"\n",
+        "",
+    ));
+    config.token_file = Some(file.clone());
+    let report = config.check();
+    let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with("token_file: invalid "), "{errors:#?}");
+    assert_eq!(errors[0].matches("token_file").count(), 1, "{errors:#?}");
+    assert!(errors[0].contains("tokens[0].roles"), "{errors:#?}");
+    assert!(errors[0].contains("raed"), "{errors:#?}");
+
+    config.token_file = Some("no/such/tokens.toml".into());
+    let report = config.check();
+    let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        errors[0].starts_with(&format!(
+            "token_file: cannot read no/such/tokens.toml (relative to the working directory {})",
+            cwd.display()
+        )),
+        "{errors:#?}"
+    );
+}
+
+/// A file that cannot be read is named with the directory a relative path is relative to.
+#[test]
+fn unreadable_relative_paths_name_the_working_directory() {
+    let config = Config::from_toml_str(&edit(
+        "fixtures/bootstrap/bootstrap_ca.pem",
+        "no/such/bootstrap_ca.pem",
+    ))
+    .unwrap();
+    let report = config.check();
+    let cwd = std::env::current_dir().unwrap();
+    let expected = format!(
+        "bootstrap.ca_cert: cannot read no/such/bootstrap_ca.pem (relative to the working directory {}): ",
+        cwd.display()
+    );
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.to_string().starts_with(&expected)),
+        "{report}"
+    );
 }
 
 #[test]

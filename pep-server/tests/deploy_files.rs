@@ -97,6 +97,7 @@ fn deploy_pep_toml_comments_every_field() {
         "server_id",
         "key_mode",
         "request_deadline_ms",
+        "log_format",
         "auth",
         "token_file",
         "lifetime_days",

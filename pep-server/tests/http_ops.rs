@@ -405,12 +405,17 @@ fn check_config_exit_codes_and_fields() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("/nonexistent/pep.toml"));
 }
 
-/// Every line the server logs while it provisions, refuses, conflicts and fails: a provisioning is
-/// one `info` line (the core's outcome), not two; a refused request keeps its request line; and no
-/// line holds the CA key or the device key the gateway received, in any encoding.
-#[tokio::test]
-async fn the_log_has_one_line_per_provisioning_and_no_secret() {
-    let server = Server::start(Options::default()).await;
+/// Provisions, conflicts, refuses and fails once each on a server logging in `log_format`;
+/// returns the server's whole log and the device key the first gateway received.
+async fn provision_and_log(log_format: &str) -> (String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_toml(dir.path(), &Options::default());
+    std::fs::write(
+        dir.path().join("pep.toml"),
+        format!("log_format = \"{log_format}\"\n{config}"),
+    )
+    .unwrap();
+    let server = Server::start_in(dir).await;
     let (gw, mut handle) = gateway(Sessions::One, &[]).await;
     let (status, body) = server.identity("LOG-OK-1", gw).await;
     assert_eq!(status, 200, "{body}");
@@ -441,6 +446,45 @@ async fn the_log_has_one_line_per_provisioning_and_no_secret() {
     assert_eq!(server.identity("LOG-REJECTED", bad_gw).await.0, 502);
     let (status, log) = server.terminate().await;
     assert!(status.success(), "{log}");
+    (log, device_key)
+}
+
+/// No line of `log` holds the CA key or the device key, in any encoding a log line could carry.
+fn assert_no_secret(log: &str, device_key: &[u8]) {
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    let ca_key = std::fs::read_to_string(fixtures().join("ca/CA_private.pem")).unwrap();
+    for line in ca_key.lines().filter(|l| !l.starts_with("-----")) {
+        for piece in line.as_bytes().chunks(16).filter(|c| c.len() == 16) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(!log.contains(piece), "CA key material in the log");
+        }
+    }
+    let der = device_key;
+    // ECPrivateKey: version 1 (02 01 01), then the 32-byte private scalar (04 20 ...).
+    let at = der
+        .windows(5)
+        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
+        .expect("an ECPrivateKey inside the device key")
+        + 5;
+    let scalar = &der[at..at + 32];
+    for encoded in [
+        hex::encode(der),
+        hex::encode_upper(der),
+        hex::encode(scalar),
+        hex::encode_upper(scalar),
+        format!("{:?}", &scalar[..8]),
+    ] {
+        let probe: String = encoded.chars().take(32).collect();
+        assert!(!log.contains(&probe), "device key material in the log");
+    }
+}
+
+/// Every line the server logs while it provisions, refuses, conflicts and fails: a provisioning is
+/// one `info` line (the core's outcome), not two; a refused request keeps its request line; and no
+/// line holds the CA key or the device key the gateway received, in any encoding.
+#[tokio::test]
+async fn the_log_has_one_line_per_provisioning_and_no_secret() {
+    let (log, device_key) = provision_and_log("text").await;
 
     let info_lines = |needle: &str| {
         log.lines()
@@ -479,31 +523,61 @@ async fn the_log_has_one_line_per_provisioning_and_no_secret() {
     let ca_warnings = log.matches("accessible by group or others").count();
     assert!(ca_warnings <= 1, "{log}");
 
-    // No secret, in any encoding a log line could carry.
-    assert!(!log.contains("PRIVATE KEY"), "{log}");
-    let ca_key = std::fs::read_to_string(fixtures().join("ca/CA_private.pem")).unwrap();
-    for line in ca_key.lines().filter(|l| !l.starts_with("-----")) {
-        for piece in line.as_bytes().chunks(16).filter(|c| c.len() == 16) {
-            let piece = std::str::from_utf8(piece).unwrap();
-            assert!(!log.contains(piece), "CA key material in the log");
+    assert_no_secret(&log, &device_key);
+}
+
+/// `log_format = "json"`: the same run, every stderr line is one JSON object with the fields of
+/// the text line (level, target, message and the event's fields), and no secret appears, neither
+/// in the raw lines nor in any decoded string value.
+#[tokio::test]
+async fn json_log_lines_parse_and_hold_no_secret() {
+    let (log, device_key) = provision_and_log("json").await;
+    let mut events = Vec::new();
+    for line in log.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(event[key].is_string(), "no {key}: {line}");
+        }
+        assert!(event["fields"]["message"].is_string(), "no message: {line}");
+        events.push(event);
+    }
+    let count = |level: &str, message: &str, serial: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e["level"] == level
+                    && e["fields"]["message"] == message
+                    && e["fields"]["serial"] == serial
+            })
+            .count()
+    };
+    assert_eq!(count("INFO", "deployed", "LOG-OK-1"), 1, "{log}");
+    assert_eq!(count("INFO", "serial conflict", "LOG-OK-1"), 1, "{log}");
+    assert_eq!(
+        count("WARN", "provisioning failed", "LOG-REJECTED"),
+        1,
+        "{log}"
+    );
+    assert!(
+        events.iter().any(|e| e["fields"]["message"] == "listening"),
+        "{log}"
+    );
+
+    assert_no_secret(&log, &device_key);
+    // JSON escapes could hide a secret from a search of the raw text: search the decoded values.
+    fn strings(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
         }
     }
-    let der = device_key.as_slice();
-    // ECPrivateKey: version 1 (02 01 01), then the 32-byte private scalar (04 20 ...).
-    let at = der
-        .windows(5)
-        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
-        .expect("an ECPrivateKey inside the device key")
-        + 5;
-    let scalar = &der[at..at + 32];
-    for encoded in [
-        hex::encode(der),
-        hex::encode_upper(der),
-        hex::encode(scalar),
-        hex::encode_upper(scalar),
-        format!("{:?}", &scalar[..8]),
-    ] {
-        let probe: String = encoded.chars().take(32).collect();
-        assert!(!log.contains(&probe), "device key material in the log");
-    }
+    let mut decoded = String::new();
+    events.iter().for_each(|e| strings(e, &mut decoded));
+    assert_no_secret(&decoded, &device_key);
 }

@@ -357,3 +357,162 @@ fn ca_cert_path() -> String {
 fn ca_key_path() -> String {
     fixtures().join("ca/CA_private.pem").display().to_string()
 }
+
+/// Runs `pep-server args` in `cwd` without PEP_CONFIG; at most 60 s. Returns (exit code, stderr,
+/// stdout).
+fn run_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pep-server"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("PEP_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// No `--config`, no `PEP_CONFIG` and no `pep.toml`: one message (not two) that says how to give
+/// a config, naming `--config`, the demo and the example.
+#[test]
+fn no_config_at_all_is_one_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr, stdout) = run_in(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one message, printed once:\n{stderr}");
+    for needle in [
+        "--config",
+        "fixtures/demo/pep.toml",
+        "pep-server/pep.example.toml",
+        &format!(
+            "pep.toml (relative to the working directory {})",
+            dir.path().display()
+        ),
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    // check-config says the same, once, on stdout (its report's stream).
+    let (code, stderr, stdout) = run_in(dir.path(), &["check-config"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stdout.matches("--config").count(), 1, "{stdout}");
+    assert!(stdout.contains("fixtures/demo/pep.toml"), "{stdout}");
+}
+
+/// Each start-up error is printed once and names its field once: a malformed `listen`, a role
+/// typo in the main file, a role typo in the token file (no second "no tokens" error), a missing
+/// token file (no doubled `token_file: token_file:`), and a missing relative CA path (which says
+/// what directory it is relative to).
+#[test]
+fn start_up_errors_are_printed_once_naming_the_field_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = good_config(d);
+    let without_tokens = {
+        let start = good.find("[[tokens]]").unwrap();
+        let end = good.find("[ca]").unwrap();
+        format!("{}{}", &good[..start], &good[end..])
+    };
+    std::fs::write(
+        d.join("tokens.toml"),
+        "[[tokens]]\ntoken = \"from-the-token-file-0123\"\nroles = [\"raed\"]\n",
+    )
+    .unwrap();
+    let cases: Vec<(&str, String, &str, &[&str])> = vec![
+        (
+            "listen without a port",
+            good.replacen("listen = \"127.0.0.1:0\"", "listen = \"localhost\"", 1),
+            "listen",
+            &["`localhost` is not an IP:PORT address"],
+        ),
+        (
+            "role typo in pep.toml",
+            good.replacen("roles = [\"read\"]", "roles = [\"raed\"]", 1),
+            "raed",
+            &["unknown variant `raed`, expected `provision` or `read`"],
+        ),
+        (
+            "role typo in the token file",
+            format!("token_file = \"tokens.toml\"\n{without_tokens}"),
+            "token_file",
+            &["tokens[0].roles", "raed", "refusing to start"],
+        ),
+        (
+            "token file missing",
+            format!("token_file = \"no-tokens.toml\"\n{without_tokens}"),
+            "token_file",
+            &["no-tokens.toml (relative to the working directory"],
+        ),
+        (
+            "relative CA path missing",
+            good.replace(&ca_cert_path(), "ca/CA_cert.pem"),
+            "ca.cert",
+            &["ca/CA_cert.pem (relative to the working directory"],
+        ),
+    ];
+    for (name, text, field, expect) in cases {
+        std::fs::write(d.join("pep.toml"), &text).unwrap();
+        let (code, stderr, stdout) = run_in(d, &["--config", "pep.toml"]);
+        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert!(!stdout.contains("listening on"), "{name}: it listened");
+        for e in expect {
+            assert!(stderr.contains(e), "{name}: {e:?} not in\n{stderr}");
+        }
+        assert!(
+            stderr.contains(&d.display().to_string()) || !name.contains("relative"),
+            "{name}: the working directory is not named\n{stderr}"
+        );
+        // Printed once, the field named once, and no second error about tokens.
+        assert_eq!(stderr.matches(field).count(), 1, "{name}:\n{stderr}");
+        assert!(!stderr.contains("no [[tokens]] entry"), "{name}:\n{stderr}");
+        assert!(
+            !stderr.contains("token_file: token_file"),
+            "{name}:\n{stderr}"
+        );
+        for error in stderr.lines().filter(|l| l.contains("error")) {
+            assert_eq!(
+                stderr.matches(error).count(),
+                1,
+                "{name}: printed twice:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// With `log_format = "json"`, a refused start is logged as JSON too: every stderr line parses,
+/// each config error is one object naming its field.
+#[test]
+fn json_log_format_refused_start_is_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = format!(
+        "log_format = \"json\"\n{}",
+        good_config(d).replace(BOTH, "short")
+    );
+    std::fs::write(d.join("pep.toml"), text).unwrap();
+    let (code, stderr, _) = run_in(d, &["--config", "pep.toml"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["level"] == "ERROR"
+            && e["fields"]["field"] == "tokens[0].token"
+            && e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("shorter than 12"))),
+        "{stderr}"
+    );
+    assert!(
+        events.iter().any(|e| e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("refusing to start"))),
+        "{stderr}"
+    );
+}

@@ -111,7 +111,7 @@ async fn feed(
     tx: mpsc::Sender<Event>,
     mut shutdown: Option<watch::Receiver<bool>>,
 ) {
-    let offset = floor::offset_minutes(&state.provisioner.config().time.utc_offset);
+    let offset = state.provisioner.config().time.utc_offset.minutes();
     let first = snapshot_event(&state, offset)
         .await
         .unwrap_or_else(|| Event::default().retry(RETRY).comment("store unavailable"));

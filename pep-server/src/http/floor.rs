@@ -647,7 +647,7 @@ pub async fn page(
         let problem = (e.status() == StatusCode::FORBIDDEN).then(|| e.message().to_owned());
         return login_page(e.status(), problem.as_deref());
     }
-    let offset = offset_minutes(&state.provisioner.config().time.utc_offset);
+    let offset = state.provisioner.config().time.utc_offset.minutes();
     let snap = match snapshot(state.provisioner.store(), offset).await {
         Ok(s) => s,
         Err(e) => return ApiError::internal("reading the store failed", &e).into_response(),

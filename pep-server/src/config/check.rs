@@ -1,0 +1,479 @@
+//! The checks of a loaded [`Config`]: what needs more than one field, or the files the config
+//! names (the CA, the certificates, the token file). [`Config::check`] reports every problem with
+//! the field it concerns; [`Config::prepare`] also keeps what it loaded, so the provisioner uses
+//! exactly what was checked and reads each file once. Single values were already parsed to their
+//! types when the file was loaded (see [`super::values`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use super::{AuthMode, CaExpiry, Config, MIN_TOKEN_LEN, path_for_people};
+
+/// Ten years, in seconds: FCC warns about a certificate that ends sooner.
+const TEN_YEARS_S: i64 = 315_360_000;
+
+/// One finding of [`Config::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckIssue {
+    /// Dotted name of the field, e.g. `bootstrap.uri`.
+    pub field: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for CheckIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// The result of [`Config::check`]: errors prevent start-up, warnings do not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Problems that make the configuration unusable.
+    pub errors: Vec<CheckIssue>,
+    /// Problems worth fixing (e.g. FCC will answer with warnings, authentication disabled).
+    pub warnings: Vec<CheckIssue>,
+}
+
+impl CheckReport {
+    /// True when there is no error (warnings allowed).
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(CheckIssue {
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, field: &str, message: impl Into<String>) {
+        self.warnings.push(CheckIssue {
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.errors {
+            writeln!(f, "error: {e}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        if self.errors.is_empty() && self.warnings.is_empty() {
+            writeln!(f, "configuration OK")?;
+        }
+        Ok(())
+    }
+}
+
+/// Files and values [`Config::check`] loaded and validated, reused by the provisioner so that the
+/// files are read once and what was checked is what is used.
+pub(crate) struct Prepared {
+    pub(crate) ca: Arc<pep_ca::FactoryCa>,
+    pub(crate) bootstrap_ca_der: Vec<u8>,
+    pub(crate) update_auth_cert_der: Option<Vec<u8>>,
+    pub(crate) vendor_id: Option<[u8; 16]>,
+    pub(crate) class_id: Option<[u8; 16]>,
+}
+
+impl Config {
+    /// Validates everything; every issue names its field. Reads the CA, certificates and token file.
+    pub fn check(&self) -> CheckReport {
+        self.prepare().0
+    }
+
+    /// [`Config::check`], also returning what was loaded when there is no error.
+    pub(crate) fn prepare(&self) -> (CheckReport, Option<Prepared>) {
+        let mut r = CheckReport::default();
+
+        check_database_url(&self.database_url, &mut r);
+        if let Some(id) = &self.server_id {
+            if id.trim().is_empty() {
+                r.error(
+                    "server_id",
+                    "is empty (remove it to use host name + listen address)",
+                );
+            } else if id.chars().count() > 128 {
+                r.error("server_id", "is longer than 128 characters");
+            } else if id.chars().any(char::is_control) {
+                r.error("server_id", "contains control characters");
+            }
+        }
+        if self.request_deadline_ms == 0 {
+            r.error("request_deadline_ms", "must be greater than 0");
+        }
+        self.check_auth(&mut r);
+
+        let ca = self.check_ca(&mut r);
+        self.check_certificate(ca.as_ref().map(|ca| ca.not_after()), &mut r);
+
+        let bootstrap_ca_der = self.check_bootstrap(&mut r);
+        self.check_device(&mut r);
+        self.check_time(&mut r);
+        let update_auth_cert_der = self.check_update(&mut r);
+        self.check_fcc(&mut r);
+        self.check_defaults(&mut r);
+
+        let prepared = match (r.is_ok(), ca, bootstrap_ca_der) {
+            (true, Some(ca), Some(bootstrap_ca_der)) => Some(Prepared {
+                ca,
+                bootstrap_ca_der,
+                update_auth_cert_der,
+                vendor_id: self.update.vendor_id.map(|id| *id.as_bytes()),
+                class_id: self.update.class_id.map(|id| *id.as_bytes()),
+            }),
+            _ => None,
+        };
+        (r, prepared)
+    }
+
+    fn check_auth(&self, r: &mut CheckReport) {
+        let (tokens, token_file_ok) = match self.load_tokens() {
+            Ok(t) => (t, true),
+            Err(e) => {
+                // The message without its own `token_file:` prefix: the report adds the field.
+                r.error("token_file", e.detail());
+                (self.tokens.clone(), false)
+            }
+        };
+        match self.auth {
+            AuthMode::None => {
+                r.warn(
+                    "auth",
+                    "authentication is off: anyone who reaches the API can mint identities",
+                );
+            }
+            AuthMode::Tokens => {
+                // When the token file did not load, its error says why there is no token; a
+                // second "no [[tokens]] entry" error would send the reader to the wrong place.
+                if tokens.is_empty() && token_file_ok {
+                    r.error(
+                        "tokens",
+                        "auth = \"tokens\" but no [[tokens]] entry (inline or in token_file)",
+                    );
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in tokens.iter().enumerate() {
+            let field = format!("tokens[{i}].token");
+            if t.token.trim().is_empty() {
+                r.error(&field, "is empty");
+            } else if t.token.chars().count() < MIN_TOKEN_LEN {
+                r.error(
+                    &field,
+                    format!("is shorter than {MIN_TOKEN_LEN} characters"),
+                );
+            } else if t.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                r.error(&field, "contains whitespace or control characters");
+            }
+            if !seen.insert(t.token.as_str()) {
+                r.error(&field, "is the same token as an earlier entry");
+            }
+            if t.roles.is_empty() {
+                r.error(
+                    &format!("tokens[{i}].roles"),
+                    "is empty (use \"provision\" and/or \"read\")",
+                );
+            }
+        }
+    }
+
+    /// Checks the CA files with `pep-ca` (the code that will use them) and keeps the loaded CA.
+    fn check_ca(&self, r: &mut CheckReport) -> Option<Arc<pep_ca::FactoryCa>> {
+        let mut readable = true;
+        for (field, path) in [("ca.cert", &self.ca.cert), ("ca.key", &self.ca.key)] {
+            if let Err(e) = std::fs::File::open(path) {
+                r.error(field, format!("cannot read {}: {e}", path_for_people(path)));
+                readable = false;
+            }
+        }
+        if !readable {
+            return None;
+        }
+        match pep_ca::FactoryCa::load(&self.ca.cert, &self.ca.key) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    r.warn("ca", w.to_string());
+                }
+                Some(Arc::new(loaded.ca))
+            }
+            Err(e) => {
+                r.error("ca", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn check_certificate(&self, ca_not_after: Option<OffsetDateTime>, r: &mut CheckReport) {
+        let c = &self.certificate;
+        if c.lifetime_days == 0 {
+            r.error("certificate.lifetime_days", "must be greater than 0");
+        } else if u64::from(c.lifetime_days) < 3650 {
+            r.warn(
+                "certificate.lifetime_days",
+                "is under 10 years: FCC answers with a `Certificate validity is less than 10 years` warning",
+            );
+        }
+        if let Some(ca_not_after) = ca_not_after {
+            let end = OffsetDateTime::now_utc() + time::Duration::days(i64::from(c.lifetime_days));
+            if end > ca_not_after {
+                match c.on_ca_expiry {
+                    CaExpiry::Refuse => r.error(
+                        "certificate.lifetime_days",
+                        format!(
+                            "certificates would end after the CA ({}) and on_ca_expiry = \"refuse\"",
+                            ca_not_after
+                        ),
+                    ),
+                    CaExpiry::Shorten => r.warn(
+                        "certificate.lifetime_days",
+                        format!("certificates will be shortened to end with the CA ({})", ca_not_after),
+                    ),
+                }
+            }
+        }
+        if let Some(country) = &c.country
+            && (country.len() != 2 || !country.chars().all(|ch| ch.is_ascii_uppercase()))
+        {
+            r.error(
+                "certificate.country",
+                format!("`{country}` is not a two-letter upper-case country code"),
+            );
+        }
+        for (field, v) in [
+            ("certificate.organization", &c.organization),
+            ("certificate.organizational_unit", &c.organizational_unit),
+            ("certificate.locality", &c.locality),
+            ("certificate.state", &c.state),
+        ] {
+            if let Some(v) = v {
+                check_text(field, v, 64, r);
+            }
+        }
+        let already = r.errors.iter().any(|e| e.field.starts_with("certificate."));
+        if !already && let Err(e) = self.cert_profile().validate() {
+            r.error("certificate", e.to_string());
+        }
+        if c.organizational_unit.is_some() {
+            r.warn(
+                "certificate.organizational_unit",
+                "an OU is not needed in bootstrap mode (the cloud assigns the account)",
+            );
+        }
+    }
+
+    /// The bootstrap URI was parsed at load; what is left is the rule that ties it to
+    /// `first_to_claim`, and the server's CA certificate.
+    fn check_bootstrap(&self, r: &mut CheckReport) -> Option<Vec<u8>> {
+        let b = &self.bootstrap;
+        if b.uri.is_unencrypted() {
+            r.warn(
+                "bootstrap.uri",
+                "coap:// is unencrypted; the cloud bootstrap server uses coaps://",
+            );
+        }
+        if b.first_to_claim && b.uri.has_aid() {
+            r.error("bootstrap.uri", "contains aid= but first_to_claim is on");
+        }
+        if !b.first_to_claim && !b.uri.has_aid() {
+            r.error(
+                "bootstrap.uri",
+                "has no aid= and first_to_claim is off (FCC rejects it: URI format incorrect)",
+            );
+        }
+        read_p256_certificate("bootstrap.ca_cert", &b.ca_cert, r)
+    }
+
+    fn check_device(&self, r: &mut CheckReport) {
+        let d = &self.device;
+        for (field, v) in [
+            ("device.manufacturer", &d.manufacturer),
+            ("device.model_number", &d.model_number),
+            ("device.device_type", &d.device_type),
+            ("device.hardware_version", &d.hardware_version),
+        ] {
+            if v.is_empty() {
+                r.error(field, "is empty (FCC requires it)");
+            }
+            check_text(field, v, 256, r);
+        }
+        if d.memory_total_kb == 0 {
+            r.error("device.memory_total_kb", "must be greater than 0");
+        }
+    }
+
+    fn check_time(&self, r: &mut CheckReport) {
+        let t = &self.time;
+        if !t.sync {
+            r.warn(
+                "time.sync",
+                "is off: FCC cannot check certificate validity and answers with warnings",
+            );
+        }
+        if t.timezone.is_empty() {
+            r.error("time.timezone", "is empty");
+        }
+        check_text("time.timezone", &t.timezone, 64, r);
+    }
+
+    /// The update-auth certificate; the UUIDs were parsed at load, only their absence is worth
+    /// a warning.
+    fn check_update(&self, r: &mut CheckReport) -> Option<Vec<u8>> {
+        let u = &self.update;
+        let cert = match &u.auth_cert {
+            Some(p) => read_p256_certificate("update.auth_cert", p, r),
+            None => {
+                r.warn(
+                    "update.auth_cert",
+                    "not set: FCC answers with `Item not set:mbed.UpdateAuthCert`",
+                );
+                None
+            }
+        };
+        for (field, set, item) in [
+            ("update.vendor_id", u.vendor_id.is_some(), "mbed.VendorId"),
+            ("update.class_id", u.class_id.is_some(), "mbed.ClassId"),
+        ] {
+            if !set {
+                r.warn(
+                    field,
+                    format!("not set: FCC answers with `Item not set:{item}`"),
+                );
+            }
+        }
+        cert
+    }
+
+    fn check_fcc(&self, r: &mut CheckReport) {
+        let f = &self.fcc;
+        for (field, v) in [
+            ("fcc.connect_timeout_ms", f.connect_timeout_ms),
+            ("fcc.write_timeout_ms", f.write_timeout_ms),
+            ("fcc.read_timeout_ms", f.read_timeout_ms),
+        ] {
+            if v == 0 {
+                r.error(field, "must be greater than 0");
+            }
+        }
+        if f.max_concurrent_injections == 0 {
+            r.error("fcc.max_concurrent_injections", "must be greater than 0");
+        } else if f.max_concurrent_injections > tokio::sync::Semaphore::MAX_PERMITS {
+            r.error("fcc.max_concurrent_injections", "is too large");
+        }
+        let one_attempt = f
+            .connect_timeout_ms
+            .saturating_add(f.write_timeout_ms)
+            .saturating_add(f.read_timeout_ms);
+        if self.request_deadline_ms > 0 && self.request_deadline_ms < f.connect_timeout_ms {
+            r.warn(
+                "request_deadline_ms",
+                format!(
+                    "is shorter than fcc.connect_timeout_ms ({} ms)",
+                    f.connect_timeout_ms
+                ),
+            );
+        } else if self.request_deadline_ms > 0 && self.request_deadline_ms < one_attempt {
+            r.warn(
+                "request_deadline_ms",
+                format!("is shorter than connect + write + read timeouts ({one_attempt} ms)"),
+            );
+        }
+    }
+
+    fn check_defaults(&self, r: &mut CheckReport) {
+        let d = &self.defaults;
+        for (field, v) in [
+            ("defaults.api_address", &d.api_address),
+            (
+                "defaults.gateway_services_address",
+                &d.gateway_services_address,
+            ),
+        ] {
+            match url::Url::parse(v) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                Ok(u) => r.error(field, format!("scheme `{}` is not http(s)", u.scheme())),
+                Err(e) => r.error(field, format!("`{v}` is not a URL: {e}")),
+            }
+            check_text(field, v, 256, r);
+        }
+        check_text("defaults.radio_config", &d.radio_config, 256, r);
+        check_text("defaults.led_config", &d.led_config, 256, r);
+    }
+}
+
+fn check_text(field: &str, v: &str, max: usize, r: &mut CheckReport) {
+    if v.chars().count() > max {
+        r.error(field, format!("is longer than {max} characters"));
+    }
+    if v.chars().any(char::is_control) {
+        r.error(field, "contains control characters");
+    }
+}
+
+fn check_database_url(url: &str, r: &mut CheckReport) {
+    if url.starts_with("sqlite:") {
+        if url == "sqlite:" || url == "sqlite://" {
+            r.error("database_url", "has no file path");
+        }
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url::Url::parse(url) {
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+            Ok(_) => r.error("database_url", "the postgres:// URL has no host"),
+            // The URL may hold a password: name the problem, not the URL.
+            Err(e) => r.error(
+                "database_url",
+                format!("is not a valid postgres:// URL ({e})"),
+            ),
+        }
+    } else {
+        r.error(
+            "database_url",
+            format!("`{url}` is not a sqlite:// or postgres:// URL"),
+        );
+    }
+}
+
+/// Reads a PEM or DER certificate with `pep-ca` and checks it holds a P-256 key and has not
+/// expired (a warning when it ends within 10 years, as FCC warns then). Returns its DER.
+fn read_p256_certificate(field: &str, path: &Path, r: &mut CheckReport) -> Option<Vec<u8>> {
+    let cert = match pep_ca::pem::read_p256_certificate(path) {
+        Ok(c) => c,
+        Err(pep_ca::CaError::Read { source, .. }) => {
+            r.error(
+                field,
+                format!("cannot read {}: {source}", path_for_people(path)),
+            );
+            return None;
+        }
+        Err(e) => {
+            r.error(field, e.to_string());
+            return None;
+        }
+    };
+    let left = cert.not_after().unix_timestamp() - OffsetDateTime::now_utc().unix_timestamp();
+    if left < 0 {
+        r.error(field, format!("{} has expired", path.display()));
+        return None;
+    }
+    if left < TEN_YEARS_S {
+        r.warn(
+            field,
+            format!(
+                "{} expires within 10 years: FCC answers with a `Certificate validity is less than 10 years` warning",
+                path.display()
+            ),
+        );
+    }
+    Some(cert.into_der().to_vec())
+}
