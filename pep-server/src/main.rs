@@ -103,9 +103,10 @@ fn load_config(given: Option<PathBuf>) -> Result<(PathBuf, Config), String> {
             let path = PathBuf::from(DEFAULT_CONFIG);
             if !path.exists() {
                 return Err(format!(
-                    "no configuration: --config (or PEP_CONFIG) names none and there is no {}. \
-                     Give one with --config FILE; to try pep, run `pep-server --config fixtures/demo/pep.toml` \
-                     in the repository (the demo); pep-server/pep.example.toml is a complete, commented example.",
+                    "no configuration file: none was given and there is no {}. \
+                     Give one with --config FILE (or PEP_CONFIG=FILE). To try pep, run \
+                     `pep-server --config fixtures/demo/pep.toml` from the repository root (the demo); \
+                     pep-server/pep.example.toml is a complete, commented example to start from.",
                     pep_server::config::path_for_people(&path)
                 ));
             }

@@ -60,7 +60,8 @@ impl FromStr for UtcOffset {
             text: s.chars().take(32).collect(),
             reason,
         };
-        let &[sign, h1, h2, colon, m1, m2] = s.as_bytes() else {
+        // ASCII only, so that bytes are characters (`+0é:0` is 6 bytes, 5 characters).
+        let (true, &[sign, h1, h2, colon, m1, m2]) = (s.is_ascii(), s.as_bytes()) else {
             return Err(err("is not exactly 6 characters ([+-]HH:MM)"));
         };
         let sign = match sign {
