@@ -12,7 +12,6 @@
 use std::sync::LazyLock;
 
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{
@@ -202,8 +201,8 @@ pub(crate) struct SerialQuery {
 }
 
 /// `production` or `development`.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum CategoryName {
     /// A production gateway.
     Production,
@@ -253,6 +252,7 @@ pub(crate) struct IdentityRequest {
 /// `ASC` or `DESC`.
 #[derive(ToSchema)]
 #[schema(rename_all = "UPPERCASE")]
+#[allow(dead_code)] // read by the document only
 pub(crate) enum OrderName {
     /// Oldest first.
     Asc,
