@@ -13,8 +13,8 @@ use super::{ApiError, AppState};
 
 /// The documentation page: Swagger UI's stylesheet and scripts, served by [`docs_asset`] from the
 /// copy compiled into the binary (no CDN — the factory LAN has no internet), reading
-/// `openapi.json`. Our own page rather than Swagger UI's `index.html`, for the style that keeps
-/// long unbroken words in descriptions from widening the page.
+/// `openapi.json`. Our own page rather than Swagger UI's `index.html`: our title, and our
+/// stylesheet after Swagger UI's.
 const DOCS_HTML: &str = include_str!("docs.html");
 
 /// The page's own stylesheet, after Swagger UI's.
