@@ -70,6 +70,8 @@ pub struct ProvisionRequest {
 
 /// A deployed gateway identity; serializes to the `identity.json` of the original tool, plus
 /// `apiServerAddress` (the field the gateway's config agent actually reads).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Identity)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
     /// Serial number.

@@ -1,100 +1,256 @@
-//! Operations: the OpenAPI document covers exactly the router's routes, the docs page is
-//! self-contained, /metrics parses and agrees with what happened, /healthz, `auth = "none"`,
+//! Operations: the generated OpenAPI document covers exactly the router's routes, the docs page
+//! is self-contained and renders offline in a browser without scrolling sideways, /metrics parses and agrees with what happened, /healthz, `auth = "none"`,
 //! SIGTERM, and the `check-config` subcommand's exit codes and output.
 
+mod floor_support;
 mod http_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use fake_fcc::{FaultKind, Sessions};
 use fcc_proto::FccStatus;
+use floor_support::Browser;
 use http_support::*;
-use pep_server::http::{OPENAPI_YAML, ROUTES};
+use pep_server::http::{OPENAPI_JSON, OPENAPI_YAML, ROUTES};
+use serde_json::{Value, json};
 
-/// (method, path) pairs the OpenAPI document describes. The file keeps a simple layout (two-space
-/// indentation; a path item is either operations or a `$ref` to another path item), which this
-/// reads line by line.
-fn documented_operations(yaml: &str) -> BTreeSet<(String, String)> {
-    let mut ops: Vec<(String, String)> = Vec::new();
-    let mut aliases: Vec<(String, String)> = Vec::new();
-    let mut in_paths = false;
-    let mut current: Option<String> = None;
-    for line in yaml.lines() {
-        if !line.starts_with(' ') && !line.is_empty() {
-            in_paths = line == "paths:";
-            continue;
+/// (method, path) pairs the OpenAPI document describes; every key of a path item must be an
+/// operation the server could have.
+fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for key in item.as_object().expect("a path item is an object").keys() {
+            assert!(
+                ["get", "post", "put", "delete", "patch"].contains(&key.as_str()),
+                "unexpected key under {path}: {key}"
+            );
+            assert!(ops.insert((key.to_uppercase(), path.clone())));
         }
-        if !in_paths {
-            continue;
-        }
-        if let Some(path) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
-            let path = path.strip_suffix(':').expect("a path line ends with ':'");
-            current = Some(path.trim_matches('\'').to_owned());
-        } else if let Some(item) = line.strip_prefix("    ").filter(|l| !l.starts_with(' ')) {
-            let path = current.clone().unwrap();
-            if let Some(target) = item.strip_prefix("$ref: ") {
-                let target = target
-                    .trim_matches('\'')
-                    .strip_prefix("#/paths/")
-                    .unwrap()
-                    .replace("~1", "/");
-                aliases.push((path, target));
-            } else {
-                let method = item.strip_suffix(':').unwrap();
-                assert!(
-                    ["get", "post", "put", "delete", "patch"].contains(&method),
-                    "unexpected key under {path}: {item}"
-                );
-                ops.push((method.to_uppercase(), path));
+    }
+    ops
+}
+
+/// Every `$ref` in `value`, as (where, target).
+fn refs<'a>(value: &'a Value, at: &str, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "$ref" {
+                    out.push((at.to_owned(), v.as_str().unwrap()));
+                } else {
+                    refs(v, &format!("{at}/{k}"), out);
+                }
             }
         }
-    }
-    for (alias, target) in aliases {
-        let methods: Vec<String> = ops
+        Value::Array(items) => items
             .iter()
-            .filter(|(_, p)| *p == target)
-            .map(|(m, _)| m.clone())
-            .collect();
-        assert!(
-            !methods.is_empty(),
-            "{alias} refers to undocumented {target}"
-        );
-        ops.extend(methods.into_iter().map(|m| (m, alias.clone())));
+            .enumerate()
+            .for_each(|(i, v)| refs(v, &format!("{at}/{i}"), out)),
+        _ => {}
     }
-    ops.into_iter().collect()
+}
+
+/// Every (method, path) the router answers: each route of the table at each of its paths.
+fn routed_operations() -> BTreeSet<(String, String)> {
+    let mut routed = BTreeSet::new();
+    for route in ROUTES {
+        for path in route.paths() {
+            assert!(
+                routed.insert((route.method.to_owned(), path.to_owned())),
+                "{} {path} is declared twice",
+                route.method
+            );
+        }
+    }
+    routed
 }
 
 #[tokio::test]
 async fn openapi_describes_exactly_the_routes_and_the_router_serves_them() {
-    let documented = documented_operations(OPENAPI_YAML);
-    let routed: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|r| (r.method.to_owned(), r.path.to_owned()))
-        .collect();
+    let doc: Value = serde_json::from_str(&OPENAPI_JSON).expect("the document is JSON");
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
+    let documented = documented_operations(&doc);
+    let routed = routed_operations();
     let undocumented: Vec<_> = routed.difference(&documented).collect();
     let phantom: Vec<_> = documented.difference(&routed).collect();
     assert!(
         undocumented.is_empty(),
-        "routes missing from openapi.yaml: {undocumented:?}"
+        "routes missing from the OpenAPI document: {undocumented:?}"
     );
     assert!(
         phantom.is_empty(),
-        "openapi.yaml describes routes that do not exist: {phantom:?}"
+        "the OpenAPI document describes routes that do not exist: {phantom:?}"
     );
-    assert!(OPENAPI_YAML.starts_with("openapi: 3.1."));
 
-    // Every route of the table exists in the running router (neither 404 nor 405).
+    // The old API's paths answer with and without /v3, and are documented both ways.
+    for path in [
+        "/v3/identity",
+        "/identity",
+        "/v3/enrollment-ids.csv",
+        "/enrollment-ids.csv",
+    ] {
+        assert!(
+            routed.iter().any(|(_, p)| p == path),
+            "{path} is not routed"
+        );
+    }
+    assert_eq!(
+        doc["paths"]["/identity"]["get"]["summary"],
+        doc["paths"]["/v3/identity"]["get"]["summary"]
+    );
+    assert!(!routed.contains(&("GET".to_owned(), "/events".to_owned())));
+
+    // Every operation: an ID (unique), a summary, responses with status codes; every reference
+    // resolves; the descriptions carried over from the hand-kept file are there.
+    let mut ids = BTreeSet::new();
+    for (method, path) in &documented {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        let id = op["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no ID"));
+        assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+        assert!(op["summary"].is_string(), "{method} {path}: no summary");
+        let responses = op["responses"].as_object().unwrap();
+        assert!(!responses.is_empty(), "{method} {path}: no responses");
+        assert!(
+            responses
+                .keys()
+                .all(|s| s.len() == 3 && s.parse::<u16>().is_ok()),
+            "{method} {path}: {responses:?}"
+        );
+    }
+    let mut all_refs = Vec::new();
+    refs(&doc, "", &mut all_refs);
+    assert!(all_refs.len() > 50, "{}", all_refs.len());
+    for (at, target) in all_refs {
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("external $ref {target} at {at}"));
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{target} (at {at}) does not resolve"
+        );
+    }
+    let get_identity = &doc["paths"]["/v3/identity"]["get"];
+    let params: Vec<&str> = get_identity["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        [
+            "serialNumber",
+            "ip",
+            "port",
+            "apiAddress",
+            "gatewayServicesAddress",
+            "hardwareVersion",
+            "radioConfig",
+            "ledConfig",
+            "category",
+            "verificationKey"
+        ]
+    );
+    let port = &get_identity["parameters"][2];
+    assert_eq!(port["in"], "query");
+    assert_eq!(port["required"], false);
+    assert_eq!(
+        (
+            &port["schema"]["minimum"],
+            &port["schema"]["maximum"],
+            &port["schema"]["default"]
+        ),
+        (&json!(1), &json!(65535), &json!(7777))
+    );
+    let serial = &get_identity["parameters"][0];
+    assert_eq!(serial["required"], true);
+    assert_eq!(
+        (
+            &serial["schema"]["minLength"],
+            &serial["schema"]["maxLength"]
+        ),
+        (&json!(1), &json!(64))
+    );
+    assert!(
+        serial["description"]
+            .as_str()
+            .unwrap()
+            .contains("certificate CN")
+    );
+    assert_eq!(
+        get_identity["responses"]["502"]["$ref"],
+        "#/components/responses/GatewayRejected"
+    );
+    assert_eq!(
+        get_identity["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Identity"
+    );
+    let post = &doc["paths"]["/v3/identities"]["post"];
+    assert!(post["requestBody"]["content"]["application/json"].is_object());
+    assert_eq!(
+        doc["components"]["schemas"]["IdentityRequest"]["additionalProperties"],
+        false
+    );
+    let page = &doc["paths"]["/v3/enrollment-ids"]["get"]["responses"]["200"]["content"];
+    assert!(page["application/hal+json"].is_object(), "{page}");
+    let page = &doc["components"]["schemas"]["EnrollmentPage"]["properties"];
+    for field in ["_links", "total_count", "limit", "order", "results"] {
+        assert!(page[field].is_object(), "EnrollmentPage.{field}: {page}");
+    }
+    assert!(
+        doc["paths"]["/v3/enrollment-ids.csv"]["get"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("\"enrollmentID\",\"serialNumber\",\"gatewayServicesAddress\"")
+    );
+    assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["floorSession"]["in"],
+        "cookie"
+    );
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+    for schema in [
+        "Error",
+        "Identity",
+        "EnrollmentEntry",
+        "AuditPage",
+        "FloorSnapshot",
+        "FloorAttempt",
+        "FloorLive",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no schema {schema}"
+        );
+    }
+
+    // Every route of the table exists in the running router at each of its paths (neither 404
+    // nor 405); a path parameter is given a value that exists.
     let server = Server::start(Options::default()).await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for route in ROUTES {
-        let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
+    for (method, path) in &routed {
+        let path = path.replace("{file}", "swagger-ui.css");
         let r = no_redirects
-            .request(method, format!("{}{}", server.base, route.path))
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", server.base),
+            )
             .bearer_auth(BOTH)
             .header("content-type", "application/json")
             .body("{}")
@@ -104,16 +260,22 @@ async fn openapi_describes_exactly_the_routes_and_the_router_serves_them() {
         let status = r.status().as_u16();
         assert!(
             status != 404 && status != 405,
-            "{} {} answered {status}",
-            route.method,
-            route.path
+            "{method} {path} answered {status}"
         );
     }
 
-    // The served document is the file.
-    let (status, served) = server.get_text("/docs/openapi.yaml", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(served, OPENAPI_YAML);
+    // The served documents are the generated ones, JSON and YAML.
+    let r = server.get("/docs/openapi.json", None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.json::<Value>().await.unwrap(), doc);
+    let r = server.get("/docs/openapi.yaml", None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "application/yaml");
+    let yaml = r.text().await.unwrap();
+    assert_eq!(yaml, *OPENAPI_YAML);
+    assert!(yaml.starts_with("openapi: 3.1."), "{}", &yaml[..40]);
+    assert!(yaml.contains("\n  /v3/identity:\n") && yaml.contains("\n  /identity:\n"));
 }
 
 #[tokio::test]
@@ -134,17 +296,115 @@ async fn docs_page_is_self_contained() {
         .unwrap()
         .to_owned();
     assert!(
-        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        csp.contains("default-src 'none'")
+            && csp.contains("connect-src 'self'")
+            && csp.contains("script-src 'self';"),
         "{csp}"
     );
     let html = r.text().await.unwrap();
-    assert!(html.contains("fetch(\"openapi.yaml\")"));
-    assert!(!html.contains("<script src"), "no external scripts");
-    assert!(!html.contains("<link"), "no external stylesheets");
     assert!(
-        !html.contains("https://") && !html.contains("http://"),
-        "no network references"
+        !html.contains("https://") && !html.contains("http://") && !html.contains("//"),
+        "no network references: {html}"
     );
+    // Every file the page refers to is served by this server, with the same policy.
+    let mut referenced = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        for piece in html.split(attribute).skip(1) {
+            referenced.push(piece.split('"').next().unwrap().to_owned());
+        }
+    }
+    assert!(referenced.len() >= 5, "{referenced:?}");
+    for file in &referenced {
+        assert!(!file.contains(':') && !file.starts_with('/'), "{file}");
+        let r = server.get(&format!("/docs/{file}"), None).await;
+        assert_eq!(r.status().as_u16(), 200, "{file}");
+        assert_eq!(
+            r.headers()["content-security-policy"].to_str().unwrap(),
+            csp
+        );
+    }
+    let (status, init) = server.get_text("/docs/swagger-initializer.js", None).await;
+    assert_eq!(status, 200);
+    assert!(init.contains("\"openapi.json\""), "{init}");
+    assert!(init.contains("\"validatorUrl\": \"none\""), "{init}");
+    let r = server.get("/docs/no-such-file.js", None).await;
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+/// The documentation page in a real browser at 1280×720, with the network limited to this
+/// machine: it renders every operation from the generated document, does not scroll sideways
+/// (issue 21: the CSV header line in a description widened the page), and asks nothing of any
+/// other host.
+#[tokio::test]
+async fn docs_page_renders_offline_in_a_browser_without_sideways_scrolling() {
+    let server = Server::start(Options::default()).await;
+    let browser = Browser::start(1280, 720).await;
+    browser.goto(&format!("{}/docs/", server.base)).await;
+    let doc: Value = serde_json::from_str(&OPENAPI_JSON).unwrap();
+    let operations = documented_operations(&doc).len();
+    let shown = browser
+        .wait_for(
+            "Swagger UI to render the operations",
+            "var n = document.querySelectorAll('.opblock').length; return n >= arguments[0] ? n : null;",
+            json!([operations]),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(shown, json!(operations));
+    // Open every operation, so that every description and parameter table is laid out.
+    browser
+        .exec(
+            "document.querySelectorAll('.opblock-summary-control').forEach(function (b) { b.click(); });",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the operations to open",
+            "return document.querySelectorAll('.opblock-body').length >= arguments[0];",
+            json!([operations]),
+            Duration::from_secs(30),
+        )
+        .await;
+    let text = browser
+        .exec("return document.body.innerText;", json!([]))
+        .await;
+    let text = text.as_str().unwrap();
+    for needle in [
+        "/v3/identity",
+        "/enrollment-ids.csv",
+        "Create, inject and return one gateway identity",
+        "\"enrollmentID\",\"serialNumber\"",
+    ] {
+        assert!(text.contains(needle), "the page does not show {needle}");
+    }
+    let widths = browser
+        .exec(
+            "var e = document.documentElement; return [e.scrollWidth, e.clientWidth, \
+             Array.from(document.querySelectorAll('body *')).filter(function (x) { \
+             return x.getBoundingClientRect().right > e.clientWidth + 1; }).slice(0, 5) \
+             .map(function (x) { return x.tagName + '.' + x.className + ': ' + x.textContent.slice(0, 80); })];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(widths[1], json!(1280), "{widths}");
+    assert!(
+        widths[0].as_u64().unwrap() <= widths[1].as_u64().unwrap(),
+        "the page scrolls sideways: {widths}"
+    );
+    let urls = browser.requested_urls().await;
+    assert!(
+        urls.iter().any(|u| u.ends_with("/docs/openapi.json")),
+        "{urls:?}"
+    );
+    // The browser's own pages (its start page, `chrome://...`) are not the page's requests.
+    let outside: Vec<&String> = urls
+        .iter()
+        .filter(|u| !u.starts_with("chrome://") && !u.starts_with("about:"))
+        .filter(|u| !u.starts_with("http://127.0.0.1:") && !u.starts_with("data:"))
+        .collect();
+    assert!(outside.is_empty(), "requests to other hosts: {outside:?}");
+    browser.quit().await;
 }
 
 /// Parses a Prometheus text exposition strictly enough to catch format errors: every sample line

@@ -47,6 +47,20 @@ const QUEUE: usize = 64;
 pub struct Shutdown(pub watch::Receiver<bool>);
 
 /// `GET /v3/events` (`read` role).
+#[utoipa::path(
+    get,
+    path = "/v3/events",
+    tag = "floor",
+    operation_id = "events",
+    summary = "Live provisioning activity (Server-Sent Events), for the factory-floor page",
+    description = "text/event-stream. First a snapshot event (with retry: 3000) carrying the whole page's data; then one attempt event per attempt start (result in_progress) and end (deployed or failed); counters events at most once a second after activity and at least every 10 s; \": keep-alive\" comments every 15 s. A client too slow to keep up is sent a fresh snapshot instead of the events it missed. The stream ends when the server shuts down (EventSource reconnects). Needs the read role, by bearer token or by the floor page's session cookie.",
+    security(("bearer" = []), ("floorSession" = [])),
+    responses(
+        (status = 200, description = "The event stream. Event data are JSON: snapshot = FloorSnapshot, attempt = FloorAttempt, counters = FloorLive.", body = String, content_type = "text/event-stream"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
 pub async fn events(
     State(state): State<AppState>,
     shutdown: Option<Extension<Shutdown>>,

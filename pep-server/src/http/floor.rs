@@ -71,6 +71,7 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
 /// The counters at the top of the page.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[derive(utoipa::ToSchema)]
 pub struct Counters {
     /// Gateways deployed since midnight (in the configured `time.utc_offset`).
     pub deployed_today: u64,
@@ -89,6 +90,8 @@ pub struct Counters {
 }
 
 /// One bar of the chart.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FloorMinute)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct MinuteBar {
     /// Deployments in that minute.
@@ -98,6 +101,8 @@ pub struct MinuteBar {
 }
 
 /// Counters and chart (the `counters` event).
+#[derive(utoipa::ToSchema)]
+#[schema(as = FloorLive)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Live {
@@ -112,6 +117,8 @@ pub struct Live {
 }
 
 /// One row of the attempts table (the `attempt` event, and the rows of `snapshot`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = FloorAttempt)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptRow {
@@ -136,6 +143,8 @@ pub struct AttemptRow {
 }
 
 /// Everything the page shows (the `snapshot` event).
+#[derive(utoipa::ToSchema)]
+#[schema(as = FloorSnapshot)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
@@ -331,6 +340,7 @@ pub fn row_of_event(event: &ProvisionEvent) -> AttemptRow {
 /// One audit row as the search answers it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[derive(utoipa::ToSchema)]
 pub struct AuditRow {
     /// Audit row id (append order).
     pub id: i64,
@@ -393,6 +403,22 @@ async fn search(state: &AppState, prefix: &str, limit: u32) -> Result<Vec<AuditR
 
 /// `GET /v3/audit?serialPrefix=&limit=` (`read` role): the audit rows of every serial starting with
 /// the prefix, newest first.
+#[utoipa::path(
+    get,
+    path = "/v3/audit",
+    tag = "floor",
+    operation_id = "auditBySerialPrefix",
+    summary = "Audit trail of the gateways whose serial starts with a prefix, newest first",
+    description = "Every attempt, outcome (deployed, failed with FCC's status and words, interrupted) and conflict recorded for the matching serials; an exact serial is its own prefix. Needs the read role (bearer token or floor session cookie).",
+    security(("bearer" = []), ("floorSession" = [])),
+    params(super::openapi::AuditQuery),
+    responses(
+        (status = 200, description = "The rows.", body = super::openapi::AuditPage),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
 pub async fn audit(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -444,6 +470,20 @@ enum InventoryCursor {
 /// `GET /v3/inventory.json` (`read` role): every deployed gateway, oldest first, as one JSON array
 /// of the entries of `/v3/enrollment-ids`. Streamed page by page (keyset paging), never held in
 /// memory as a whole.
+#[utoipa::path(
+    get,
+    path = "/v3/inventory.json",
+    tag = "floor",
+    operation_id = "inventoryJson",
+    summary = "Every deployed gateway as one JSON array (the floor page's inventory download)",
+    description = "Oldest first; each element is an entry of /v3/enrollment-ids (EnrollmentEntry). Streamed; sent as an attachment named inventory.json. Needs the read role (bearer token or floor session cookie).",
+    security(("bearer" = []), ("floorSession" = [])),
+    responses(
+        (status = 200, description = "The inventory.", body = Vec<super::openapi::EnrollmentEntry>),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
 pub async fn inventory(State(state): State<AppState>) -> Response {
     let provisioner = state.provisioner.clone();
     let stream = futures_util::stream::unfold(InventoryCursor::Start, move |cursor| {
@@ -587,6 +627,21 @@ pub struct LoginForm {
 
 /// `POST /floor/login`: a valid `read` token sets the session cookie and goes to the page; anything
 /// else shows the form again with the reason.
+#[utoipa::path(
+    post,
+    path = "/floor/login",
+    tag = "floor",
+    operation_id = "floorLogin",
+    summary = "Logs the floor page in with a read token and sets the session cookie",
+    description = super::openapi::LOGIN_DESCRIPTION,
+    security(()),
+    request_body(content = super::openapi::LoginFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged in; go to /floor/."),
+        (status = 401, description = "The token is not valid (login form, HTML)."),
+        (status = 403, description = "The token lacks the read role (login form, HTML)."),
+    ),
+)]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -620,6 +675,15 @@ pub async fn login(
 }
 
 /// `POST /floor/logout`: clears the session cookie.
+#[utoipa::path(
+    post,
+    path = "/floor/logout",
+    tag = "floor",
+    operation_id = "floorLogout",
+    summary = "Clears the floor page's session cookie",
+    security(()),
+    responses((status = 303, description = "Logged out; go to /floor/.")),
+)]
 pub async fn logout() -> Response {
     let mut response = Redirect::to("/floor/").into_response();
     let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -630,6 +694,15 @@ pub async fn logout() -> Response {
 }
 
 /// `GET /` and `GET /floor` → `/floor/`.
+#[utoipa::path(
+    get,
+    path = "/floor",
+    tag = "floor",
+    operation_id = "floorRedirect",
+    summary = "Redirects to /floor/",
+    security(()),
+    responses((status = 307, description = "Temporary redirect to /floor/.")),
+)]
 pub async fn to_floor() -> Redirect {
     Redirect::temporary("/floor/")
 }
@@ -638,6 +711,21 @@ pub async fn to_floor() -> Redirect {
 // The page.
 
 /// `GET /floor/?serial=`: the page, rendered from the store; with `serial`, the search result too.
+#[utoipa::path(
+    get,
+    path = "/floor/",
+    tag = "floor",
+    operation_id = "floorPage",
+    summary = "The factory-floor page (HTML, live by Server-Sent Events, a snapshot without JavaScript)",
+    description = super::openapi::FLOOR_DESCRIPTION,
+    security(("bearer" = []), ("floorSession" = [])),
+    params(super::openapi::FloorQuery),
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 401, description = "Not logged in; the body is the login form (HTML) and nothing else.", body = String, content_type = "text/html"),
+        (status = 403, description = "The token lacks the read role; the login form again (HTML).", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,

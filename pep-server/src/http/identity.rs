@@ -51,6 +51,26 @@ const BODY_FIELDS: [&str; 10] = [
 ];
 
 /// `GET /v3/identity?serialNumber=...`: 200 with the identity JSON.
+#[utoipa::path(
+    get,
+    path = "/v3/identity",
+    tag = "provisioning",
+    operation_id = "getIdentity",
+    summary = "Create, inject and return one gateway identity",
+    description = "Issues a device key and certificate for serialNumber, injects them into FCC at ip:port, and on FCC success records the gateway as deployed. A failed injection leaves nothing recorded: the serial can be retried. Needs the provision role.",
+    params(super::openapi::IdentityRequest),
+    responses(
+        (status = 200, description = "The gateway is provisioned; the body is its identity.json.", body = crate::provision::Identity),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 414, response = super::openapi::UriTooLong),
+        (status = 500, response = super::openapi::Internal),
+        (status = 502, response = super::openapi::GatewayRejected),
+        (status = 504, response = super::openapi::GatewayTimeout),
+    ),
+)]
 pub async fn get_identity(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -68,6 +88,27 @@ pub async fn get_identity(
 }
 
 /// `POST /v3/identities` with a JSON object body of the same fields: 201 with the identity JSON.
+#[utoipa::path(
+    post,
+    path = "/v3/identities",
+    tag = "provisioning",
+    operation_id = "postIdentities",
+    summary = "Create, inject and return one gateway identity (JSON body)",
+    description = "The same as GET /v3/identity with the parameters as a JSON object. Unknown fields are refused. Needs the provision role.",
+    request_body = super::openapi::IdentityRequest,
+    responses(
+        (status = 201, description = "The gateway is provisioned; the body is its identity.json.", body = crate::provision::Identity),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, description = "The body is larger than 64 KiB.", body = super::openapi::ErrorBody),
+        (status = 415, description = "The body is not application/json.", body = super::openapi::ErrorBody),
+        (status = 500, response = super::openapi::Internal),
+        (status = 502, response = super::openapi::GatewayRejected),
+        (status = 504, response = super::openapi::GatewayTimeout),
+    ),
+)]
 pub async fn post_identities(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

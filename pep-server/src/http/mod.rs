@@ -3,7 +3,8 @@
 //! Handlers only translate: query/JSON → [`ProvisionRequest`](crate::provision::ProvisionRequest),
 //! [`ProvisionError`](crate::provision::ProvisionError) → status + JSON, store records → HAL JSON /
 //! CSV. Every route is declared once in [`ROUTES`]; the router is built from that table, so the
-//! OpenAPI test can check that the document describes exactly the routes that exist.
+//! OpenAPI test can check that the document ([`openapi`], generated from the handlers) describes
+//! exactly the routes that exist.
 //!
 //! Layers, outermost first: tracing span per request → query-string limit (414) → body limit (413)
 //! → per-request deadline (504) → per-route authentication (401/403) → handler.
@@ -13,6 +14,7 @@ mod error;
 pub mod events;
 pub mod floor;
 mod identity;
+pub mod openapi;
 mod ops;
 mod query;
 mod read;
@@ -94,10 +96,14 @@ pub enum Endpoint {
     Healthz,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /docs/openapi.json`.
+    OpenApiJson,
     /// `GET /docs/openapi.yaml`.
-    OpenApi,
+    OpenApiYaml,
     /// `GET /docs/`.
     DocsPage,
+    /// `GET /docs/{file}`: the documentation page's scripts and stylesheets.
+    DocsAsset,
     /// `GET /docs` (redirects to `/docs/`).
     DocsRedirect,
     /// `GET /floor/`: the factory-floor page.
@@ -127,6 +133,22 @@ pub struct RouteSpec {
     pub access: Access,
     /// What answers it.
     pub endpoint: Endpoint,
+    /// Whether the route also answers, identically, at its path without the `/v3` prefix.
+    pub unversioned_alias: bool,
+}
+
+impl RouteSpec {
+    /// The path without `/v3` at which this route also answers, if it does.
+    pub fn alias(&self) -> Option<&'static str> {
+        self.unversioned_alias
+            .then(|| self.path.strip_prefix("/v3"))
+            .flatten()
+    }
+
+    /// Every path this route answers at: its own, then its alias.
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.path).chain(self.alias())
+    }
 }
 
 const fn route(
@@ -140,51 +162,67 @@ const fn route(
         path,
         access,
         endpoint,
+        unversioned_alias: false,
+    }
+}
+
+/// A route of the old API: declared at `/v3/...`, and also answering, identically, at the same
+/// path without `/v3` (the old server did the same and scripts use both).
+const fn api(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    endpoint: Endpoint,
+) -> RouteSpec {
+    RouteSpec {
+        unversioned_alias: true,
+        ..route(method, path, access, endpoint)
     }
 }
 
 const PROVISION: Access = Access::Needs(Role::Provision);
 const READ: Access = Access::Needs(Role::Read);
 
-/// Every route the server answers. The API routes exist at `/v3/...` and, identically, at `/...`
-/// (the old server did the same and scripts use both).
+/// Every route the server answers, each once; [`api`] routes also answer without `/v3`
+/// ([`RouteSpec::paths`]).
 pub const ROUTES: &[RouteSpec] = &[
-    route("GET", "/v3/identity", PROVISION, Endpoint::IdentityGet),
-    route("GET", "/identity", PROVISION, Endpoint::IdentityGet),
-    route(
+    api("GET", "/v3/identity", PROVISION, Endpoint::IdentityGet),
+    api(
         "POST",
         "/v3/identities",
         PROVISION,
         Endpoint::IdentitiesPost,
     ),
-    route("POST", "/identities", PROVISION, Endpoint::IdentitiesPost),
-    route("GET", "/v3/enrollment-id", READ, Endpoint::EnrollmentId),
-    route("GET", "/enrollment-id", READ, Endpoint::EnrollmentId),
-    route(
+    api("GET", "/v3/enrollment-id", READ, Endpoint::EnrollmentId),
+    api(
         "GET",
         "/v3/verification-key",
         READ,
         Endpoint::VerificationKey,
     ),
-    route("GET", "/verification-key", READ, Endpoint::VerificationKey),
-    route("GET", "/v3/enrollment-ids", READ, Endpoint::EnrollmentIds),
-    route("GET", "/enrollment-ids", READ, Endpoint::EnrollmentIds),
-    route(
+    api("GET", "/v3/enrollment-ids", READ, Endpoint::EnrollmentIds),
+    api(
         "GET",
         "/v3/enrollment-ids.csv",
         READ,
         Endpoint::EnrollmentIdsCsv,
     ),
-    route(
-        "GET",
-        "/enrollment-ids.csv",
-        READ,
-        Endpoint::EnrollmentIdsCsv,
-    ),
     route("GET", "/healthz", Access::Open, Endpoint::Healthz),
     route("GET", "/metrics", READ, Endpoint::Metrics),
-    route("GET", "/docs/openapi.yaml", Access::Open, Endpoint::OpenApi),
+    route(
+        "GET",
+        "/docs/openapi.json",
+        Access::Open,
+        Endpoint::OpenApiJson,
+    ),
+    route(
+        "GET",
+        "/docs/openapi.yaml",
+        Access::Open,
+        Endpoint::OpenApiYaml,
+    ),
     route("GET", "/docs/", Access::Open, Endpoint::DocsPage),
+    route("GET", "/docs/{file}", Access::Open, Endpoint::DocsAsset),
     route("GET", "/docs", Access::Open, Endpoint::DocsRedirect),
     route("GET", "/", Access::Open, Endpoint::FloorRedirect),
     route("GET", "/floor", Access::Open, Endpoint::FloorRedirect),
@@ -196,8 +234,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v3/inventory.json", READ, Endpoint::Inventory),
 ];
 
-/// The OpenAPI 3.1 document served at `/docs/openapi.yaml`.
-pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
 
 fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
     let method = match spec.method {
@@ -213,8 +250,10 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::EnrollmentIdsCsv => on(method, read::enrollment_ids_csv),
         Endpoint::Healthz => on(method, ops::healthz),
         Endpoint::Metrics => on(method, ops::metrics),
-        Endpoint::OpenApi => on(method, ops::openapi),
+        Endpoint::OpenApiJson => on(method, ops::openapi_json),
+        Endpoint::OpenApiYaml => on(method, ops::openapi_yaml),
         Endpoint::DocsPage => on(method, ops::docs_page),
+        Endpoint::DocsAsset => on(method, ops::docs_asset),
         Endpoint::DocsRedirect => on(method, ops::docs_redirect),
         Endpoint::FloorPage => on(method, floor::page),
         Endpoint::FloorRedirect => on(method, floor::to_floor),
@@ -239,7 +278,9 @@ pub fn router(state: AppState) -> Router {
             handler =
                 handler.route_layer(middleware::from_fn_with_state(required, auth::require_role));
         }
-        app = app.route(spec.path, handler);
+        for path in spec.paths() {
+            app = app.route(path, handler.clone());
+        }
     }
     let deadline = state.limits.request_deadline;
     app.fallback(not_found)
@@ -391,4 +432,37 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An alias is its route's path without `/v3`, and only the old API's routes have one.
+    #[test]
+    fn aliases_are_the_old_api_paths_without_v3() {
+        let mut aliases = Vec::new();
+        for spec in ROUTES {
+            match spec.alias() {
+                Some(alias) => {
+                    assert_eq!(format!("/v3{alias}"), spec.path);
+                    aliases.push(alias);
+                }
+                None => assert!(!spec.unversioned_alias, "{} has no /v3 prefix", spec.path),
+            }
+        }
+        assert_eq!(
+            aliases,
+            [
+                "/identity",
+                "/identities",
+                "/enrollment-id",
+                "/verification-key",
+                "/enrollment-ids",
+                "/enrollment-ids.csv"
+            ]
+        );
+        let events = ROUTES.iter().find(|r| r.path == "/v3/events").unwrap();
+        assert_eq!(events.paths().collect::<Vec<_>>(), ["/v3/events"]);
+    }
 }

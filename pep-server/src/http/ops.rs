@@ -1,18 +1,58 @@
 //! Operations endpoints: health check, metrics, and the API documentation.
 
+use std::sync::{Arc, LazyLock};
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 
-use super::{AppState, OPENAPI_YAML};
+use super::openapi::{OPENAPI_JSON, OPENAPI_YAML};
+use super::{ApiError, AppState};
 
-/// The documentation page: self-contained (no CDN — the factory LAN has no internet); its script
-/// fetches `/docs/openapi.yaml` and renders paths, parameters and responses.
+/// The documentation page: Swagger UI's stylesheet and scripts, served by [`docs_asset`] from the
+/// copy compiled into the binary (no CDN — the factory LAN has no internet), reading
+/// `openapi.json`. Our own page rather than Swagger UI's `index.html`: our title, and our
+/// stylesheet after Swagger UI's.
 const DOCS_HTML: &str = include_str!("docs.html");
 
+/// The page's own stylesheet, after Swagger UI's.
+const DOCS_CSS: &str = include_str!("docs.css");
+
+/// Swagger UI's settings (written into its `swagger-initializer.js`): the document next to the
+/// page, and no online validator (its badge would fetch from validator.swagger.io).
+static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
+    Arc::new(
+        utoipa_swagger_ui::Config::new(["openapi.json"])
+            .validator_url("none")
+            .display_operation_id(true),
+    )
+});
+
+/// The content security policy of the documentation: nothing but this server's own scripts,
+/// styles, images and document. Swagger UI sets inline styles and draws icons from `data:` URLs.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
 /// `GET /healthz` (no authentication): 200 when the store answers, 503 otherwise.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Health check",
+    description = "No authentication. 200 when the database answers.",
+    security(()),
+    responses(
+        (status = 200, description = "Healthy.", body = inline(Object), content_type = "application/json",
+            example = json!({ "status": "ok" })),
+        (status = 503, description = "The database does not answer.", body = inline(Object),
+            content_type = "application/json",
+            example = json!({ "status": "unavailable", "error": "the store does not answer" })),
+    ),
+)]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.provisioner.store().stats().await {
         Ok(_) => Json(json!({ "status": "ok" })).into_response(),
@@ -28,6 +68,23 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics` (`read` role): Prometheus text exposition, plus gauges of the store's rows.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Text exposition format 0.0.4: pep_provisions_total{result}, \
+        pep_provision_duration_seconds (histogram), pep_fcc_status_total{code,status}, \
+        pep_provisions_in_flight, pep_store_identities{state}. Needs the read role (the counts \
+        describe production).",
+    responses(
+        (status = 200, description = "The metrics.", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
     match state.provisioner.store().stats().await {
@@ -55,44 +112,129 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /docs/openapi.yaml`: the OpenAPI 3.1 description of every route.
-pub async fn openapi() -> Response {
+/// `GET /docs/openapi.json`: the OpenAPI 3.1 description of every route.
+#[utoipa::path(
+    get,
+    path = "/docs/openapi.json",
+    tag = "operations",
+    operation_id = "openapiJson",
+    summary = "This document (JSON)",
+    security(()),
+    responses((status = 200, description = "OpenAPI 3.1, JSON.", body = inline(Object),
+        content_type = "application/json")),
+)]
+pub async fn openapi_json() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON.as_str(),
+    )
+        .into_response()
+}
+
+/// `GET /docs/openapi.yaml`: the same document as YAML (the address of the former hand-kept
+/// file, which users may have bookmarked).
+#[utoipa::path(
+    get,
+    path = "/docs/openapi.yaml",
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This document (YAML)",
+    security(()),
+    responses((status = 200, description = "OpenAPI 3.1, YAML.", body = String,
+        content_type = "application/yaml")),
+)]
+pub async fn openapi_yaml() -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/yaml"),
         )],
-        OPENAPI_YAML,
+        OPENAPI_YAML.as_str(),
     )
         .into_response()
 }
 
-/// `GET /docs/`: the documentation page. Its content security policy allows nothing but its own
-/// inline script and style and fetching from this server, so it cannot load anything from outside.
+/// The headers of every documentation response.
+fn docs_headers(content_type: &str) -> [(header::HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ]
+}
+
+/// `GET /docs/`: the documentation page. Its content security policy allows nothing but this
+/// server's own files, so it cannot load anything from outside.
+#[utoipa::path(
+    get,
+    path = "/docs/",
+    tag = "operations",
+    operation_id = "docsPage",
+    summary = "The API documentation page (Swagger UI compiled into the server, works without internet)",
+    security(()),
+    responses((status = 200, description = "HTML.", body = String, content_type = "text/html")),
+)]
 pub async fn docs_page() -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(
-                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
-                ),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        DOCS_HTML,
-    )
-        .into_response()
+    (docs_headers("text/html; charset=utf-8"), DOCS_HTML).into_response()
+}
+
+/// `GET /docs/{file}`: a file of the Swagger UI distribution compiled into the binary.
+#[utoipa::path(
+    get,
+    path = "/docs/{file}",
+    tag = "operations",
+    operation_id = "docsAsset",
+    summary = "The documentation page's scripts, stylesheet and icons (Swagger UI)",
+    security(()),
+    params(super::openapi::DocsFile),
+    responses(
+        (status = 200, description = "The file (JavaScript, CSS or PNG).", body = String),
+        (status = 404, description = "No such file.", body = super::openapi::ErrorBody),
+    ),
+)]
+pub async fn docs_asset(Path(file): Path<String>) -> Response {
+    if file == "docs.css" {
+        return (docs_headers("text/css; charset=utf-8"), DOCS_CSS).into_response();
+    }
+    match utoipa_swagger_ui::serve(&file, SWAGGER_CONFIG.clone()) {
+        Ok(Some(asset)) => {
+            let headers = docs_headers(&asset.content_type);
+            match asset.bytes {
+                // The files compiled in are served without a copy.
+                std::borrow::Cow::Borrowed(bytes) => (headers, bytes).into_response(),
+                std::borrow::Cow::Owned(bytes) => (headers, bytes).into_response(),
+            }
+        }
+        Ok(None) => {
+            ApiError::not_found(format!("no such documentation file: {file}")).into_response()
+        }
+        Err(e) => ApiError::internal("preparing the documentation failed", &e).into_response(),
+    }
 }
 
 /// `GET /docs` → `/docs/` (relative links on the page need the trailing slash).
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "operations",
+    operation_id = "docsRedirect",
+    summary = "Redirects to /docs/",
+    security(()),
+    responses((status = 308, description = "Permanent redirect to /docs/.")),
+)]
 pub async fn docs_redirect() -> Redirect {
     Redirect::permanent("/docs/")
 }

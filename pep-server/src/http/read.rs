@@ -56,6 +56,22 @@ fn text_plain(body: String) -> Response {
 }
 
 /// `GET /v3/enrollment-id?serialNumber=S`: the enrollment ID of a deployed gateway, as text.
+#[utoipa::path(
+    get,
+    path = "/v3/enrollment-id",
+    tag = "read",
+    operation_id = "getEnrollmentId",
+    summary = "The enrollment ID of a deployed gateway",
+    description = "Needs the read role.",
+    params(super::openapi::SerialQuery),
+    responses(
+        (status = 200, description = "The enrollment ID: A- followed by the SHA-256 of the device certificate as 32 upper-case colon-separated hex pairs.", body = inline(super::openapi::EnrollmentIdText), content_type = "text/plain"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+    ),
+)]
 pub async fn enrollment_id(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -73,6 +89,22 @@ pub async fn enrollment_id(
 }
 
 /// `GET /v3/verification-key?serialNumber=S`: the stored FSS verification key, as text.
+#[utoipa::path(
+    get,
+    path = "/v3/verification-key",
+    tag = "read",
+    operation_id = "getVerificationKey",
+    summary = "The journald FSS verification key stored for a deployed gateway",
+    description = "Needs the read role.",
+    params(super::openapi::SerialQuery),
+    responses(
+        (status = 200, description = "The verification key.", body = String, content_type = "text/plain"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+    ),
+)]
 pub async fn verification_key(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -156,6 +188,21 @@ pub(super) fn record_json(r: &IdentityRecord) -> Value {
 }
 
 /// `GET /v3/enrollment-ids?limit=&order=&last=`: one page of deployed gateways as HAL JSON.
+#[utoipa::path(
+    get,
+    path = "/v3/enrollment-ids",
+    tag = "read",
+    operation_id = "listEnrollmentIds",
+    summary = "Deployed gateways, one page (HAL JSON)",
+    description = "Keyset paging; follow _links.next until a page is empty. Needs the read role.",
+    params(super::openapi::PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = super::openapi::EnrollmentPage, content_type = "application/hal+json"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
 pub async fn enrollment_ids(
     State(state): State<AppState>,
     uri: Uri,
@@ -246,6 +293,19 @@ enum CsvCursor {
 
 /// `GET /v3/enrollment-ids.csv`: every deployed gateway, oldest first, as the bulk-upload CSV.
 /// Streamed page by page (keyset paging on the id), never held in memory as a whole.
+#[utoipa::path(
+    get,
+    path = "/v3/enrollment-ids.csv",
+    tag = "read",
+    operation_id = "exportEnrollmentIdsCsv",
+    summary = "Every deployed gateway as the bulk-upload CSV",
+    description = super::openapi::CSV_DESCRIPTION,
+    responses(
+        (status = 200, description = "The CSV file.", body = String, content_type = "text/csv"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
 pub async fn enrollment_ids_csv(State(state): State<AppState>) -> Response {
     let provisioner: Arc<Provisioner> = state.provisioner.clone();
     let stream = futures_util::stream::unfold(CsvCursor::Header, move |cursor| {

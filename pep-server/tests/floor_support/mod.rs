@@ -89,6 +89,8 @@ impl Browser {
         let caps = json!({
             "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
+                // Every request the page makes, for [`Browser::requested_urls`].
+                "goog:loggingPrefs": { "performance": "ALL" },
                 "goog:chromeOptions": {
                     "binary": CHROMIUM,
                     "args": args,
@@ -223,6 +225,31 @@ impl Browser {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The URLs of the requests the browser sent (or tried to send, blocked ones included) since
+    /// the previous call, from chromedriver's performance log.
+    pub async fn requested_urls(&self) -> Vec<String> {
+        let entries = self
+            .command(
+                reqwest::Method::POST,
+                "/se/log",
+                Some(json!({ "type": "performance" })),
+            )
+            .await;
+        let mut urls = Vec::new();
+        for entry in entries.as_array().into_iter().flatten() {
+            let Some(message) = entry["message"].as_str() else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(message).unwrap();
+            if message["message"]["method"] == "Network.requestWillBeSent"
+                && let Some(url) = message["message"]["params"]["request"]["url"].as_str()
+            {
+                urls.push(url.to_owned());
+            }
+        }
+        urls
     }
 
     /// The current URL.
