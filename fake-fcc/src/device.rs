@@ -1,4 +1,4 @@
-//! The pure device pipeline: one CBOR bundle in, one [`Outcome`] out (reference §2.1).
+//! The pure device pipeline: one CBOR bundle in, one [`Outcome`] out (docs/protocol.md §2.1).
 //!
 //! Every rule here follows the genuine FCC's processing order, because the order decides which
 //! error wins, which items stay stored, and whether `SID` is echoed.

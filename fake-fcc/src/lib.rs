@@ -5,7 +5,7 @@
 //!
 //! * [`Device`] is the pure pipeline: CBOR bundle bytes in, an [`Outcome`] (the reply frame, the
 //!   decoded [`Response`](fcc_proto::response::Response), the session flag) out. It reproduces the
-//!   genuine processing order (reference §2.1), the key-prefix quirk, "first error wins", no
+//!   genuine processing order (docs/protocol.md §2.1), the key-prefix quirk, "first error wins", no
 //!   rollback, the verification of §5.2 with its warnings, the trust-CA step of §5.3, CSR
 //!   generation and the 512/2560-byte response limits. No sockets, no clock other than the
 //!   device time set by `mbed.CurrentTime`.

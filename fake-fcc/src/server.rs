@@ -1,5 +1,5 @@
 //! The thin tokio socket loop around [`Device`]: accept, read frames with fcc-proto's
-//! [`DeviceCodec`], hand valid bodies to the device, send its reply (reference §1.4–§1.6).
+//! [`DeviceCodec`], hand valid bodies to the device, send its reply (docs/protocol.md §1.4–§1.6).
 //!
 //! Receive errors (zero length, bad hash, truncated frame, oversize) get no reply: the connection
 //! is closed, and the session ends if it was finished (the genuine process exits with status 1)

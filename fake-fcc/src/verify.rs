@@ -1,4 +1,4 @@
-//! `fcc_verify_device_configured_4mbed_cloud()` (reference §5.2) and the trust-CA-id step (§5.3).
+//! `fcc_verify_device_configured_4mbed_cloud()` (docs/protocol.md §5.2) and the trust-CA-id step (§5.3).
 //!
 //! The steps run in the genuine order; the first error stops verification, and every warning
 //! recorded before it is still reported.

@@ -1,4 +1,4 @@
-//! The pure pipeline (`Device::handle`) against the reference: §7.1, every row of §7.3, the
+//! The pure pipeline (`Device::handle`) against the reference (docs/protocol.md): §7.1, every row of §7.3, the
 //! behaviour confirmed on the genuine FCC (§0.1), sessions, CSRs, the 512-byte overflow, and a
 //! never-panics property.
 

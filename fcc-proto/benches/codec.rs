@@ -8,7 +8,7 @@ use fcc_proto::{Bundle, CertificateItem, ConfigParam, KeyItem, Response, names};
 use tokio_util::codec::{Decoder, Encoder};
 use zeroize::Zeroizing;
 
-/// A by-tool bundle shaped like reference §7.1: a 121-byte SEC1 key, two ~400-byte
+/// A by-tool bundle shaped like docs/protocol.md §7.1: a 121-byte SEC1 key, two ~400-byte
 /// certificates and 12 config params (about 1.6 KB of CBOR).
 fn by_tool_bundle() -> Bundle {
     let cert = |n: usize, fill: u8| {

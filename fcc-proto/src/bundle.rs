@@ -1,4 +1,4 @@
-//! The request bundle (reference §2): typed model, encoder following the tool checklist (§8),
+//! The request bundle (docs/protocol.md §2): typed model, encoder following the tool checklist (§8),
 //! strict decoder.
 //!
 //! Encoding choices, all from §8 / §0.1:

@@ -130,7 +130,7 @@ impl FccClient {
     /// errors are transport and framing failures, including [`FccError::WireStatus`] for the
     /// 12-byte status frame and [`FccError::ClosedWithoutResponse`] when the device drops the
     /// connection (its reaction to a frame it cannot read). After any error the session state on
-    /// the device is uncertain (§0.1: a failed message may leave it waiting): drop the client.
+    /// the device is uncertain (docs/protocol.md §0.1: a failed message may leave it waiting): drop the client.
     pub async fn send(&mut self, bundle: &Bundle) -> Result<Response, FccError> {
         let body = Zeroizing::new(bundle.encode()?);
         self.send_raw(&body).await

@@ -1,4 +1,4 @@
-//! Framing (reference §1.2–§1.4): `mbedprov` frames with a little-endian length and a SHA-256
+//! Framing (docs/protocol.md §1.2–§1.4): `mbedprov` frames with a little-endian length and a SHA-256
 //! trailer, as `tokio-util` codecs for both ends of the connection.
 //!
 //! Request (tool → device): `TOKEN`, LE u32 length N > 0, N CBOR bytes, SHA-256 of those bytes.

@@ -1,4 +1,4 @@
-//! The `mbed.*` item names FCC knows (reference §5.1). One place for each name; the
+//! The `mbed.*` item names FCC knows (docs/protocol.md §5.1). One place for each name; the
 //! `const`s are named after the item in SCREAMING_SNAKE case.
 
 /// Config param: 1 = bootstrap mode, 0 = LwM2M mode (uint, stored as 4 bytes).

@@ -1,4 +1,4 @@
-//! The response body (reference §3): typed model, byte-exact encoder, tolerant decoder.
+//! The response body (docs/protocol.md §3): typed model, byte-exact encoder, tolerant decoder.
 //!
 //! The encoder reproduces the genuine FCC layout (§3.1): an indefinite top map (`0xbf … 0xff`)
 //! with definite text keys in the order `Csrs`, `SchemeVersion`, `SID`, `ReturnStatus`,

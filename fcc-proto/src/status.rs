@@ -1,4 +1,4 @@
-//! The status tables of the protocol (reference §1.8, §4.1, §4.3): one place for every code,
+//! The status tables of the protocol (docs/protocol.md §1.8, §4.1, §4.3): one place for every code,
 //! its C name, its InfoMessage prefix and a description in words.
 
 use std::fmt;
@@ -79,7 +79,7 @@ macro_rules! status_enum {
 }
 
 status_enum! {
-    /// `fcc_status_e`: the `ReturnStatus` of a response (reference §4.1).
+    /// `fcc_status_e`: the `ReturnStatus` of a response (docs/protocol.md §4.1).
     FccStatus, unknown_name = "FCC_STATUS_UNKNOWN";
     Success = 0, "FCC_STATUS_SUCCESS", "the factory process succeeded";
     Error = 1, "FCC_STATUS_ERROR", "general error (e.g. an invalid mbed.CurrentTime)";
@@ -184,7 +184,7 @@ impl FccStatus {
 }
 
 status_enum! {
-    /// `ftcd_comm_status_e`: the status field of a response frame (reference §1.8). Over TCP the
+    /// `ftcd_comm_status_e`: the status field of a response frame (docs/protocol.md §1.8). Over TCP the
     /// genuine FCC only ever sends 0 (with a body) and 9 (12-byte frame).
     WireStatus, unknown_name = "FTCD_COMM_STATUS_UNKNOWN";
     Success = 0, "FTCD_COMM_STATUS_SUCCESS", "success";
@@ -206,7 +206,7 @@ status_enum! {
 }
 
 status_enum! {
-    /// `kcm_status_e`: the key/config manager's status (reference §4.3). Never sent on the wire;
+    /// `kcm_status_e`: the key/config manager's status (docs/protocol.md §4.3). Never sent on the wire;
     /// it surfaces as an [`FccStatus`] ([`KcmStatus::fcc_status`]) and an InfoMessage prefix
     /// ([`KcmStatus::info_prefix`]).
     KcmStatus, unknown_name = "KCM_STATUS_UNKNOWN";

@@ -1,4 +1,4 @@
-//! Acceptance check 1: the golden wire vectors of reference §1.7 are reproduced byte-exactly
+//! Acceptance check 1: the golden wire vectors of docs/protocol.md §1.7 are reproduced byte-exactly
 //! and decode back to the same values.
 
 use bytes::{Bytes, BytesMut};

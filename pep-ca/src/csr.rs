@@ -3,7 +3,7 @@
 //! Parsed by hand with `der` rather than through a strict typed decoder, for two reasons: the
 //! signature must be checked over the exact CertificationRequestInfo bytes as received, and the
 //! genuine FCC encodes the ecdsa-with-SHA256 AlgorithmIdentifier with an explicit NULL parameter
-//! (fcc-protocol.md §0.1), which RFC 5758 forbids but we must accept.
+//! (docs/protocol.md §0.1), which RFC 5758 forbids but we must accept.
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5912::{ECDSA_WITH_SHA_256, ID_EC_PUBLIC_KEY, SECP_256_R_1};

@@ -10,7 +10,7 @@ use crate::error::{CaError, clip};
 /// The cloud's endpoint-name rule: 1–64 characters from `a-z A-Z 0-9`, space and
 /// `' ( ) + , - . ? : / =`. That set is exactly ASN.1 PrintableString, so the name can go into a
 /// certificate subject unchanged; the device compares the CN byte for byte with
-/// `mbed.EndpointName` (fcc-protocol.md §5.2, step 5.3.6).
+/// `mbed.EndpointName` (docs/protocol.md §5.2, step 5).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointName(String);
 

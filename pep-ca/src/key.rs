@@ -12,7 +12,7 @@ use crate::error::CaError;
 ///
 /// Held as **PKCS#8** DER (`PrivateKeyInfo`, 138 bytes, RFC 5208, with the public key inside the
 /// `ECPrivateKey`). The genuine FCC accepts PKCS#8 or SEC1 for `mbed.BootstrapDevicePrivateKey`
-/// (fcc-protocol.md §0.1, §2.3); PKCS#8 is what the key generator produces, so no conversion
+/// (docs/protocol.md §0.1, §2.3); PKCS#8 is what the key generator produces, so no conversion
 /// (and no extra copy of the secret) is needed.
 ///
 /// The bytes are zeroized when the key is dropped. The type has no `Clone`, and its `Debug`

@@ -50,7 +50,7 @@ pub const BACKDATE: Duration = Duration::minutes(5);
 /// The default lifetime: 20 years of 365.25 days. The device warns under 10 years.
 pub const DEFAULT_LIFETIME: Duration = Duration::days(7305);
 /// Under this remaining validity the device warns "Certificate validity is less than 10 years"
-/// (fcc-protocol.md §5.2: 315 360 000 s).
+/// (docs/protocol.md §5.2: 315 360 000 s).
 pub const DEVICE_WARNING_THRESHOLD: Duration = Duration::seconds(315_360_000);
 
 /// What to do when the requested lifetime would end after the CA certificate.

@@ -5,6 +5,7 @@
 //! and never the FSS verification key.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -33,29 +34,56 @@ impl fmt::Debug for Token {
     }
 }
 
-/// Everything `GET /v3/identity` takes.
+/// Everything `GET /v3/identity` takes. The optional fields are sent only when set: the server's
+/// configuration (`[device]`, `[defaults]`) decides what the caller leaves out.
 #[derive(Debug, Clone)]
 pub struct IdentityRequest {
     /// Gateway serial number (endpoint name).
     pub serial_number: String,
-    /// IP address where FCC listens.
-    pub ip: String,
+    /// IP address where FCC listens (IPv4 or IPv6).
+    pub ip: IpAddr,
     /// FCC's TCP port.
     pub port: u16,
     /// Cloud API address.
-    pub api_address: String,
+    pub api_address: Option<String>,
     /// Gateway services address.
-    pub gateway_services_address: String,
+    pub gateway_services_address: Option<String>,
     /// Hardware version.
-    pub hardware_version: String,
+    pub hardware_version: Option<String>,
     /// Radio configuration.
-    pub radio_config: String,
+    pub radio_config: Option<String>,
     /// Status LED configuration.
-    pub led_config: String,
+    pub led_config: Option<String>,
     /// `production` or `development`.
-    pub category: String,
+    pub category: Option<String>,
     /// journald FSS verification key (`-k`).
     pub verification_key: Option<String>,
+}
+
+impl IdentityRequest {
+    /// The query pairs of `GET /v3/identity`, in the old tool's order, optional ones only when set.
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
+            ("serialNumber", self.serial_number.clone()),
+            ("ip", self.ip.to_string()),
+            ("port", self.port.to_string()),
+        ];
+        let optional = [
+            ("apiAddress", &self.api_address),
+            ("gatewayServicesAddress", &self.gateway_services_address),
+            ("hardwareVersion", &self.hardware_version),
+            ("radioConfig", &self.radio_config),
+            ("ledConfig", &self.led_config),
+            ("category", &self.category),
+            ("verificationKey", &self.verification_key),
+        ];
+        pairs.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, value)| value.as_ref().map(|v| (name, v.clone()))),
+        );
+        pairs
+    }
 }
 
 /// A successful identity answer: the exact bytes (written to `identity.json` unchanged) and the
@@ -241,10 +269,14 @@ impl PepApi {
         if status.is_success() {
             Ok(body.to_vec())
         } else {
+            let mut message = error_text(status, &body);
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                message.push_str(auth_hint(self.token.is_some()));
+            }
             Err(CliError::Server {
                 what: what.to_owned(),
                 status: status.as_u16(),
-                message: error_text(status, &body),
+                message,
             })
         }
     }
@@ -272,25 +304,16 @@ impl PepApi {
         }
     }
 
-    /// `GET /v3/identity`: creates, injects and returns one gateway identity.
-    pub async fn identity(&self, req: &IdentityRequest) -> Result<IdentityAnswer, CliError> {
+    /// `GET /v3/identity`: creates, injects and returns one gateway identity. `command` names the
+    /// pep-cli command in error messages (`get-one-identity` or `provision`).
+    pub async fn identity(
+        &self,
+        req: &IdentityRequest,
+        command: &str,
+    ) -> Result<IdentityAnswer, CliError> {
         let mut url = self.endpoint("v3/identity")?;
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("serialNumber", &req.serial_number)
-                .append_pair("ip", &req.ip)
-                .append_pair("port", &req.port.to_string())
-                .append_pair("apiAddress", &req.api_address)
-                .append_pair("gatewayServicesAddress", &req.gateway_services_address)
-                .append_pair("hardwareVersion", &req.hardware_version)
-                .append_pair("radioConfig", &req.radio_config)
-                .append_pair("ledConfig", &req.led_config)
-                .append_pair("category", &req.category);
-            if let Some(key) = &req.verification_key {
-                q.append_pair("verificationKey", key);
-            }
-        }
-        let what = format!("get-one-identity {}", req.serial_number);
+        url.query_pairs_mut().extend_pairs(req.query_pairs());
+        let what = format!("{command} {}", req.serial_number);
         let body = self.get(url, &what).await?;
         let enrollment_id =
             check_identity(&body, &req.serial_number).map_err(|detail| CliError::BadAnswer {
@@ -420,6 +443,15 @@ fn error_text(status: reqwest::StatusCode, body: &[u8]) -> String {
             .to_owned()
     } else {
         one_line(&text)
+    }
+}
+
+/// What to do about a 401: where pep-cli takes the token from.
+fn auth_hint(token_sent: bool) -> &'static str {
+    if token_sent {
+        " (the server refused the API token: check PEP_API_TOKEN or the --token-file PATH)"
+    } else {
+        " (no API token was sent: set PEP_API_TOKEN or pass --token-file PATH)"
     }
 }
 

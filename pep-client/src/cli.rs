@@ -7,18 +7,6 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use crate::api::{DEFAULT_SERVER_URL, Order};
 use crate::serial::SerialSource;
 
-/// Default cloud API address (`-a`).
-pub const DEFAULT_API_URL: &str = "https://api.us-east-1.mbedcloud.com";
-/// Default gateway services address (`-g`).
-pub const DEFAULT_GW_URL: &str = "https://gateways.us-east-1.mbedcloud.com";
-/// Default hardware version (`-w`).
-pub const DEFAULT_HW_VERSION: &str = "arm-pelion-edge-gateway";
-/// Default radio configuration (`-r`).
-pub const DEFAULT_RADIO_CONFIG: &str = "00";
-/// Default status LED configuration (`-l`).
-pub const DEFAULT_LED_CONFIG: &str = "01";
-/// Default category (`-c`).
-pub const DEFAULT_CATEGORY: &str = "production";
 /// Default output base name of `list-enrollment-ids` (`-f`).
 pub const DEFAULT_LIST_OUTPUT: &str = "enrollment_ids_list";
 
@@ -89,27 +77,30 @@ pub enum Command {
     Provision(Provision),
 }
 
-/// The identity options shared by `get-one-identity` and `provision`.
+/// The identity options shared by `get-one-identity` and `pep-cli provision`.
+///
+/// Only what the user gives is sent: a value left out is decided by the server's configuration
+/// (`[device] hardware_version`, `[defaults]`), so one server-side setting governs every station.
 #[derive(Debug, Clone, Args)]
 pub struct IdentityOptions {
-    /// Cloud API URL.
-    #[arg(short = 'a', value_name = "API_URL", default_value = DEFAULT_API_URL)]
-    pub api_url: String,
-    /// Cloud gateway services address.
-    #[arg(short = 'g', value_name = "GW_URL", default_value = DEFAULT_GW_URL)]
-    pub gw_url: String,
-    /// Hardware version of the gateway.
-    #[arg(short = 'w', value_name = "HW_VERSION", default_value = DEFAULT_HW_VERSION)]
-    pub hardware_version: String,
-    /// Radio configuration of the gateway.
-    #[arg(short = 'r', value_name = "RADIO", default_value = DEFAULT_RADIO_CONFIG)]
-    pub radio_config: String,
-    /// Status LED configuration of the gateway.
-    #[arg(short = 'l', value_name = "LED", default_value = DEFAULT_LED_CONFIG)]
-    pub led_config: String,
-    /// production or development.
-    #[arg(short = 'c', value_name = "CATEGORY", default_value = DEFAULT_CATEGORY)]
-    pub category: String,
+    /// Cloud API URL [default: the server's `[defaults] api_address`].
+    #[arg(short = 'a', value_name = "API_URL")]
+    pub api_url: Option<String>,
+    /// Cloud gateway services address [default: the server's `[defaults] gateway_services_address`].
+    #[arg(short = 'g', value_name = "GW_URL")]
+    pub gw_url: Option<String>,
+    /// Hardware version of the gateway [default: the server's `[device] hardware_version`].
+    #[arg(short = 'w', value_name = "HW_VERSION")]
+    pub hardware_version: Option<String>,
+    /// Radio configuration of the gateway [default: the server's `[defaults] radio_config`].
+    #[arg(short = 'r', value_name = "RADIO")]
+    pub radio_config: Option<String>,
+    /// Status LED configuration of the gateway [default: the server's `[defaults] led_config`].
+    #[arg(short = 'l', value_name = "LED")]
+    pub led_config: Option<String>,
+    /// production or development [default: the server's `[defaults] category`].
+    #[arg(short = 'c', value_name = "CATEGORY")]
+    pub category: Option<String>,
     /// Set up journald Forward-Secure Sealing (journalctl --setup-keys) and send the verification key.
     #[arg(short = 'k')]
     pub setup_fss: bool,
@@ -247,12 +238,13 @@ mod tests {
         };
         assert_eq!(g.serial, "GW-1");
         assert_eq!(g.port, 40123);
-        assert_eq!(g.identity.api_url, DEFAULT_API_URL);
-        assert_eq!(g.identity.gw_url, DEFAULT_GW_URL);
-        assert_eq!(g.identity.hardware_version, DEFAULT_HW_VERSION);
-        assert_eq!(g.identity.radio_config, "00");
-        assert_eq!(g.identity.led_config, "01");
-        assert_eq!(g.identity.category, "production");
+        // Left out: the server's configuration decides, so nothing is sent.
+        assert_eq!(g.identity.api_url, None);
+        assert_eq!(g.identity.gw_url, None);
+        assert_eq!(g.identity.hardware_version, None);
+        assert_eq!(g.identity.radio_config, None);
+        assert_eq!(g.identity.led_config, None);
+        assert_eq!(g.identity.category, None);
         assert!(!g.identity.setup_fss);
         assert_eq!(g.identity.fss_interval, "10s");
     }
@@ -290,16 +282,16 @@ mod tests {
         let o = g.identity;
         assert_eq!(
             (
-                o.api_url.as_str(),
-                o.gw_url.as_str(),
-                o.hardware_version.as_str(),
-                o.radio_config.as_str()
+                o.api_url.as_deref(),
+                o.gw_url.as_deref(),
+                o.hardware_version.as_deref(),
+                o.radio_config.as_deref()
             ),
-            ("A", "G", "W", "R")
+            (Some("A"), Some("G"), Some("W"), Some("R"))
         );
         assert_eq!(
-            (o.led_config.as_str(), o.category.as_str()),
-            ("L", "development")
+            (o.led_config.as_deref(), o.category.as_deref()),
+            (Some("L"), Some("development"))
         );
         assert!(o.setup_fss);
         assert_eq!(o.fss_interval, "1h");
@@ -391,7 +383,7 @@ mod tests {
         );
         assert!(p.install && p.force);
         assert_eq!(p.fcc_timeout, 30);
-        assert_eq!(p.identity.category, "development");
+        assert_eq!(p.identity.category.as_deref(), Some("development"));
 
         // A serial source is required, and only one.
         assert!(parse(&["provision", "--fcc", "f"]).is_err());

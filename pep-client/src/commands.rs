@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,9 +73,10 @@ fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
 }
 
 /// Builds the identity request; with `-k` generates the FSS key first (failing before any request).
+/// Only the options the user gave are set; the server's configuration decides the rest.
 async fn identity_request(
     serial: String,
-    ip: String,
+    ip: IpAddr,
     port: u16,
     o: &IdentityOptions,
 ) -> Result<IdentityRequest, CliError> {
@@ -101,8 +103,8 @@ async fn identity_request(
 /// `get-one-identity`: writes `./identity.json` (only on success, atomically) and prints it.
 async fn get_one_identity(api: &PepApi, args: GetOneIdentity) -> Result<(), CliError> {
     let serial = validate_serial(&args.serial)?;
-    let req = identity_request(serial, args.ip.to_string(), args.port, &args.identity).await?;
-    let answer = api.identity(&req).await?;
+    let req = identity_request(serial, args.ip, args.port, &args.identity).await?;
+    let answer = api.identity(&req, "get-one-identity").await?;
     write_atomic(Path::new(IDENTITY_FILE), &answer.body)?;
     write_stdout(&answer.body)
 }
@@ -221,10 +223,10 @@ async fn inject(
     args: &Provision,
 ) -> Result<crate::api::IdentityAnswer, CliError> {
     let addr = fcc.address(Duration::from_secs(args.fcc_timeout)).await?;
-    req.ip = addr.ip().to_string();
+    req.ip = addr.ip();
     req.port = addr.port();
     tracing::debug!(serial = %req.serial_number, %addr, "requesting the identity");
-    let answer = api.identity(req).await?;
+    let answer = api.identity(req, "provision").await?;
     fcc.wait_success(Duration::from_secs(args.fcc_exit_timeout))
         .await
         .map_err(|e| match e {
@@ -270,7 +272,14 @@ async fn provision(api: &PepApi, args: Provision) -> Result<(), CliError> {
     plan.preflight()?;
 
     // -k: generate the key before FCC starts; a failure stops here.
-    let mut req = identity_request(serial.clone(), String::new(), 0, &args.identity).await?;
+    // The address is FCC's, known once it runs; unspecified until then.
+    let mut req = identity_request(
+        serial.clone(),
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        0,
+        &args.identity,
+    )
+    .await?;
 
     let workdir = tempfile::Builder::new()
         .prefix(".pep-fcc-")

@@ -1,13 +1,14 @@
 //! Running the gateway's Factory Configurator Client (FCC) as a child process.
 //!
-//! FCC on Linux listens on a random port and tells it only on stdout (fcc-protocol.md §1.1):
-//! a blank line, ` Client IP Address and Port :  A.B.C.D:PORT`, another blank line. We read stdout
+//! FCC on Linux listens on a random port and tells it only on stdout (`docs/protocol.md`, "Finding
+//! FCC"): a blank line, ` Client IP Address and Port :  A.B.C.D:PORT`, another blank line. An IPv6
+//! address is accepted in its bracketed form (`[::1]:PORT`, what `fake-fcc --bind ::1` prints). We read stdout
 //! until that line, then keep draining it (FCC's stdout is unbuffered and a full pipe would block it
 //! in the middle of a session). The child runs in its own process group, so that killing it also
 //! kills whatever a wrapper script started.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -29,18 +30,24 @@ const TAIL_LINES: usize = 20;
 fn address_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        // The pattern fcc-protocol.md §1.1 suggests; it is a constant, so it always compiles.
-        Regex::new(r"Client IP Address and Port :\s+(\d+\.\d+\.\d+\.\d+):(\d+)")
+        // The line's fixed text, at least one blank, then the address token (checked by the
+        // standard parser below). A constant, so it always compiles.
+        Regex::new(r"Client IP Address and Port :\s+(\S+)")
             .unwrap_or_else(|_| unreachable!("constant regex"))
     })
 }
 
-/// Parses FCC's address line; `None` for any other line or an out-of-range address or port.
-pub fn parse_address_line(line: &str) -> Option<SocketAddrV4> {
+/// Parses FCC's address line: `IPv4:PORT` or `[IPv6]:PORT`. `None` for any other line, an
+/// out-of-range address or port, or an unbracketed IPv6 address (its port would be ambiguous).
+pub fn parse_address_line(line: &str) -> Option<SocketAddr> {
     let caps = address_regex().captures(line)?;
-    let ip: Ipv4Addr = caps.get(1)?.as_str().parse().ok()?;
-    let port: u16 = caps.get(2)?.as_str().parse().ok()?;
-    Some(SocketAddrV4::new(ip, port))
+    let token = caps.get(1)?.as_str();
+    // Digits only: the standard parser would also take a sign (`+5`), which FCC never prints.
+    let (_, port) = token.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// Splits a byte stream into lines (without the `\n`, `\r` stripped), cutting overlong lines.
@@ -112,7 +119,7 @@ impl OutputTail {
 async fn drain<R: AsyncRead + Unpin>(
     mut stream: R,
     stream_name: &'static str,
-    mut found: Option<oneshot::Sender<SocketAddrV4>>,
+    mut found: Option<oneshot::Sender<SocketAddr>>,
     tail: OutputTail,
 ) {
     let mut splitter = LineSplitter::default();
@@ -134,7 +141,7 @@ async fn drain<R: AsyncRead + Unpin>(
 fn handle_line(
     line: String,
     stream_name: &'static str,
-    found: &mut Option<oneshot::Sender<SocketAddrV4>>,
+    found: &mut Option<oneshot::Sender<SocketAddr>>,
     tail: &OutputTail,
 ) {
     tracing::debug!(target: "pep_client::fcc", "fcc {stream_name}: {line}");
@@ -153,7 +160,7 @@ fn handle_line(
 pub struct FccChild {
     child: Child,
     pgid: Option<rustix::process::Pid>,
-    address: Option<oneshot::Receiver<SocketAddrV4>>,
+    address: Option<oneshot::Receiver<SocketAddr>>,
     tail: OutputTail,
     program: PathBuf,
     exited: bool,
@@ -178,9 +185,9 @@ impl FccChild {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            CliError::Fcc(format!("{} could not be started: {e}", program.display()))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_error(program, &program_path, &e))?;
         let pgid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
@@ -222,14 +229,14 @@ impl FccChild {
 
     /// Waits up to `timeout` for the address line. Fails if the child exits or closes its stdout
     /// first, or the time runs out.
-    pub async fn address(&mut self, timeout: Duration) -> Result<SocketAddrV4, CliError> {
+    pub async fn address(&mut self, timeout: Duration) -> Result<SocketAddr, CliError> {
         let mut rx = self
             .address
             .take()
             .ok_or_else(|| CliError::Fcc("address was already read".to_owned()))?;
         let program = self.program.display().to_string();
         enum First {
-            Address(Option<SocketAddrV4>),
+            Address(Option<SocketAddr>),
             Exited(Option<ExitStatus>),
         }
         let child = &mut self.child;
@@ -338,6 +345,24 @@ impl Drop for FccChild {
     }
 }
 
+/// Why FCC could not be started, in the words a station operator acts on.
+fn spawn_error(program: &Path, resolved: &Path, e: &std::io::Error) -> CliError {
+    let shown = program.display();
+    let bare_name = program.components().count() == 1 && program.is_relative();
+    let reason = match e.kind() {
+        // A bare name is looked up in PATH (as a shell does); a path names one file.
+        std::io::ErrorKind::NotFound if bare_name => format!(
+            "`{shown}` not found in PATH (give its path, e.g. --fcc ./{shown}, or add its directory to PATH)"
+        ),
+        std::io::ErrorKind::NotFound => format!("{} does not exist", resolved.display()),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{shown} is not executable (permission denied)")
+        }
+        _ => format!("{shown} could not be started: {e}"),
+    };
+    CliError::Fcc(reason)
+}
+
 fn describe_status(status: Option<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
@@ -378,9 +403,30 @@ mod tests {
             parse_address_line("Client IP Address and Port :192.168.1.2:5"),
             None
         );
+        // Unbracketed IPv6: the port is ambiguous.
         assert_eq!(
             parse_address_line("Client IP Address and Port :  fe80::1:5"),
             None
+        );
+        assert_eq!(
+            parse_address_line("Client IP Address and Port :  [::1]"),
+            None
+        );
+        assert_eq!(
+            parse_address_line("Client IP Address and Port :  10.0.0.1:+5"),
+            None
+        );
+    }
+
+    #[test]
+    fn bracketed_ipv6_address_lines_parse() {
+        assert_eq!(
+            parse_address_line(" Client IP Address and Port :  [::1]:40123"),
+            Some("[::1]:40123".parse().unwrap())
+        );
+        assert_eq!(
+            parse_address_line(" Client IP Address and Port :  [fd00::2]:7"),
+            Some("[fd00::2]:7".parse().unwrap())
         );
     }
 
@@ -500,7 +546,27 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_an_fcc_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = FccChild::spawn(&dir.path().join("nope"), &[], dir.path()).unwrap_err();
-        assert!(err.to_string().contains("could not be started"), "{err}");
+        let missing = dir.path().join("nope");
+        let err = FccChild::spawn(&missing, &[], dir.path()).unwrap_err();
+        assert!(matches!(err, CliError::Fcc(_)));
+        assert_eq!(
+            err.to_string(),
+            format!("FCC {} does not exist", missing.display())
+        );
+        // A bare name is looked up in PATH, and the message says so.
+        let err = FccChild::spawn(Path::new("no-such-fcc-program-xyz"), &[], dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`no-such-fcc-program-xyz` not found in PATH"),
+            "{err}"
+        );
+        // A file that is not executable.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "not a program").unwrap();
+        let err = FccChild::spawn(&plain, &[], dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not executable"), "{err}");
     }
 }

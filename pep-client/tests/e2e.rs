@@ -483,10 +483,22 @@ fn wrong_or_missing_token_exits_auth() {
     let err = stderr(&out);
     assert!(err.contains("401"), "{err}");
     assert!(!err.contains("wrong-token"), "{err}");
+    // The message says where the token comes from.
+    assert!(
+        err.contains("refused the API token")
+            && err.contains("PEP_API_TOKEN")
+            && err.contains("--token-file"),
+        "{err}"
+    );
     let out = run(cli(&server.url(), work.path())
         .env_remove("PEP_API_TOKEN")
         .args(args));
     assert_code(&out, code(exit::AUTH));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no API token was sent: set PEP_API_TOKEN or pass --token-file PATH"),
+        "{err}"
+    );
     let empty = work.path().join("empty-token");
     std::fs::write(&empty, "\n").unwrap();
     let out = run(cli(&server.url(), work.path())
@@ -769,4 +781,225 @@ fn usage_errors_exit_2_without_contacting_the_server() {
     let out = run(cli(&url, work.path()).args(["get-one-identity", "-h"]));
     assert_code(&out, 0);
     assert!(stdout(&out).contains("-k"));
+}
+
+/// The server's configuration decides every option the user leaves out: pep-cli sends only what it
+/// was given (it used to send its own defaults and override `[device]`/`[defaults]`).
+#[test]
+fn options_left_out_are_the_servers_configuration() {
+    let server = Server::start_with(
+        "[device]\nhardware_version = \"acme-eg100-rev-b\"\n\n\
+         [defaults]\nradio_config = \"07\"\ncategory = \"development\"\n",
+    );
+    let work = tempfile::tempdir().unwrap();
+
+    // get-one-identity without -w/-r/-c: the configured values, returned and injected.
+    let mut gw = Gateway::start(&[]);
+    let port = gw.addr.port().to_string();
+    let out = run(cli(&server.url(), work.path()).args([
+        "get-one-identity",
+        "-s",
+        "GW-CFG-1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+    ]));
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hardwareVersion"], "acme-eg100-rev-b");
+    assert_eq!(v["radioConfig"], "07");
+    assert_eq!(v["category"], "development");
+    assert_eq!(v["ledConfig"], "01", "the server's own default");
+    assert_eq!(gw.wait(), Some(0));
+    assert_eq!(gw.config_param("mbed.HardwareVersion"), b"acme-eg100-rev-b");
+
+    // The user's values win.
+    let mut gw = Gateway::start(&[]);
+    let port = gw.addr.port().to_string();
+    let out = run(cli(&server.url(), work.path()).args([
+        "get-one-identity",
+        "-s",
+        "GW-CFG-2",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-w",
+        "user-hw-9",
+        "-c",
+        "production",
+    ]));
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hardwareVersion"], "user-hw-9");
+    assert_eq!(v["category"], "production");
+    assert_eq!(v["radioConfig"], "07");
+    assert_eq!(gw.wait(), Some(0));
+    assert_eq!(gw.config_param("mbed.HardwareVersion"), b"user-hw-9");
+
+    // provision: the same rule; the stored record says so too.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(cli(&server.url(), cwd.path())
+        .args(["provision", "--fcc"])
+        .arg(fake_fcc_bin())
+        .args(["--serial", "GW-CFG-3"]));
+    assert_code(&out, 0);
+    let identity: Value =
+        serde_json::from_slice(&std::fs::read(cwd.path().join("identity.json")).unwrap()).unwrap();
+    assert_eq!(identity["hardwareVersion"], "acme-eg100-rev-b");
+    let (status, page) = server.get("/v3/enrollment-ids?limit=10&order=ASC");
+    assert_eq!(status, 200);
+    let page: Value = serde_json::from_slice(&page).unwrap();
+    let stored: Vec<(String, String)> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["serialNumber"].as_str().unwrap().to_owned(),
+                r["hardwareVersion"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            ("GW-CFG-1".to_owned(), "acme-eg100-rev-b".to_owned()),
+            ("GW-CFG-2".to_owned(), "user-hw-9".to_owned()),
+            ("GW-CFG-3".to_owned(), "acme-eg100-rev-b".to_owned()),
+        ]
+    );
+
+    // --help no longer claims a client-side default.
+    let out = run(cli(&server.url(), work.path()).args(["get-one-identity", "--help"]));
+    assert_code(&out, 0);
+    let help = stdout(&out);
+    assert!(!help.contains("arm-pelion-edge-gateway"), "{help}");
+    assert!(help.contains("[device] hardware_version"), "{help}");
+}
+
+#[test]
+fn provision_errors_name_provision_and_a_missing_fcc_is_looked_up_in_path() {
+    let server = Server::start();
+    provision_quietly(&server, "GW-LABEL");
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(cli(&server.url(), cwd.path())
+        .args(["provision", "--fcc"])
+        .arg(fake_fcc_bin())
+        .args(["--serial", "GW-LABEL"]));
+    assert_code(&out, code(exit::CONFLICT));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("pep-cli: error: provision GW-LABEL: server answered HTTP 409"),
+        "{err}"
+    );
+
+    let out = run(cli(&server.url(), cwd.path()).args([
+        "provision",
+        "--fcc",
+        "no-such-fcc-program",
+        "--serial",
+        "GW-NOFCC",
+    ]));
+    assert_code(&out, code(exit::GATEWAY));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`no-such-fcc-program` not found in PATH"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(tree(cwd.path()).is_empty(), "{:?}", tree(cwd.path()));
+}
+
+/// True when this machine has an IPv6 loopback (`::1` can be bound).
+fn has_ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// IPv6 gateways behave like IPv4 ones: `-i ::1` and an FCC printing `[::1]:PORT`.
+///
+/// Ignored until the server accepts IPv6 gateway addresses: `parse_gateway_ip` in
+/// `pep-server/src/http/identity.rs` still answers 400 "must be an IPv4 address" (issue 21; the
+/// fix is in that file's owner's hands). Run with `--ignored` after it lands.
+#[test]
+#[ignore = "needs the server to accept IPv6 gateway addresses (pep-server/src/http/identity.rs)"]
+fn ipv6_gateway_end_to_end() {
+    if !has_ipv6_loopback() {
+        eprintln!("no IPv6 loopback on this machine; skipped");
+        return;
+    }
+    let server = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(&["--bind", "::1"]);
+    assert!(gw.addr.is_ipv6(), "{}", gw.addr);
+    let port = gw.addr.port().to_string();
+    let out = run(cli(&server.url(), work.path()).args([
+        "get-one-identity",
+        "-s",
+        "GW-V6-1",
+        "-i",
+        "::1",
+        "-p",
+        &port,
+    ]));
+    assert_code(&out, 0);
+    assert_eq!(gw.wait(), Some(0));
+    assert_eq!(gw.config_param("mbed.EndpointName"), b"GW-V6-1");
+
+    // provision reads `[::1]:PORT` from FCC's output and passes the address on.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(cli(&server.url(), cwd.path())
+        .args(["provision", "--fcc"])
+        .arg(fake_fcc_bin())
+        .args([
+            "--fcc-arg",
+            "--bind",
+            "--fcc-arg",
+            "::1",
+            "--serial",
+            "GW-V6-2",
+        ]));
+    assert_code(&out, 0);
+    let identity: Value =
+        serde_json::from_slice(&std::fs::read(cwd.path().join("identity.json")).unwrap()).unwrap();
+    assert_eq!(identity["serialNumber"], "GW-V6-2");
+}
+
+/// The pep-cli half of IPv6 gateways, whatever the server then answers: `provision` reads FCC's
+/// bracketed `[::1]:PORT` line and sends `ip=::1` with that port.
+#[test]
+fn provision_reads_an_ipv6_fcc_address() {
+    if !has_ipv6_loopback() {
+        eprintln!("no IPv6 loopback on this machine; skipped");
+        return;
+    }
+    let server = Server::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(cli(&server.url(), cwd.path())
+        .args(["provision", "--fcc"])
+        .arg(fake_fcc_bin())
+        .args([
+            "--fcc-arg",
+            "--bind",
+            "--fcc-arg",
+            "::1",
+            "--serial",
+            "GW-V6-3",
+            "-v",
+        ]));
+    let err = stderr(&out);
+    let printed = err
+        .lines()
+        .find_map(|l| l.split("Client IP Address and Port :  ").nth(1))
+        .unwrap_or_else(|| panic!("FCC's address line is not traced: {err}"));
+    let addr: std::net::SocketAddr = printed.trim().parse().unwrap();
+    assert!(addr.is_ipv6(), "{addr}");
+    assert!(
+        err.contains(&format!(
+            "/v3/identity?serialNumber=GW-V6-3&ip=%3A%3A1&port={}",
+            addr.port()
+        )),
+        "{err}"
+    );
 }

@@ -1,5 +1,5 @@
 //! Shared test helpers: a tiny CBOR writer (so malformed bundles can be built byte by byte),
-//! in-test PKI (rcgen), and the by_tool bundle of reference §7.1 as editable parts.
+//! in-test PKI (rcgen), and the by_tool bundle of docs/protocol.md §7.1 as editable parts.
 #![allow(dead_code)]
 
 use rcgen::{

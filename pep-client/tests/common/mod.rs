@@ -78,6 +78,11 @@ pub struct Server {
 impl Server {
     /// Starts a server with the test CA and the test token.
     pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// [`Server::start`] with `extra` appended to its config (whole TOML tables, e.g. `[device]`).
+    pub fn start_with(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let root = repo_root();
         let config = format!(
@@ -110,6 +115,8 @@ class_id = "4d4f4e44-4159-204d-4f52-4e494e472e2e"
 connect_timeout_ms = 5000
 write_timeout_ms = 10000
 read_timeout_ms = 30000
+
+{extra}
 "#,
             db = dir.path().join("pep.sqlite").display(),
             root = root.display(),
@@ -176,6 +183,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The value FCC stored for the config parameter `name` (e.g. `mbed.HardwareVersion`).
+    pub fn config_param(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.pal().join(format!("CfgParam_{name}"))).unwrap()
+    }
+
     /// Starts `fake-fcc` with `args` in a fresh directory.
     pub fn start(args: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
@@ -188,7 +200,7 @@ impl Gateway {
             .spawn()
             .expect("start fake-fcc");
         let addr = read_until(&mut child, "fake-fcc", |line| {
-            pep_client::fcc::parse_address_line(line).map(SocketAddr::V4)
+            pep_client::fcc::parse_address_line(line)
         });
         Gateway { child, addr, dir }
     }

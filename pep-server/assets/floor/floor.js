@@ -13,6 +13,14 @@
   var offsetMinutes = Number(body.getAttribute('data-offset-minutes')) || 0;
   var tbody = document.querySelector('#attempts tbody');
   var source = null;
+  // Rows that arrived before the counters that count them. The server sends an `attempt` at once
+  // and the `counters` (which include it: the store is written before the event) within a second;
+  // a row and its counters are shown in the same update, so the screen never shows a new row next
+  // to counters that do not include it yet.
+  var pending = [];
+  var pendingTimer = null;
+  // If no counters come (the store does not answer), the rows are shown anyway after this long.
+  var PENDING_MAX_MS = 5000;
 
   function $(id) { return document.getElementById(id); }
   function setText(id, value) { var e = $(id); if (e) { e.textContent = String(value); } }
@@ -103,8 +111,9 @@
     tr.setAttribute('data-serial', a.serial);
     tr.setAttribute('data-result', a.result);
     cell(tr, 't', clock(a.at));
-    cell(tr, 'serial', a.serial);
-    cell(tr, 'gw', a.gateway);
+    // Long serials and IPv6 gateways are cut with an ellipsis; the full value is the tooltip.
+    cell(tr, 'serial', a.serial, a.serial);
+    cell(tr, 'gw', a.gateway, a.gateway);
     badge(cell(tr, '', ''), a.result);
     var fcc = cell(tr, 'fcc', '', a.detail);
     var st = document.createElement('span');
@@ -141,23 +150,49 @@
     if (none) { none.hidden = true; }
   }
 
+  function queueAttempt(a) {
+    pending.push(a);
+    if (pendingTimer === null) { pendingTimer = setTimeout(showPending, PENDING_MAX_MS); }
+  }
+
+  function dropPending() {
+    if (pendingTimer !== null) { clearTimeout(pendingTimer); pendingTimer = null; }
+    pending = [];
+  }
+
+  function showPending() {
+    var rows = pending;
+    dropPending();
+    rows.forEach(addAttempt);
+  }
+
+  // The server-rendered rows get the same tooltips as the rows built here.
+  function addTitles() {
+    Array.prototype.slice.call(document.querySelectorAll('#attempts td.serial, #attempts td.gw'))
+      .forEach(function (td) { if (!td.title) { td.title = td.textContent; } });
+  }
+
   function connect() {
     if (!window.EventSource) { return; }
     source = new EventSource('/v3/events');
     source.addEventListener('snapshot', function (e) {
       var s = JSON.parse(e.data);
       offsetMinutes = s.offsetMinutes;
+      // The snapshot is the store's truth and already holds any queued row.
+      dropPending();
       renderCounters(s);
       renderAttempts(s.attempts);
       setLive('on', 'Live \u00b7 updated ' + clock(s.now));
     });
     source.addEventListener('counters', function (e) {
       var live = JSON.parse(e.data);
+      // One synchronous update: the browser paints the counters and their rows together.
       renderCounters(live);
+      showPending();
       setLive('on', 'Live \u00b7 updated ' + clock(live.now));
     });
     source.addEventListener('attempt', function (e) {
-      addAttempt(JSON.parse(e.data));
+      queueAttempt(JSON.parse(e.data));
     });
     source.onerror = function () {
       setLive('off', 'Connection lost \u00b7 reconnecting\u2026');
@@ -207,6 +242,7 @@
           var span = document.createElement('span');
           span.className = part[0];
           span.textContent = part[1];
+          if (part[0] === 'serial') { span.title = r.serial; }
           if (part[0] === 'msg' && r.detail) { span.title = r.detail; }
           what.appendChild(span);
         });
@@ -249,6 +285,7 @@
     });
   }
 
+  addTitles();
   setUpSearch();
   setLive('off', 'Connecting\u2026');
   connect();
