@@ -284,7 +284,11 @@ impl Config {
             );
         }
         if b.first_to_claim && b.uri.has_aid() {
-            r.error("bootstrap.uri", "contains aid= but first_to_claim is on");
+            r.error(
+                "bootstrap.uri",
+                "contains aid= but first_to_claim is on (FCC answers 29): remove the ?aid=… part, \
+                 or set bootstrap.first_to_claim = false",
+            );
         }
         if !b.first_to_claim && !b.uri.has_aid() {
             r.error(

@@ -152,7 +152,7 @@ pub enum KeyMode {
     /// pep generates the key pair and injects the private key (one message).
     #[default]
     ByTool,
-    /// The device generates the key and returns a CSR (two messages, §7.2); the key never leaves it.
+    /// The device generates the key and returns a CSR (two messages, docs/protocol.md §7.2); the key never leaves it.
     ByDevice,
 }
 
