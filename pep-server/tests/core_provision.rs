@@ -686,3 +686,39 @@ async fn a_caller_that_gives_up_does_not_leave_the_serial_in_flight() {
         .await
         .unwrap();
 }
+
+/// The core takes its time from the clock it is given: a fixed clock gives that `createdAt` (API
+/// answer and store) and a certificate whose validity starts there (less the 5-minute backdating).
+#[tokio::test]
+async fn a_fixed_clock_sets_created_at_and_not_before() {
+    use pep_server::clock::FixedClock;
+    use time::{Duration as Span, OffsetDateTime};
+    use x509_cert::der::Decode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir.path().join("pep.sqlite"), KeyMode::ByTool, |_| {});
+    let store = Store::open(&config.database_url).await.unwrap();
+    // Three days ago, a whole second: inside the fixture CA's validity, not the wall clock.
+    let at = (OffsetDateTime::now_utc() - Span::days(3))
+        .replace_nanosecond(0)
+        .unwrap();
+    let at_ms = at.unix_timestamp() * 1000;
+    let provisioner =
+        Provisioner::with_clock(Arc::new(config), store, Arc::new(FixedClock(at))).unwrap();
+    let (addr, _gw) = gateway(|_| {}).await;
+    let identity = provisioner
+        .provision(request("GW-CLOCK", addr))
+        .await
+        .unwrap();
+    assert_eq!(identity.created_at, at_ms);
+    let cert = x509_cert::Certificate::from_der(identity.certificate_der.as_ref()).unwrap();
+    let not_before = cert.tbs_certificate.validity.not_before.to_unix_duration();
+    assert_eq!(not_before.as_secs() as i64, at.unix_timestamp() - 300);
+    let row = provisioner
+        .store()
+        .identity("GW-CLOCK")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.created_at_ms, at_ms);
+}

@@ -52,7 +52,7 @@ async fn fail(store: &Store, id: i64) {
             id,
             &FailedOutcome {
                 fcc_status: Some(13),
-                fcc_info: None,
+                fcc_info: Some("Certificate expired:mbed.BootstrapDeviceCert"),
                 fcc_warnings: &["w1".to_owned()],
                 error: "gateway rejected the bundle",
                 duration_ms: 3,
