@@ -328,15 +328,27 @@ impl FactoryCa {
     }
 
     /// Issues a device identity (`by_tool` mode): a new P-256 key and its certificate with
-    /// CN = `endpoint`.
+    /// CN = `endpoint`, valid from now (the wall clock); see [`FactoryCa::issue_at`].
     pub fn issue(
         &self,
         endpoint: &EndpointName,
         profile: &CertProfile,
     ) -> Result<IssuedIdentity, CaError> {
+        self.issue_at(endpoint, profile, OffsetDateTime::now_utc())
+    }
+
+    /// [`FactoryCa::issue`] with the issuing time given: the certificate's validity starts at
+    /// `now` (less the profile's backdating), so a caller with its own clock gets deterministic
+    /// certificates.
+    pub fn issue_at(
+        &self,
+        endpoint: &EndpointName,
+        profile: &CertProfile,
+        now: OffsetDateTime,
+    ) -> Result<IssuedIdentity, CaError> {
         profile.validate()?;
         let (private_key, point) = DevicePrivateKey::generate(&self.rng)?;
-        let certificate = self.certify(&point, endpoint, profile)?;
+        let certificate = self.certify(&point, endpoint, profile, now)?;
         Ok(IssuedIdentity {
             certificate,
             private_key,
@@ -353,9 +365,20 @@ impl FactoryCa {
         expected: &EndpointName,
         profile: &CertProfile,
     ) -> Result<IssuedCertificate, CaError> {
+        self.sign_csr_at(csr_der, expected, profile, OffsetDateTime::now_utc())
+    }
+
+    /// [`FactoryCa::sign_csr`] with the issuing time given (see [`FactoryCa::issue_at`]).
+    pub fn sign_csr_at(
+        &self,
+        csr_der: &[u8],
+        expected: &EndpointName,
+        profile: &CertProfile,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, CaError> {
         profile.validate()?;
         let point = csr::verified_public_point(csr_der, expected)?;
-        self.certify(&point, expected, profile)
+        self.certify(&point, expected, profile, now)
     }
 
     fn certify(
@@ -363,13 +386,9 @@ impl FactoryCa {
         point: &[u8; 65],
         endpoint: &EndpointName,
         profile: &CertProfile,
+        now: OffsetDateTime,
     ) -> Result<IssuedCertificate, CaError> {
-        let validity = profile::validity(
-            OffsetDateTime::now_utc(),
-            profile,
-            self.not_before,
-            self.not_after,
-        )?;
+        let validity = profile::validity(now, profile, self.not_before, self.not_after)?;
         let serial = Self::serial();
         let subject = profile.subject_der(endpoint);
         let tbs = profile::tbs_certificate(&TbsParts {

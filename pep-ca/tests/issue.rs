@@ -277,3 +277,30 @@ fn ca_without_subject_key_identifier_and_chain_file() {
     let text = openssl(dir.path(), &["x509", "-in", "leaf.pem", "-noout", "-text"]);
     assert!(text.contains("X509v3 Authority Key Identifier"), "{text}");
 }
+
+/// The core takes a clock: a certificate issued "at" a fixed time starts five minutes before it
+/// (the backdating), whatever the wall clock says.
+#[test]
+fn issue_at_a_fixed_time_starts_the_validity_there() {
+    let ca = fixture_ca().ca;
+    let name: EndpointName = "GW-CLOCK".parse().unwrap();
+    // Inside the fixture CA's validity, well away from the wall clock.
+    let at = ca.not_before() + Duration::days(3) + Duration::milliseconds(750);
+    let id = ca.issue_at(&name, &CertProfile::default(), at).unwrap();
+    let whole = at.replace_nanosecond(0).unwrap();
+    assert_eq!(id.certificate.not_before, whole - Duration::minutes(5));
+    assert_eq!(
+        id.certificate.not_after,
+        whole + CertProfile::default().lifetime
+    );
+    let parsed = Certificate::from_der(&id.certificate.der).unwrap();
+    let nb = parsed
+        .tbs_certificate
+        .validity
+        .not_before
+        .to_unix_duration();
+    assert_eq!(
+        nb.as_secs() as i64,
+        (whole - Duration::minutes(5)).unix_timestamp()
+    );
+}

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use criterion::{Criterion, criterion_group, criterion_main};
 use fake_fcc::{GatewayConfig, Sessions};
 use pep_server::config::Config;
+use pep_server::model::GatewayFields;
 use pep_server::provision::{ProvisionRequest, Provisioner};
 use pep_server::store::Store;
 
@@ -37,18 +38,17 @@ fn provisioning(c: &mut Criterion) {
         (provisioner, gateway, handle)
     });
     let next = AtomicU64::new(0);
-    let request = || ProvisionRequest {
-        serial_number: format!("bench-{:08}", next.fetch_add(1, Ordering::Relaxed)),
-        ip: gateway.ip(),
-        port: gateway.port(),
-        api_address: None,
-        gateway_services_address: None,
-        hardware_version: None,
-        radio_config: None,
-        led_config: None,
-        category: None,
-        verification_key: None,
-        requester: "bench".to_owned(),
+    let request = || {
+        let fields = GatewayFields {
+            serial_number: Some(format!("bench-{:08}", next.fetch_add(1, Ordering::Relaxed))),
+            ip: Some(gateway.ip().to_string()),
+            port: Some(gateway.port().to_string()),
+            ..GatewayFields::default()
+        };
+        ProvisionRequest {
+            params: provisioner.gateway_params(fields, None).expect("valid"),
+            requester: "bench".to_owned(),
+        }
     };
     c.bench_function(
         "provision by_tool in process (core + SQLite + fake-fcc)",

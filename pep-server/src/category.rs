@@ -6,7 +6,16 @@ use std::str::FromStr;
 /// Whether a gateway is a production or a development unit (`category` in the API and in
 /// `[defaults]`). Stored and sent as its lowercase name.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Category {

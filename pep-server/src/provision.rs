@@ -19,13 +19,13 @@
 //! logged or returned.
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fcc_proto::bundle::{Bundle, CertificateItem, ConfigParam, CsrRequest, KeyItem};
 use fcc_proto::{FccClient, FccError, FccStatus, Response, Timeouts, names};
-use pep_ca::{CertProfile, EndpointName, FactoryCa, IssuedCertificate};
+use pep_ca::{CaError, CertProfile, EndpointName, EnrollmentId, FactoryCa, IssuedCertificate};
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, broadcast};
@@ -33,38 +33,21 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::activity::{
     AttemptFinished, AttemptOutcome, AttemptStarted, EVENT_CAPACITY, ProvisionEvent,
 };
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, EntropyMode, KeyMode};
-use crate::store::{
-    DeployedOutcome, FailedOutcome, NewAttempt, Reservation, Store, StoreError, now_ms,
+pub use crate::model::MAX_FIELD_LEN;
+use crate::model::{
+    Category, FieldText, GatewayDefaults, GatewayFields, GatewayParams, HttpUrl, InvalidField,
+    as_text,
 };
+use crate::store::{DeployedOutcome, FailedOutcome, NewAttempt, Reservation, Store, StoreError};
 
-/// Longest accepted text field (every request field except the serial, which has its own rule).
-pub const MAX_FIELD_LEN: usize = 256;
-
-/// One provisioning request (what `GET /v3/identity` carries).
+/// One provisioning request: a valid gateway and who asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisionRequest {
-    /// Gateway serial = endpoint name = certificate CN.
-    pub serial_number: String,
-    /// IP of the gateway's FCC.
-    pub ip: IpAddr,
-    /// FCC's TCP port (1–65535).
-    pub port: u16,
-    /// `apiAddress` (default from `[defaults]`).
-    pub api_address: Option<String>,
-    /// `gatewayServicesAddress`, also `cloudAddress`.
-    pub gateway_services_address: Option<String>,
-    /// `hardwareVersion` (default `device.hardware_version`), also `mbed.HardwareVersion`.
-    pub hardware_version: Option<String>,
-    /// `radioConfig`.
-    pub radio_config: Option<String>,
-    /// `ledConfig`.
-    pub led_config: Option<String>,
-    /// `production` or `development`.
-    pub category: Option<String>,
-    /// journald FSS verification key (stored, not injected).
-    pub verification_key: Option<String>,
-    /// Who asks (token name and address), for the audit trail.
+    /// The gateway and its parameters (see [`Provisioner::gateway_params`]).
+    pub params: GatewayParams,
+    /// Who asks (token name and address), for the audit trail; cut to [`MAX_FIELD_LEN`].
     pub requester: String,
 }
 
@@ -75,8 +58,9 @@ pub struct ProvisionRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
     /// Serial number.
-    #[serde(rename = "serialNumber")]
-    pub serial_number: String,
+    #[schema(value_type = String)]
+    #[serde(rename = "serialNumber", serialize_with = "as_text::serialize")]
+    pub serial_number: EndpointName,
     /// Account OU: unknown at the factory, empty.
     #[serde(rename = "OU")]
     pub ou: String,
@@ -86,37 +70,45 @@ pub struct Identity {
     /// Always true.
     pub deployed: bool,
     /// Hardware version.
+    #[schema(value_type = String)]
     #[serde(rename = "hardwareVersion")]
-    pub hardware_version: String,
+    pub hardware_version: FieldText,
     /// Radio configuration.
+    #[schema(value_type = String)]
     #[serde(rename = "radioConfig")]
-    pub radio_config: String,
+    pub radio_config: FieldText,
     /// LED configuration.
+    #[schema(value_type = String)]
     #[serde(rename = "ledConfig")]
-    pub led_config: String,
+    pub led_config: FieldText,
     /// `production` or `development`.
-    pub category: String,
+    pub category: Category,
     /// = gateway services address.
+    #[schema(value_type = String)]
     #[serde(rename = "cloudAddress")]
-    pub cloud_address: String,
+    pub cloud_address: HttpUrl,
     /// API address.
+    #[schema(value_type = String)]
     #[serde(rename = "apiAddress")]
-    pub api_address: String,
+    pub api_address: HttpUrl,
     /// = API address (the name the gateway reads).
+    #[schema(value_type = String)]
     #[serde(rename = "apiServerAddress")]
-    pub api_server_address: String,
+    pub api_server_address: HttpUrl,
     /// Gateway services address.
+    #[schema(value_type = String)]
     #[serde(rename = "gatewayServicesAddress")]
-    pub gateway_services_address: String,
+    pub gateway_services_address: HttpUrl,
     /// `A-` + SHA-256 of the device certificate.
-    #[serde(rename = "enrollmentID")]
-    pub enrollment_id: String,
+    #[schema(value_type = String)]
+    #[serde(rename = "enrollmentID", serialize_with = "as_text::serialize")]
+    pub enrollment_id: EnrollmentId,
     /// ms since the epoch.
     #[serde(rename = "createdAt")]
     pub created_at: i64,
-    /// The device certificate (DER; public).
+    /// The device certificate (public).
     #[serde(skip)]
-    pub certificate_der: Vec<u8>,
+    pub certificate_der: CertificateDer<'static>,
     /// Certificate serial, hex.
     #[serde(skip)]
     pub certificate_serial: String,
@@ -129,6 +121,38 @@ pub struct Identity {
     /// The gateway's FCC address.
     #[serde(skip)]
     pub gateway: SocketAddr,
+}
+
+/// Why an attempt on a reachable gateway failed below FCC's own status (502).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayFailure {
+    /// A transport or framing error: closed without reply, wire status 9, bad frame.
+    #[error(transparent)]
+    Fcc(FccError),
+    /// FCC's answer does not fit the exchange (e.g. no CSR where one was asked for).
+    #[error("{0}")]
+    Protocol(String),
+    /// The gateway's CSR does not pass the CA's checks.
+    #[error("the gateway's CSR was refused: {0}")]
+    CsrRefused(#[source] CaError),
+}
+
+/// Which timeout expired (504).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayTimeoutCause {
+    /// A connect, write or read timeout of the FCC client.
+    #[error(transparent)]
+    Fcc(FccError),
+    /// The whole request took longer than `request_deadline`.
+    #[error("the request deadline of {} ms expired", .0.as_millis())]
+    Deadline(Duration),
+}
+
+impl GatewayTimeoutCause {
+    /// True for the request deadline (rather than one exchange's timeout).
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, GatewayTimeoutCause::Deadline(_))
+    }
 }
 
 /// Why a provisioning failed. [`ProvisionError::http_status`] gives the HTTP status.
@@ -168,7 +192,8 @@ pub enum ProvisionError {
         /// The gateway's FCC address.
         gateway: SocketAddr,
         /// What happened.
-        error: String,
+        #[source]
+        error: GatewayFailure,
     },
     /// Nothing listens at the address, or no route (504).
     #[error(
@@ -178,7 +203,8 @@ pub enum ProvisionError {
         /// The gateway's FCC address.
         gateway: SocketAddr,
         /// What happened.
-        error: String,
+        #[source]
+        error: FccError,
     },
     /// A connect/write/read timeout or the request deadline expired (504).
     #[error("FCC at {gateway} timed out: {error}")]
@@ -186,7 +212,8 @@ pub enum ProvisionError {
         /// The gateway's FCC address.
         gateway: SocketAddr,
         /// Which timeout.
-        error: String,
+        #[source]
+        error: GatewayTimeoutCause,
     },
     /// The configuration is not usable (the check report) (500).
     #[error("invalid configuration:\n{0}")]
@@ -194,9 +221,21 @@ pub enum ProvisionError {
     /// The store failed (500).
     #[error("store error: {0}")]
     Store(#[from] StoreError),
-    /// Anything else, e.g. the CA refusing to issue (500).
+    /// The CA refused to issue a certificate (500).
+    #[error("internal error: the CA could not issue a certificate: {0}")]
+    Ca(#[source] CaError),
+    /// Anything else (500).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<InvalidField> for ProvisionError {
+    fn from(e: InvalidField) -> Self {
+        ProvisionError::InvalidRequest {
+            field: e.field.to_owned(),
+            reason: e.reason,
+        }
+    }
 }
 
 impl ProvisionError {
@@ -211,6 +250,7 @@ impl ProvisionError {
             }
             ProvisionError::InvalidConfig(_)
             | ProvisionError::Store(_)
+            | ProvisionError::Ca(_)
             | ProvisionError::Internal(_) => 500,
         }
     }
@@ -254,29 +294,19 @@ struct Inner {
     slots: Semaphore,
     /// Live activity (see [`crate::activity`]); sending never blocks.
     events: broadcast::Sender<ProvisionEvent>,
-}
-
-/// A validated request with every default filled in.
-#[derive(Debug, Clone)]
-struct Job {
-    endpoint: EndpointName,
-    gateway: SocketAddr,
-    api_address: String,
-    gateway_services_address: String,
-    hardware_version: String,
-    radio_config: String,
-    led_config: String,
-    category: String,
-    verification_key: Option<String>,
-    requester: String,
+    /// What a request leaves out, from the configuration.
+    defaults: GatewayDefaults,
+    /// The time of `created_at`, `mbed.CurrentTime` and the certificates.
+    clock: Arc<dyn Clock>,
 }
 
 /// What went wrong inside one attempt (before mapping to [`ProvisionError`]).
 enum AttemptError {
     Fcc(FccError),
     Rejected { response: Box<Response> },
-    Protocol(String),
-    Ca(String),
+    Failure(GatewayFailure),
+    Ca(CaError),
+    Internal(String),
     Deadline(Duration),
 }
 
@@ -289,28 +319,28 @@ impl From<FccError> for AttemptError {
 impl AttemptError {
     fn into_error(self, gateway: SocketAddr) -> ProvisionError {
         match self {
-            AttemptError::Fcc(e) if e.is_unreachable() => ProvisionError::GatewayUnreachable {
-                gateway,
-                error: e.to_string(),
-            },
+            AttemptError::Fcc(e) if e.is_unreachable() => {
+                ProvisionError::GatewayUnreachable { gateway, error: e }
+            }
             AttemptError::Fcc(e) if e.is_timeout() => ProvisionError::GatewayTimeout {
                 gateway,
-                error: e.to_string(),
+                error: GatewayTimeoutCause::Fcc(e),
             },
             AttemptError::Fcc(e) => ProvisionError::GatewayFailed {
                 gateway,
-                error: e.to_string(),
+                error: GatewayFailure::Fcc(e),
             },
             AttemptError::Rejected { response } => ProvisionError::GatewayRejected {
                 gateway,
                 status: response.return_status,
                 info: response.info_message.trim_end().to_owned(),
             },
-            AttemptError::Protocol(error) => ProvisionError::GatewayFailed { gateway, error },
-            AttemptError::Ca(e) => ProvisionError::Internal(e),
+            AttemptError::Failure(error) => ProvisionError::GatewayFailed { gateway, error },
+            AttemptError::Ca(e) => ProvisionError::Ca(e),
+            AttemptError::Internal(e) => ProvisionError::Internal(e),
             AttemptError::Deadline(d) => ProvisionError::GatewayTimeout {
                 gateway,
-                error: format!("the request deadline of {} ms expired", d.as_millis()),
+                error: GatewayTimeoutCause::Deadline(d),
             },
         }
     }
@@ -324,8 +354,18 @@ struct Injected {
 
 impl Provisioner {
     /// Checks the configuration ([`Config::check`]; any error refuses to start), loads the CA and
-    /// the certificates once, and sets up the injection slots.
+    /// the certificates once, and sets up the injection slots. Times come from the wall clock.
     pub fn new(config: Arc<Config>, store: Store) -> Result<Provisioner, ProvisionError> {
+        Provisioner::with_clock(config, store, Arc::new(SystemClock))
+    }
+
+    /// [`Provisioner::new`] with the clock the core reads for `created_at`, `mbed.CurrentTime`
+    /// and the certificates' validity.
+    pub fn with_clock(
+        config: Arc<Config>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Provisioner, ProvisionError> {
         let (report, prepared) = config.prepare();
         let Some(prepared) = prepared.filter(|_| report.is_ok()) else {
             return Err(ProvisionError::InvalidConfig(report.to_string()));
@@ -338,7 +378,11 @@ impl Provisioner {
             write: Duration::from_millis(config.fcc.write_timeout_ms),
             read: Duration::from_millis(config.fcc.read_timeout_ms),
         };
+        let defaults = GatewayDefaults::from_config(&config)
+            .map_err(|e| ProvisionError::InvalidConfig(format!("{}: {}", e.field, e.reason)))?;
         let inner = Inner {
+            defaults,
+            clock,
             profile: config.cert_profile(),
             ca: prepared.ca,
             bootstrap_ca_der: prepared.bootstrap_ca_der,
@@ -378,149 +422,52 @@ impl Provisioner {
         self.inner.slots.available_permits()
     }
 
-    /// Provisions one gateway: validate, reserve the serial, issue, inject, record.
+    /// Checks the fields of a request and fills in the configured defaults: the one place a
+    /// request becomes [`GatewayParams`]. `peer` is the requester's address (the gateway's when
+    /// `ip` is absent).
+    pub fn gateway_params(
+        &self,
+        fields: GatewayFields,
+        peer: Option<IpAddr>,
+    ) -> Result<GatewayParams, InvalidField> {
+        fields.into_params(peer, &self.inner.defaults)
+    }
+
+    /// The defaults a request's absent fields get.
+    pub fn gateway_defaults(&self) -> &GatewayDefaults {
+        &self.inner.defaults
+    }
+
+    /// Provisions one gateway: reserve the serial, issue, inject, record.
     ///
     /// Runs in its own task: dropping the returned future does not abort the attempt, which always
     /// ends recorded as deployed or failed.
     pub async fn provision(&self, request: ProvisionRequest) -> Result<Identity, ProvisionError> {
-        let job = validate(&self.inner.config, request)?;
         let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move { inner.run(job).await })
+        tokio::spawn(async move { inner.run(request).await })
             .await
             .map_err(|e| ProvisionError::Internal(format!("the provisioning task failed: {e}")))?
     }
 }
 
-/// Validates a request and fills in the defaults.
-fn validate(config: &Config, r: ProvisionRequest) -> Result<Job, ProvisionError> {
-    let invalid = |field: &str, reason: String| ProvisionError::InvalidRequest {
-        field: field.to_owned(),
-        reason,
-    };
-    let endpoint = EndpointName::from_str(&r.serial_number)
-        .map_err(|e| invalid("serialNumber", e.to_string()))?;
-    match r.ip {
-        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
-            return Err(invalid("ip", format!("{v4} is not a unicast address")));
-        }
-        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => {
-            return Err(invalid("ip", format!("{v6} is not a unicast address")));
-        }
-        _ => {}
-    }
-    if r.port == 0 {
-        return Err(invalid("port", "must be in 1..=65535".to_owned()));
-    }
-    let text = |field: &str, v: Option<String>, default: &str| -> Result<String, ProvisionError> {
-        let v = v.unwrap_or_else(|| default.to_owned());
-        check_field(field, &v)?;
-        if v.is_empty() {
-            return Err(invalid(field, "must not be empty".to_owned()));
-        }
-        Ok(v)
-    };
-    let d = &config.defaults;
-    let api_address = text("apiAddress", r.api_address, &d.api_address)?;
-    let gateway_services_address = text(
-        "gatewayServicesAddress",
-        r.gateway_services_address,
-        &d.gateway_services_address,
-    )?;
-    for (field, v) in [
-        ("apiAddress", &api_address),
-        ("gatewayServicesAddress", &gateway_services_address),
-    ] {
-        match url::Url::parse(v) {
-            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-            Ok(u) => {
-                return Err(invalid(
-                    field,
-                    format!("scheme `{}` is not http(s)", u.scheme()),
-                ));
-            }
-            Err(e) => return Err(invalid(field, format!("is not a URL: {e}"))),
-        }
-    }
-    let hardware_version = text(
-        "hardwareVersion",
-        r.hardware_version,
-        &config.device.hardware_version,
-    )?;
-    let radio_config = text("radioConfig", r.radio_config, &d.radio_config)?;
-    let led_config = text("ledConfig", r.led_config, &d.led_config)?;
-    let category = text("category", r.category, d.category.as_str())?;
-    if category != "production" && category != "development" {
-        return Err(invalid(
-            "category",
-            format!("`{category}` is not `production` or `development`"),
-        ));
-    }
-    let verification_key = match r.verification_key {
-        Some(k) if k.is_empty() => None,
-        Some(k) => {
-            check_field("verificationKey", &k)?;
-            Some(k)
-        }
-        None => None,
-    };
-    let requester = if r.requester.chars().count() > MAX_FIELD_LEN {
-        r.requester.chars().take(MAX_FIELD_LEN).collect()
-    } else {
-        r.requester
-    };
-    Ok(Job {
-        endpoint,
-        gateway: SocketAddr::new(r.ip, r.port),
-        api_address,
-        gateway_services_address,
-        hardware_version,
-        radio_config,
-        led_config,
-        category,
-        verification_key,
-        requester,
-    })
-}
-
-fn check_field(field: &str, v: &str) -> Result<(), ProvisionError> {
-    let len = v.chars().count();
-    if len > MAX_FIELD_LEN {
-        return Err(ProvisionError::InvalidRequest {
-            field: field.to_owned(),
-            reason: format!("has {len} characters, at most {MAX_FIELD_LEN} are allowed"),
-        });
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ProvisionError::InvalidRequest {
-            field: field.to_owned(),
-            reason: "must not contain control characters".to_owned(),
-        });
-    }
-    Ok(())
-}
-
 impl Inner {
-    async fn run(&self, job: Job) -> Result<Identity, ProvisionError> {
+    async fn run(&self, request: ProvisionRequest) -> Result<Identity, ProvisionError> {
         let started = Instant::now();
-        let serial = job.endpoint.as_str();
-        let gateway_text = job.gateway.to_string();
-        let reservation = self
-            .store
-            .reserve(&NewAttempt {
-                serial,
-                gateway: &gateway_text,
-                requester: &job.requester,
-                hardware_version: &job.hardware_version,
-                radio_config: &job.radio_config,
-                led_config: &job.led_config,
-                category: &job.category,
-                cloud_address: &job.gateway_services_address,
-                api_address: &job.api_address,
-                gateway_services_address: &job.gateway_services_address,
-                verification_key: job.verification_key.as_deref(),
-                now_ms: now_ms(),
-            })
-            .await?;
+        let ProvisionRequest {
+            params: job,
+            mut requester,
+        } = request;
+        if let Some((cut, _)) = requester.char_indices().nth(MAX_FIELD_LEN) {
+            requester.truncate(cut);
+        }
+        let attempt = NewAttempt {
+            params: job,
+            requester,
+            now_ms: self.clock.now_ms(),
+        };
+        let reservation = self.store.reserve(&attempt).await?;
+        let job = &attempt.params;
+        let serial = job.serial_number.as_str();
         let id = match reservation {
             Reservation::Reserved { id } => {
                 // No subscriber is not an error: the event is simply not seen.
@@ -528,7 +475,7 @@ impl Inner {
                     id,
                     serial: serial.to_owned(),
                     gateway: job.gateway,
-                    at_ms: now_ms(),
+                    at_ms: self.clock.now_ms(),
                 }));
                 id
             }
@@ -542,7 +489,7 @@ impl Inner {
         tracing::debug!(serial, gateway = %job.gateway, id, "serial reserved");
 
         let deadline = self.config.request_deadline();
-        let outcome = match tokio::time::timeout(deadline, self.attempt(&job, id)).await {
+        let outcome = match tokio::time::timeout(deadline, self.attempt(job, id)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(AttemptError::Deadline(deadline)),
         };
@@ -551,13 +498,13 @@ impl Inner {
         match outcome {
             Ok(injected) => {
                 let cert = &injected.certificate;
-                let enrollment_id = cert.enrollment_id.to_string();
+                let enrollment_id = &cert.enrollment_id;
                 let recorded = self
                     .store
                     .mark_deployed(
                         id,
                         &DeployedOutcome {
-                            enrollment_id: &enrollment_id,
+                            enrollment_id: enrollment_id.as_str(),
                             cert_serial: &cert.serial_hex,
                             cert_not_after: cert.not_after.unix_timestamp(),
                             fcc_warnings: &injected.warnings,
@@ -584,32 +531,44 @@ impl Inner {
                     id,
                     serial: serial.to_owned(),
                     gateway: job.gateway,
-                    at_ms: now_ms(),
+                    at_ms: self.clock.now_ms(),
                     duration_ms,
                     outcome: AttemptOutcome::Deployed {
-                        enrollment_id: enrollment_id.clone(),
+                        enrollment_id: enrollment_id.to_string(),
                     },
                 }));
+                let GatewayParams {
+                    serial_number,
+                    gateway,
+                    api_address,
+                    gateway_services_address,
+                    hardware_version,
+                    radio_config,
+                    led_config,
+                    category,
+                    verification_key: _,
+                } = attempt.params;
+                let certificate = injected.certificate;
                 Ok(Identity {
-                    serial_number: serial.to_owned(),
+                    serial_number,
                     ou: String::new(),
                     device_id: String::new(),
                     deployed: true,
-                    hardware_version: job.hardware_version.clone(),
-                    radio_config: job.radio_config.clone(),
-                    led_config: job.led_config.clone(),
-                    category: job.category.clone(),
-                    cloud_address: job.gateway_services_address.clone(),
-                    api_address: job.api_address.clone(),
-                    api_server_address: job.api_address.clone(),
-                    gateway_services_address: job.gateway_services_address.clone(),
-                    enrollment_id,
+                    hardware_version,
+                    radio_config,
+                    led_config,
+                    category,
+                    cloud_address: gateway_services_address.clone(),
+                    api_server_address: api_address.clone(),
+                    api_address,
+                    gateway_services_address,
+                    enrollment_id: certificate.enrollment_id,
                     created_at,
-                    certificate_der: cert.der.clone(),
-                    certificate_serial: cert.serial_hex.clone(),
-                    certificate_not_after: cert.not_after,
+                    certificate_der: CertificateDer::from(certificate.der),
+                    certificate_serial: certificate.serial_hex,
+                    certificate_not_after: certificate.not_after,
                     fcc_warnings: injected.warnings,
-                    gateway: job.gateway,
+                    gateway,
                 })
             }
             Err(failure) => {
@@ -628,6 +587,10 @@ impl Inner {
                         id,
                         &FailedOutcome {
                             fcc_status,
+                            fcc_info: match &error {
+                                ProvisionError::GatewayRejected { info, .. } => Some(info.as_str()),
+                                _ => None,
+                            },
                             fcc_warnings: &warnings,
                             error: &message,
                             duration_ms,
@@ -638,7 +601,7 @@ impl Inner {
                     id,
                     serial: serial.to_owned(),
                     gateway: job.gateway,
-                    at_ms: now_ms(),
+                    at_ms: self.clock.now_ms(),
                     duration_ms,
                     outcome: AttemptOutcome::Failed {
                         fcc_status: fcc_status.map(FccStatus::from_u32),
@@ -651,12 +614,11 @@ impl Inner {
     }
 
     /// Waits for an injection slot, then issues and injects.
-    async fn attempt(&self, job: &Job, id: i64) -> Result<Injected, AttemptError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| AttemptError::Ca("the injection slots were closed".to_owned()))?;
+    async fn attempt(&self, job: &GatewayParams, id: i64) -> Result<Injected, AttemptError> {
+        let _slot =
+            self.slots.acquire().await.map_err(|_| {
+                AttemptError::Internal("the injection slots were closed".to_owned())
+            })?;
         // A short SID keeps FCC's response well under its 512-byte buffer.
         let sid = format!("pep-{id}");
         match self.config.key_mode {
@@ -665,15 +627,19 @@ impl Inner {
         }
     }
 
-    async fn inject_by_tool(&self, job: &Job, sid: String) -> Result<Injected, AttemptError> {
+    async fn inject_by_tool(
+        &self,
+        job: &GatewayParams,
+        sid: String,
+    ) -> Result<Injected, AttemptError> {
         // Issuing is done inline on the runtime thread: it costs ~34 µs of CPU in a release build
         // (pep-ca's criterion benchmark, docs/performance.md), about what one poll of a busy task
         // may take, while an injection waits milliseconds on the network anyway; `spawn_blocking`
         // would add a thread hand-off of a similar order. `sign_csr` (by_device, ~115 µs) likewise.
         let issued = self
             .ca
-            .issue(&job.endpoint, &self.profile)
-            .map_err(|e| AttemptError::Ca(format!("the CA could not issue a certificate: {e}")))?;
+            .issue_at(&job.serial_number, &self.profile, self.clock.now())
+            .map_err(AttemptError::Ca)?;
         let mut bundle = self.final_bundle(job, sid, &issued.certificate);
         bundle.keys.push(KeyItem::private(
             names::BOOTSTRAP_DEVICE_PRIVATE_KEY,
@@ -695,14 +661,18 @@ impl Inner {
         })
     }
 
-    async fn inject_by_device(&self, job: &Job, sid: String) -> Result<Injected, AttemptError> {
+    async fn inject_by_device(
+        &self,
+        job: &GatewayParams,
+        sid: String,
+    ) -> Result<Injected, AttemptError> {
         let mut client = FccClient::connect(job.gateway, self.timeouts).await?;
         // Message 1 (keep-alive): the device generates the key and answers with a CSR.
         let mut first = Bundle {
             sid: Some(sid.clone()),
             csr_requests: vec![CsrRequest {
                 private_key_name: names::BOOTSTRAP_DEVICE_PRIVATE_KEY.to_owned(),
-                subject: format!("CN={}", escape_subject_value(job.endpoint.as_str())),
+                subject: format!("CN={}", escape_subject_value(job.serial_number.as_str())),
                 md: 1,
                 key_usage: Some(1),     // digitalSignature
                 ext_key_usage: Some(4), // clientAuth
@@ -724,15 +694,20 @@ impl Inner {
             .iter()
             .find(|c| c.private_key_name == names::BOOTSTRAP_DEVICE_PRIVATE_KEY)
             .ok_or_else(|| {
-                AttemptError::Protocol(format!(
+                AttemptError::Failure(GatewayFailure::Protocol(format!(
                     "the CSR response has no CSR for {}",
                     names::BOOTSTRAP_DEVICE_PRIVATE_KEY
-                ))
+                )))
             })?;
         let certificate = self
             .ca
-            .sign_csr(&csr.der, &job.endpoint, &self.profile)
-            .map_err(|e| AttemptError::Protocol(format!("the gateway's CSR was refused: {e}")))?;
+            .sign_csr_at(
+                &csr.der,
+                &job.serial_number,
+                &self.profile,
+                self.clock.now(),
+            )
+            .map_err(|e| AttemptError::Failure(GatewayFailure::CsrRefused(e)))?;
         // Message 2 (final, verified): everything but the key, which stays on the device.
         let second = self.final_bundle(job, sid, &certificate);
         let response = client.send(&second).await?;
@@ -745,7 +720,7 @@ impl Inner {
 
     /// The final, verified message: device certificate (bound to the key by `PrKN`), bootstrap CA,
     /// update-authority certificate and every config param, so that FCC answers with no warning.
-    fn final_bundle(&self, job: &Job, sid: String, cert: &IssuedCertificate) -> Bundle {
+    fn final_bundle(&self, job: &GatewayParams, sid: String, cert: &IssuedCertificate) -> Bundle {
         let c = &self.config;
         let mut certificates = vec![
             CertificateItem {
@@ -766,7 +741,7 @@ impl Inner {
                 private_key_name: None,
             });
         }
-        let serial = job.endpoint.as_str();
+        let serial = job.serial_number.as_str();
         let mut params = vec![
             ConfigParam::uint(names::USE_BOOTSTRAP, 1),
             ConfigParam::text(names::ENDPOINT_NAME, serial),
@@ -774,7 +749,7 @@ impl Inner {
             ConfigParam::text(names::MANUFACTURER, c.device.manufacturer.clone()),
             ConfigParam::text(names::MODEL_NUMBER, c.device.model_number.clone()),
             ConfigParam::text(names::DEVICE_TYPE, c.device.device_type.clone()),
-            ConfigParam::text(names::HARDWARE_VERSION, job.hardware_version.clone()),
+            ConfigParam::text(names::HARDWARE_VERSION, job.hardware_version.as_str()),
             ConfigParam::uint(names::MEMORY_TOTAL_KB, u64::from(c.device.memory_total_kb)),
             ConfigParam::text(names::SERIAL_NUMBER, serial),
         ];
@@ -783,7 +758,7 @@ impl Inner {
         }
         if c.time.sync {
             // Seconds: milliseconds would put the device far in the future (certificates "expired").
-            let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+            let now = u64::try_from(self.clock.now().unix_timestamp()).unwrap_or(0);
             params.push(ConfigParam::uint(names::CURRENT_TIME, now));
         }
         params.push(ConfigParam::text(names::TIMEZONE, c.time.timezone.clone()));
@@ -867,10 +842,33 @@ mod tests {
         assert_eq!(
             ProvisionError::GatewayTimeout {
                 gateway: gw,
-                error: "x".into()
+                error: GatewayTimeoutCause::Deadline(Duration::from_millis(5))
             }
             .http_status(),
             504
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_sources_and_their_texts() {
+        use std::error::Error as _;
+        let gw: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let e = ProvisionError::GatewayTimeout {
+            gateway: gw,
+            error: GatewayTimeoutCause::Deadline(Duration::from_millis(1500)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "FCC at 127.0.0.1:1 timed out: the request deadline of 1500 ms expired"
+        );
+        assert!(e.source().is_some());
+        let e = ProvisionError::GatewayFailed {
+            gateway: gw,
+            error: GatewayFailure::Protocol("no CSR".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "FCC at 127.0.0.1:1 failed: no CSR; check the FCC process on the gateway"
         );
     }
 

@@ -10,6 +10,7 @@ use fake_fcc::{Fault, FaultKind, Faults, GatewayConfig, GatewayHandle, SessionRe
 use fcc_proto::{FccStatus, names};
 use pep_ca::EnrollmentId;
 use pep_server::config::{Config, KeyMode};
+use pep_server::model::{GatewayDefaults, GatewayFields};
 use pep_server::provision::{ProvisionError, ProvisionRequest, Provisioner};
 use pep_server::store::{IdentityState, SortOrder, Store};
 
@@ -69,20 +70,31 @@ async fn gateway(tweak: impl FnOnce(&mut GatewayConfig)) -> (SocketAddr, Gateway
     fake_fcc::spawn(config).await.unwrap()
 }
 
-fn request(serial: &str, gw: SocketAddr) -> ProvisionRequest {
-    ProvisionRequest {
-        serial_number: serial.to_owned(),
-        ip: gw.ip(),
-        port: gw.port(),
-        api_address: None,
-        gateway_services_address: None,
+fn fields(serial: &str, gw: SocketAddr) -> GatewayFields {
+    GatewayFields {
+        serial_number: Some(serial.to_owned()),
+        ip: Some(gw.ip().to_string()),
+        port: Some(gw.port().to_string()),
         hardware_version: Some("hw-rev-b".to_owned()),
-        radio_config: None,
-        led_config: None,
-        category: None,
         verification_key: Some("a1b2c3-d4e5f6/1a2b3c-35a4e900".to_owned()),
+        ..GatewayFields::default()
+    }
+}
+
+/// The defaults of the test configuration (which do not depend on the database).
+fn defaults() -> GatewayDefaults {
+    GatewayDefaults::from_config(&config(Path::new("unused"), KeyMode::ByTool, |_| {})).unwrap()
+}
+
+fn build(fields: GatewayFields) -> ProvisionRequest {
+    ProvisionRequest {
+        params: fields.into_params(None, &defaults()).unwrap(),
         requester: "test@127.0.0.1".to_owned(),
     }
+}
+
+fn request(serial: &str, gw: SocketAddr) -> ProvisionRequest {
+    build(fields(serial, gw))
 }
 
 fn fault(kind: FaultKind) -> Faults {
@@ -137,11 +149,8 @@ async fn issued_identity_verifies_on_fake_fcc_without_warnings() {
 
     // The enrollment ID is the SHA-256 of the certificate the device stored.
     let cert = device_cert(&report);
-    assert_eq!(
-        identity.enrollment_id,
-        EnrollmentId::of_certificate(&cert).to_string()
-    );
-    assert_eq!(identity.certificate_der, cert);
+    assert_eq!(identity.enrollment_id, EnrollmentId::of_certificate(&cert));
+    assert_eq!(identity.certificate_der.as_ref(), cert.as_slice());
     assert!(
         identity.fcc_warnings.is_empty(),
         "{:?}",
@@ -449,10 +458,7 @@ async fn by_device_mode_deploys_and_the_key_never_leaves_the_device() {
     assert_eq!(report.last_status, Some(FccStatus::Success), "{report:?}");
     assert_eq!(report.messages, 2);
     let cert = device_cert(&report);
-    assert_eq!(
-        identity.enrollment_id,
-        EnrollmentId::of_certificate(&cert).to_string()
-    );
+    assert_eq!(identity.enrollment_id, EnrollmentId::of_certificate(&cert));
     assert!(identity.fcc_warnings.is_empty());
 
     // The device generated and kept the key; neither the store nor the identity has it.
@@ -473,62 +479,63 @@ async fn invalid_requests_name_the_field() {
     let s = setup(KeyMode::ByTool).await;
     let gw = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000);
     let long = "x".repeat(257);
-    let cases: Vec<(ProvisionRequest, &str)> = vec![
-        (request("bad\nserial", gw), "serialNumber"),
-        (request("", gw), "serialNumber"),
-        (request(&"S".repeat(65), gw), "serialNumber"),
+    let cases: Vec<(GatewayFields, &str)> = vec![
+        (fields("bad\nserial", gw), "serialNumber"),
+        (fields("", gw), "serialNumber"),
+        (fields(&"S".repeat(65), gw), "serialNumber"),
         (
-            ProvisionRequest {
-                port: 0,
-                ..request("GW-1", gw)
+            GatewayFields {
+                port: Some("0".into()),
+                ..fields("GW-1", gw)
             },
             "port",
         ),
         (
-            ProvisionRequest {
-                ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                ..request("GW-1", gw)
+            GatewayFields {
+                ip: Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED).to_string()),
+                ..fields("GW-1", gw)
             },
             "ip",
         ),
         (
-            ProvisionRequest {
+            GatewayFields {
                 category: Some("staging".into()),
-                ..request("GW-1", gw)
+                ..fields("GW-1", gw)
             },
             "category",
         ),
         (
-            ProvisionRequest {
+            GatewayFields {
                 hardware_version: Some(long.clone()),
-                ..request("GW-1", gw)
+                ..fields("GW-1", gw)
             },
             "hardwareVersion",
         ),
         (
-            ProvisionRequest {
+            GatewayFields {
                 radio_config: Some("a\u{0}b".into()),
-                ..request("GW-1", gw)
+                ..fields("GW-1", gw)
             },
             "radioConfig",
         ),
         (
-            ProvisionRequest {
+            GatewayFields {
                 api_address: Some("not a url".into()),
-                ..request("GW-1", gw)
+                ..fields("GW-1", gw)
             },
             "apiAddress",
         ),
         (
-            ProvisionRequest {
+            GatewayFields {
                 verification_key: Some(long),
-                ..request("GW-1", gw)
+                ..fields("GW-1", gw)
             },
             "verificationKey",
         ),
     ];
     for (req, field) in cases {
-        let err = s.provisioner.provision(req).await.unwrap_err();
+        // The core's one validation, with the configured defaults.
+        let err: ProvisionError = s.provisioner.gateway_params(req, None).unwrap_err().into();
         match &err {
             ProvisionError::InvalidRequest { field: f, .. } => assert_eq!(f, field, "{err}"),
             other => panic!("{field}: {other}"),
@@ -546,14 +553,14 @@ async fn development_category_and_custom_addresses_are_recorded() {
     let (addr, _gw) = gateway(|_| {}).await;
     let identity = s
         .provisioner
-        .provision(ProvisionRequest {
+        .provision(build(GatewayFields {
             api_address: Some("https://api.example.com".into()),
             gateway_services_address: Some("https://gw.example.com".into()),
             radio_config: Some("02".into()),
             led_config: Some("03".into()),
             category: Some("development".into()),
-            ..request("GW-DEV", addr)
-        })
+            ..fields("GW-DEV", addr)
+        }))
         .await
         .unwrap();
     assert_eq!(identity.api_server_address, "https://api.example.com");
@@ -626,7 +633,7 @@ async fn the_request_deadline_ends_a_stalled_attempt_as_a_retryable_timeout() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProvisionError::GatewayTimeout { error, .. } if error.contains("deadline")),
+        matches!(&err, ProvisionError::GatewayTimeout { error, .. } if error.is_deadline() && error.to_string().contains("deadline")),
         "{err}"
     );
     let row = s.store().identity("GW-DEADLINE").await.unwrap().unwrap();
@@ -678,4 +685,40 @@ async fn a_caller_that_gives_up_does_not_leave_the_serial_in_flight() {
         .provision(request("GW-GONE", addr2))
         .await
         .unwrap();
+}
+
+/// The core takes its time from the clock it is given: a fixed clock gives that `createdAt` (API
+/// answer and store) and a certificate whose validity starts there (less the 5-minute backdating).
+#[tokio::test]
+async fn a_fixed_clock_sets_created_at_and_not_before() {
+    use pep_server::clock::FixedClock;
+    use time::{Duration as Span, OffsetDateTime};
+    use x509_cert::der::Decode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir.path().join("pep.sqlite"), KeyMode::ByTool, |_| {});
+    let store = Store::open(&config.database_url).await.unwrap();
+    // Three days ago, a whole second: inside the fixture CA's validity, not the wall clock.
+    let at = (OffsetDateTime::now_utc() - Span::days(3))
+        .replace_nanosecond(0)
+        .unwrap();
+    let at_ms = at.unix_timestamp() * 1000;
+    let provisioner =
+        Provisioner::with_clock(Arc::new(config), store, Arc::new(FixedClock(at))).unwrap();
+    let (addr, _gw) = gateway(|_| {}).await;
+    let identity = provisioner
+        .provision(request("GW-CLOCK", addr))
+        .await
+        .unwrap();
+    assert_eq!(identity.created_at, at_ms);
+    let cert = x509_cert::Certificate::from_der(identity.certificate_der.as_ref()).unwrap();
+    let not_before = cert.tbs_certificate.validity.not_before.to_unix_duration();
+    assert_eq!(not_before.as_secs() as i64, at.unix_timestamp() - 300);
+    let row = provisioner
+        .store()
+        .identity("GW-CLOCK")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.created_at_ms, at_ms);
 }

@@ -2,24 +2,28 @@
 
 use std::collections::HashSet;
 
+use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
 use pep_server::store::{
     DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, SortOrder, Store,
     now_ms,
 };
 
-fn attempt(serial: &str) -> NewAttempt<'_> {
+fn attempt(serial: &str) -> NewAttempt {
+    let text = |s: &str| FieldText::new(s.to_owned()).unwrap();
+    let url = |s: &str| HttpUrl::new(s.to_owned()).unwrap();
     NewAttempt {
-        serial,
-        gateway: "127.0.0.1:40000",
-        requester: "test",
-        hardware_version: "hw",
-        radio_config: "00",
-        led_config: "01",
-        category: "production",
-        cloud_address: "https://gw.example",
-        api_address: "https://api.example",
-        gateway_services_address: "https://gw.example",
-        verification_key: Some("vk-1"),
+        params: GatewayParams {
+            serial_number: serial.parse().unwrap(),
+            gateway: "127.0.0.1:40000".parse().unwrap(),
+            api_address: url("https://api.example"),
+            gateway_services_address: url("https://gw.example"),
+            hardware_version: text("hw"),
+            radio_config: text("00"),
+            led_config: text("01"),
+            category: Category::Production,
+            verification_key: Some(text("vk-1")),
+        },
+        requester: "test".to_owned(),
         now_ms: now_ms(),
     }
 }
@@ -86,6 +90,7 @@ async fn paging_2500_deployed_rows_in_both_orders_gives_each_once() {
                     id,
                     &FailedOutcome {
                         fcc_status: Some(13),
+                        fcc_info: None,
                         fcc_warnings: &[],
                         error: "x",
                         duration_ms: 1,
@@ -162,6 +167,7 @@ async fn reservation_conflicts_and_failed_serials_are_retryable() {
             id,
             &FailedOutcome {
                 fcc_status: None,
+                fcc_info: None,
                 fcc_warnings: &[],
                 error: "gateway 127.0.0.1:1 refused",
                 duration_ms: 3,
@@ -202,7 +208,7 @@ async fn reservation_conflicts_and_failed_serials_are_retryable() {
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.event)
+        .map(|a| a.event.to_string())
         .collect();
     assert_eq!(
         events,
@@ -331,6 +337,7 @@ async fn a_failing_write_in_a_batch_is_undone_alone() {
                         id,
                         &FailedOutcome {
                             fcc_status: Some(17),
+                            fcc_info: None,
                             fcc_warnings: &[],
                             error: "rejected",
                             duration_ms: 3,
@@ -360,7 +367,7 @@ async fn a_failing_write_in_a_batch_is_undone_alone() {
             .await
             .unwrap()
             .into_iter()
-            .map(|a| a.event)
+            .map(|a| a.event.to_string())
             .collect();
         let outcome = if k % 2 == 0 { "deployed" } else { "failed" };
         assert_eq!(events.len(), 2, "{serial}: {events:?}");

@@ -16,22 +16,20 @@ use pep_server::activity::EVENT_CAPACITY;
 use pep_server::config::Config;
 use pep_server::http::{self, AppState, Auth, Limits};
 use pep_server::metrics::Metrics;
+use pep_server::model::GatewayFields;
 use pep_server::provision::{ProvisionRequest, Provisioner};
 use pep_server::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn request(serial: String, port: u16) -> ProvisionRequest {
+fn request(provisioner: &Provisioner, serial: String, port: u16) -> ProvisionRequest {
+    let fields = GatewayFields {
+        serial_number: Some(serial),
+        ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST).to_string()),
+        port: Some(port.to_string()),
+        ..GatewayFields::default()
+    };
     ProvisionRequest {
-        serial_number: serial,
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port,
-        api_address: None,
-        gateway_services_address: None,
-        hardware_version: None,
-        radio_config: None,
-        led_config: None,
-        category: None,
-        verification_key: None,
+        params: provisioner.gateway_params(fields, None).unwrap(),
         requester: "floor-events-test".to_owned(),
     }
 }
@@ -102,7 +100,11 @@ async fn a_client_that_stops_reading_is_resynchronised_not_queued_for() {
         tasks.spawn(async move {
             for i in 0..per_task {
                 let r = provisioner
-                    .provision(request(format!("LAG-{t}-{i:04}"), dead.port()))
+                    .provision(request(
+                        &provisioner,
+                        format!("LAG-{t}-{i:04}"),
+                        dead.port(),
+                    ))
                     .await;
                 assert!(r.is_err());
             }

@@ -4,21 +4,25 @@
 
 mod pg_support;
 
+use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
 use pep_server::store::{DeployedOutcome, FailedOutcome, NewAttempt, Reservation, Store, now_ms};
 
-fn attempt(serial: &str) -> NewAttempt<'_> {
+fn attempt(serial: &str) -> NewAttempt {
+    let text = |s: &str| FieldText::new(s.to_owned()).unwrap();
+    let url = |s: &str| HttpUrl::new(s.to_owned()).unwrap();
     NewAttempt {
-        serial,
-        gateway: "127.0.0.1:40000",
-        requester: "floor-test",
-        hardware_version: "hw",
-        radio_config: "00",
-        led_config: "01",
-        category: "production",
-        cloud_address: "https://gw.example",
-        api_address: "https://api.example",
-        gateway_services_address: "https://gw.example",
-        verification_key: None,
+        params: GatewayParams {
+            serial_number: serial.parse().unwrap(),
+            gateway: "127.0.0.1:40000".parse().unwrap(),
+            api_address: url("https://api.example"),
+            gateway_services_address: url("https://gw.example"),
+            hardware_version: text("hw"),
+            radio_config: text("00"),
+            led_config: text("01"),
+            category: Category::Production,
+            verification_key: None,
+        },
+        requester: "floor-test".to_owned(),
         now_ms: now_ms(),
     }
 }
@@ -55,6 +59,7 @@ async fn fail(store: &Store, serial: &str, status: Option<u32>) {
             id,
             &FailedOutcome {
                 fcc_status: status,
+                fcc_info: None,
                 fcc_warnings: &[],
                 error: "FCC said no",
                 duration_ms: 7,

@@ -5,25 +5,29 @@ mod pg_support;
 
 use std::process::Command;
 
+use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
 use pep_server::store::{
     DeployedOutcome, FailedOutcome, IdentityState, MigrationReport, NewAttempt, Reservation,
     SortOrder, Store, StoreError, migrate_store, now_ms,
 };
 use pg_support::TestDb;
 
-fn attempt(serial: &str) -> NewAttempt<'_> {
+fn attempt(serial: &str) -> NewAttempt {
+    let text = |s: &str| FieldText::new(s.to_owned()).unwrap();
+    let url = |s: &str| HttpUrl::new(s.to_owned()).unwrap();
     NewAttempt {
-        serial,
-        gateway: "127.0.0.1:40000",
-        requester: "line-1",
-        hardware_version: "hw-2",
-        radio_config: "00",
-        led_config: "01",
-        category: "development",
-        cloud_address: "https://gw.example",
-        api_address: "https://api.example",
-        gateway_services_address: "https://gw.example",
-        verification_key: Some("vk"),
+        params: GatewayParams {
+            serial_number: serial.parse().unwrap(),
+            gateway: "127.0.0.1:40000".parse().unwrap(),
+            api_address: url("https://api.example"),
+            gateway_services_address: url("https://gw.example"),
+            hardware_version: text("hw-2"),
+            radio_config: text("00"),
+            led_config: text("01"),
+            category: Category::Development,
+            verification_key: Some(text("vk")),
+        },
+        requester: "line-1".to_owned(),
         now_ms: now_ms(),
     }
 }
@@ -48,6 +52,7 @@ async fn fail(store: &Store, id: i64) {
             id,
             &FailedOutcome {
                 fcc_status: Some(13),
+                fcc_info: Some("Certificate expired:mbed.BootstrapDeviceCert"),
                 fcc_warnings: &["w1".to_owned()],
                 error: "gateway rejected the bundle",
                 duration_ms: 3,

@@ -8,25 +8,29 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
 use pep_server::store::{
     DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, SortOrder, Store,
     StoreError, StoreOptions, now_ms,
 };
 use pg_support::TestDb;
 
-fn attempt(serial: &str) -> NewAttempt<'_> {
+fn attempt(serial: &str) -> NewAttempt {
+    let text = |s: &str| FieldText::new(s.to_owned()).unwrap();
+    let url = |s: &str| HttpUrl::new(s.to_owned()).unwrap();
     NewAttempt {
-        serial,
-        gateway: "127.0.0.1:40000",
-        requester: "test",
-        hardware_version: "hw",
-        radio_config: "00",
-        led_config: "01",
-        category: "production",
-        cloud_address: "https://gw.example",
-        api_address: "https://api.example",
-        gateway_services_address: "https://gw.example",
-        verification_key: Some("vk-1"),
+        params: GatewayParams {
+            serial_number: serial.parse().unwrap(),
+            gateway: "127.0.0.1:40000".parse().unwrap(),
+            api_address: url("https://api.example"),
+            gateway_services_address: url("https://gw.example"),
+            hardware_version: text("hw"),
+            radio_config: text("00"),
+            led_config: text("01"),
+            category: Category::Production,
+            verification_key: Some(text("vk-1")),
+        },
+        requester: "test".to_owned(),
         now_ms: now_ms(),
     }
 }
@@ -62,6 +66,7 @@ async fn deploy(store: &Store, serial: &str, i: usize) -> i64 {
 fn failed(error: &str) -> FailedOutcome<'_> {
     FailedOutcome {
         fcc_status: Some(9),
+        fcc_info: None,
         fcc_warnings: &[],
         error,
         duration_ms: 5,
@@ -202,7 +207,7 @@ async fn pg_failed_then_retried_then_deployed_then_conflict() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.event)
+        .map(|e| e.event.to_string())
         .collect();
     assert_eq!(
         events,

@@ -219,7 +219,7 @@ async fn two_servers_one_database_400_provisions() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.event)
+        .map(|e| e.event.to_string())
         .collect();
     let mut sorted = events.clone();
     sorted.sort();
@@ -250,7 +250,7 @@ async fn events(store: &Store, serial: &str) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.event)
+        .map(|e| e.event.to_string())
         .collect()
 }
 

@@ -263,7 +263,7 @@ fn result_of_event(event: &str) -> &'static str {
 
 /// A table row from an outcome row of the audit trail.
 pub fn row_of_audit(e: &AuditEntry) -> AttemptRow {
-    let result = result_of_event(&e.event);
+    let result = result_of_event(e.event.as_str());
     let detail = e.detail.clone().unwrap_or_default();
     let message = if result == "deployed" {
         String::new()
@@ -376,7 +376,7 @@ impl From<AuditEntry> for AuditRow {
             serial: e.serial,
             gateway: e.gateway,
             requester: e.requester,
-            event: e.event,
+            event: e.event.to_string(),
             fcc_status: e.fcc_status,
             detail: e.detail,
             duration_ms: e.duration_ms,

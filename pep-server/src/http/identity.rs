@@ -1,8 +1,7 @@
 //! `GET /v3/identity` (the old API) and `POST /v3/identities` (JSON body): create, inject and return
 //! one gateway identity.
 
-use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Json;
@@ -17,38 +16,10 @@ use super::error::ApiError;
 use super::query::QueryParams;
 use super::{AppState, Principal};
 use crate::metrics::ProvisionResult;
+
+use crate::model::{GatewayDefaults, GatewayFields};
 use crate::provision::{ProvisionError, ProvisionRequest};
 use fcc_proto::FccStatus;
-
-/// FCC's port when the request names none. Kept for compatibility with the old server, although it
-/// is wrong on Linux, where FCC listens on a random port it prints at start (a defect of the old tool
-/// that clients work around by always sending `port`).
-pub const DEFAULT_FCC_PORT: u16 = 7777;
-
-/// Text parameters passed through to the core, which validates them.
-const TEXT_PARAMS: [&str; 7] = [
-    "apiAddress",
-    "gatewayServicesAddress",
-    "hardwareVersion",
-    "radioConfig",
-    "ledConfig",
-    "category",
-    "verificationKey",
-];
-
-/// Every field `POST /v3/identities` accepts.
-const BODY_FIELDS: [&str; 10] = [
-    "serialNumber",
-    "ip",
-    "port",
-    "apiAddress",
-    "gatewayServicesAddress",
-    "hardwareVersion",
-    "radioConfig",
-    "ledConfig",
-    "category",
-    "verificationKey",
-];
 
 /// `GET /v3/identity?serialNumber=...`: 200 with the identity JSON.
 #[utoipa::path(
@@ -81,7 +52,8 @@ pub async fn get_identity(
         Ok(p) => p,
         Err(e) => return invalid(&state, e),
     };
-    match build_request(&params, peer, principal.map(|p| p.0)) {
+    let defaults = state.provisioner.gateway_defaults();
+    match build_request(params, peer, principal.map(|p| p.0), defaults) {
         Ok(request) => provision(&state, request, StatusCode::OK).await,
         Err(e) => invalid(&state, e),
     }
@@ -126,7 +98,10 @@ pub async fn post_identities(
             })
         })
         .and_then(|body| params_from_json(&body))
-        .and_then(|params| build_request(&params, peer, principal.map(|p| p.0)));
+        .and_then(|params| {
+            let defaults = state.provisioner.gateway_defaults();
+            build_request(params, peer, principal.map(|p| p.0), defaults)
+        });
     match parsed {
         Ok(request) => provision(&state, request, StatusCode::CREATED).await,
         Err(e) => invalid(&state, e),
@@ -135,15 +110,17 @@ pub async fn post_identities(
 
 /// The pure part of `GET /v3/identity`: decodes the raw query string (the part after `?`) and
 /// validates it into the core's request, exactly as the handler does, without axum or a server.
-/// `peer` is the requester's address (the default gateway `ip` and the audit's requester).
+/// `peer` is the requester's address (the default gateway `ip` and the audit's requester);
+/// `defaults` are the provisioner's ([`Provisioner::gateway_defaults`](crate::provision::Provisioner::gateway_defaults)).
 /// Public so the query parsing can be fuzzed and tested on its own.
 pub fn parse_identity_query(
     raw: Option<&str>,
     peer: SocketAddr,
     principal: Option<Principal>,
+    defaults: &GatewayDefaults,
 ) -> Result<ProvisionRequest, ApiError> {
     let params = QueryParams::parse(raw)?;
-    build_request(&params, peer, principal)
+    build_request(params, peer, principal, defaults)
 }
 
 /// Counts a request refused by the HTTP layer's own checks and answers it.
@@ -180,7 +157,7 @@ fn params_from_json(body: &[u8]) -> Result<QueryParams, ApiError> {
     };
     let mut pairs = Vec::with_capacity(map.len());
     for (name, value) in map {
-        if !BODY_FIELDS.contains(&name.as_str()) {
+        if !GatewayFields::NAMES.contains(&name.as_str()) {
             return Err(ApiError::bad_param(&name, "is not a known field"));
         }
         let text = match value {
@@ -195,118 +172,23 @@ fn params_from_json(body: &[u8]) -> Result<QueryParams, ApiError> {
     Ok(QueryParams::from_pairs(pairs))
 }
 
-/// Validates the parameters and builds the core's request. The serial number's full syntax is the
-/// core's to check (it is the endpoint name); this layer checks types, presence and encoding.
+/// Builds the core's request: the fields through serde, then the model's one validation
+/// ([`GatewayFields::into_params`]), whose messages name the parameter.
 fn build_request(
-    params: &QueryParams,
+    params: QueryParams,
     peer: SocketAddr,
     principal: Option<Principal>,
+    defaults: &GatewayDefaults,
 ) -> Result<ProvisionRequest, ApiError> {
-    let serial_number = params
-        .get("serialNumber")?
-        .ok_or_else(|| ApiError::missing_param("serialNumber"))?;
-    if serial_number.is_empty() {
-        return Err(ApiError::bad_param("serialNumber", "must not be empty"));
-    }
-    pep_ca::EndpointName::from_str(serial_number).map_err(|e| {
-        ApiError::bad_param("serialNumber", format!("is not a valid endpoint name: {e}"))
-    })?;
-
-    let ip = match params.get_non_empty("ip")? {
-        Some(text) => parse_gateway_ip("ip", text)?,
-        None => parse_gateway_ip("ip", &peer.ip().to_canonical().to_string()).map_err(|_| {
-            ApiError::bad_param(
-                "ip",
-                format!(
-                    "is required: the requester's address {} cannot be a gateway's FCC address (FCC listens on IPv4 only)",
-                    peer.ip()
-                ),
-            )
-        })?,
-    };
-
-    let port = match params.get_non_empty("port")? {
-        Some(text) => match text.parse::<u32>() {
-            Ok(p) if (1..=65535).contains(&p) => p as u16,
-            _ => {
-                return Err(ApiError::bad_param(
-                    "port",
-                    format!(
-                        "must be a TCP port number in 1..=65535, not `{}`",
-                        truncate(text)
-                    ),
-                ));
-            }
-        },
-        None => DEFAULT_FCC_PORT,
-    };
-
-    let mut texts: [Option<String>; TEXT_PARAMS.len()] = Default::default();
-    for (slot, name) in texts.iter_mut().zip(TEXT_PARAMS) {
-        *slot = text_param(params, name)?;
-    }
-    let [
-        api_address,
-        gateway_services_address,
-        hardware_version,
-        radio_config,
-        led_config,
-        category,
-        verification_key,
-    ] = texts;
-
+    let params = params
+        .gateway_fields()?
+        .into_params(Some(peer.ip()), defaults)
+        .map_err(|e| ApiError::bad_param(e.field, e.reason))?;
     let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0);
     Ok(ProvisionRequest {
-        serial_number: serial_number.to_owned(),
-        ip,
-        port,
-        api_address,
-        gateway_services_address,
-        hardware_version,
-        radio_config,
-        led_config,
-        category,
-        verification_key,
+        params,
         requester: format!("{who}@{peer}"),
     })
-}
-
-/// An optional text parameter; empty counts as absent (old clients send `name=` for defaults).
-/// Length and content rules are the core's (`provision::validate`), which names the field too.
-fn text_param(params: &QueryParams, name: &str) -> Result<Option<String>, ApiError> {
-    Ok(params.get_non_empty(name)?.map(str::to_owned))
-}
-
-/// A gateway address must be a unicast IPv4 address: FCC binds IPv4 only.
-fn parse_gateway_ip(name: &str, text: &str) -> Result<IpAddr, ApiError> {
-    let ip = IpAddr::from_str(text).map_err(|_| {
-        ApiError::bad_param(
-            name,
-            format!("must be an IPv4 address, not `{}`", truncate(text)),
-        )
-    })?;
-    match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => Err(
-            ApiError::bad_param(name, format!("must be a unicast IPv4 address, not {v4}")),
-        ),
-        IpAddr::V4(_) => Ok(ip),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => parse_gateway_ip(name, &v4.to_string()),
-            None => Err(ApiError::bad_param(
-                name,
-                format!("must be an IPv4 address (FCC listens on IPv4 only), not {v6}"),
-            )),
-        },
-    }
-}
-
-/// Echoes at most 64 characters of a rejected value.
-fn truncate(text: &str) -> String {
-    let mut t: String = text.chars().take(64).collect();
-    if t.len() < text.len() {
-        t.push('…');
-    }
-    t
 }
 
 /// Runs one provisioning and answers with its outcome.

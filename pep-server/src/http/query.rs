@@ -6,6 +6,7 @@
 //! percent-decoding, or the same parameter twice — is a 400 that names it.
 
 use super::error::ApiError;
+use crate::model::GatewayFields;
 
 /// The decoded `name=value` pairs of one query string, in order.
 #[derive(Debug, Default)]
@@ -46,6 +47,15 @@ impl QueryParams {
             return Err(ApiError::bad_param(name, "is given more than once"));
         }
         Ok(first.map(|(_, v)| v.as_str()))
+    }
+
+    /// The gateway request fields, through serde. Each known field given twice is refused first,
+    /// by name (serde would report it in its own words); unknown names are ignored.
+    pub fn gateway_fields(self) -> Result<GatewayFields, ApiError> {
+        for name in GatewayFields::NAMES {
+            self.get(name)?;
+        }
+        GatewayFields::from_pairs(self.pairs).map_err(|e| ApiError::bad_param(e.field, e.reason))
     }
 
     /// Like [`get`](Self::get), but an empty value counts as absent: old clients send `name=` for
@@ -121,6 +131,19 @@ mod tests {
         assert!(QueryParams::parse(Some("port=%1")).is_err());
         let q = QueryParams::parse(Some("port=1&port=2")).unwrap();
         assert_eq!(q.get("port").unwrap_err().parameter(), Some("port"));
+    }
+
+    #[test]
+    fn gateway_fields_refuse_duplicates_by_name_and_ignore_unknown_names() {
+        let q = QueryParams::parse(Some("serialNumber=A&x=1&x=2&ledConfig=%2B")).unwrap();
+        let f = q.gateway_fields().unwrap();
+        assert_eq!(f.serial_number.as_deref(), Some("A"));
+        assert_eq!(f.led_config.as_deref(), Some("+"));
+        assert_eq!(f.port, None);
+        let q = QueryParams::parse(Some("serialNumber=A&ip=1.2.3.4&ip=1.2.3.4")).unwrap();
+        let e = q.gateway_fields().unwrap_err();
+        assert_eq!(e.parameter(), Some("ip"));
+        assert_eq!(e.message(), "parameter `ip` is given more than once");
     }
 
     #[test]

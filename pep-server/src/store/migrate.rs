@@ -10,7 +10,7 @@
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use super::{Store, StoreError, now_ms};
+use super::{AuditEvent, IdentityState, Store, StoreError, now_ms};
 
 /// Rows read per round trip.
 const PAGE: i64 = 1000;
@@ -38,12 +38,13 @@ impl MigrationReport {
     }
 }
 
-/// One identity row, every column the two schemas share.
+/// One identity row, every column the two schemas share (not `server_id`: only in-flight rows
+/// have one, and they arrive failed).
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct IdentityRow {
     id: i64,
     serial: String,
-    state: String,
+    state: IdentityState,
     gateway: String,
     requester: String,
     ou: String,
@@ -60,6 +61,7 @@ struct IdentityRow {
     cert_serial: Option<String>,
     cert_not_after: Option<i64>,
     fcc_status: Option<i64>,
+    fcc_info: Option<String>,
     fcc_warnings: String,
     last_error: Option<String>,
     attempts: i64,
@@ -67,34 +69,40 @@ struct IdentityRow {
     updated_at: i64,
 }
 
-const IDENTITY_COLUMNS: [&str; 24] = [
-    "id",
-    "serial",
-    "state",
-    "gateway",
-    "requester",
-    "ou",
-    "device_id",
-    "hardware_version",
-    "radio_config",
-    "led_config",
-    "category",
-    "cloud_address",
-    "api_address",
-    "gateway_services_address",
-    "verification_key",
-    "enrollment_id",
-    "cert_serial",
-    "cert_not_after",
-    "fcc_status",
-    "fcc_warnings",
-    "last_error",
-    "attempts",
-    "created_at",
-    "updated_at",
-];
+/// Binds the fields named, in order, to a query of either backend.
+macro_rules! bind_fields {
+    ($query:expr, $r:expr, $($field:ident),+) => {
+        $query $(.bind(&$r.$field))+
+    };
+}
 
-/// One audit row.
+/// The columns of [`IdentityRow`], in order, as a text and as a binding.
+macro_rules! identity_columns {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* id, serial, state, gateway, requester, ou, device_id, hardware_version,
+            radio_config, led_config, category, cloud_address, api_address,
+            gateway_services_address, verification_key, enrollment_id, cert_serial,
+            cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, attempts, created_at,
+            updated_at)
+    };
+}
+
+/// The columns of [`AuditRow`] but `id`, in order.
+macro_rules! audit_columns {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* at_ms, serial, gateway, requester, event, fcc_status, fcc_info,
+            fcc_warnings, detail, duration_ms)
+    };
+}
+
+/// `"a, b, c"` of identifiers.
+macro_rules! names {
+    ($($field:ident),+) => {
+        [$(stringify!($field)),+]
+    };
+}
+
+/// One audit row (`id` is `None` for the rows this copy adds).
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct AuditRow {
     id: Option<i64>,
@@ -102,23 +110,13 @@ struct AuditRow {
     serial: String,
     gateway: String,
     requester: String,
-    event: String,
+    event: AuditEvent,
     fcc_status: Option<i64>,
+    fcc_info: Option<String>,
+    fcc_warnings: String,
     detail: Option<String>,
     duration_ms: Option<i64>,
 }
-
-const AUDIT_COLUMNS: [&str; 9] = [
-    "id",
-    "at_ms",
-    "serial",
-    "gateway",
-    "requester",
-    "event",
-    "fcc_status",
-    "detail",
-    "duration_ms",
-];
 
 /// An open transaction on either backend.
 enum Tx {
@@ -126,65 +124,32 @@ enum Tx {
     Postgres(Transaction<'static, Postgres>),
 }
 
+/// Runs `$body` with `$conn` bound to the transaction's connection, on either backend.
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
 fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { context, source }
 }
 
-/// `?N` for SQLite, `$N` for PostgreSQL.
-fn placeholders(tx: &Tx, n: usize) -> String {
-    let sigil = match tx {
-        Tx::Sqlite(_) => '?',
-        Tx::Postgres(_) => '$',
-    };
+/// `$1, $2, …, $n` (both backends, see `store::sql`).
+fn placeholders(n: usize) -> String {
     (1..=n)
-        .map(|i| format!("{sigil}{i}"))
+        .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Binds the same values in the same order to a query of either backend.
-macro_rules! bind_identity {
-    ($query:expr, $r:expr) => {
-        $query
-            .bind($r.id)
-            .bind(&$r.serial)
-            .bind(&$r.state)
-            .bind(&$r.gateway)
-            .bind(&$r.requester)
-            .bind(&$r.ou)
-            .bind(&$r.device_id)
-            .bind(&$r.hardware_version)
-            .bind(&$r.radio_config)
-            .bind(&$r.led_config)
-            .bind(&$r.category)
-            .bind(&$r.cloud_address)
-            .bind(&$r.api_address)
-            .bind(&$r.gateway_services_address)
-            .bind(&$r.verification_key)
-            .bind(&$r.enrollment_id)
-            .bind(&$r.cert_serial)
-            .bind($r.cert_not_after)
-            .bind($r.fcc_status)
-            .bind(&$r.fcc_warnings)
-            .bind(&$r.last_error)
-            .bind($r.attempts)
-            .bind($r.created_at)
-            .bind($r.updated_at)
-    };
-}
-
-macro_rules! bind_audit {
-    ($query:expr, $r:expr) => {
-        $query
-            .bind($r.at_ms)
-            .bind(&$r.serial)
-            .bind(&$r.gateway)
-            .bind(&$r.requester)
-            .bind(&$r.event)
-            .bind($r.fcc_status)
-            .bind(&$r.detail)
-            .bind($r.duration_ms)
-    };
 }
 
 impl Tx {
@@ -228,129 +193,72 @@ impl Tx {
 
     async fn count(&mut self, table: &'static str) -> Result<i64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM {table}");
-        let context = "counting the rows of the target";
-        match self {
-            Tx::Sqlite(tx) => sqlx::query_scalar(&sql).fetch_one(&mut **tx).await,
-            Tx::Postgres(tx) => sqlx::query_scalar(&sql).fetch_one(&mut **tx).await,
-        }
-        .map_err(q(context))
+        on_tx!(self, conn => sqlx::query_scalar(&sql).fetch_one(conn).await)
+            .map_err(q("counting the rows of the target"))
     }
 
     async fn identities_after(&mut self, after: i64) -> Result<Vec<IdentityRow>, StoreError> {
-        let p = placeholders(self, 2);
-        let (p1, p2) = p.split_once(", ").unwrap_or(("", ""));
         let sql = format!(
-            "SELECT {} FROM identities WHERE id > {p1} ORDER BY id LIMIT {p2}",
-            IDENTITY_COLUMNS.join(", ")
+            "SELECT {} FROM identities WHERE id > $1 ORDER BY id LIMIT $2",
+            identity_columns!(names!()).join(", ")
         );
-        let context = "reading identities from the source";
-        match self {
-            Tx::Sqlite(tx) => {
-                sqlx::query_as(&sql)
-                    .bind(after)
-                    .bind(PAGE)
-                    .fetch_all(&mut **tx)
-                    .await
-            }
-            Tx::Postgres(tx) => {
-                sqlx::query_as(&sql)
-                    .bind(after)
-                    .bind(PAGE)
-                    .fetch_all(&mut **tx)
-                    .await
-            }
-        }
-        .map_err(q(context))
+        on_tx!(self, conn => {
+            sqlx::query_as(&sql).bind(after).bind(PAGE).fetch_all(conn).await
+        })
+        .map_err(q("reading identities from the source"))
     }
 
     async fn audit_after(&mut self, after: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let p = placeholders(self, 2);
-        let (p1, p2) = p.split_once(", ").unwrap_or(("", ""));
         let sql = format!(
-            "SELECT {} FROM audit WHERE id > {p1} ORDER BY id LIMIT {p2}",
-            AUDIT_COLUMNS.join(", ")
+            "SELECT id, {} FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+            audit_columns!(names!()).join(", ")
         );
-        let context = "reading the audit trail from the source";
-        match self {
-            Tx::Sqlite(tx) => {
-                sqlx::query_as(&sql)
-                    .bind(after)
-                    .bind(PAGE)
-                    .fetch_all(&mut **tx)
-                    .await
-            }
-            Tx::Postgres(tx) => {
-                sqlx::query_as(&sql)
-                    .bind(after)
-                    .bind(PAGE)
-                    .fetch_all(&mut **tx)
-                    .await
-            }
-        }
-        .map_err(q(context))
+        on_tx!(self, conn => {
+            sqlx::query_as(&sql).bind(after).bind(PAGE).fetch_all(conn).await
+        })
+        .map_err(q("reading the audit trail from the source"))
     }
 
     async fn insert_identity(&mut self, r: &IdentityRow) -> Result<(), StoreError> {
+        let columns = identity_columns!(names!());
         let sql = format!(
             "INSERT INTO identities ({}) VALUES ({})",
-            IDENTITY_COLUMNS.join(", "),
-            placeholders(self, IDENTITY_COLUMNS.len())
+            columns.join(", "),
+            placeholders(columns.len())
         );
-        let context = "writing identities to the target";
-        match self {
-            Tx::Sqlite(tx) => bind_identity!(sqlx::query(&sql), r)
-                .execute(&mut **tx)
+        on_tx!(self, conn => {
+            identity_columns!(bind_fields!(sqlx::query(&sql), r,))
+                .execute(conn)
                 .await
-                .map(drop),
-            Tx::Postgres(tx) => bind_identity!(sqlx::query(&sql), r)
-                .execute(&mut **tx)
-                .await
-                .map(drop),
-        }
-        .map_err(q(context))
+                .map(drop)
+        })
+        .map_err(q("writing identities to the target"))
     }
 
     /// Inserts an audit row, keeping its id when it has one.
     async fn insert_audit(&mut self, r: &AuditRow) -> Result<(), StoreError> {
-        let columns = &AUDIT_COLUMNS[1..];
-        let context = "writing the audit trail to the target";
-        match r.id {
-            Some(id) => {
-                let sql = format!(
-                    "INSERT INTO audit (id, {}) VALUES ({})",
-                    columns.join(", "),
-                    placeholders(self, AUDIT_COLUMNS.len())
-                );
-                match self {
-                    Tx::Sqlite(tx) => bind_audit!(sqlx::query(&sql).bind(id), r)
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop),
-                    Tx::Postgres(tx) => bind_audit!(sqlx::query(&sql).bind(id), r)
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop),
-                }
+        let columns = audit_columns!(names!());
+        // With an id, `id` is the last column (so that both forms bind the others alike).
+        let (id_column, n) = match r.id {
+            Some(_) => (", id", columns.len() + 1),
+            None => ("", columns.len()),
+        };
+        let sql = format!(
+            "INSERT INTO audit ({}{id_column}) VALUES ({})",
+            columns.join(", "),
+            placeholders(n)
+        );
+        on_tx!(self, conn => {
+            let query = audit_columns!(bind_fields!(sqlx::query(&sql), r,));
+            match r.id {
+                Some(id) => query.bind(id),
+                None => query,
             }
-            None => {
-                let sql = format!(
-                    "INSERT INTO audit ({}) VALUES ({})",
-                    columns.join(", "),
-                    placeholders(self, columns.len())
-                );
-                match self {
-                    Tx::Sqlite(tx) => bind_audit!(sqlx::query(&sql), r)
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop),
-                    Tx::Postgres(tx) => bind_audit!(sqlx::query(&sql), r)
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop),
-                }
-            }
-        }
-        .map_err(q(context))
+            .execute(conn)
+            .await
+            .map(drop)
+        })
+        .map_err(q("writing the audit trail to the target"))
     }
 
     /// After explicit ids: PostgreSQL's identity sequences continue above the highest id (SQLite's
@@ -405,13 +313,13 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         let Some(last) = page.last() else { break };
         after = last.id;
         for mut row in page {
-            match row.state.as_str() {
-                "deployed" => report.deployed += 1,
-                "failed" => report.failed += 1,
-                "in_flight" => {
+            match row.state {
+                IdentityState::Deployed => report.deployed += 1,
+                IdentityState::Failed => report.failed += 1,
+                IdentityState::InFlight => {
                     report.failed += 1;
                     report.interrupted += 1;
-                    row.state = "failed".to_owned();
+                    row.state = IdentityState::Failed;
                     row.last_error = Some(MIGRATED_IN_FLIGHT.to_owned());
                     row.updated_at = now;
                     interrupted.push(AuditRow {
@@ -420,17 +328,13 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
                         serial: row.serial.clone(),
                         gateway: row.gateway.clone(),
                         requester: row.requester.clone(),
-                        event: "interrupted".to_owned(),
+                        event: AuditEvent::Interrupted,
                         fcc_status: None,
+                        fcc_info: None,
+                        fcc_warnings: String::new(),
                         detail: Some(MIGRATED_IN_FLIGHT.to_owned()),
                         duration_ms: Some(now.saturating_sub(row.created_at)),
                     });
-                }
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "identity {} (serial `{}`) has unknown state `{other}`",
-                        row.id, row.serial
-                    )));
                 }
             }
             target.insert_identity(&row).await?;

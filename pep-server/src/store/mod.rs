@@ -17,10 +17,34 @@
 
 pub mod migrate;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 mod sqlite_writer;
 
 use std::fmt;
+
+use crate::model::GatewayParams;
+
+/// Runs `$body` with `$pool` bound to the pool of whichever backend `$store` is: one query text
+/// and one row mapping, compiled for both.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            Store::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+
+fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { context, source }
+}
 
 pub use migrate::{MigrationReport, migrate_store};
 pub use postgres::{PostgresStore, StoreOptions, default_server_id};
@@ -95,8 +119,77 @@ pub enum StoreError {
     },
 }
 
-/// State of an identity row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A stored text that is not one of its enum's names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{text}`")]
+pub struct UnknownName {
+    /// Which enum (`state`, `audit event`).
+    pub what: &'static str,
+    /// The stored text.
+    pub text: String,
+}
+
+/// Stores a text enum as its `as_str()` name, in both backends (sqlx) and in the SQLite writer
+/// (rusqlite).
+macro_rules! text_column {
+    ($t:ty) => {
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $t
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $t
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&'r str as sqlx::Decode<'r, DB>>::decode(value)?.parse::<$t>()?)
+            }
+        }
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $t
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+            }
+        }
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// State of an identity row (the `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdentityState {
     /// An attempt is running (or the process died during one; recovered at start-up).
     InFlight,
@@ -115,22 +208,84 @@ impl IdentityState {
             IdentityState::Failed => "failed",
         }
     }
+}
 
-    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
+impl std::str::FromStr for IdentityState {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "in_flight" => Ok(IdentityState::InFlight),
             "deployed" => Ok(IdentityState::Deployed),
             "failed" => Ok(IdentityState::Failed),
-            other => Err(StoreError::Corrupt(format!("unknown state `{other}`"))),
+            other => Err(UnknownName {
+                what: "state",
+                text: other.to_owned(),
+            }),
+        }
+    }
+}
+text_column!(IdentityState);
+
+/// What an audit row records (the `event` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditEvent {
+    /// A serial was reserved: an attempt starts.
+    Attempt,
+    /// The attempt injected the identity.
+    Deployed,
+    /// The attempt failed (retryable).
+    Failed,
+    /// The serial was deployed or in flight already: refused.
+    Conflict,
+    /// The attempt was in flight when its server stopped (or its lease expired, or the store was
+    /// migrated): recorded as failed.
+    Interrupted,
+}
+
+impl AuditEvent {
+    /// The text stored in the `event` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEvent::Attempt => "attempt",
+            AuditEvent::Deployed => "deployed",
+            AuditEvent::Failed => "failed",
+            AuditEvent::Conflict => "conflict",
+            AuditEvent::Interrupted => "interrupted",
         }
     }
 }
 
-impl fmt::Display for IdentityState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl std::str::FromStr for AuditEvent {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s {
+            "attempt" => Ok(AuditEvent::Attempt),
+            "deployed" => Ok(AuditEvent::Deployed),
+            "failed" => Ok(AuditEvent::Failed),
+            "conflict" => Ok(AuditEvent::Conflict),
+            "interrupted" => Ok(AuditEvent::Interrupted),
+            other => Err(UnknownName {
+                what: "audit event",
+                text: other.to_owned(),
+            }),
+        }
     }
 }
+text_column!(AuditEvent);
+
+impl PartialEq<&str> for AuditEvent {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Error text stored for attempts found in flight at start-up (SQLite: all of them; PostgreSQL:
+/// this server's).
+pub(crate) const INTERRUPTED: &str = "interrupted: the server stopped while this attempt was in \
+                                      flight; the gateway may hold a partial configuration, \
+                                      provision it again";
 
 /// Sort order of [`Store::list_deployed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,11 +298,12 @@ pub enum SortOrder {
 }
 
 /// A deployed identity as listed by the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct IdentityRecord {
     /// Row id, the paging cursor (`_id` / `last` in the API).
     pub id: i64,
     /// The serial number (= endpoint name = certificate CN).
+    #[sqlx(rename = "serial")]
     pub serial_number: String,
     /// Device ID (empty at the factory).
     pub device_id: String,
@@ -170,6 +326,7 @@ pub struct IdentityRecord {
     /// Enrollment ID (`A-` + SHA-256 of the certificate).
     pub enrollment_id: String,
     /// Creation time, ms since the epoch.
+    #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
 }
 
@@ -214,6 +371,8 @@ pub struct IdentityDetail {
     pub cert_not_after: Option<i64>,
     /// FCC ReturnStatus of the latest attempt, if FCC answered.
     pub fcc_status: Option<u32>,
+    /// FCC's InfoMessage of the latest attempt, when FCC rejected it.
+    pub fcc_info: Option<String>,
     /// FCC warnings of the latest attempt.
     pub fcc_warnings: Vec<String>,
     /// Error of the latest failed attempt.
@@ -250,14 +409,131 @@ pub struct AuditEntry {
     pub gateway: String,
     /// Who asked.
     pub requester: String,
-    /// `attempt`, `deployed`, `failed`, `conflict` or `interrupted`.
-    pub event: String,
+    /// What happened.
+    pub event: AuditEvent,
     /// FCC ReturnStatus, when FCC answered.
     pub fcc_status: Option<u32>,
+    /// FCC's InfoMessage, when FCC rejected the attempt.
+    pub fcc_info: Option<String>,
+    /// FCC's warnings (outcome rows).
+    pub fcc_warnings: Vec<String>,
     /// Error text or other detail.
     pub detail: Option<String>,
     /// Duration of the attempt, ms (outcome rows).
     pub duration_ms: Option<i64>,
+}
+
+/// The warnings column: one warning per line (a warning is one line of FCC's WarningInfo).
+pub(crate) fn join_warnings(warnings: &[String]) -> String {
+    warnings.join("\n")
+}
+
+fn split_warnings(s: &str) -> Vec<String> {
+    s.split('\n')
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A stored FCC status (BIGINT / INTEGER) as the `u32` it was.
+fn fcc_status(stored: Option<i64>) -> Option<u32> {
+    stored.and_then(|s| u32::try_from(s).ok())
+}
+
+/// [`IdentityDetail`] as its columns are typed in both schemas.
+#[derive(sqlx::FromRow)]
+struct DetailRow {
+    id: i64,
+    serial: String,
+    state: IdentityState,
+    gateway: String,
+    requester: String,
+    ou: String,
+    device_id: String,
+    hardware_version: String,
+    radio_config: String,
+    led_config: String,
+    category: String,
+    cloud_address: String,
+    api_address: String,
+    gateway_services_address: String,
+    verification_key: Option<String>,
+    enrollment_id: Option<String>,
+    cert_serial: Option<String>,
+    cert_not_after: Option<i64>,
+    fcc_status: Option<i64>,
+    fcc_info: Option<String>,
+    fcc_warnings: String,
+    last_error: Option<String>,
+    attempts: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<DetailRow> for IdentityDetail {
+    fn from(r: DetailRow) -> Self {
+        IdentityDetail {
+            id: r.id,
+            serial_number: r.serial,
+            state: r.state,
+            gateway: r.gateway,
+            requester: r.requester,
+            ou: r.ou,
+            device_id: r.device_id,
+            hardware_version: r.hardware_version,
+            radio_config: r.radio_config,
+            led_config: r.led_config,
+            category: r.category,
+            cloud_address: r.cloud_address,
+            api_address: r.api_address,
+            gateway_services_address: r.gateway_services_address,
+            verification_key: r.verification_key,
+            enrollment_id: r.enrollment_id,
+            cert_serial: r.cert_serial,
+            cert_not_after: r.cert_not_after,
+            fcc_status: fcc_status(r.fcc_status),
+            fcc_info: r.fcc_info,
+            fcc_warnings: split_warnings(&r.fcc_warnings),
+            last_error: r.last_error,
+            attempts: r.attempts,
+            created_at_ms: r.created_at,
+            updated_at_ms: r.updated_at,
+        }
+    }
+}
+
+/// [`AuditEntry`] as its columns are typed in both schemas.
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    at_ms: i64,
+    serial: String,
+    gateway: String,
+    requester: String,
+    event: AuditEvent,
+    fcc_status: Option<i64>,
+    fcc_info: Option<String>,
+    fcc_warnings: String,
+    detail: Option<String>,
+    duration_ms: Option<i64>,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        AuditEntry {
+            id: r.id,
+            at_ms: r.at_ms,
+            serial: r.serial,
+            gateway: r.gateway,
+            requester: r.requester,
+            event: r.event,
+            fcc_status: fcc_status(r.fcc_status),
+            fcc_info: r.fcc_info,
+            fcc_warnings: split_warnings(&r.fcc_warnings),
+            detail: r.detail,
+            duration_ms: r.duration_ms,
+        }
+    }
 }
 
 /// Outcome counts of the audit trail over a period (the factory-floor counters).
@@ -278,31 +554,13 @@ pub struct MinuteOutcomes {
     pub counts: OutcomeCounts,
 }
 
-/// The data of a new attempt.
-#[derive(Debug, Clone)]
-pub struct NewAttempt<'a> {
-    /// Serial (already validated).
-    pub serial: &'a str,
-    /// `ip:port`.
-    pub gateway: &'a str,
+/// A new attempt, owned: the SQLite writer thread takes it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttempt {
+    /// What to provision (validated).
+    pub params: GatewayParams,
     /// Who asked.
-    pub requester: &'a str,
-    /// Hardware version.
-    pub hardware_version: &'a str,
-    /// Radio configuration.
-    pub radio_config: &'a str,
-    /// LED configuration.
-    pub led_config: &'a str,
-    /// `production` or `development`.
-    pub category: &'a str,
-    /// Cloud address.
-    pub cloud_address: &'a str,
-    /// API address.
-    pub api_address: &'a str,
-    /// Gateway services address.
-    pub gateway_services_address: &'a str,
-    /// FSS verification key.
-    pub verification_key: Option<&'a str>,
+    pub requester: String,
     /// Start time, ms since the epoch (becomes `created_at`).
     pub now_ms: i64,
 }
@@ -337,11 +595,28 @@ pub struct DeployedOutcome<'a> {
     pub duration_ms: i64,
 }
 
+impl DeployedOutcome<'_> {
+    /// The audit row's detail: the enrollment ID, and the warnings if any.
+    fn detail(&self) -> String {
+        if self.fcc_warnings.is_empty() {
+            self.enrollment_id.to_owned()
+        } else {
+            format!(
+                "{}; FCC warnings: {}",
+                self.enrollment_id,
+                self.fcc_warnings.join("; ")
+            )
+        }
+    }
+}
+
 /// Outcome data of a failed attempt.
 #[derive(Debug, Clone)]
 pub struct FailedOutcome<'a> {
     /// FCC ReturnStatus if FCC answered.
     pub fcc_status: Option<u32>,
+    /// FCC's InfoMessage if FCC rejected the attempt.
+    pub fcc_info: Option<&'a str>,
     /// FCC warnings if FCC answered.
     pub fcc_warnings: &'a [String],
     /// What went wrong (InfoMessage or transport error, with the gateway).
@@ -380,7 +655,7 @@ impl Store {
     }
 
     /// Reserves `attempt.serial` in one transaction (with an `attempt` audit row, or a `conflict` one).
-    pub async fn reserve(&self, attempt: &NewAttempt<'_>) -> Result<Reservation, StoreError> {
+    pub async fn reserve(&self, attempt: &NewAttempt) -> Result<Reservation, StoreError> {
         match self {
             Store::Sqlite(s) => s.reserve(attempt).await,
             Store::Postgres(s) => s.reserve(attempt).await,
@@ -423,18 +698,26 @@ impl Store {
 
     /// The enrollment ID of a deployed serial.
     pub async fn enrollment_id(&self, serial: &str) -> Result<Option<String>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.enrollment_id(serial).await,
-            Store::Postgres(s) => s.enrollment_id(serial).await,
-        }
+        on_pool!(self, pool => {
+            sqlx::query_scalar(sql::ENROLLMENT_ID)
+                .bind(serial)
+                .fetch_optional(pool)
+                .await
+        })
+        .map(Option::flatten)
+        .map_err(q("reading an enrollment ID"))
     }
 
-    /// The FSS verification key of a deployed serial, if one was given.
+    /// The FSS verification key of a deployed serial (none if it was not given).
     pub async fn verification_key(&self, serial: &str) -> Result<Option<String>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.verification_key(serial).await,
-            Store::Postgres(s) => s.verification_key(serial).await,
-        }
+        on_pool!(self, pool => {
+            sqlx::query_scalar(sql::VERIFICATION_KEY)
+                .bind(serial)
+                .fetch_optional(pool)
+                .await
+        })
+        .map(Option::flatten)
+        .map_err(q("reading a verification key"))
     }
 
     /// Deployed identities, keyset-paged on `id`: `Asc` → ids > `after_id`, `Desc` → ids < `after_id`.
@@ -444,42 +727,75 @@ impl Store {
         order: SortOrder,
         after_id: Option<i64>,
     ) -> Result<Vec<IdentityRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.list_deployed(limit, order, after_id).await,
-            Store::Postgres(s) => s.list_deployed(limit, order, after_id).await,
-        }
+        let (sql, start) = match order {
+            SortOrder::Asc => (sql::LIST_DEPLOYED_ASC, i64::MIN),
+            SortOrder::Desc => (sql::LIST_DEPLOYED_DESC, i64::MAX),
+        };
+        let after = after_id.unwrap_or(start);
+        on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("listing deployed identities"))
     }
 
     /// Counts per state.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.stats().await,
-            Store::Postgres(s) => s.stats().await,
+        let rows: Vec<(IdentityState, i64)> =
+            on_pool!(self, pool => sqlx::query_as(sql::STATS).fetch_all(pool).await)
+                .map_err(q("counting identities"))?;
+        let mut stats = StoreStats::default();
+        for (state, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match state {
+                IdentityState::Deployed => stats.deployed = n,
+                IdentityState::Failed => stats.failed = n,
+                IdentityState::InFlight => stats.in_flight = n,
+            }
         }
+        Ok(stats)
     }
 
     /// Everything stored about `serial`, whatever its state.
     pub async fn identity(&self, serial: &str) -> Result<Option<IdentityDetail>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.identity(serial).await,
-            Store::Postgres(s) => s.identity(serial).await,
-        }
+        let row: Option<DetailRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql::IDENTITY)
+                .bind(serial)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(q("reading an identity"))?;
+        Ok(row.map(IdentityDetail::from))
     }
 
     /// The audit trail of `serial`, oldest first.
     pub async fn audit_for(&self, serial: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.audit_for(serial).await,
-            Store::Postgres(s) => s.audit_for(serial).await,
-        }
+        let rows: Vec<AuditRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql::AUDIT_FOR)
+                .bind(serial)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("reading the audit trail"))?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
     /// Outcomes (deployed; failed or interrupted) audited at or after `since_ms`.
     pub async fn outcome_counts(&self, since_ms: i64) -> Result<OutcomeCounts, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.outcome_counts(since_ms).await,
-            Store::Postgres(s) => s.outcome_counts(since_ms).await,
-        }
+        let (deployed, failed): (i64, i64) = on_pool!(self, pool => {
+            sqlx::query_as(sql::OUTCOME_COUNTS)
+                .bind(since_ms)
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(q("counting outcomes"))?;
+        Ok(OutcomeCounts {
+            deployed: u64::try_from(deployed).unwrap_or(0),
+            failed: u64::try_from(failed).unwrap_or(0),
+        })
     }
 
     /// Outcomes per minute at or after `since_ms`, oldest minute first; minutes without an
@@ -488,19 +804,36 @@ impl Store {
         &self,
         since_ms: i64,
     ) -> Result<Vec<MinuteOutcomes>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.outcomes_per_minute(since_ms).await,
-            Store::Postgres(s) => s.outcomes_per_minute(since_ms).await,
-        }
+        let rows: Vec<(i64, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(sql::OUTCOMES_PER_MINUTE)
+                .bind(since_ms)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("counting outcomes per minute"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(minute, deployed, failed)| MinuteOutcomes {
+                minute,
+                counts: OutcomeCounts {
+                    deployed: u64::try_from(deployed).unwrap_or(0),
+                    failed: u64::try_from(failed).unwrap_or(0),
+                },
+            })
+            .collect())
     }
 
     /// The latest `limit` outcome rows of the audit trail (deployed, failed, interrupted), newest
     /// first.
     pub async fn recent_outcomes(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.recent_outcomes(limit).await,
-            Store::Postgres(s) => s.recent_outcomes(limit).await,
-        }
+        let rows: Vec<AuditRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql::RECENT_OUTCOMES)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("reading the latest outcomes"))?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
     /// The audit rows of every serial starting with `prefix` (an exact serial is its own prefix),
@@ -510,10 +843,26 @@ impl Store {
         prefix: &str,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.audit_by_prefix(prefix, limit).await,
-            Store::Postgres(s) => s.audit_by_prefix(prefix, limit).await,
+        let limit = i64::from(limit);
+        let rows: Vec<AuditRow> = match self {
+            Store::Sqlite(s) => {
+                sqlx::query_as(sql::AUDIT_BY_PREFIX_SQLITE)
+                    .bind(prefix)
+                    .bind(format!("{prefix}\u{10FFFF}"))
+                    .bind(limit)
+                    .fetch_all(s.pool())
+                    .await
+            }
+            Store::Postgres(s) => {
+                sqlx::query_as(sql::AUDIT_BY_PREFIX_POSTGRES)
+                    .bind(prefix)
+                    .bind(limit)
+                    .fetch_all(s.pool())
+                    .await
+            }
         }
+        .map_err(q("searching the audit trail"))?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
     /// Closes the connections (waits for running queries).

@@ -26,7 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{IdentityState, Reservation, StoreError};
+use super::{AuditEvent, IdentityState, NewAttempt, Reservation, StoreError, sql};
 
 /// Most writes one transaction carries. Bounds how long a caller waits behind others' writes.
 pub(super) const MAX_BATCH: usize = 256;
@@ -35,7 +35,7 @@ pub(super) const MAX_BATCH: usize = 256;
 #[derive(Debug)]
 pub(super) enum Write {
     /// Insert the serial as `in_flight`, or revive it from `failed`; audit `attempt` or `conflict`.
-    Reserve(Box<Attempt>),
+    Reserve(Box<NewAttempt>),
     /// `in_flight` → `deployed`; audit `deployed`.
     Deployed {
         id: i64,
@@ -53,6 +53,7 @@ pub(super) enum Write {
     Failed {
         id: i64,
         fcc_status: Option<u32>,
+        fcc_info: Option<String>,
         fcc_warnings: String,
         error: String,
         duration_ms: i64,
@@ -60,23 +61,6 @@ pub(super) enum Write {
     },
     /// Every `in_flight` row → `failed` with `error`; audit each as `interrupted`.
     RecoverInterrupted { error: &'static str, now_ms: i64 },
-}
-
-/// An owned [`super::NewAttempt`].
-#[derive(Debug)]
-pub(super) struct Attempt {
-    pub serial: String,
-    pub gateway: String,
-    pub requester: String,
-    pub hardware_version: String,
-    pub radio_config: String,
-    pub led_config: String,
-    pub category: String,
-    pub cloud_address: String,
-    pub api_address: String,
-    pub gateway_services_address: String,
-    pub verification_key: Option<String>,
-    pub now_ms: i64,
 }
 
 /// What a committed write returns.
@@ -265,11 +249,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             conn,
             *id,
             "marking the identity deployed",
-            "UPDATE identities SET state = 'deployed', enrollment_id = ?1, cert_serial = ?2, \
-                 cert_not_after = ?3, fcc_status = 0, fcc_warnings = ?4, last_error = NULL, \
-                 updated_at = ?5 \
-             WHERE id = ?6 AND state = 'in_flight' \
-             RETURNING serial, gateway, requester, created_at",
+            sql::MARK_DEPLOYED,
             params![
                 enrollment_id,
                 cert_serial,
@@ -280,8 +260,10 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             ],
             Outcome {
                 at_ms: *now_ms,
-                event: "deployed",
+                event: AuditEvent::Deployed,
                 fcc_status: Some(0),
+                fcc_info: None,
+                fcc_warnings,
                 detail,
                 duration_ms: *duration_ms,
             },
@@ -292,6 +274,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
         Write::Failed {
             id,
             fcc_status,
+            fcc_info,
             fcc_warnings,
             error,
             duration_ms,
@@ -300,15 +283,14 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             conn,
             *id,
             "marking the identity failed",
-            "UPDATE identities SET state = 'failed', fcc_status = ?1, fcc_warnings = ?2, \
-                 last_error = ?3, updated_at = ?4 \
-             WHERE id = ?5 AND state = 'in_flight' \
-             RETURNING serial, gateway, requester, created_at",
-            params![fcc_status, fcc_warnings, error, now_ms, id],
+            sql::MARK_FAILED,
+            params![fcc_status, fcc_info, fcc_warnings, error, now_ms, id],
             Outcome {
                 at_ms: *now_ms,
-                event: "failed",
+                event: AuditEvent::Failed,
                 fcc_status: *fcc_status,
+                fcc_info: fcc_info.as_deref(),
+                fcc_warnings,
                 detail: error,
                 duration_ms: *duration_ms,
             },
@@ -316,11 +298,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
         .map(|_| Written::Failed),
         Write::RecoverInterrupted { error, now_ms } => {
             let rows = conn
-                .prepare(
-                    "UPDATE identities SET state = 'failed', last_error = ?1, updated_at = ?2 \
-                     WHERE state = 'in_flight' \
-                     RETURNING serial, gateway, requester, created_at",
-                )
+                .prepare(sql::RECOVER_ALL)
                 .and_then(|mut s| {
                     s.query_map(params![error, now_ms], audit_keys)?
                         .collect::<Result<Vec<_>, _>>()
@@ -332,8 +310,10 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                     &AuditRow {
                         at_ms: *now_ms,
                         keys: row,
-                        event: "interrupted",
+                        event: AuditEvent::Interrupted,
                         fcc_status: None,
+                        fcc_info: None,
+                        fcc_warnings: "",
                         detail: Some(error),
                         duration_ms: Some(now_ms.saturating_sub(row.created_at)),
                     },
@@ -347,8 +327,10 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
 /// The audit row of an attempt's outcome.
 struct Outcome<'a> {
     at_ms: i64,
-    event: &'static str,
+    event: AuditEvent,
     fcc_status: Option<u32>,
+    fcc_info: Option<&'a str>,
+    fcc_warnings: &'a str,
     detail: &'a str,
     duration_ms: i64,
 }
@@ -376,6 +358,8 @@ fn finish_attempt(
             keys: &keys,
             event: outcome.event,
             fcc_status: outcome.fcc_status,
+            fcc_info: outcome.fcc_info,
+            fcc_warnings: outcome.fcc_warnings,
             detail: Some(outcome.detail),
             duration_ms: Some(outcome.duration_ms),
         },
@@ -383,42 +367,27 @@ fn finish_attempt(
     Ok(keys)
 }
 
-fn reserve(conn: &Connection, a: &Attempt) -> Result<Reservation, StoreError> {
-    // The UNIQUE(serial) constraint decides: a new serial is inserted, a failed one is revived,
-    // a deployed or in-flight one is left alone (no row returned).
+fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError> {
+    let p = &a.params;
+    let serial = p.serial_number.as_str();
+    let gateway = p.gateway.to_string();
     let id: Option<i64> = conn
-        .prepare_cached(
-            "INSERT INTO identities (serial, state, gateway, requester, hardware_version, radio_config, \
-                 led_config, category, cloud_address, api_address, gateway_services_address, \
-                 verification_key, attempts, created_at, updated_at) \
-             VALUES (?1, 'in_flight', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12) \
-             ON CONFLICT(serial) DO UPDATE SET state = 'in_flight', gateway = excluded.gateway, \
-                 requester = excluded.requester, hardware_version = excluded.hardware_version, \
-                 radio_config = excluded.radio_config, led_config = excluded.led_config, \
-                 category = excluded.category, cloud_address = excluded.cloud_address, \
-                 api_address = excluded.api_address, \
-                 gateway_services_address = excluded.gateway_services_address, \
-                 verification_key = excluded.verification_key, enrollment_id = NULL, \
-                 cert_serial = NULL, cert_not_after = NULL, fcc_status = NULL, fcc_warnings = '', \
-                 last_error = NULL, attempts = identities.attempts + 1, \
-                 created_at = excluded.created_at, updated_at = excluded.updated_at \
-             WHERE identities.state = 'failed' \
-             RETURNING id",
-        )
+        .prepare_cached(sql::RESERVE)
         .and_then(|mut s| {
             s.query_row(
                 params![
-                    a.serial,
-                    a.gateway,
+                    serial,
+                    gateway,
                     a.requester,
-                    a.hardware_version,
-                    a.radio_config,
-                    a.led_config,
-                    a.category,
-                    a.cloud_address,
-                    a.api_address,
-                    a.gateway_services_address,
-                    a.verification_key,
+                    None::<&str>, // server_id: one server per SQLite file
+                    p.hardware_version.as_str(),
+                    p.radio_config.as_str(),
+                    p.led_config.as_str(),
+                    p.category.as_str(),
+                    p.gateway_services_address.as_str(), // cloud address
+                    p.api_address.as_str(),
+                    p.gateway_services_address.as_str(),
+                    p.verification_key.as_ref().map(|k| k.as_str()),
                     a.now_ms
                 ],
                 |r| r.get(0),
@@ -427,23 +396,22 @@ fn reserve(conn: &Connection, a: &Attempt) -> Result<Reservation, StoreError> {
         })
         .map_err(write_error("reserving the serial"))?;
     let (result, event, detail) = match id {
-        Some(id) => (Reservation::Reserved { id }, "attempt", None),
+        Some(id) => (Reservation::Reserved { id }, AuditEvent::Attempt, None),
         None => {
-            let state: String = conn
-                .prepare_cached("SELECT state FROM identities WHERE serial = ?1")
-                .and_then(|mut s| s.query_row(params![a.serial], |r| r.get(0)))
+            let state: IdentityState = conn
+                .prepare_cached(sql::CONFLICT_STATE)
+                .and_then(|mut s| s.query_row(params![serial], |r| r.get(0)))
                 .map_err(write_error("reading the conflicting row"))?;
-            let state = IdentityState::parse(&state)?;
             (
                 Reservation::Conflict { state },
-                "conflict",
+                AuditEvent::Conflict,
                 Some(format!("serial is {state}")),
             )
         }
     };
     let keys = AuditKeys {
-        serial: a.serial.clone(),
-        gateway: a.gateway.clone(),
+        serial: serial.to_owned(),
+        gateway,
         requester: a.requester.clone(),
         created_at: a.now_ms,
     };
@@ -454,6 +422,8 @@ fn reserve(conn: &Connection, a: &Attempt) -> Result<Reservation, StoreError> {
             keys: &keys,
             event,
             fcc_status: None,
+            fcc_info: None,
+            fcc_warnings: "",
             detail: detail.as_deref(),
             duration_ms: None,
         },
@@ -481,30 +451,31 @@ fn audit_keys(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditKeys> {
 struct AuditRow<'a> {
     at_ms: i64,
     keys: &'a AuditKeys,
-    event: &'a str,
+    event: AuditEvent,
     fcc_status: Option<u32>,
+    fcc_info: Option<&'a str>,
+    fcc_warnings: &'a str,
     detail: Option<&'a str>,
     duration_ms: Option<i64>,
 }
 
 fn insert_audit(conn: &Connection, a: &AuditRow<'_>) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO audit (at_ms, serial, gateway, requester, event, fcc_status, detail, duration_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            a.at_ms,
-            a.keys.serial,
-            a.keys.gateway,
-            a.keys.requester,
-            a.event,
-            a.fcc_status,
-            a.detail,
-            a.duration_ms
-        ])
-    })
-    .map_err(write_error("appending to the audit trail"))?;
+    conn.prepare_cached(sql::INSERT_AUDIT)
+        .and_then(|mut s| {
+            s.execute(params![
+                a.at_ms,
+                a.keys.serial,
+                a.keys.gateway,
+                a.keys.requester,
+                a.event,
+                a.fcc_status,
+                a.fcc_info,
+                a.fcc_warnings,
+                a.detail,
+                a.duration_ms
+            ])
+        })
+        .map_err(write_error("appending to the audit trail"))?;
     Ok(())
 }
 
@@ -522,22 +493,27 @@ mod tests {
             "../../migrations/sqlite/0002_audit_by_time.sql"
         ))
         .unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0003_fcc_facts.sql"))
+            .unwrap();
         conn
     }
 
     fn attempt(serial: &str) -> Write {
-        Write::Reserve(Box::new(Attempt {
-            serial: serial.to_owned(),
-            gateway: "127.0.0.1:1".to_owned(),
+        let text = |s: &str| crate::model::FieldText::new(s.to_owned()).unwrap();
+        let url = |s: &str| crate::model::HttpUrl::new(s.to_owned()).unwrap();
+        Write::Reserve(Box::new(NewAttempt {
+            params: crate::model::GatewayParams {
+                serial_number: serial.parse().unwrap(),
+                gateway: "127.0.0.1:1".parse().unwrap(),
+                api_address: url("https://api.example"),
+                gateway_services_address: url("https://gw.example"),
+                hardware_version: text("hw"),
+                radio_config: text("00"),
+                led_config: text("01"),
+                category: crate::model::Category::Production,
+                verification_key: None,
+            },
             requester: "test".to_owned(),
-            hardware_version: "hw".to_owned(),
-            radio_config: "00".to_owned(),
-            led_config: "01".to_owned(),
-            category: "production".to_owned(),
-            cloud_address: "https://gw.example".to_owned(),
-            api_address: "https://api.example".to_owned(),
-            gateway_services_address: "https://gw.example".to_owned(),
-            verification_key: None,
             now_ms: 1,
         }))
     }
@@ -549,24 +525,25 @@ mod tests {
     #[test]
     fn one_batch_keeps_the_good_writes_and_undoes_the_failed_one_alone() {
         let mut conn = schema();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_c BEFORE INSERT ON identities WHEN NEW.serial = 'C' \
+             BEGIN SELECT RAISE(ABORT, 'CHECK failed: the test refuses C'); END;",
+        )
+        .unwrap();
         let writes = [
             attempt("A"),
             Write::Failed {
                 id: 999,
                 fcc_status: None,
+                fcc_info: None,
                 fcc_warnings: String::new(),
                 error: "x".to_owned(),
                 duration_ms: 1,
                 now_ms: 2,
             },
-            // Fails inside the statement: the category CHECK constraint.
-            Write::Reserve(Box::new(Attempt {
-                category: "neither".to_owned(),
-                ..match attempt("C") {
-                    Write::Reserve(a) => *a,
-                    _ => unreachable!(),
-                }
-            })),
+            // Fails inside the statement (typed parameters cannot break the CHECK constraints
+            // any more, so a trigger refuses this one).
+            attempt("C"),
             attempt("B"),
             attempt("A"),
         ];

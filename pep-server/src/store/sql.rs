@@ -1,0 +1,201 @@
+//! Every SQL text of the store, once, for both backends.
+//!
+//! Placeholders are `$N`: PostgreSQL's own form, and for SQLite a named parameter that sqlx binds by
+//! its number and SQLite (the writer thread, rusqlite) numbers by first appearance — so in every
+//! text below each `$N` first appears in ascending order (a unit test checks it). The few texts
+//! that differ per backend say why.
+
+/// The columns of [`super::IdentityRecord`].
+macro_rules! record_columns {
+    () => {
+        "id, serial, device_id, TRUE AS deployed, hardware_version, radio_config, led_config, \
+         category, cloud_address, api_address, gateway_services_address, enrollment_id, created_at"
+    };
+}
+
+/// The columns of an audit row as read.
+macro_rules! audit_columns {
+    () => {
+        "id, at_ms, serial, gateway, requester, event, fcc_status, fcc_info, fcc_warnings, detail, \
+         duration_ms"
+    };
+}
+
+/// Reserve a serial: insert it in flight, or revive a `failed` row; a deployed or in-flight one is
+/// left alone (no row returned). The UNIQUE(serial) constraint decides races, never a
+/// check-then-insert. `$4` is the reserving server (PostgreSQL; NULL with SQLite).
+pub(super) const RESERVE: &str = "INSERT INTO identities (serial, state, gateway, requester, \
+         server_id, hardware_version, radio_config, led_config, category, cloud_address, \
+         api_address, gateway_services_address, verification_key, attempts, created_at, updated_at) \
+     VALUES ($1, 'in_flight', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13) \
+     ON CONFLICT (serial) DO UPDATE SET state = 'in_flight', gateway = EXCLUDED.gateway, \
+         requester = EXCLUDED.requester, server_id = EXCLUDED.server_id, \
+         hardware_version = EXCLUDED.hardware_version, \
+         radio_config = EXCLUDED.radio_config, led_config = EXCLUDED.led_config, \
+         category = EXCLUDED.category, cloud_address = EXCLUDED.cloud_address, \
+         api_address = EXCLUDED.api_address, \
+         gateway_services_address = EXCLUDED.gateway_services_address, \
+         verification_key = EXCLUDED.verification_key, enrollment_id = NULL, \
+         cert_serial = NULL, cert_not_after = NULL, fcc_status = NULL, fcc_info = NULL, \
+         fcc_warnings = '', last_error = NULL, attempts = identities.attempts + 1, \
+         created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at \
+     WHERE identities.state = 'failed' \
+     RETURNING id";
+
+/// The state of the row that made a reservation conflict.
+pub(super) const CONFLICT_STATE: &str = "SELECT state FROM identities WHERE serial = $1";
+
+/// `in_flight` → `deployed` (only if still in flight: another server may have expired it).
+pub(super) const MARK_DEPLOYED: &str = "UPDATE identities SET state = 'deployed', \
+         enrollment_id = $1, cert_serial = $2, cert_not_after = $3, fcc_status = 0, \
+         fcc_info = NULL, fcc_warnings = $4, last_error = NULL, server_id = NULL, updated_at = $5 \
+     WHERE id = $6 AND state = 'in_flight' \
+     RETURNING serial, gateway, requester, created_at";
+
+/// `in_flight` → `failed`.
+pub(super) const MARK_FAILED: &str = "UPDATE identities SET state = 'failed', fcc_status = $1, \
+         fcc_info = $2, fcc_warnings = $3, last_error = $4, server_id = NULL, updated_at = $5 \
+     WHERE id = $6 AND state = 'in_flight' \
+     RETURNING serial, gateway, requester, created_at";
+
+/// SQLite recovery: one server per file, so every in-flight row was this server's.
+pub(super) const RECOVER_ALL: &str = "UPDATE identities SET state = 'failed', last_error = $1, \
+         server_id = NULL, updated_at = $2 \
+     WHERE state = 'in_flight' \
+     RETURNING serial, gateway, requester, created_at, last_error";
+
+/// PostgreSQL recovery: this server's in-flight rows (`$1`, NULL in the periodic sweep) and every
+/// row in flight since before `$5`. FOR UPDATE SKIP LOCKED (PostgreSQL only): rows another server
+/// is finishing right now are skipped, not waited for; the outer UPDATE re-checks the state.
+pub(super) const RECOVER_OWN_AND_EXPIRED: &str = "UPDATE identities SET state = 'failed', \
+         last_error = CASE WHEN server_id = $1 THEN $2 ELSE $3 END, \
+         server_id = NULL, updated_at = $4 \
+     WHERE id IN (SELECT id FROM identities \
+                  WHERE state = 'in_flight' AND (server_id = $1 OR updated_at < $5) \
+                  FOR UPDATE SKIP LOCKED) \
+         AND state = 'in_flight' \
+     RETURNING serial, gateway, requester, created_at, last_error";
+
+/// Appends one audit row.
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit (at_ms, serial, gateway, requester, \
+         event, fcc_status, fcc_info, fcc_warnings, detail, duration_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// The enrollment ID of a deployed serial.
+pub(super) const ENROLLMENT_ID: &str =
+    "SELECT enrollment_id FROM identities WHERE serial = $1 AND state = 'deployed'";
+
+/// The FSS verification key of a deployed serial.
+pub(super) const VERIFICATION_KEY: &str = "SELECT verification_key FROM identities \
+     WHERE serial = $1 AND state = 'deployed' AND verification_key IS NOT NULL \
+         AND verification_key <> ''";
+
+/// Deployed identities after a cursor, oldest first. Keyset paging on the integer primary key
+/// (through the partial index of deployed rows): a page costs the same at row 10 and at row 10
+/// million.
+pub(super) const LIST_DEPLOYED_ASC: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM identities WHERE state = 'deployed' AND id > $1 ORDER BY id ASC LIMIT $2"
+);
+
+/// Deployed identities before a cursor, newest first.
+pub(super) const LIST_DEPLOYED_DESC: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM identities WHERE state = 'deployed' AND id < $1 ORDER BY id DESC LIMIT $2"
+);
+
+/// Rows per state.
+pub(super) const STATS: &str = "SELECT state, COUNT(*) FROM identities GROUP BY state";
+
+/// Everything about one serial.
+pub(super) const IDENTITY: &str = "SELECT id, serial, state, gateway, requester, ou, device_id, \
+         hardware_version, radio_config, led_config, category, cloud_address, api_address, \
+         gateway_services_address, verification_key, enrollment_id, cert_serial, cert_not_after, \
+         fcc_status, fcc_info, fcc_warnings, last_error, attempts, created_at, updated_at \
+     FROM identities WHERE serial = $1";
+
+/// The audit trail of one serial, oldest first.
+pub(super) const AUDIT_FOR: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit WHERE serial = $1 ORDER BY id"
+);
+
+/// Outcomes since a time (`FILTER`: PostgreSQL, and SQLite since 3.30).
+pub(super) const OUTCOME_COUNTS: &str = "SELECT COUNT(*) FILTER (WHERE event = 'deployed'), \
+         COUNT(*) FILTER (WHERE event IN ('failed', 'interrupted')) \
+     FROM audit WHERE at_ms >= $1";
+
+/// Outcomes per minute since a time.
+pub(super) const OUTCOMES_PER_MINUTE: &str = "SELECT at_ms / 60000 AS minute, \
+         COUNT(*) FILTER (WHERE event = 'deployed'), \
+         COUNT(*) FILTER (WHERE event IN ('failed', 'interrupted')) \
+     FROM audit WHERE at_ms >= $1 AND event IN ('deployed', 'failed', 'interrupted') \
+     GROUP BY minute ORDER BY minute";
+
+/// The latest outcome rows.
+pub(super) const RECENT_OUTCOMES: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit WHERE event IN ('deployed', 'failed', 'interrupted') ORDER BY id DESC LIMIT $1"
+);
+
+/// SQLite: a prefix search as a range on the (serial, id) index — every string starting with `$1`
+/// sorts between `$1` and `$2` = `$1` + U+10FFFF (BINARY collation compares UTF-8 bytes).
+pub(super) const AUDIT_BY_PREFIX_SQLITE: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit WHERE serial >= $1 AND serial < $2 ORDER BY id DESC LIMIT $3"
+);
+
+/// PostgreSQL: `starts_with`, not a range: the database's collation may not sort by code point.
+pub(super) const AUDIT_BY_PREFIX_POSTGRES: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit WHERE starts_with(serial, $1) ORDER BY id DESC LIMIT $2"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite numbers `$N` parameters by first appearance; sqlx and PostgreSQL by N. They agree
+    /// only if every text introduces `$1`, `$2`, … in this order.
+    #[test]
+    fn placeholders_first_appear_in_ascending_order() {
+        for sql in [
+            RESERVE,
+            CONFLICT_STATE,
+            MARK_DEPLOYED,
+            MARK_FAILED,
+            RECOVER_ALL,
+            RECOVER_OWN_AND_EXPIRED,
+            INSERT_AUDIT,
+            ENROLLMENT_ID,
+            VERIFICATION_KEY,
+            LIST_DEPLOYED_ASC,
+            LIST_DEPLOYED_DESC,
+            STATS,
+            IDENTITY,
+            AUDIT_FOR,
+            OUTCOME_COUNTS,
+            OUTCOMES_PER_MINUTE,
+            RECENT_OUTCOMES,
+            AUDIT_BY_PREFIX_SQLITE,
+            AUDIT_BY_PREFIX_POSTGRES,
+        ] {
+            let mut seen = 0;
+            let mut rest = sql;
+            while let Some(at) = rest.find('$') {
+                rest = &rest[at + 1..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let n: usize = digits.parse().unwrap();
+                assert!(n <= seen + 1, "${n} before ${} in {sql}", seen + 1);
+                seen = seen.max(n);
+            }
+            assert!(!sql.contains('?'), "{sql}");
+        }
+    }
+}
