@@ -1733,19 +1733,21 @@ fn first_valid_frame_wipes_the_item_files_only() {
     }
 }
 
+/// A keep-alive message without verification, with `extra` top-level pairs.
+fn kept_alive(extra: &[(&str, V)]) -> Vec<u8> {
+    let mut pairs = vec![
+        ("SchemeVersion", t("0.0.1")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+    ];
+    pairs.extend(extra.iter().cloned());
+    enc(&m(&pairs))
+}
+
 #[test]
 fn storage_writes_are_listed_in_order_and_only_when_asked() {
     let pki = Pki::new();
-    let keep = |extra: &[(&str, V)]| {
-        let mut pairs = vec![
-            ("SchemeVersion", t("0.0.1")),
-            ("Verify", V::U(0)),
-            ("KpAlvSess", V::U(1)),
-        ];
-        pairs.extend(extra.iter().cloned());
-        enc(&m(&pairs))
-    };
-    let store = keep(&[
+    let store = kept_alive(&[
         ("Keys", V::A(vec![key_item("k", &pki.device_key_der())])),
         (
             "ConfigParams",
@@ -1797,7 +1799,7 @@ fn storage_writes_are_listed_in_order_and_only_when_asked() {
     let debug = format!("{:?}", outcome.writes);
     assert!(debug.contains("len"), "{debug}");
     // The wipe comes only with the first message of the session.
-    let outcome = dev.handle(&keep(&[]));
+    let outcome = dev.handle(&kept_alive(&[]));
     assert!(outcome.writes.is_empty(), "{:?}", outcome.writes);
 }
 
@@ -1834,29 +1836,26 @@ fn a_response_of_exactly_512_bytes_fits() {
 #[test]
 fn rot_and_entropy_are_write_once_per_session() {
     let pki = Pki::new();
-    let keep = |extra: &[(&str, V)]| {
-        let mut pairs = vec![
-            ("SchemeVersion", t("0.0.1")),
-            ("Verify", V::U(0)),
-            ("KpAlvSess", V::U(1)),
-        ];
-        pairs.extend(extra.iter().cloned());
-        enc(&m(&pairs))
-    };
     // ROT and Entropy in the first message, then again: 7 and 8.
     let mut dev = device();
     assert_eq!(
-        dev.handle(&keep(&[("Entropy", b(&[1; 48])), ("ROT", b(&[2; 16]))]))
-            .status,
+        dev.handle(&kept_alive(&[
+            ("Entropy", b(&[1; 48])),
+            ("ROT", b(&[2; 16]))
+        ]))
+        .status,
         FccStatus::Success
     );
-    let r = dev.handle(&keep(&[("ROT", b(&[2; 16]))])).response.unwrap();
+    let r = dev
+        .handle(&kept_alive(&[("ROT", b(&[2; 16]))]))
+        .response
+        .unwrap();
     assert_eq!(
         (r.return_status.as_u32(), r.info_message.as_str()),
         (7, "Root of trust error:rot")
     );
     let r = dev
-        .handle(&keep(&[("Entropy", b(&[1; 48]))]))
+        .handle(&kept_alive(&[("Entropy", b(&[1; 48]))]))
         .response
         .unwrap();
     assert_eq!(
@@ -1866,18 +1865,18 @@ fn rot_and_entropy_are_write_once_per_session() {
 
     // Storing an item generates a root of trust: a later ROT is refused.
     let mut dev = device();
-    let store = keep(&[("Keys", V::A(vec![key_item("k", &pki.device_key_der())]))]);
+    let store = kept_alive(&[("Keys", V::A(vec![key_item("k", &pki.device_key_der())]))]);
     assert_eq!(dev.handle(&store).status, FccStatus::Success);
     assert_eq!(
-        dev.handle(&keep(&[("ROT", b(&[2; 16]))])).status,
+        dev.handle(&kept_alive(&[("ROT", b(&[2; 16]))])).status,
         FccStatus::RotError
     );
 
     // Without stored items a later ROT is still accepted.
     let mut dev = device();
-    assert_eq!(dev.handle(&keep(&[])).status, FccStatus::Success);
+    assert_eq!(dev.handle(&kept_alive(&[])).status, FccStatus::Success);
     assert_eq!(
-        dev.handle(&keep(&[("ROT", b(&[2; 16]))])).status,
+        dev.handle(&kept_alive(&[("ROT", b(&[2; 16]))])).status,
         FccStatus::Success
     );
 }

@@ -78,23 +78,33 @@ async fn gateway(config: GatewayConfig) -> (SocketAddr, fake_fcc::GatewayHandle)
     fake_fcc::spawn(config).await.expect("gateway starts")
 }
 
-#[tokio::test]
-async fn fcc_client_provisions_the_by_tool_bundle() {
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, mut handle) = gateway(GatewayConfig {
-        storage_dir: Some(dir.path().to_path_buf()),
+/// Starts a gateway with the storage directory `storage_dir`, sends it the by-tool bundle with
+/// `FccClient` and checks the answer is a success.
+async fn by_tool_stored_in(
+    pki: &Pki,
+    storage_dir: &std::path::Path,
+) -> (fcc_proto::Response, fake_fcc::GatewayHandle) {
+    let (addr, handle) = gateway(GatewayConfig {
+        storage_dir: Some(storage_dir.to_path_buf()),
         ..GatewayConfig::default()
     })
     .await;
     let mut client = FccClient::connect(addr, timeouts()).await.unwrap();
-    let response = client.send(&by_tool(&pki)).await.unwrap();
+    let response = client.send(&by_tool(pki)).await.unwrap();
     assert_eq!(
         response.return_status,
         FccStatus::Success,
         "{}",
         response.info_message
     );
+    (response, handle)
+}
+
+#[tokio::test]
+async fn fcc_client_provisions_the_by_tool_bundle() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (response, mut handle) = by_tool_stored_in(&pki, dir.path()).await;
     assert!(response.warnings.is_empty(), "{:?}", response.warnings);
     assert_eq!(response.sid.as_deref(), Some(SID));
 
@@ -142,19 +152,7 @@ async fn an_unwritable_storage_directory_is_reported_and_the_answer_unchanged() 
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("pal");
     std::fs::write(&not_a_dir, b"a file").unwrap();
-    let (addr, mut handle) = gateway(GatewayConfig {
-        storage_dir: Some(not_a_dir.clone()),
-        ..GatewayConfig::default()
-    })
-    .await;
-    let mut client = FccClient::connect(addr, timeouts()).await.unwrap();
-    let response = client.send(&by_tool(&pki)).await.unwrap();
-    assert_eq!(
-        response.return_status,
-        FccStatus::Success,
-        "{}",
-        response.info_message
-    );
+    let (_, mut handle) = by_tool_stored_in(&pki, &not_a_dir).await;
     let report = handle.next_report().await.unwrap();
     assert!(report.wire_success);
     assert!(
