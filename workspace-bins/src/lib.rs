@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-/// The repository root (the workspace's directory).
+/// The repository root (the workspace's directory): the parent of the running test's package
+/// directory, which cargo names at run time. The directory this crate was compiled in is only the
+/// fallback: a target directory copied from another checkout keeps that checkout's path when
+/// cargo finds the copied build fresh, and the nested build would then build the other checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    package.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The workspace's binaries whose package has another name: (binary, package).
@@ -117,6 +119,13 @@ fn newest(path: &Path, acc: &mut SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_repo_root_is_this_checkout() {
+        let root = repo_root();
+        assert!(root.join("workspace-bins/src/lib.rs").is_file(), "{root:?}");
+        assert!(root.join("Cargo.lock").is_file(), "{root:?}");
+    }
 
     #[test]
     fn binaries_are_built_from_their_package() {
