@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pep performance run: pep-server + `fake-fcc fleet` end to end, and in the same invocation the
+# The pep performance run: pep-server + `pep-fleet` end to end, and in the same invocation the
 # two ways a factory provisions without pep, per device:
 #   (a) the openssl CLI: genpkey (P-256) + req + x509 -req signed by the factory CA, one device at a time;
 #   (b) one Python process per gateway doing P-256 keygen + certificate signing with the

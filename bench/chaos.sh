@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The documented chaos run of docs/robustness.md: the chaos test of pep-server
 # (pep-server/tests/robust_chaos.rs) at full size, on a release build: GATEWAYS simulated gateways
-# through `fake-fcc fleet` (20% faulty: close without reply, corrupted hash, stall past the read
-# timeout, wire status 9, ReturnStatus 17, refused connection), the server killed with SIGKILL
+# through the fleet library `pep-loadgen` (20% faulty: close without reply, corrupted hash, stall
+# past the read timeout, wire status 9, ReturnStatus 17, refused connection), the server killed with SIGKILL
 # KILLS times at random moments and restarted from the same config, every failed gateway retried
 # without faults; then every guarantee is checked against the SQLite database and /metrics.
 #

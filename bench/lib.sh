@@ -30,8 +30,8 @@ for k in sys.argv[2].split("."): d=d[k]
 print(d)' "$1" "$2"; }
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== building release binaries (pep-server, fake-fcc)"
-(cd "$ROOT" && cargo build --release --quiet -p pep-server -p fake-fcc)
+echo "== building release binaries (pep-server, pep-fleet)"
+(cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen)
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -65,7 +65,7 @@ stop_server() {
 }
 
 
-# fleet_run DIR N PREFIX: `fake-fcc fleet` of N gateways against the started server; writes
+# fleet_run DIR N PREFIX: `pep-fleet` of N gateways against the started server; writes
 # DIR/fleet.json, DIR/fleet.out and DIR/fleet.cpu (the fleet's CPU seconds, from the kernel's
 # accounting of the finished child). CONCURRENCY [64], FLEET_THREADS [1].
 fleet_run() {
@@ -74,6 +74,6 @@ fleet_run() {
 subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"))
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("%.3f" % (r.ru_utime + r.ru_stime), file=sys.stderr)' "$dir/fleet.out" \
-        "$BIN/fake-fcc" fleet --gateways "$n" --concurrency "${CONCURRENCY:-64}" --threads "${FLEET_THREADS:-1}" \
+        "$BIN/pep-fleet" --gateways "$n" --concurrency "${CONCURRENCY:-64}" --threads "${FLEET_THREADS:-1}" \
         --server "http://$ADDR" --token "$TOKEN" --prefix "$prefix" --json "$dir/fleet.json" 2> "$dir/fleet.cpu" || true
 }

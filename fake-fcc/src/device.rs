@@ -3,7 +3,6 @@
 //! Every rule here follows the genuine FCC's processing order, because the order decides which
 //! error wins, which items stay stored, and whether `SID` is echoed.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use fcc_proto::frame::ResponseFrame;
@@ -12,7 +11,7 @@ use fcc_proto::status::{FccStatus, GENERAL_ERROR_PREFIX, KcmStatus, WireStatus};
 
 use crate::cbor::{self, Item, c_str};
 use crate::csr::{self, CsrParams};
-use crate::storage::{DiskStore, ItemKind, Storage};
+use crate::storage::{ItemKind, Storage, StorageWrite};
 use crate::x509;
 
 /// Response buffer of a message without (started) CSR processing.
@@ -57,8 +56,10 @@ pub(crate) mod field {
 pub struct DeviceOptions {
     /// Reject what the genuine FCC tolerates (see the crate docs).
     pub strict: bool,
-    /// Also write every item to one file under this directory (`None` = memory only).
-    pub storage_dir: Option<PathBuf>,
+    /// List in each [`Outcome::writes`] what the message changes in the item files of a storage
+    /// directory, for the caller to apply ([`DiskStore::apply`](crate::DiskStore::apply)).
+    /// `false` (memory only): the list stays empty and costs nothing.
+    pub storage_writes: bool,
 }
 
 /// The result of handling one valid frame body.
@@ -75,6 +76,10 @@ pub struct Outcome {
     pub status: FccStatus,
     /// Whether this message wiped the storage (the first valid frame of the session).
     pub storage_erased: bool,
+    /// The changes to the item files, in order, when [`DeviceOptions::storage_writes`] is set
+    /// (else empty). The device does no I/O: whoever drives it applies them before sending the
+    /// reply, as the genuine device has written its storage by then.
+    pub writes: Vec<StorageWrite>,
 }
 
 impl Outcome {
@@ -140,13 +145,13 @@ struct Message<'a> {
 pub struct Device {
     pub(crate) opts: DeviceOptions,
     pub(crate) storage: Storage,
-    disk: Option<DiskStore>,
+    /// The item-file changes of the current message (only with `opts.storage_writes`).
+    writes: Vec<StorageWrite>,
     wiped: bool,
     session_finished: bool,
     pub(crate) sotp: Sotp,
     clock: Option<(u64, Instant)>,
     pub(crate) info: OutputInfo,
-    disk_errors: Vec<String>,
     /// Certificates already parsed and key pairs already checked.
     pub(crate) memo: x509::CertMemo,
 }
@@ -164,17 +169,15 @@ impl std::fmt::Debug for Device {
 impl Device {
     /// A device with empty storage, in the initial "session finished" state.
     pub fn new(opts: DeviceOptions) -> Device {
-        let disk = opts.storage_dir.clone().map(DiskStore::new);
         Device {
             opts,
             storage: Storage::default(),
-            disk,
+            writes: Vec::new(),
             wiped: false,
             session_finished: true,
             sotp: Sotp::default(),
             clock: None,
             info: OutputInfo::default(),
-            disk_errors: Vec::new(),
             memo: x509::CertMemo::default(),
         }
     }
@@ -188,11 +191,6 @@ impl Device {
     /// that got through the group loop.
     pub fn session_finished(&self) -> bool {
         self.session_finished
-    }
-
-    /// Storage files that could not be written (the items are still stored in memory).
-    pub fn disk_errors(&self) -> &[String] {
-        &self.disk_errors
     }
 
     /// The device time in seconds since the epoch, `None` ("0") when never set.
@@ -236,11 +234,8 @@ impl Device {
         self.memo.forget_pairs();
         self.sotp = Sotp::default();
         self.clock = None;
-        if let Some(disk) = &self.disk
-            && let Err(e) = disk.wipe()
-        {
-            tracing::warn!(error = %e, "could not wipe the storage directory");
-            self.disk_errors.push(e.to_string());
+        if self.opts.storage_writes {
+            self.writes.push(StorageWrite::Wipe);
         }
     }
 
@@ -252,6 +247,7 @@ impl Device {
                 session_finished: self.session_finished,
                 status,
                 storage_erased,
+                writes: std::mem::take(&mut self.writes),
             };
         }
         let info_message = if status == FccStatus::Success {
@@ -296,6 +292,7 @@ impl Device {
             session_finished: self.session_finished,
             status,
             storage_erased,
+            writes: std::mem::take(&mut self.writes),
         }
     }
 
@@ -802,12 +799,7 @@ impl Device {
         }
         let chain: Vec<Vec<u8>> = ders.iter().map(|d| d.to_vec()).collect();
         for (i, der) in chain.iter().enumerate() {
-            if let Err(kcm) = self.persist(ItemKind::Certificate, &name, i, der) {
-                for j in 0..=i {
-                    self.unpersist(ItemKind::Certificate, &name, j);
-                }
-                return Err((kcm, kcm.fcc_status()));
-            }
+            self.persist(ItemKind::Certificate, &name, i, der);
         }
         self.storage.certificates.insert(name, chain);
         Ok(())
@@ -926,18 +918,14 @@ impl Device {
         if self.storage.contains(kind, &name) {
             return Err(KcmStatus::FileExist);
         }
-        self.insert(kind, name, bytes.to_vec())
+        self.insert(kind, name, bytes.to_vec());
+        Ok(())
     }
 
-    /// Stores an item that passed all checks (memory and, if configured, disk).
-    pub(crate) fn insert(
-        &mut self,
-        kind: ItemKind,
-        name: String,
-        bytes: Vec<u8>,
-    ) -> Result<(), KcmStatus> {
+    /// Stores an item that passed all checks (memory, and the file write if listed).
+    pub(crate) fn insert(&mut self, kind: ItemKind, name: String, bytes: Vec<u8>) {
         self.created_item_file();
-        self.persist(kind, &name, 0, &bytes)?;
+        self.persist(kind, &name, 0, &bytes);
         if kind == ItemKind::PrivateKey {
             self.memo.forget_pairs();
         }
@@ -951,7 +939,6 @@ impl Device {
                 .insert(name, vec![bytes])
                 .map(|mut v| v.remove(0)),
         };
-        Ok(())
     }
 
     /// Creating an item file needs the storage keys derived from the root of trust; without an
@@ -975,29 +962,25 @@ impl Device {
         self.unpersist(kind, name, 0);
     }
 
-    fn persist(
-        &mut self,
-        kind: ItemKind,
-        name: &str,
-        index: usize,
-        bytes: &[u8],
-    ) -> Result<(), KcmStatus> {
-        let Some(disk) = &self.disk else {
-            return Ok(());
-        };
-        match disk.write(kind, name, index, bytes) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not write an item file");
-                self.disk_errors.push(e.to_string());
-                Err(KcmStatus::StorageError)
-            }
+    /// Lists the file write of an item (chain element `index`) when writes are listed.
+    fn persist(&mut self, kind: ItemKind, name: &str, index: usize, bytes: &[u8]) {
+        if self.opts.storage_writes {
+            self.writes.push(StorageWrite::Put {
+                kind,
+                name: name.to_owned(),
+                index,
+                data: zeroize::Zeroizing::new(bytes.to_vec()),
+            });
         }
     }
 
-    fn unpersist(&self, kind: ItemKind, name: &str, index: usize) {
-        if let Some(disk) = &self.disk {
-            disk.remove(kind, name, index);
+    fn unpersist(&mut self, kind: ItemKind, name: &str, index: usize) {
+        if self.opts.storage_writes {
+            self.writes.push(StorageWrite::Remove {
+                kind,
+                name: name.to_owned(),
+                index,
+            });
         }
     }
 
@@ -1168,16 +1151,13 @@ impl Device {
         }
         let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let key_der = x509::private_key_der(&key);
-        self.insert(ItemKind::PrivateKey, name.clone(), key_der.to_vec())?;
-        if gen_public
-            && let Err(kcm) = self.insert(
+        self.insert(ItemKind::PrivateKey, name.clone(), key_der.to_vec());
+        if gen_public {
+            self.insert(
                 ItemKind::PublicKey,
                 name.clone(),
                 x509::public_key_der(&key.public_key()),
-            )
-        {
-            self.remove(ItemKind::PrivateKey, &name);
-            return Err(kcm);
+            );
         }
         match csr::build_csr(&key, params) {
             Ok(der) => Ok(der),

@@ -11,7 +11,7 @@
 //! | `wire9` | reply with the 12-byte wire-status-9 frame instead of the response |
 //! | `return-status=N` | reply with ReturnStatus N (and its InfoMessage prefix) instead of the real one |
 //! | `never-read` | accept a connection, then never read from it |
-//! | `refused` | `fake-fcc fleet` only: the gateway is never started, so connecting to it is refused (a single `fake-fcc` ignores it) |
+//! | `refused` | the fleet (`pep-fleet`) only: the gateway is never started, so connecting to it is refused (a single `fake-fcc` ignores it) |
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,6 +39,22 @@ pub enum FaultKind {
     /// The gateway is not running: nothing listens at its port, connections are refused. Only a
     /// fleet can do this (it does not start the gateway); a running gateway ignores it.
     Refused,
+}
+
+impl std::fmt::Display for FaultKind {
+    /// The short name of the command-line spec (`close`, `stall=2000`, `return-status=17`, …),
+    /// which parses back to the same kind.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FaultKind::CloseWithoutReply => f.write_str("close"),
+            FaultKind::CorruptHash => f.write_str("corrupt-hash"),
+            FaultKind::Stall(d) => write!(f, "stall={}", d.as_millis()),
+            FaultKind::WireStatus9 => f.write_str("wire9"),
+            FaultKind::ReturnStatus(s) => write!(f, "return-status={}", s.as_u32()),
+            FaultKind::AcceptThenNeverRead => f.write_str("never-read"),
+            FaultKind::Refused => f.write_str("refused"),
+        }
+    }
 }
 
 /// A fault and how often it fires.
@@ -216,6 +232,25 @@ mod tests {
         ] {
             let e = bad.parse::<Fault>().unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn kinds_display_as_their_spec_and_parse_back() {
+        for (kind, name) in [
+            (FaultKind::CloseWithoutReply, "close"),
+            (FaultKind::CorruptHash, "corrupt-hash"),
+            (FaultKind::Stall(Duration::from_millis(2000)), "stall=2000"),
+            (FaultKind::WireStatus9, "wire9"),
+            (
+                FaultKind::ReturnStatus(FccStatus::KcmFileExistError),
+                "return-status=17",
+            ),
+            (FaultKind::AcceptThenNeverRead, "never-read"),
+            (FaultKind::Refused, "refused"),
+        ] {
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(name.parse::<Fault>().unwrap().kind, kind);
         }
     }
 

@@ -4,15 +4,18 @@
 //! The crate is split the quinn-proto way:
 //!
 //! * [`Device`] is the pure pipeline: CBOR bundle bytes in, an [`Outcome`] (the reply frame, the
-//!   decoded [`Response`](fcc_proto::response::Response), the session flag) out. It reproduces the
-//!   genuine processing order (docs/protocol.md §2.1), the key-prefix quirk, "first error wins", no
-//!   rollback, the verification of §5.2 with its warnings, the trust-CA step of §5.3, CSR
-//!   generation and the 512/2560-byte response limits. No sockets, no clock other than the
-//!   device time set by `mbed.CurrentTime`.
-//! * [`server`] is the thin tokio socket loop around it ([`spawn`]), with the receive-error
-//!   behaviour of §1.5 (nothing sent back, close), sessions, fault injection ([`faults`]) and the
+//!   decoded [`Response`](fcc_proto::response::Response), the session flag, the item-file
+//!   changes as [`StorageWrite`]s) out. It reproduces the genuine processing order (docs/protocol.md
+//!   §2.1), the key-prefix quirk, "first error wins", no rollback, the verification of §5.2 with
+//!   its warnings, the trust-CA step of §5.3, CSR generation and the 512/2560-byte response
+//!   limits. No sockets, no files, no clock other than the device time set by `mbed.CurrentTime`.
+//! * [`server`] is the thin tokio socket loop around it ([`spawn`]): it applies the outcome's
+//!   storage writes to the storage directory ([`DiskStore::apply`]) before replying, with the
+//!   receive-error behaviour of §1.5 (nothing sent back, close), sessions, fault injection ([`faults`]) and the
 //!   stdout lines of §1.1.
-//! * `main.rs` is the `fake-fcc` binary (clap only).
+//! * `main.rs` is the `fake-fcc` binary (clap only). Its `fleet` subcommand runs the
+//!   `pep-fleet` binary of the `pep-loadgen` crate (the fleet load generator, which builds on
+//!   this library) found next to it.
 //!
 //! # Storage layout
 //!
@@ -29,6 +32,10 @@
 //! | `DIR/Crt1_<name>` .. `DIR/Crt4_<name>` | chain elements 1..4 |
 //! | `DIR/CfgParam_<name>` | config param bytes exactly as stored (4 LE bytes for `mbed.UseBootstrap`) |
 //!
+//! The files are a copy for inspection: the items live in the device's memory. A file that
+//! cannot be written is logged and listed in the session's [`SessionReport::disk_errors`]; the
+//! device's answer does not depend on it.
+//!
 //! # Strict mode
 //!
 //! By default every quirk of the genuine FCC is reproduced. [`DeviceOptions::strict`] additionally
@@ -40,7 +47,6 @@ pub mod cbor;
 pub mod csr;
 pub mod device;
 pub mod faults;
-pub mod fleet;
 pub mod server;
 pub mod storage;
 mod verify;
@@ -49,7 +55,7 @@ pub mod x509;
 pub use device::{Device, DeviceOptions, Outcome};
 pub use faults::{Fault, FaultKind, Faults};
 pub use server::{GatewayConfig, GatewayHandle, SessionReport, Sessions, spawn};
-pub use storage::{DiskStore, ItemKind, Storage};
+pub use storage::{DiskStore, ItemKind, Storage, StorageWrite};
 
 use std::path::{Path, PathBuf};
 
@@ -83,12 +89,6 @@ pub enum FakeFccError {
     /// A socket error while serving a session.
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
-    /// A fleet run could not start or go on (bad option, HTTP client setup).
-    #[error("fleet: {reason}")]
-    Fleet {
-        /// What is wrong, naming the option when one is.
-        reason: String,
-    },
 }
 
 impl FakeFccError {

@@ -1,6 +1,7 @@
 //! The `fake-fcc` binary: a simulated FCC gateway on the command line. Everything testable lives
 //! in the library; this file only parses arguments and wires them up.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,8 +50,14 @@ enum Command {
     /// Run one simulated device (the same as giving no subcommand).
     Run(RunArgs),
     /// Provision many simulated gateways through a pep-server and report rate, latency and
-    /// failures (load and chaos runs).
-    Fleet(fake_fcc::fleet::FleetArgs),
+    /// failures (load and chaos runs): runs the `pep-fleet` binary next to this one with the
+    /// same arguments (`fake-fcc fleet --help` shows them).
+    #[command(disable_help_flag = true)]
+    Fleet {
+        /// The arguments of `pep-fleet`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -108,7 +115,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => args,
-        Some(Command::Fleet(args)) => return fake_fcc::fleet::main(args),
+        Some(Command::Fleet { args }) => return fleet(args),
         None => cli.run,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -122,6 +129,53 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(args))
+}
+
+/// `fake-fcc fleet ARGS`: runs `pep-fleet ARGS` from the directory of this executable. The fleet
+/// lives in its own crate (`pep-loadgen`), which depends on this one, so this binary cannot link
+/// it; the spelling `fake-fcc fleet` is kept for scripts and users. On Unix the process is
+/// replaced (same pid, signals, exit code and CPU accounting as running `pep-fleet` itself).
+fn fleet(args: Vec<OsString>) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("fake-fcc: cannot find this executable's directory to run pep-fleet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let fleet = exe.with_file_name(format!("pep-fleet{}", std::env::consts::EXE_SUFFIX));
+    if !fleet.is_file() {
+        eprintln!(
+            "fake-fcc: `fake-fcc fleet` runs the pep-fleet binary, which is not at {}: \
+             build it next to fake-fcc (`cargo build -p pep-loadgen`, with the same profile) \
+             or run pep-fleet directly",
+            fleet.display()
+        );
+        return ExitCode::from(2);
+    }
+    let mut command = std::process::Command::new(&fleet);
+    command.args(args);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Only returns on failure.
+        let e = command.exec();
+        eprintln!("fake-fcc: cannot run {}: {e}", fleet.display());
+        ExitCode::from(2)
+    }
+    #[cfg(not(unix))]
+    match command.status() {
+        Ok(status) => ExitCode::from(
+            status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(2),
+        ),
+        Err(e) => {
+            eprintln!("fake-fcc: cannot run {}: {e}", fleet.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn print(line: &str) {

@@ -23,7 +23,7 @@ use tokio_util::codec::Framed;
 use crate::FakeFccError;
 use crate::device::{Device, DeviceOptions, Outcome};
 use crate::faults::{FaultKind, FaultRoller, Faults};
-use crate::storage::Storage;
+use crate::storage::{DiskStore, Storage};
 
 /// How many factory sessions a gateway serves before it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,6 +105,9 @@ pub struct SessionReport {
     pub error: Option<String>,
     /// How many valid frames were processed.
     pub messages: u64,
+    /// Item files of the storage directory that could not be written or removed (the items
+    /// are stored in memory all the same, and the answers do not change).
+    pub disk_errors: Vec<String>,
 }
 
 /// Control of a spawned gateway. Dropping it shuts the gateway down.
@@ -219,6 +222,9 @@ enum ConnectionEnd {
 
 struct SessionState {
     device: Device,
+    /// The storage directory the device's writes go to (`None` = memory only).
+    disk: Option<DiskStore>,
+    disk_errors: Vec<String>,
     last_status: Option<FccStatus>,
     wire_success: bool,
     error: Option<String>,
@@ -234,8 +240,10 @@ async fn serve_session(
     let mut state = SessionState {
         device: Device::new(DeviceOptions {
             strict: config.strict,
-            storage_dir: config.storage_dir.clone(),
+            storage_writes: config.storage_dir.is_some(),
         }),
+        disk: config.storage_dir.clone().map(DiskStore::new),
+        disk_errors: Vec::new(),
         last_status: None,
         wire_success: false,
         error: None,
@@ -276,6 +284,7 @@ async fn serve_session(
         wire_success: state.wire_success,
         error: state.error,
         messages: state.messages,
+        disk_errors: state.disk_errors,
     })
 }
 
@@ -325,6 +334,15 @@ async fn serve_connection(
             Some(Ok(body)) => body,
         };
         let outcome = state.device.handle(&body);
+        // The genuine device has written its storage before it answers.
+        if let Some(disk) = &state.disk {
+            for write in &outcome.writes {
+                if let Err(e) = disk.apply(write) {
+                    tracing::warn!(error = %e, "could not change an item file");
+                    state.disk_errors.push(e.to_string());
+                }
+            }
+        }
         state.messages += 1;
         state.last_status = Some(outcome.status);
         if outcome.storage_erased {

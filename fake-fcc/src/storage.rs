@@ -130,6 +130,61 @@ impl Storage {
     }
 }
 
+/// One change to the item files of a storage directory, as a [`Device`](crate::Device) lists
+/// it in its [`Outcome`](crate::Outcome) (the device does no I/O); [`DiskStore::apply`] makes
+/// it. Private-key bytes are wiped from memory on drop and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageWrite {
+    /// Remove every item file (the first valid frame of a session).
+    Wipe,
+    /// Write one item file: chain element `index` (0 = the item itself) of `name`.
+    Put {
+        /// The item's namespace.
+        kind: ItemKind,
+        /// The item name.
+        name: String,
+        /// The chain element (0 for anything but chain elements 1..4).
+        index: usize,
+        /// The bytes, exactly as stored.
+        data: zeroize::Zeroizing<Vec<u8>>,
+    },
+    /// Remove one item file (a key whose CSR failed).
+    Remove {
+        /// The item's namespace.
+        kind: ItemKind,
+        /// The item name.
+        name: String,
+        /// The chain element.
+        index: usize,
+    },
+}
+
+impl std::fmt::Debug for StorageWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageWrite::Wipe => f.write_str("Wipe"),
+            StorageWrite::Put {
+                kind,
+                name,
+                index,
+                data,
+            } => f
+                .debug_struct("Put")
+                .field("kind", kind)
+                .field("name", name)
+                .field("index", index)
+                .field("len", &data.len())
+                .finish(),
+            StorageWrite::Remove { kind, name, index } => f
+                .debug_struct("Remove")
+                .field("kind", kind)
+                .field("name", name)
+                .field("index", index)
+                .finish(),
+        }
+    }
+}
+
 /// The item files under a storage directory.
 #[derive(Debug, Clone)]
 pub struct DiskStore {
@@ -216,13 +271,28 @@ impl DiskStore {
         Ok(())
     }
 
-    /// Removes one item file (a CSR key deleted after a failed CSR, a broken chain).
-    pub fn remove(&self, kind: ItemKind, name: &str, index: usize) {
+    /// Removes one item file (a CSR key deleted after a failed CSR); a missing file is fine.
+    pub fn remove(&self, kind: ItemKind, name: &str, index: usize) -> Result<(), FakeFccError> {
         let path = self.path(kind, name, index);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove item file");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(FakeFccError::storage(&path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes one change a device listed.
+    pub fn apply(&self, write: &StorageWrite) -> Result<(), FakeFccError> {
+        match write {
+            StorageWrite::Wipe => self.wipe(),
+            StorageWrite::Put {
+                kind,
+                name,
+                index,
+                data,
+            } => self.write(*kind, name, *index, data),
+            StorageWrite::Remove { kind, name, index } => self.remove(*kind, name, *index),
         }
     }
 }

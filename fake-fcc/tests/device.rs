@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use fake_fcc::{Device, DeviceOptions, ItemKind};
+use fake_fcc::{Device, DeviceOptions, DiskStore, ItemKind, Outcome, StorageWrite};
 use fcc_proto::frame::ResponseFrame;
 use fcc_proto::status::{FccStatus, WireStatus};
 use time::{Duration, OffsetDateTime};
@@ -1659,15 +1659,24 @@ fn first_valid_frame_wipes_the_item_files_only() {
     std::fs::write(dir.path().join("Crt2_old"), b"x").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"keep").unwrap();
     let mut dev = Device::new(DeviceOptions {
-        storage_dir: Some(dir.path().to_path_buf()),
+        storage_writes: true,
         ..DeviceOptions::default()
     });
+    // The device lists the file changes; the caller (here this test) makes them.
+    let disk = DiskStore::new(dir.path());
+    let handle = |dev: &mut Device, body: &[u8]| -> Outcome {
+        let outcome = dev.handle(body);
+        for write in &outcome.writes {
+            disk.apply(write).unwrap();
+        }
+        outcome
+    };
     let ping = enc(&m(&[
         ("SchemeVersion", t("0.0.1")),
         ("Verify", V::U(0)),
         ("KpAlvSess", V::U(1)),
     ]));
-    assert!(dev.handle(&ping).storage_erased);
+    assert!(handle(&mut dev, &ping).storage_erased);
     assert!(!dir.path().join("CfgParam_old").exists());
     assert!(!dir.path().join("Crt2_old").exists());
     assert!(dir.path().join("notes.txt").exists());
@@ -1698,7 +1707,7 @@ fn first_valid_frame_wipes_the_item_files_only() {
             ])]),
         ),
     ]));
-    let outcome = dev.handle(&chain);
+    let outcome = handle(&mut dev, &chain);
     assert!(!outcome.storage_erased);
     assert_eq!(outcome.status, FccStatus::Success, "{:?}", outcome.response);
     assert_eq!(
@@ -1722,7 +1731,76 @@ fn first_valid_frame_wipes_the_item_files_only() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    assert!(dev.disk_errors().is_empty());
+}
+
+/// A keep-alive message without verification, with `extra` top-level pairs.
+fn kept_alive(extra: &[(&str, V)]) -> Vec<u8> {
+    let mut pairs = vec![
+        ("SchemeVersion", t("0.0.1")),
+        ("Verify", V::U(0)),
+        ("KpAlvSess", V::U(1)),
+    ];
+    pairs.extend(extra.iter().cloned());
+    enc(&m(&pairs))
+}
+
+#[test]
+fn storage_writes_are_listed_in_order_and_only_when_asked() {
+    let pki = Pki::new();
+    let store = kept_alive(&[
+        ("Keys", V::A(vec![key_item("k", &pki.device_key_der())])),
+        (
+            "ConfigParams",
+            V::A(vec![m(&[
+                ("Name", t("mbed.Manufacturer")),
+                ("Data", t("acme")),
+            ])]),
+        ),
+    ]);
+    // Memory only (the default): nothing listed, the items are stored all the same.
+    let mut dev = device();
+    let outcome = dev.handle(&store);
+    assert_eq!(outcome.status, FccStatus::Success, "{:?}", outcome.response);
+    assert!(outcome.writes.is_empty());
+    assert!(dev.storage().contains(ItemKind::PrivateKey, "k"));
+
+    let mut dev = Device::new(DeviceOptions {
+        storage_writes: true,
+        ..DeviceOptions::default()
+    });
+    let outcome = dev.handle(&store);
+    assert_eq!(outcome.status, FccStatus::Success, "{:?}", outcome.response);
+    let listed: Vec<String> = outcome
+        .writes
+        .iter()
+        .map(|w| match w {
+            StorageWrite::Wipe => "wipe".to_owned(),
+            StorageWrite::Put {
+                kind, name, index, ..
+            } => format!("put {kind:?} {name} {index}"),
+            StorageWrite::Remove { kind, name, index } => {
+                format!("remove {kind:?} {name} {index}")
+            }
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "wipe",
+            "put PrivateKey k 0",
+            "put ConfigParam mbed.Manufacturer 0"
+        ]
+    );
+    let StorageWrite::Put { data, .. } = &outcome.writes[1] else {
+        unreachable!()
+    };
+    assert_eq!(&data[..], &dev.storage().private_keys["k"][..]);
+    // Key bytes never show in Debug output.
+    let debug = format!("{:?}", outcome.writes);
+    assert!(debug.contains("len"), "{debug}");
+    // The wipe comes only with the first message of the session.
+    let outcome = dev.handle(&kept_alive(&[]));
+    assert!(outcome.writes.is_empty(), "{:?}", outcome.writes);
 }
 
 #[test]
@@ -1758,29 +1836,26 @@ fn a_response_of_exactly_512_bytes_fits() {
 #[test]
 fn rot_and_entropy_are_write_once_per_session() {
     let pki = Pki::new();
-    let keep = |extra: &[(&str, V)]| {
-        let mut pairs = vec![
-            ("SchemeVersion", t("0.0.1")),
-            ("Verify", V::U(0)),
-            ("KpAlvSess", V::U(1)),
-        ];
-        pairs.extend(extra.iter().cloned());
-        enc(&m(&pairs))
-    };
     // ROT and Entropy in the first message, then again: 7 and 8.
     let mut dev = device();
     assert_eq!(
-        dev.handle(&keep(&[("Entropy", b(&[1; 48])), ("ROT", b(&[2; 16]))]))
-            .status,
+        dev.handle(&kept_alive(&[
+            ("Entropy", b(&[1; 48])),
+            ("ROT", b(&[2; 16]))
+        ]))
+        .status,
         FccStatus::Success
     );
-    let r = dev.handle(&keep(&[("ROT", b(&[2; 16]))])).response.unwrap();
+    let r = dev
+        .handle(&kept_alive(&[("ROT", b(&[2; 16]))]))
+        .response
+        .unwrap();
     assert_eq!(
         (r.return_status.as_u32(), r.info_message.as_str()),
         (7, "Root of trust error:rot")
     );
     let r = dev
-        .handle(&keep(&[("Entropy", b(&[1; 48]))]))
+        .handle(&kept_alive(&[("Entropy", b(&[1; 48]))]))
         .response
         .unwrap();
     assert_eq!(
@@ -1790,18 +1865,18 @@ fn rot_and_entropy_are_write_once_per_session() {
 
     // Storing an item generates a root of trust: a later ROT is refused.
     let mut dev = device();
-    let store = keep(&[("Keys", V::A(vec![key_item("k", &pki.device_key_der())]))]);
+    let store = kept_alive(&[("Keys", V::A(vec![key_item("k", &pki.device_key_der())]))]);
     assert_eq!(dev.handle(&store).status, FccStatus::Success);
     assert_eq!(
-        dev.handle(&keep(&[("ROT", b(&[2; 16]))])).status,
+        dev.handle(&kept_alive(&[("ROT", b(&[2; 16]))])).status,
         FccStatus::RotError
     );
 
     // Without stored items a later ROT is still accepted.
     let mut dev = device();
-    assert_eq!(dev.handle(&keep(&[])).status, FccStatus::Success);
+    assert_eq!(dev.handle(&kept_alive(&[])).status, FccStatus::Success);
     assert_eq!(
-        dev.handle(&keep(&[("ROT", b(&[2; 16]))])).status,
+        dev.handle(&kept_alive(&[("ROT", b(&[2; 16]))])).status,
         FccStatus::Success
     );
 }

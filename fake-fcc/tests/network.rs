@@ -78,23 +78,33 @@ async fn gateway(config: GatewayConfig) -> (SocketAddr, fake_fcc::GatewayHandle)
     fake_fcc::spawn(config).await.expect("gateway starts")
 }
 
-#[tokio::test]
-async fn fcc_client_provisions_the_by_tool_bundle() {
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, mut handle) = gateway(GatewayConfig {
-        storage_dir: Some(dir.path().to_path_buf()),
+/// Starts a gateway with the storage directory `storage_dir`, sends it the by-tool bundle with
+/// `FccClient` and checks the answer is a success.
+async fn by_tool_stored_in(
+    pki: &Pki,
+    storage_dir: &std::path::Path,
+) -> (fcc_proto::Response, fake_fcc::GatewayHandle) {
+    let (addr, handle) = gateway(GatewayConfig {
+        storage_dir: Some(storage_dir.to_path_buf()),
         ..GatewayConfig::default()
     })
     .await;
     let mut client = FccClient::connect(addr, timeouts()).await.unwrap();
-    let response = client.send(&by_tool(&pki)).await.unwrap();
+    let response = client.send(&by_tool(pki)).await.unwrap();
     assert_eq!(
         response.return_status,
         FccStatus::Success,
         "{}",
         response.info_message
     );
+    (response, handle)
+}
+
+#[tokio::test]
+async fn fcc_client_provisions_the_by_tool_bundle() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (response, mut handle) = by_tool_stored_in(&pki, dir.path()).await;
     assert!(response.warnings.is_empty(), "{:?}", response.warnings);
     assert_eq!(response.sid.as_deref(), Some(SID));
 
@@ -107,6 +117,7 @@ async fn fcc_client_provisions_the_by_tool_bundle() {
             .storage
             .contains(ItemKind::PrivateKey, "mbed.BootstrapDevicePrivateKey")
     );
+    assert!(report.disk_errors.is_empty(), "{:?}", report.disk_errors);
     assert!(handle.next_report().await.is_none(), "one session only");
 
     // The item files.
@@ -132,6 +143,34 @@ async fn fcc_client_provisions_the_by_tool_bundle() {
         std::fs::read(dir.path().join("CfgParam_mbed.EndpointName")).unwrap(),
         ENDPOINT.as_bytes()
     );
+}
+
+#[tokio::test]
+async fn an_unwritable_storage_directory_is_reported_and_the_answer_unchanged() {
+    // The storage "directory" is a regular file: neither wiping nor writing an item file works.
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("pal");
+    std::fs::write(&not_a_dir, b"a file").unwrap();
+    let (_, mut handle) = by_tool_stored_in(&pki, &not_a_dir).await;
+    let report = handle.next_report().await.unwrap();
+    assert!(report.wire_success);
+    assert!(
+        report
+            .storage
+            .contains(ItemKind::Certificate, "mbed.BootstrapDeviceCert")
+    );
+    // The wipe and every item write failed, each named with its path.
+    assert!(report.disk_errors.len() > 1, "{:?}", report.disk_errors);
+    assert!(
+        report
+            .disk_errors
+            .iter()
+            .all(|e| e.contains(&not_a_dir.display().to_string())),
+        "{:?}",
+        report.disk_errors
+    );
+    assert_eq!(std::fs::read(&not_a_dir).unwrap(), b"a file");
 }
 
 #[tokio::test]
@@ -641,6 +680,25 @@ mod binary {
             .unwrap();
         assert!(!bad.status.success());
         assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown fault"));
+    }
+
+    #[test]
+    fn fleet_without_pep_fleet_next_to_it_exits_2_naming_it() {
+        // A copy of the binary alone in a directory: no `pep-fleet` beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let lonely = dir.path().join("fake-fcc");
+        std::fs::copy(env!("CARGO_BIN_EXE_fake-fcc"), &lonely).unwrap();
+        let out = Command::new(&lonely)
+            .args(["fleet", "--gateways", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("pep-fleet")
+                && stderr.contains(&dir.path().join("pep-fleet").display().to_string()),
+            "{stderr}"
+        );
     }
 
     #[test]

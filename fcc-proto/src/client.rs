@@ -11,7 +11,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_util::codec::Decoder;
 use zeroize::Zeroizing;
 
 use crate::bundle::Bundle;
@@ -186,7 +185,7 @@ impl FccClient {
     pub async fn read_response(&mut self) -> Result<ResponseFrame, FccError> {
         let deadline = Instant::now() + self.timeouts.read;
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+            if let Some(frame) = self.codec.decode_response(&mut self.buf)? {
                 tracing::debug!(peer = %self.peer, frame = %frame_kind(&frame), "response frame received");
                 return Ok(frame);
             }
@@ -200,7 +199,7 @@ impl FccClient {
                 if self.buf.is_empty() {
                     return Err(FccError::ClosedWithoutResponse);
                 }
-                return match self.codec.decode_eof(&mut self.buf)? {
+                return match self.codec.decode_response_eof(&mut self.buf)? {
                     Some(frame) => Ok(frame),
                     None => Err(FccError::Truncated),
                 };

@@ -35,7 +35,12 @@ pub enum FccError {
     ClosedWithoutResponse,
     /// The device answered with a non-zero wire status (in practice 9, "failed to process data":
     /// the bundle handler produced no response, e.g. factory disabled or response overflow).
-    #[error("the gateway answered with wire status {0} and no response body")]
+    #[error(
+        "the gateway sent no response body, only wire status {} ({}): {}",
+        .0.as_u32(),
+        .0.name(),
+        .0.description()
+    )]
     WireStatus(WireStatus),
     /// The first 8 bytes of a response frame are not the `mbedprov` token.
     #[error("bad frame token: the response does not start with \"mbedprov\"")]
@@ -85,5 +90,22 @@ impl FccError {
     /// timeout is reported by [`FccError::is_timeout`] instead.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, FccError::Refused | FccError::Unreachable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WireStatus;
+
+    #[test]
+    fn wire_status_text_reads_as_a_sentence() {
+        let text = FccError::WireStatus(WireStatus::from_u32(9)).to_string();
+        assert_eq!(
+            text,
+            "the gateway sent no response body, only wire status 9 \
+             (FTCD_COMM_FAILED_TO_PROCESS_DATA): the device failed to process the bundle and \
+             built no response"
+        );
     }
 }

@@ -1,5 +1,10 @@
 //! Framing (docs/protocol.md §1.2–§1.4): `mbedprov` frames with a little-endian length and a SHA-256
-//! trailer, as `tokio-util` codecs for both ends of the connection.
+//! trailer, for both ends of the connection.
+//!
+//! The framing is plain code over byte buffers ([`ToolCodec::decode_response`],
+//! [`DeviceCodec::decode_request`], [`encode_request`], …), usable without an async runtime; with
+//! the default `tokio` feature the two codecs also implement `tokio-util`'s `Decoder`/`Encoder`,
+//! delegating to those functions.
 //!
 //! Request (tool → device): `TOKEN`, LE u32 length N > 0, N CBOR bytes, SHA-256 of those bytes.
 //! Response (device → tool): `TOKEN`, LE u32 wire status; for status 0 then LE u32 length M,
@@ -9,6 +14,7 @@
 //! hostile length field cannot make either side allocate.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+#[cfg(feature = "tokio")]
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::FccError;
@@ -155,21 +161,21 @@ impl Default for ToolCodec {
     }
 }
 
-impl Encoder<&[u8]> for ToolCodec {
-    type Error = FccError;
-
-    fn encode(&mut self, body: &[u8], dst: &mut BytesMut) -> Result<(), FccError> {
+impl ToolCodec {
+    /// Appends the request frame of `body` to `dst`, refusing an empty body or one longer than
+    /// the maximum.
+    pub fn encode_request(&self, body: &[u8], dst: &mut BytesMut) -> Result<(), FccError> {
         check_len(body.len(), self.max_frame_len)?;
         put_request(body, dst);
         Ok(())
     }
-}
 
-impl Decoder for ToolCodec {
-    type Item = ResponseFrame;
-    type Error = FccError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ResponseFrame>, FccError> {
+    /// Decodes one response frame from the front of `src`: `Ok(None)` while it is incomplete
+    /// (more bytes are needed), the frame (its bytes consumed) once complete.
+    pub fn decode_response(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<ResponseFrame>, FccError> {
         // Reject a wrong token as soon as its first wrong byte is visible.
         let seen = src.len().min(TOKEN_LEN);
         if src[..seen] != TOKEN[..seen] {
@@ -209,12 +215,40 @@ impl Decoder for ToolCodec {
         Ok(Some(ResponseFrame::Body(body)))
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<ResponseFrame>, FccError> {
-        match self.decode(src)? {
+    /// [`decode_response`](Self::decode_response) at the end of the input: leftover bytes of an
+    /// incomplete frame are [`FccError::Truncated`].
+    pub fn decode_response_eof(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<ResponseFrame>, FccError> {
+        match self.decode_response(src)? {
             Some(frame) => Ok(Some(frame)),
             None if src.is_empty() => Ok(None),
             None => Err(FccError::Truncated),
         }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Encoder<&[u8]> for ToolCodec {
+    type Error = FccError;
+
+    fn encode(&mut self, body: &[u8], dst: &mut BytesMut) -> Result<(), FccError> {
+        self.encode_request(body, dst)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Decoder for ToolCodec {
+    type Item = ResponseFrame;
+    type Error = FccError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ResponseFrame>, FccError> {
+        self.decode_response(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<ResponseFrame>, FccError> {
+        self.decode_response_eof(src)
     }
 }
 
@@ -264,11 +298,10 @@ impl Default for DeviceCodec {
     }
 }
 
-impl Decoder for DeviceCodec {
-    type Item = Bytes;
-    type Error = FccError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
+impl DeviceCodec {
+    /// Decodes one request frame from `src` the way FCC reads it, returning its body: `Ok(None)`
+    /// while more bytes are needed (garbage before the token is consumed meanwhile).
+    pub fn decode_request(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
         // Token scan, consuming as it goes.
         let mut consumed = 0;
         while self.matched < TOKEN_LEN && consumed < src.len() {
@@ -308,8 +341,11 @@ impl Decoder for DeviceCodec {
         Ok(Some(body))
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
-        match self.decode(src)? {
+    /// [`decode_request`](Self::decode_request) at the end of the input: the end during the
+    /// token scan is a normal end of session (`Ok(None)`), inside a frame
+    /// [`FccError::Truncated`].
+    pub fn decode_request_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
+        match self.decode_request(src)? {
             Some(body) => Ok(Some(body)),
             // EOF during the token scan is a normal end of session (§1.5).
             None if self.is_scanning() => {
@@ -323,20 +359,13 @@ impl Decoder for DeviceCodec {
             }
         }
     }
-}
 
-impl Encoder<ResponseFrame> for DeviceCodec {
-    type Error = FccError;
-
-    fn encode(&mut self, frame: ResponseFrame, dst: &mut BytesMut) -> Result<(), FccError> {
-        <Self as Encoder<&ResponseFrame>>::encode(self, &frame, dst)
-    }
-}
-
-impl Encoder<&ResponseFrame> for DeviceCodec {
-    type Error = FccError;
-
-    fn encode(&mut self, frame: &ResponseFrame, dst: &mut BytesMut) -> Result<(), FccError> {
+    /// Appends a response frame to `dst`, refusing a body longer than the maximum.
+    pub fn encode_response(
+        &self,
+        frame: &ResponseFrame,
+        dst: &mut BytesMut,
+    ) -> Result<(), FccError> {
         if let ResponseFrame::Body(body) = frame
             && body.len() > self.max_frame_len
         {
@@ -350,6 +379,38 @@ impl Encoder<&ResponseFrame> for DeviceCodec {
     }
 }
 
+#[cfg(feature = "tokio")]
+impl Decoder for DeviceCodec {
+    type Item = Bytes;
+    type Error = FccError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
+        self.decode_request(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
+        self.decode_request_eof(src)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Encoder<ResponseFrame> for DeviceCodec {
+    type Error = FccError;
+
+    fn encode(&mut self, frame: ResponseFrame, dst: &mut BytesMut) -> Result<(), FccError> {
+        self.encode_response(&frame, dst)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Encoder<&ResponseFrame> for DeviceCodec {
+    type Error = FccError;
+
+    fn encode(&mut self, frame: &ResponseFrame, dst: &mut BytesMut) -> Result<(), FccError> {
+        self.encode_response(frame, dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,7 +420,7 @@ mod tests {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         loop {
-            match codec.decode_eof(&mut buf) {
+            match codec.decode_request_eof(&mut buf) {
                 Ok(Some(b)) => out.push(Ok(b)),
                 Ok(None) => break,
                 Err(e) => {
@@ -403,7 +464,7 @@ mod tests {
         let mut buf = BytesMut::new();
         for (i, b) in frame.iter().enumerate() {
             buf.put_u8(*b);
-            let r = codec.decode(&mut buf).unwrap();
+            let r = codec.decode_request(&mut buf).unwrap();
             if i + 1 < frame.len() {
                 assert!(r.is_none(), "frame completed early at {i}");
             } else {
@@ -415,7 +476,7 @@ mod tests {
     #[test]
     fn device_zero_length_is_an_error() {
         let mut buf = BytesMut::from(&b"mbedprov\0\0\0\0"[..]);
-        let err = DeviceCodec::new().decode(&mut buf).unwrap_err();
+        let err = DeviceCodec::new().decode_request(&mut buf).unwrap_err();
         assert!(matches!(err, FccError::ZeroLength), "{err}");
     }
 
@@ -426,7 +487,7 @@ mod tests {
         buf.put_u32_le(101);
         let cap = buf.capacity();
         let err = DeviceCodec::with_max_frame_len(100)
-            .decode(&mut buf)
+            .decode_request(&mut buf)
             .unwrap_err();
         assert!(
             matches!(err, FccError::Oversize { len: 101, max: 100 }),
@@ -437,7 +498,7 @@ mod tests {
         let mut buf = BytesMut::with_capacity(12);
         buf.put_slice(b"mbedprov");
         buf.put_u32_le(u32::MAX);
-        let err = DeviceCodec::new().decode(&mut buf).unwrap_err();
+        let err = DeviceCodec::new().decode_request(&mut buf).unwrap_err();
         assert!(matches!(err, FccError::Oversize { .. }), "{err}");
         assert!(buf.capacity() <= 12);
     }
@@ -448,19 +509,24 @@ mod tests {
         let last = frame.len() - 1;
         frame[last] ^= 1;
         let mut buf = BytesMut::from(&frame[..]);
-        let err = DeviceCodec::new().decode(&mut buf).unwrap_err();
+        let err = DeviceCodec::new().decode_request(&mut buf).unwrap_err();
         assert!(matches!(err, FccError::HashMismatch), "{err}");
 
         let frame = encode_request(b"\xa0");
         let mut buf = BytesMut::from(&frame[..frame.len() - 3]);
         let mut codec = DeviceCodec::new();
-        assert!(codec.decode(&mut buf).unwrap().is_none());
-        let err = codec.decode_eof(&mut buf).unwrap_err();
+        assert!(codec.decode_request(&mut buf).unwrap().is_none());
+        let err = codec.decode_request_eof(&mut buf).unwrap_err();
         assert!(matches!(err, FccError::Truncated), "{err}");
 
         // EOF in the middle of the token is a normal end of session.
         let mut buf = BytesMut::from(&b"mbed"[..]);
-        assert!(DeviceCodec::new().decode_eof(&mut buf).unwrap().is_none());
+        assert!(
+            DeviceCodec::new()
+                .decode_request_eof(&mut buf)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -468,33 +534,39 @@ mod tests {
         let mut codec = ToolCodec::new();
         let mut buf = BytesMut::from(&b"mbedprov\x09\0\0\0"[..]);
         assert_eq!(
-            codec.decode(&mut buf).unwrap(),
+            codec.decode_response(&mut buf).unwrap(),
             Some(ResponseFrame::Status(WireStatus::FailedToProcessData))
         );
         let frame = encode_response(&ResponseFrame::Body(Bytes::from_static(b"\xa0")));
         let mut buf = BytesMut::from(&frame[..]);
         assert_eq!(
-            codec.decode(&mut buf).unwrap(),
+            codec.decode_response(&mut buf).unwrap(),
             Some(ResponseFrame::Body(Bytes::from_static(b"\xa0")))
         );
         assert!(buf.is_empty());
 
         let mut buf = BytesMut::from(&b"mbedpro"[..]);
-        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(codec.decode_response(&mut buf).unwrap().is_none());
         assert!(matches!(
-            codec.decode_eof(&mut buf),
+            codec.decode_response_eof(&mut buf),
             Err(FccError::Truncated)
         ));
 
         let mut buf = BytesMut::from(&b"mbeddbap\0\0\0\0"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FccError::BadToken)));
+        assert!(matches!(
+            codec.decode_response(&mut buf),
+            Err(FccError::BadToken)
+        ));
         let mut buf = BytesMut::from(&b"x"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FccError::BadToken)));
+        assert!(matches!(
+            codec.decode_response(&mut buf),
+            Err(FccError::BadToken)
+        ));
 
         let mut buf = BytesMut::with_capacity(16);
         buf.put_slice(b"mbedprov\0\0\0\0");
         buf.put_u32_le(u32::MAX);
-        let err = codec.decode(&mut buf).unwrap_err();
+        let err = codec.decode_response(&mut buf).unwrap_err();
         assert!(matches!(err, FccError::Oversize { .. }), "{err}");
         assert!(buf.capacity() <= 16);
 
@@ -502,24 +574,58 @@ mod tests {
         frame[16] = 0xa1;
         let mut buf = BytesMut::from(&frame[..]);
         assert!(matches!(
-            codec.decode(&mut buf),
+            codec.decode_response(&mut buf),
             Err(FccError::HashMismatch)
         ));
     }
 
     #[test]
     fn tool_encoder_checks_length() {
-        let mut codec = ToolCodec::with_max_frame_len(4);
+        let codec = ToolCodec::with_max_frame_len(4);
         let mut dst = BytesMut::new();
         assert!(matches!(
-            codec.encode(&b""[..], &mut dst),
+            codec.encode_request(&b""[..], &mut dst),
             Err(FccError::ZeroLength)
         ));
         assert!(matches!(
-            codec.encode(&b"12345"[..], &mut dst),
+            codec.encode_request(&b"12345"[..], &mut dst),
             Err(FccError::Oversize { len: 5, max: 4 })
         ));
-        codec.encode(&b"\xa0"[..], &mut dst).unwrap();
+        codec.encode_request(&b"\xa0"[..], &mut dst).unwrap();
         assert_eq!(&dst[..], &encode_request(b"\xa0")[..]);
+    }
+
+    /// The `tokio-util` trait impls are the inherent functions: same frames, same errors.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn codec_traits_delegate_to_the_framing_functions() {
+        let request = encode_request(b"\xa0");
+        let mut codec = DeviceCodec::new();
+        let mut buf = BytesMut::from(&request[..]);
+        assert_eq!(
+            Decoder::decode(&mut codec, &mut buf).unwrap(),
+            Some(Bytes::from_static(b"\xa0"))
+        );
+        let mut buf = BytesMut::from(&b"mbedprov\0\0\0\0"[..]);
+        assert!(matches!(
+            Decoder::decode(&mut codec, &mut buf),
+            Err(FccError::ZeroLength)
+        ));
+        let frame = ResponseFrame::Body(Bytes::from_static(b"\xa0"));
+        let mut dst = BytesMut::new();
+        Encoder::encode(&mut codec, &frame, &mut dst).unwrap();
+        assert_eq!(&dst[..], &encode_response(&frame)[..]);
+
+        let mut tool = ToolCodec::new();
+        let mut dst = BytesMut::new();
+        Encoder::encode(&mut tool, &b"\xa0"[..], &mut dst).unwrap();
+        assert_eq!(&dst[..], &request[..]);
+        let mut buf = BytesMut::from(&encode_response(&frame)[..]);
+        assert_eq!(Decoder::decode(&mut tool, &mut buf).unwrap(), Some(frame));
+        let mut buf = BytesMut::from(&b"mbedpro"[..]);
+        assert!(matches!(
+            Decoder::decode_eof(&mut tool, &mut buf),
+            Err(FccError::Truncated)
+        ));
     }
 }

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut strict = Device::new(DeviceOptions {
         strict: true,
-        storage_dir: None,
+        storage_writes: true,
     });
     let _ = strict.handle(data);
 

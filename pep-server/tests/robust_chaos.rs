@@ -1,4 +1,4 @@
-//! The chaos run: `fake-fcc fleet` (the library behind `fake-fcc fleet`) provisions a fleet through
+//! The chaos run: the fleet (`pep-loadgen`, behind `pep-fleet`) provisions a fleet through
 //! the real `pep-server` binary while 20% of the gateways misbehave in every way a factory line
 //! does (close without reply, corrupted hash, a stall past the server's read timeout, wire status
 //! 9, a non-zero ReturnStatus, a refused connection), the server is killed with SIGKILL at random
@@ -24,9 +24,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fake_fcc::FaultKind;
-use fake_fcc::fleet::{FleetOptions, FleetReport};
 use fcc_proto::FccStatus;
 use http_support::*;
+use pep_loadgen::{FleetOptions, FleetReport};
 use rand::Rng;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
@@ -350,9 +350,9 @@ async fn chaos_fleet_with_kill_9_loses_nothing() {
         serial_prefix: "chaos-".to_owned(),
         request_timeout: Duration::from_secs(60),
         retry_rounds: 10,
-        ports: fake_fcc::fleet::PortRange::DEFAULT,
+        ports: pep_loadgen::PortRange::DEFAULT,
     };
-    let fleet = tokio::spawn(fake_fcc::fleet::run(options));
+    let fleet = tokio::spawn(pep_loadgen::run(options));
     let (server, last_start, kill_log) = killer(server, targets).await;
     let report = fleet.await.unwrap().unwrap();
     println!("{report}");
@@ -373,7 +373,7 @@ async fn chaos_fleet_with_kill_9_loses_nothing() {
     }
     assert_eq!(report.deployed_after_retries, gateways);
     for kind in fault_kinds() {
-        let name = fake_fcc::fleet::fault_name(kind);
+        let name = kind.to_string();
         assert!(
             report.failures_by_fault.contains_key(&name),
             "fault {name} never drawn: {report}"

@@ -8,25 +8,42 @@
 //! `cargo test --workspace` they are already fresh and nothing is rebuilt: a nested build would
 //! resolve features without the dev-dependencies and recompile several crates for nothing.
 //! `PEP_TEST_BIN_DIR` names a directory of binaries built elsewhere instead.
+//!
+//! A binary is built from the package of the same name, except those in [`PACKAGE_OF`]
+//! (`pep-fleet` comes from `pep-loadgen`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-/// The repository root (the workspace's directory).
+/// The repository root (the workspace's directory): the parent of the running test's package
+/// directory, which cargo names at run time. The directory this crate was compiled in is only the
+/// fallback: a target directory copied from another checkout keeps that checkout's path when
+/// cargo finds the copied build fresh, and the nested build would then build the other checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    package.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The directory holding the binaries of `packages` (each package's binary has the package's
-/// name), fresh against `Cargo.toml`, `Cargo.lock` and the crate directories `sources`.
-/// `own_binary` is a binary of the calling test's package (`env!("CARGO_BIN_EXE_…")`).
+/// The workspace's binaries whose package has another name: (binary, package).
+pub const PACKAGE_OF: [(&str, &str); 1] = [("pep-fleet", "pep-loadgen")];
+
+/// The package that builds `binary`.
+pub fn package_of(binary: &str) -> &str {
+    PACKAGE_OF
+        .iter()
+        .find(|(bin, _)| *bin == binary)
+        .map_or(binary, |(_, package)| package)
+}
+
+/// The directory holding the binaries named `binaries` (built from the package of the same name
+/// or the one [`PACKAGE_OF`] gives), fresh against `Cargo.toml`, `Cargo.lock` and the crate
+/// directories `sources`. `own_binary` is a binary of the calling test's package
+/// (`env!("CARGO_BIN_EXE_…")`).
 ///
 /// Panics (it is test support) when the nested build fails, naming the command.
-pub fn binaries_dir(own_binary: &Path, packages: &[&str], sources: &[&str]) -> PathBuf {
+pub fn binaries_dir(own_binary: &Path, binaries: &[&str], sources: &[&str]) -> PathBuf {
     if let Some(dir) = std::env::var_os("PEP_TEST_BIN_DIR") {
         return PathBuf::from(dir);
     }
@@ -34,7 +51,7 @@ pub fn binaries_dir(own_binary: &Path, packages: &[&str], sources: &[&str]) -> P
         .parent()
         .expect("a test binary lives in a profile directory")
         .to_path_buf();
-    if fresh(&profile_dir, packages, sources) {
+    if fresh(&profile_dir, binaries, sources) {
         return profile_dir;
     }
     let profile = profile_dir
@@ -50,6 +67,9 @@ pub fn binaries_dir(own_binary: &Path, packages: &[&str], sources: &[&str]) -> P
     cmd.current_dir(repo_root())
         .args(["build", "--quiet"])
         .env("CARGO_TARGET_DIR", target_dir);
+    let mut packages: Vec<&str> = binaries.iter().map(|bin| package_of(bin)).collect();
+    packages.sort_unstable();
+    packages.dedup();
     for package in packages {
         cmd.args(["-p", package]);
     }
@@ -70,13 +90,13 @@ pub fn binaries_dir(own_binary: &Path, packages: &[&str], sources: &[&str]) -> P
 }
 
 /// Every binary exists and is newer than every file of the sources.
-fn fresh(profile_dir: &Path, packages: &[&str], sources: &[&str]) -> bool {
+fn fresh(profile_dir: &Path, binaries: &[&str], sources: &[&str]) -> bool {
     let root = repo_root();
     let mut newest_source = SystemTime::UNIX_EPOCH;
     for path in ["Cargo.toml", "Cargo.lock"].iter().chain(sources) {
         newest(&root.join(path), &mut newest_source);
     }
-    packages.iter().all(|bin| {
+    binaries.iter().all(|bin| {
         std::fs::metadata(profile_dir.join(bin))
             .and_then(|m| m.modified())
             .is_ok_and(|built| built > newest_source)
@@ -99,6 +119,20 @@ fn newest(path: &Path, acc: &mut SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_repo_root_is_this_checkout() {
+        let root = repo_root();
+        assert!(root.join("workspace-bins/src/lib.rs").is_file(), "{root:?}");
+        assert!(root.join("Cargo.lock").is_file(), "{root:?}");
+    }
+
+    #[test]
+    fn binaries_are_built_from_their_package() {
+        assert_eq!(package_of("pep-fleet"), "pep-loadgen");
+        assert_eq!(package_of("pep-server"), "pep-server");
+        assert_eq!(package_of("fake-fcc"), "fake-fcc");
+    }
 
     #[test]
     fn a_binary_older_than_its_sources_is_stale_and_a_newer_one_fresh() {

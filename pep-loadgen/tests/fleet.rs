@@ -1,11 +1,11 @@
-//! Acceptance of `fake-fcc fleet`: the real `fake-fcc` binary provisions 2,000 simulated gateways,
+//! Acceptance of the fleet: the real `pep-fleet` binary provisions 2,000 simulated gateways,
 //! 64 at a time, through the real `pep-server` binary started from the README's demo config, with
 //! no failure; the server's CSV export then holds exactly those 2,000 gateways. Correctness only:
-//! the figures of the run are printed, never asserted.
+//! the figures of the run are printed, never asserted. `fake-fcc fleet` runs the same binary.
 //!
-//! `pep-server` is another package's binary, which cargo cannot hand to this test on stable, so the
-//! test builds it once with `cargo build -p pep-server` into the same target directory and profile
-//! as this test's `fake-fcc` (`PEP_TEST_BIN_DIR` overrides where it is taken from).
+//! `pep-server` and `fake-fcc` are other packages' binaries, which cargo cannot hand to this test
+//! on stable, so `workspace-bins` builds them when missing or stale into the same target directory
+//! and profile as this test's `pep-fleet` (`PEP_TEST_BIN_DIR` overrides where they are taken from).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -20,14 +20,27 @@ fn repo_root() -> PathBuf {
     workspace_bins::repo_root()
 }
 
-/// The `pep-server` binary next to this test's `fake-fcc`, built if missing or stale.
+const PEP_FLEET: &str = env!("CARGO_BIN_EXE_pep-fleet");
+
+/// The `pep-server` binary next to this test's `pep-fleet`, built if missing or stale.
 fn pep_server_bin() -> PathBuf {
     workspace_bins::binaries_dir(
-        Path::new(env!("CARGO_BIN_EXE_fake-fcc")),
+        Path::new(PEP_FLEET),
         &["pep-server"],
         &["fcc-proto", "pep-ca", "pep-server"],
     )
     .join("pep-server")
+}
+
+/// The `fake-fcc` binary next to this test's `pep-fleet` (so `fake-fcc fleet` finds it), built
+/// if missing or stale.
+fn fake_fcc_bin() -> PathBuf {
+    workspace_bins::binaries_dir(
+        Path::new(PEP_FLEET),
+        &["fake-fcc"],
+        &["fcc-proto", "fake-fcc"],
+    )
+    .join("fake-fcc")
 }
 
 /// The demo config with its relative paths made absolute, its database in `dir` and a free port.
@@ -129,15 +142,15 @@ fn fleet_of_2000_gateways_at_concurrency_64_has_no_failure() {
     let config = demo_config(dir.path());
     let server = start_server(&config, dir.path());
     let json_path = dir.path().join("fleet.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_fake-fcc"))
-        .args(["fleet", "--gateways", "2000", "--concurrency", "64"])
+    let out = Command::new(PEP_FLEET)
+        .args(["--gateways", "2000", "--concurrency", "64"])
         .args(["--server", &format!("http://{}", server.addr)])
         .args(["--token", DEMO_TOKEN, "--prefix", "accept-"])
         .arg("--json")
         .arg(&json_path)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run fake-fcc fleet");
+        .expect("run pep-fleet");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(
@@ -184,8 +197,8 @@ fn fleet_with_faults_counts_faulty_gateways_as_expected_failures() {
     let config = demo_config(dir.path());
     let server = start_server(&config, dir.path());
     let json_path = dir.path().join("fleet.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_fake-fcc"))
-        .args(["fleet", "--gateways", "200", "--concurrency", "16"])
+    let out = Command::new(PEP_FLEET)
+        .args(["--gateways", "200", "--concurrency", "16"])
         .args(["--server", &format!("http://{}", server.addr)])
         .args(["--token", DEMO_TOKEN, "--prefix", "chaos-"])
         .args(["--fault-rate", "0.25", "--seed", "7"])
@@ -193,7 +206,7 @@ fn fleet_with_faults_counts_faulty_gateways_as_expected_failures() {
         .arg(&json_path)
         .env("RUST_LOG", "off")
         .output()
-        .expect("run fake-fcc fleet");
+        .expect("run pep-fleet");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -227,6 +240,13 @@ fn fleet_with_faults_counts_faulty_gateways_as_expected_failures() {
     assert_eq!(rows as u64, 200 - faulty);
 }
 
+/// `pep-fleet ARGS` and `fake-fcc fleet ARGS` (which runs `pep-fleet`).
+fn fleet_commands() -> [Command; 2] {
+    let mut alias = Command::new(fake_fcc_bin());
+    alias.arg("fleet");
+    [Command::new(PEP_FLEET), alias]
+}
+
 #[test]
 fn fleet_bad_options_exit_2_naming_the_option() {
     for (args, option) in [
@@ -237,20 +257,55 @@ fn fleet_bad_options_exit_2_naming_the_option() {
         ),
         (vec!["--gateways", "5", "--fault-rate", "2"], "--fault-rate"),
         (vec!["--gateways", "5", "--server", "ftp://x"], "--server"),
+        (vec!["--gateways", "5", "--fault", "bogus"], "bogus"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_fake-fcc"))
-            .arg("fleet")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(option), "{args:?}: {stderr}");
+        for mut command in fleet_commands() {
+            let out = command.args(&args).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{command:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(option), "{command:?}: {stderr}");
+        }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_fake-fcc"))
-        .args(["fleet", "--gateways", "5", "--fault", "bogus"])
+}
+
+#[test]
+fn fake_fcc_fleet_runs_pep_fleet_with_the_same_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path());
+    let server = start_server(&config, dir.path());
+    let json_path = dir.path().join("fleet.json");
+    let [_, mut alias] = fleet_commands();
+    let out = alias
+        .args(["--gateways", "20", "--concurrency", "4"])
+        .args(["--server", &format!("http://{}", server.addr)])
+        .args(["--prefix", "alias-"])
+        .env("PEP_TOKEN", DEMO_TOKEN)
+        .arg("--json")
+        .arg(&json_path)
+        .env("RUST_LOG", "warn")
         .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+        .expect("run fake-fcc fleet");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fake-fcc fleet exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("fleet: 20 gateways, concurrency 4"),
+        "{stdout}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(report["succeeded"], 20, "{report:#}");
+    assert_eq!(report["serial_prefix"], "alias-");
+    // `fake-fcc fleet --help` is pep-fleet's help, not fake-fcc's.
+    let [_, mut alias] = fleet_commands();
+    let help = alias.arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("pep-fleet") && help.contains("--gateways"),
+        "{help}"
+    );
 }
