@@ -57,21 +57,29 @@ fn text_plain(body: String) -> Response {
         .into_response()
 }
 
+/// The text answer of a lookup by serial: the value found, else 404 saying `missing(serial)`.
+fn lookup_answer<T: std::fmt::Display>(
+    found: Result<Option<T>, StoreError>,
+    serial: String,
+    missing: impl FnOnce(&str) -> String,
+) -> Result<Response, ApiError> {
+    match found {
+        Ok(Some(value)) => Ok(text_plain(value.to_string())),
+        Ok(None) => Err(ApiError::not_found(missing(&serial)).with("serialNumber", serial)),
+        Err(e) => Err(ApiError::internal("reading the store failed", &e)),
+    }
+}
+
 /// `GET /v3/enrollment-id?serialNumber=S`: the enrollment ID of a deployed gateway, as text.
 pub async fn enrollment_id(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let serial = serial_param(&params)?;
-    match state.provisioner.store().enrollment_id(&serial).await {
-        Ok(Some(id)) => Ok(text_plain(id.to_string())),
-        Ok(None) => Err(ApiError::not_found(format!(
-            "no deployed gateway has serial number `{serial}`"
-        ))
-        .with("serialNumber", serial)),
-        Err(e) => Err(ApiError::internal("reading the store failed", &e)),
-    }
+    let serial = serial_param(&QueryParams::parse(raw.as_deref())?)?;
+    let found = state.provisioner.store().enrollment_id(&serial).await;
+    lookup_answer(found, serial, |serial| {
+        format!("no deployed gateway has serial number `{serial}`")
+    })
 }
 
 /// `GET /v3/verification-key?serialNumber=S`: the stored FSS verification key, as text.
@@ -79,16 +87,11 @@ pub async fn verification_key(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let serial = serial_param(&params)?;
-    match state.provisioner.store().verification_key(&serial).await {
-        Ok(Some(key)) => Ok(text_plain(key)),
-        Ok(None) => Err(ApiError::not_found(format!(
-            "no deployed gateway with serial number `{serial}` has a verification key"
-        ))
-        .with("serialNumber", serial)),
-        Err(e) => Err(ApiError::internal("reading the store failed", &e)),
-    }
+    let serial = serial_param(&QueryParams::parse(raw.as_deref())?)?;
+    let found = state.provisioner.store().verification_key(&serial).await;
+    lookup_answer(found, serial, |serial| {
+        format!("no deployed gateway with serial number `{serial}` has a verification key")
+    })
 }
 
 /// The listing's paging parameters.

@@ -205,6 +205,22 @@ fn history(rows: &[AuditRow], offset: i32) -> Markup {
     }
 }
 
+/// The `head` of both pages: `title`, the embedded style sheet and, for a page that shows data,
+/// a refresh every 30 s when scripts are off (with them, the event stream keeps it current).
+fn head(title: &str, refresh_without_script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) }
+            @if refresh_without_script {
+                noscript { meta http-equiv="refresh" content="30"; }
+            }
+            style { (PreEscaped(FLOOR_CSS)) }
+        }
+    }
+}
+
 /// The whole page for `snap`, with the search box holding `wanted` and its result.
 pub fn page(
     snap: &Snapshot,
@@ -217,13 +233,7 @@ pub fn page(
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "pep · factory floor" }
-                noscript { meta http-equiv="refresh" content="30"; }
-                style { (PreEscaped(FLOOR_CSS)) }
-            }
+            (head("pep · factory floor", true))
             body data-offset-minutes=(offset) data-now=(live.now) {
                 header class="bar" {
                     h1 { "pep " span { "factory floor" } }
@@ -330,12 +340,7 @@ pub fn login(problem: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "pep · factory floor · log in" }
-                style { (PreEscaped(FLOOR_CSS)) }
-            }
+            (head("pep · factory floor · log in", false))
             body class="login" {
                 main {
                     h1 { "pep " span { "factory floor" } }
