@@ -4,7 +4,8 @@
 //!   would produce certificates the devices or the cloud reject.
 //! * [`FactoryCa::issue`] generates a device key and certificate (`by_tool` mode);
 //!   [`FactoryCa::sign_csr`] certifies a key generated on the gateway (`by_device` mode).
-//! * [`EnrollmentId`] is what the cloud's first-to-claim list holds for a device.
+//! * [`EnrollmentId`] is what the cloud's first-to-claim list holds for a device;
+//!   [`enrollment_csv`] is the one format of that list's CSV file (server and `pep-cli` alike).
 //!
 //! [`pem`] reads certificate files (PEM or DER) for the CA and for the certificates a provisioning
 //! injects. The certificate profile lives in [`profile`]; `docs/ca.md` describes it for operators.
@@ -14,6 +15,7 @@ mod csr;
 mod derw;
 mod endpoint;
 mod enrollment;
+pub mod enrollment_csv;
 mod error;
 mod key;
 pub mod pem;

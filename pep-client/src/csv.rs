@@ -1,73 +1,48 @@
 //! The enrollment-ID CSV of the old tool, without `jq`.
 //!
-//! The old tool's header (the ten field names, quoted) and one quoted row per gateway, exactly as
-//! the pep server's `GET /v3/enrollment-ids.csv` writes them, so that an `--all` export and the
-//! server's export are the same bytes: every field double-quoted with inner quotes doubled
-//! (booleans and numbers as their JSON text, missing or null fields as `""`), lines ended by CRLF
-//! (RFC 4180). The cloud's bulk upload reads the first column of every line after the header.
+//! The format (columns, quoting, CRLF) is [`pep_ca::enrollment_csv`], the one the pep server's
+//! `GET /v3/enrollment-ids.csv` writes too, so that an `--all` export and the server's export are
+//! the same bytes. This module only turns the listing's JSON entries into its cells: a column's
+//! value is the entry's field of the same name, strings as they are, booleans and numbers as their
+//! JSON text, missing or null fields as `""`.
 
+use std::borrow::Cow;
+
+use pep_ca::enrollment_csv::{Column, Writer};
 use serde_json::Value;
 
-/// The CSV columns, in order; also the JSON field names they come from.
-pub const COLUMNS: [&str; 10] = [
-    "enrollmentID",
-    "serialNumber",
-    "gatewayServicesAddress",
-    "apiAddress",
-    "hardwareVersion",
-    "radioConfig",
-    "ledConfig",
-    "category",
-    "deployed",
-    "createdAt",
-];
-
-/// The line ending (RFC 4180, as the server's export).
-pub const EOL: &str = "\r\n";
-
-/// The header line (with its line ending).
-pub fn header() -> String {
-    let mut line = COLUMNS
-        .iter()
-        .map(|c| quote(c))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str(EOL);
-    line
-}
-
-/// One row (with its line ending) for one `results` entry. Fails on a field that is an array or
-/// object, which no CSV cell can hold.
-pub fn row(entry: &Value) -> Result<String, String> {
-    let mut cells = Vec::with_capacity(COLUMNS.len());
-    for col in COLUMNS {
-        let cell = match entry.get(col) {
-            None | Some(Value::Null) => quote(""),
-            Some(Value::String(s)) => quote(s),
-            Some(Value::Bool(b)) => quote(&b.to_string()),
-            Some(Value::Number(n)) => quote(&n.to_string()),
-            Some(Value::Array(_) | Value::Object(_)) => {
-                return Err(format!("field {col} is not a string, number or boolean"));
-            }
-        };
-        cells.push(cell);
+/// The cell of `col` in one `results` entry. Fails on a field that is an array or object, which
+/// no CSV cell can hold.
+fn cell(entry: &Value, col: Column) -> Result<Cow<'_, str>, String> {
+    match entry.get(col.name()) {
+        None | Some(Value::Null) => Ok(Cow::Borrowed("")),
+        Some(Value::String(s)) => Ok(Cow::Borrowed(s)),
+        Some(Value::Bool(b)) => Ok(Cow::Owned(b.to_string())),
+        Some(Value::Number(n)) => Ok(Cow::Owned(n.to_string())),
+        Some(Value::Array(_) | Value::Object(_)) => Err(format!(
+            "field {} is not a string, number or boolean",
+            col.name()
+        )),
     }
-    let mut line = cells.join(",");
-    line.push_str(EOL);
-    Ok(line)
 }
 
-/// The whole CSV document for these entries.
+/// The whole CSV document for these entries: the header, then one row per entry.
 pub fn document<'a>(entries: impl IntoIterator<Item = &'a Value>) -> Result<String, String> {
-    let mut out = header();
-    for e in entries {
-        out.push_str(&row(e)?);
+    let failed = |e: pep_ca::enrollment_csv::Error| format!("cannot write the CSV: {e}");
+    let mut out = Writer::in_memory();
+    out.header().map_err(failed)?;
+    for entry in entries {
+        // Every cell is checked before the row is written, so a bad entry writes nothing.
+        let mut cells: [Cow<'_, str>; pep_ca::enrollment_csv::COLUMN_COUNT] = Default::default();
+        for (slot, col) in cells.iter_mut().zip(Column::ALL) {
+            *slot = cell(entry, col)?;
+        }
+        out.row(cells).map_err(failed)?;
     }
-    Ok(out)
-}
-
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+    let bytes = out.into_inner().map_err(failed)?;
+    // Every cell is a `str` and the writer adds only ASCII quotes, commas and line endings, so
+    // this cannot fail; it is checked rather than assumed.
+    String::from_utf8(bytes).map_err(|e| format!("the CSV is not UTF-8: {e}"))
 }
 
 #[cfg(test)]
@@ -75,10 +50,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The row of one entry: the document without its header line.
+    fn row(entry: &Value) -> Result<String, String> {
+        let doc = document([entry])?;
+        let header_end = doc.find("\r\n").unwrap() + 2;
+        Ok(doc[header_end..].to_owned())
+    }
+
     #[test]
     fn header_is_the_old_tools() {
         assert_eq!(
-            header(),
+            document([]).unwrap(),
             "\"enrollmentID\",\"serialNumber\",\"gatewayServicesAddress\",\"apiAddress\",\"hardwareVersion\",\"radioConfig\",\"ledConfig\",\"category\",\"deployed\",\"createdAt\"\r\n"
         );
     }

@@ -79,5 +79,7 @@ pub enum AttemptOutcome {
         /// The error as recorded in the audit trail; for an FCC rejection it ends with FCC's own
         /// InfoMessage.
         message: String,
+        /// FCC's own InfoMessage when FCC rejected the identity (the `fcc_info` column).
+        fcc_info: Option<String>,
     },
 }

@@ -581,16 +581,17 @@ impl Inner {
                 };
                 let error = failure.into_error(job.gateway);
                 let message = error.to_string();
+                let fcc_info = match &error {
+                    ProvisionError::GatewayRejected { info, .. } => Some(info.clone()),
+                    _ => None,
+                };
                 tracing::warn!(serial, gateway = %job.gateway, error = %message, "provisioning failed");
                 self.store
                     .mark_failed(
                         id,
                         &FailedOutcome {
                             fcc_status,
-                            fcc_info: match &error {
-                                ProvisionError::GatewayRejected { info, .. } => Some(info.as_str()),
-                                _ => None,
-                            },
+                            fcc_info: fcc_info.as_deref(),
                             fcc_warnings: &warnings,
                             error: &message,
                             duration_ms,
@@ -606,6 +607,7 @@ impl Inner {
                     outcome: AttemptOutcome::Failed {
                         fcc_status: fcc_status.map(FccStatus::from_u32),
                         message,
+                        fcc_info,
                     },
                 }));
                 Err(error)

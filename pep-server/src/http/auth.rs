@@ -9,18 +9,23 @@
 //! `read` token and then carries a session cookie ([`SESSION_COOKIE`], HttpOnly, SameSite=Strict):
 //! its value is an HMAC of the token under a key drawn at process start, never the token itself, and
 //! is checked in constant time against every token like a bearer token. A session grants the `read`
-//! role only, never `provision`, and ends when the server restarts.
+//! role only, never `provision`, and ends when the server restarts. The login form posts to
+//! [`login`]; [`logout`] clears the cookie.
 
+use axum::Form;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use sha2::Sha256;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroizing;
 
+use super::AppState;
 use super::error::ApiError;
+use super::floor;
 
 pub use crate::config::Role;
 
@@ -105,6 +110,8 @@ impl Auth {
 
 /// The name of the floor page's session cookie.
 pub const SESSION_COOKIE: &str = "pep_session";
+/// Session cookie lifetime (a shift and a half); the server's restart ends it earlier.
+const SESSION_MAX_AGE_S: u32 = 12 * 3600;
 
 /// The key of the session HMAC: random per process, so a restart ends every session.
 static SESSION_KEY: std::sync::LazyLock<Zeroizing<[u8; 32]>> = std::sync::LazyLock::new(|| {
@@ -140,6 +147,20 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
                 .then(|| value.strip_prefix(b"="))
                 .flatten()
         })
+}
+
+/// Checks a request's headers for `role`: the bearer token of the `Authorization` header, else,
+/// for the `read` role, the floor page's session cookie.
+pub fn authorize_headers(
+    auth: &Auth,
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<Principal, ApiError> {
+    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match (header, session_cookie(headers)) {
+        (None, Some(session)) if role == Role::Read => auth.authorize_session(session, role),
+        _ => auth.authorize(header, role),
+    }
 }
 
 /// Who made a request: the configured name of the token, or `anonymous` when auth is disabled.
@@ -264,24 +285,89 @@ pub async fn require_role(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    // The floor page's session cookie stands in for the header on `read` routes only.
-    let verdict = match (header, session_cookie(request.headers())) {
-        (None, Some(session)) if required.role == Role::Read => {
-            required.auth.authorize_session(session, required.role)
-        }
-        _ => required.auth.authorize(header, required.role),
-    };
-    match verdict {
+    match authorize_headers(&required.auth, request.headers(), required.role) {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The login form's fields.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// `Set-Cookie` of the session: `value` for `max_age_s` seconds.
+fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u32, secure: bool) {
+    let cookie = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+/// `POST /floor/login`: a valid `read` token sets the session cookie and goes to the page; anything
+/// else shows the form again with the reason.
+#[utoipa::path(
+    post,
+    path = "/floor/login",
+    tag = "floor",
+    operation_id = "floorLogin",
+    summary = "Logs the floor page in with a read token and sets the session cookie",
+    description = super::openapi::LOGIN_DESCRIPTION,
+    security(()),
+    request_body(content = super::openapi::LoginFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged in; go to /floor/."),
+        (status = 401, description = "The token is not valid (login form, HTML)."),
+        (status = 403, description = "The token lacks the read role (login form, HTML)."),
+    ),
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let token = Zeroizing::new(form.token);
+    match state.auth.login(token.as_bytes(), Role::Read) {
+        Ok((principal, session)) => {
+            tracing::info!(token = %principal.0, "floor page: logged in");
+            let mut response = Redirect::to("/floor/").into_response();
+            if let Some(session) = session {
+                // Secure only behind a TLS proxy: over plain HTTP the browser would drop the cookie.
+                let secure = headers
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+                set_session_cookie(&mut response, &session, SESSION_MAX_AGE_S, secure);
+            }
+            response
+        }
+        Err(e) => {
+            tracing::info!(status = e.status().as_u16(), "floor page: login refused");
+            floor::login_page(e.status(), Some(e.message()))
+        }
+    }
+}
+
+/// `POST /floor/logout`: clears the session cookie.
+#[utoipa::path(
+    post,
+    path = "/floor/logout",
+    tag = "floor",
+    operation_id = "floorLogout",
+    summary = "Clears the floor page's session cookie",
+    security(()),
+    responses((status = 303, description = "Logged out; go to /floor/.")),
+)]
+pub async fn logout() -> Response {
+    let mut response = Redirect::to("/floor/").into_response();
+    set_session_cookie(&mut response, "", 0, false);
+    response
 }
 
 #[cfg(test)]

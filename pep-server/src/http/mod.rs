@@ -257,11 +257,11 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::DocsRedirect => on(method, ops::docs_redirect),
         Endpoint::FloorPage => on(method, floor::page),
         Endpoint::FloorRedirect => on(method, floor::to_floor),
-        Endpoint::FloorLogin => on(method, floor::login),
-        Endpoint::FloorLogout => on(method, floor::logout),
+        Endpoint::FloorLogin => on(method, auth::login),
+        Endpoint::FloorLogout => on(method, auth::logout),
         Endpoint::Events => on(method, events::events),
-        Endpoint::Audit => on(method, floor::audit),
-        Endpoint::Inventory => on(method, floor::inventory),
+        Endpoint::Audit => on(method, read::audit),
+        Endpoint::Inventory => on(method, read::inventory),
     }
 }
 

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{ROUTES, events, floor, identity, ops, read};
+use super::{ROUTES, auth, events, floor, identity, ops, read};
 
 /// The document. `paths(...)` lists every handler; [`Aliases`] adds the paths without `/v3`.
 #[derive(OpenApi)]
@@ -51,12 +51,12 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
         ops::docs_asset,
         ops::docs_redirect,
         events::events,
-        floor::audit,
-        floor::inventory,
+        read::audit,
+        read::inventory,
         floor::to_floor,
         floor::page,
-        floor::login,
-        floor::logout,
+        auth::login,
+        auth::logout,
     ),
     components(
         schemas(
@@ -413,7 +413,7 @@ pub(crate) struct AuditPage {
     /// More rows match than limit.
     truncated: bool,
     /// The rows, newest first.
-    entries: Vec<floor::AuditRow>,
+    entries: Vec<read::AuditRow>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,33 +1,35 @@
-//! Read endpoints: one gateway's enrollment ID or verification key, the paginated HAL listing, and
-//! the streamed CSV export for the cloud's bulk first-to-claim upload.
+//! Read endpoints: one gateway's enrollment ID or verification key, the paginated HAL listing, the
+//! two streamed downloads of every deployed gateway (the CSV for the cloud's bulk first-to-claim
+//! upload, and the JSON inventory), and the audit-trail search of the factory-floor page.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
+use pep_ca::enrollment_csv::{self, Column};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use super::floor;
 use super::query::QueryParams;
-use crate::provision::Provisioner;
-use crate::store::{IdentityRecord, SortOrder};
+use crate::store::{AuditEntry, IdentityRecord, SortOrder, StoreError};
 
 /// Page size of the listing when `limit` is absent (as the old server).
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Largest page of the listing.
 pub const MAX_LIMIT: u32 = 1000;
-/// Rows fetched from the store per step of the CSV export.
-const CSV_PAGE: u32 = 1000;
-
-/// The CSV header, as the old CLI wrote it (the cloud ignores the first line).
-pub const CSV_HEADER: &str = "\"enrollmentID\",\"serialNumber\",\"gatewayServicesAddress\",\"apiAddress\",\"hardwareVersion\",\"radioConfig\",\"ledConfig\",\"category\",\"deployed\",\"createdAt\"";
-/// Line ending of the CSV export: CRLF, as RFC 4180 specifies.
-pub const CSV_EOL: &str = "\r\n";
+/// Rows fetched from the store per step of the streamed downloads.
+const DOWNLOAD_PAGE: u32 = 1000;
+/// Audit rows a search returns by default, and at most.
+pub const SEARCH_DEFAULT_LIMIT: u32 = 200;
+/// The largest `limit` of a search.
+pub const SEARCH_MAX_LIMIT: u32 = 1000;
 
 /// The `serialNumber` parameter of the lookups: required, and a valid endpoint name (anything else
 /// cannot exist, and saying so is more useful than a 404).
@@ -55,6 +57,19 @@ fn text_plain(body: String) -> Response {
         .into_response()
 }
 
+/// The text answer of a lookup by serial: the value found, else 404 saying `missing(serial)`.
+fn lookup_answer<T: std::fmt::Display>(
+    found: Result<Option<T>, StoreError>,
+    serial: String,
+    missing: impl FnOnce(&str) -> String,
+) -> Result<Response, ApiError> {
+    match found {
+        Ok(Some(value)) => Ok(text_plain(value.to_string())),
+        Ok(None) => Err(ApiError::not_found(missing(&serial)).with("serialNumber", serial)),
+        Err(e) => Err(ApiError::internal("reading the store failed", &e)),
+    }
+}
+
 /// `GET /v3/enrollment-id?serialNumber=S`: the enrollment ID of a deployed gateway, as text.
 #[utoipa::path(
     get,
@@ -76,16 +91,11 @@ pub async fn enrollment_id(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let serial = serial_param(&params)?;
-    match state.provisioner.store().enrollment_id(&serial).await {
-        Ok(Some(id)) => Ok(text_plain(id.to_string())),
-        Ok(None) => Err(ApiError::not_found(format!(
-            "no deployed gateway has serial number `{serial}`"
-        ))
-        .with("serialNumber", serial)),
-        Err(e) => Err(ApiError::internal("reading the store failed", &e)),
-    }
+    let serial = serial_param(&QueryParams::parse(raw.as_deref())?)?;
+    let found = state.provisioner.store().enrollment_id(&serial).await;
+    lookup_answer(found, serial, |serial| {
+        format!("no deployed gateway has serial number `{serial}`")
+    })
 }
 
 /// `GET /v3/verification-key?serialNumber=S`: the stored FSS verification key, as text.
@@ -109,16 +119,11 @@ pub async fn verification_key(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let serial = serial_param(&params)?;
-    match state.provisioner.store().verification_key(&serial).await {
-        Ok(Some(key)) => Ok(text_plain(key)),
-        Ok(None) => Err(ApiError::not_found(format!(
-            "no deployed gateway with serial number `{serial}` has a verification key"
-        ))
-        .with("serialNumber", serial)),
-        Err(e) => Err(ApiError::internal("reading the store failed", &e)),
-    }
+    let serial = serial_param(&QueryParams::parse(raw.as_deref())?)?;
+    let found = state.provisioner.store().verification_key(&serial).await;
+    lookup_answer(found, serial, |serial| {
+        format!("no deployed gateway with serial number `{serial}` has a verification key")
+    })
 }
 
 /// The listing's paging parameters.
@@ -169,7 +174,7 @@ fn order_name(order: SortOrder) -> &'static str {
     }
 }
 
-pub(super) fn record_json(r: &IdentityRecord) -> Value {
+fn record_json(r: &IdentityRecord) -> Value {
     json!({
         "_id": r.id.to_string(),
         "serialNumber": r.serial_number,
@@ -246,53 +251,146 @@ pub async fn enrollment_ids(
         .into_response())
 }
 
-/// One CSV field, always quoted, `"` doubled (RFC 4180).
-fn csv_field(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
+// ---------------------------------------------------------------------------------------------
+// The streamed downloads of every deployed gateway.
+
+/// Why a download stopped short (logged; the client sees a truncated transfer).
+#[derive(Debug, thiserror::Error)]
+enum DownloadError {
+    #[error("reading the store failed")]
+    Store(#[from] StoreError),
+    #[error("writing the CSV failed")]
+    Csv(#[from] enrollment_csv::Error),
 }
 
-/// One CSV row (with its line ending) for `r`.
-pub fn csv_row(r: &IdentityRecord) -> String {
-    let mut line = String::with_capacity(256);
-    let created = r.created_at_ms.to_string();
-    let fields: [&str; 10] = [
-        r.enrollment_id.as_str(),
-        r.serial_number.as_str(),
-        r.gateway_services_address.as_str(),
-        r.api_address.as_str(),
-        r.hardware_version.as_str(),
-        r.radio_config.as_str(),
-        r.led_config.as_str(),
-        r.category.as_str(),
-        if r.deployed { "true" } else { "false" },
-        created.as_str(),
-    ];
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            line.push(',');
-        }
-        csv_field(&mut line, f);
-    }
-    line.push_str(CSV_EOL);
-    line
+/// How one download renders the gateways: the bytes of each store page (`first` for the first
+/// page, which is rendered even when empty), and those after the last one.
+struct Format {
+    /// Names the download in logs.
+    what: &'static str,
+    page: fn(&[IdentityRecord], bool) -> Result<Vec<u8>, DownloadError>,
+    tail: &'static str,
+    content_type: &'static str,
+    disposition: &'static str,
 }
 
-/// Where the CSV stream is.
-enum CsvCursor {
-    Header,
-    After(Option<i64>),
+/// Where a download is: the next page comes after this record id (`None`: the first page).
+enum Cursor {
+    Next(Option<i64>),
     Done,
 }
 
+/// Streams every deployed gateway, oldest first, in `format`: page by page (keyset paging on the
+/// id), never held in memory as a whole.
+fn download(state: &AppState, format: &'static Format) -> Response {
+    let provisioner = state.provisioner.clone();
+    let stream = futures_util::stream::unfold(Cursor::Next(None), move |cursor| {
+        let provisioner = provisioner.clone();
+        async move {
+            let Cursor::Next(after) = cursor else {
+                return None;
+            };
+            let chunk = async {
+                let records = provisioner
+                    .store()
+                    .list_deployed(DOWNLOAD_PAGE, SortOrder::Asc, after)
+                    .await?;
+                let mut chunk = (format.page)(&records, after.is_none())?;
+                let next = match records.last() {
+                    Some(last) if records.len() == DOWNLOAD_PAGE as usize => {
+                        Cursor::Next(Some(last.id))
+                    }
+                    _ => {
+                        chunk.extend_from_slice(format.tail.as_bytes());
+                        Cursor::Done
+                    }
+                };
+                Ok::<_, DownloadError>((Bytes::from(chunk), next))
+            };
+            match chunk.await {
+                Ok((chunk, next)) => Some((Ok(chunk), next)),
+                Err(e) => {
+                    // The head is already sent: abort the body so the client sees a truncated
+                    // transfer instead of a silently short file.
+                    tracing::error!(error = %e, download = format.what, "download failed");
+                    Some((Err(std::io::Error::other(e.to_string())), Cursor::Done))
+                }
+            }
+        }
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static(format.disposition),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A gateway's cell in the enrollment-ID CSV.
+fn csv_cell(r: &IdentityRecord, col: Column) -> Cow<'_, str> {
+    match col {
+        Column::EnrollmentId => Cow::Borrowed(&r.enrollment_id),
+        Column::SerialNumber => Cow::Borrowed(&r.serial_number),
+        Column::GatewayServicesAddress => Cow::Borrowed(&r.gateway_services_address),
+        Column::ApiAddress => Cow::Borrowed(&r.api_address),
+        Column::HardwareVersion => Cow::Borrowed(&r.hardware_version),
+        Column::RadioConfig => Cow::Borrowed(&r.radio_config),
+        Column::LedConfig => Cow::Borrowed(&r.led_config),
+        Column::Category => Cow::Borrowed(&r.category),
+        Column::Deployed => Cow::Borrowed(if r.deployed { "true" } else { "false" }),
+        Column::CreatedAt => Cow::Owned(r.created_at_ms.to_string()),
+    }
+}
+
+/// The enrollment-ID CSV ([`pep_ca::enrollment_csv`]): the header, then one line per gateway.
+static CSV: Format = Format {
+    what: "CSV export",
+    page: |records, first| {
+        let mut out = enrollment_csv::Writer::new(Vec::with_capacity(records.len() * 256 + 256));
+        if first {
+            out.header()?;
+        }
+        for r in records {
+            out.row(Column::ALL.map(|col| csv_cell(r, col)))?;
+        }
+        Ok(out.into_inner()?)
+    },
+    tail: "",
+    content_type: "text/csv; charset=utf-8; header=present",
+    disposition: "attachment; filename=\"enrollment_ids.csv\"",
+};
+
+/// The JSON inventory: one array of the entries of `/v3/enrollment-ids`, one per line.
+static INVENTORY: Format = Format {
+    what: "inventory",
+    page: |records, first| {
+        let mut chunk = String::with_capacity(records.len() * 400 + 4);
+        if first {
+            chunk.push('[');
+        }
+        for (i, r) in records.iter().enumerate() {
+            if !first || i > 0 {
+                chunk.push(',');
+            }
+            chunk.push('\n');
+            chunk.push_str(&record_json(r).to_string());
+        }
+        Ok(chunk.into_bytes())
+    },
+    tail: "\n]\n",
+    content_type: "application/json",
+    disposition: "attachment; filename=\"inventory.json\"",
+};
+
 /// `GET /v3/enrollment-ids.csv`: every deployed gateway, oldest first, as the bulk-upload CSV.
-/// Streamed page by page (keyset paging on the id), never held in memory as a whole.
 #[utoipa::path(
     get,
     path = "/v3/enrollment-ids.csv",
@@ -307,62 +405,150 @@ enum CsvCursor {
     ),
 )]
 pub async fn enrollment_ids_csv(State(state): State<AppState>) -> Response {
-    let provisioner: Arc<Provisioner> = state.provisioner.clone();
-    let stream = futures_util::stream::unfold(CsvCursor::Header, move |cursor| {
-        let provisioner = provisioner.clone();
-        async move {
-            match cursor {
-                CsvCursor::Header => {
-                    let chunk = Bytes::from(format!("{CSV_HEADER}{CSV_EOL}"));
-                    Some((Ok(chunk), CsvCursor::After(None)))
-                }
-                CsvCursor::After(after) => {
-                    let page = provisioner
-                        .store()
-                        .list_deployed(CSV_PAGE, SortOrder::Asc, after)
-                        .await;
-                    match page {
-                        Ok(records) if records.is_empty() => None,
-                        Ok(records) => {
-                            let next = records.last().map(|r| r.id);
-                            let mut chunk = String::with_capacity(records.len() * 256);
-                            for r in &records {
-                                chunk.push_str(&csv_row(r));
-                            }
-                            let cursor = if records.len() < CSV_PAGE as usize {
-                                CsvCursor::Done
-                            } else {
-                                CsvCursor::After(next)
-                            };
-                            Some((Ok(Bytes::from(chunk)), cursor))
-                        }
-                        Err(e) => {
-                            // The head is already sent: abort the body so the client sees a
-                            // truncated transfer instead of a silently short file.
-                            tracing::error!(error = %e, "CSV export: reading the store failed");
-                            Some((
-                                Err(std::io::Error::other("reading the store failed")),
-                                CsvCursor::Done,
-                            ))
-                        }
-                    }
-                }
-                CsvCursor::Done => None,
-            }
+    download(&state, &CSV)
+}
+
+/// `GET /v3/inventory.json` (`read` role): every deployed gateway, oldest first, as one JSON array
+/// of the entries of `/v3/enrollment-ids`.
+#[utoipa::path(
+    get,
+    path = "/v3/inventory.json",
+    tag = "floor",
+    operation_id = "inventoryJson",
+    summary = "Every deployed gateway as one JSON array (the floor page's inventory download)",
+    description = "Oldest first; each element is an entry of /v3/enrollment-ids (EnrollmentEntry). Streamed; sent as an attachment named inventory.json. Needs the read role (bearer token or floor session cookie).",
+    security(("bearer" = []), ("floorSession" = [])),
+    responses(
+        (status = 200, description = "The inventory.", body = Vec<super::openapi::EnrollmentEntry>),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
+pub async fn inventory(State(state): State<AppState>) -> Response {
+    download(&state, &INVENTORY)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit-trail search.
+
+/// One audit row as the search answers it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[derive(utoipa::ToSchema)]
+pub struct AuditRow {
+    /// Audit row id (append order).
+    pub id: i64,
+    /// ms since the epoch.
+    pub at: i64,
+    /// Serial.
+    pub serial: String,
+    /// FCC `ip:port`.
+    pub gateway: String,
+    /// Who asked (token name and address).
+    pub requester: String,
+    /// `attempt`, `deployed`, `failed`, `conflict` or `interrupted`.
+    pub event: String,
+    /// FCC's ReturnStatus when FCC answered.
+    pub fcc_status: Option<u32>,
+    /// Its name.
+    pub fcc_status_name: Option<&'static str>,
+    /// Error text, enrollment ID or other detail.
+    pub detail: Option<String>,
+    /// What to show of the detail: FCC's InfoMessage when FCC answered, else the detail.
+    pub message: Option<String>,
+    /// Duration of the attempt, ms (outcome rows).
+    pub duration_ms: Option<i64>,
+}
+
+impl From<AuditEntry> for AuditRow {
+    fn from(e: AuditEntry) -> Self {
+        AuditRow {
+            id: e.id,
+            at: e.at_ms,
+            event: floor::event_text(&e).to_owned(),
+            message: floor::audit_message(&e),
+            fcc_status_name: floor::status_name(e.fcc_status),
+            serial: e.serial,
+            gateway: e.gateway,
+            requester: e.requester,
+            fcc_status: e.fcc_status,
+            detail: e.detail,
+            duration_ms: e.duration_ms,
         }
+    }
+}
+
+/// A validated serial prefix: a non-empty prefix of a valid serial is itself a valid serial.
+pub(super) fn parse_prefix(name: &str, value: &str) -> Result<String, ApiError> {
+    pep_ca::EndpointName::from_str(value)
+        .map(|n| n.as_str().to_owned())
+        .map_err(|e| ApiError::bad_param(name, e))
+}
+
+/// The audit rows of every serial starting with `prefix`, newest first, at most `limit`.
+pub(super) async fn search(
+    state: &AppState,
+    prefix: &str,
+    limit: u32,
+) -> Result<Vec<AuditRow>, ApiError> {
+    let rows = state
+        .provisioner
+        .store()
+        .audit_by_prefix(prefix, limit)
+        .await
+        .map_err(|e| ApiError::internal("searching the audit trail failed", &e))?;
+    Ok(rows.into_iter().map(AuditRow::from).collect())
+}
+
+/// `GET /v3/audit?serialPrefix=&limit=` (`read` role): the audit rows of every serial starting with
+/// the prefix, newest first.
+#[utoipa::path(
+    get,
+    path = "/v3/audit",
+    tag = "floor",
+    operation_id = "auditBySerialPrefix",
+    summary = "Audit trail of the gateways whose serial starts with a prefix, newest first",
+    description = "Every attempt, outcome (deployed, failed with FCC's status and words, interrupted) and conflict recorded for the matching serials; an exact serial is its own prefix. Needs the read role (bearer token or floor session cookie).",
+    security(("bearer" = []), ("floorSession" = [])),
+    params(super::openapi::AuditQuery),
+    responses(
+        (status = 200, description = "The rows.", body = super::openapi::AuditPage),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = QueryParams::parse(raw.as_deref())?;
+    let prefix = params
+        .get_non_empty("serialPrefix")?
+        .ok_or_else(|| ApiError::missing_param("serialPrefix"))?;
+    let prefix = parse_prefix("serialPrefix", prefix)?;
+    let limit = match params.get_non_empty("limit")? {
+        None => SEARCH_DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=SEARCH_MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    "limit",
+                    format!("must be a whole number in 1..={SEARCH_MAX_LIMIT}"),
+                )
+            })?,
+    };
+    // One more than asked tells whether the answer is complete.
+    let mut entries = search(&state, &prefix, limit + 1).await?;
+    let truncated = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    let body = serde_json::json!({
+        "serialPrefix": prefix,
+        "limit": limit,
+        "truncated": truncated,
+        "entries": entries,
     });
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"enrollment_ids.csv\""),
-            ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    Ok(axum::Json(body).into_response())
 }
