@@ -13,6 +13,8 @@ use pep_server::provision::Provisioner;
 use pep_server::store::Store;
 use tracing_subscriber::EnvFilter;
 
+mod completions;
+
 /// Grace added to the HTTP deadline over the core's own request deadline, so that the core's answer
 /// (which says what timed out) wins a tie.
 const HTTP_DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -50,6 +52,8 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    #[command(flatten)]
+    Docs(completions::DocsCommand),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => check_config(&cli.config),
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
+        Command::Docs(docs) => completions::run(&docs, <Cli as clap::CommandFactory>::command()),
         Command::Serve => {
             init_tracing();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
