@@ -142,7 +142,13 @@ fn completions_name_every_subcommand_and_parse() {
         for sub in SUBCOMMANDS {
             assert!(script.contains(sub), "{shell} completions lack {sub}");
         }
-        assert!(script.contains("--config"), "{shell}: lacks --config");
+        // fish spells a long option `-l config`.
+        let option = if shell == "fish" {
+            "-l config"
+        } else {
+            "--config"
+        };
+        assert!(script.contains(option), "{shell}: lacks {option}");
     }
     // bash itself parses the bash script (`-n`: read, do not run).
     let dir = tempfile::tempdir().unwrap();
@@ -160,10 +166,10 @@ fn completions_for_an_unknown_shell_are_a_usage_error() {
     assert!(err.contains("tcsh") && err.contains("bash"), "{err}");
 }
 
-/// groff formats `page` as a man page with every warning enabled; `Err` with what it said.
+/// groff formats `page` (UTF-8, `-k`) as plain text with every warning enabled; `Err` with what it said.
 fn groff(page: &Path) -> Result<String, String> {
     let out = run(Command::new("groff")
-        .args(["-man", "-Tutf8", "-ww"])
+        .args(["-k", "-man", "-Tutf8", "-ww", "-P-cbou"])
         .arg(page));
     let err = text(&out.stderr);
     if out.status.success() && err.trim().is_empty() {
