@@ -9,6 +9,29 @@
 //!
 //! [`pem`] reads certificate files (PEM or DER) for the CA and for the certificates a provisioning
 //! injects. The certificate profile lives in [`profile`]; `docs/ca.md` describes it for operators.
+//!
+//! # Example
+//!
+//! ```
+//! use pep_ca::{CertProfile, EndpointName, EnrollmentId, FactoryCa};
+//!
+//! // The repository's test CA; a factory loads its own with `FactoryCa::load(cert, key)`.
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/ca");
+//! let cert_pem = std::fs::read(format!("{dir}/CA_cert.pem"))?;
+//! let key_pem = std::fs::read(format!("{dir}/CA_private.pem"))?;
+//! let ca = FactoryCa::from_pem(&cert_pem, &key_pem)?.ca;
+//!
+//! // The serial number is the endpoint name and the certificate's CN.
+//! let endpoint = EndpointName::new("GW-0042")?;
+//! let identity = ca.issue(&endpoint, &CertProfile::default())?;
+//! let certificate = &identity.certificate;
+//! // What the cloud's first-to-claim list holds for this device.
+//! assert_eq!(certificate.enrollment_id, EnrollmentId::of_certificate(&certificate.der));
+//! println!("{endpoint}: {}", certificate.enrollment_id);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `examples/issue_identity.rs` also signs a device's CSR.
 
 mod ca;
 mod csr;

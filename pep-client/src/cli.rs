@@ -75,6 +75,9 @@ pub enum Command {
     ListEnrollmentIds(ListEnrollmentIds),
     /// Run FCC, get the identity injected into it, and install pal/ and identity.json.
     Provision(Provision),
+    /// `completions SHELL` and `man`: shell completions and man pages.
+    #[command(flatten)]
+    Docs(crate::completions::DocsCommand),
 }
 
 /// The identity options shared by `get-one-identity` and `pep-cli provision`.

@@ -21,6 +21,10 @@ pub const TOKEN_ENV: &str = "PEP_API_TOKEN";
 
 /// Runs one command.
 pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> {
+    // Completions and man pages need no server URL, token or CA certificate.
+    if let Command::Docs(docs) = &command {
+        return crate::completions::run(docs);
+    }
     let api = PepApi::with_ca(
         &global.server,
         token(global)?,
@@ -39,6 +43,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
         }
         Command::ListEnrollmentIds(args) => list_enrollment_ids(&api, args).await,
         Command::Provision(args) => provision(&api, args).await,
+        Command::Docs(docs) => crate::completions::run(&docs),
     }
 }
 

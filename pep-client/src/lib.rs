@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod completions;
 pub mod csv;
 pub mod error;
 pub mod fcc;

@@ -15,6 +15,8 @@ use pep_server::provision::Provisioner;
 use pep_server::store::Store;
 use tracing_subscriber::EnvFilter;
 
+mod completions;
+
 /// Grace added to the HTTP deadline over the core's own request deadline, so that the core's answer
 /// (which says what timed out) wins a tie.
 const HTTP_DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -49,6 +51,8 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    #[command(flatten)]
+    Docs(completions::DocsCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
             }
         },
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
+        Command::Docs(docs) => completions::run(&docs, <Cli as clap::CommandFactory>::command()),
         Command::Serve => {
             // The log format is in the config: until it is loaded, a failure is one plain line.
             let (path, config) = match load_config(cli.config) {

@@ -89,6 +89,58 @@ pub fn binaries_dir(own_binary: &Path, binaries: &[&str], sources: &[&str]) -> P
     profile_dir
 }
 
+/// The profile directory (`target/debug`, …) of the running test binary, which lives in its
+/// `deps/`: for packages without a binary of their own to pass to [`binaries_dir`].
+pub fn current_profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in <profile>/deps")
+        .to_path_buf()
+}
+
+/// The example `name` of `package`, fresh against `Cargo.toml`, `Cargo.lock` and the crate
+/// directories `sources`: `cargo test -p <package>` has built it next to the test (in
+/// `<profile>/examples`); otherwise (`cargo test --test …`, or edited sources) it is built with one
+/// nested `cargo build --example`.
+///
+/// Panics (it is test support) when the nested build fails, naming the command.
+pub fn example(package: &str, name: &str, sources: &[&str]) -> PathBuf {
+    let profile_dir = current_profile_dir();
+    let examples = profile_dir.join("examples");
+    let path = examples.join(name);
+    if fresh(&examples, &[name], sources) {
+        return path;
+    }
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let target_dir = profile_dir
+        .parent()
+        .expect("a profile directory lives in a target directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["build", "--quiet", "-p", package, "--example", name])
+        .env("CARGO_TARGET_DIR", target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed");
+    path
+}
+
 /// Every binary exists and is newer than every file of the sources.
 fn fresh(profile_dir: &Path, binaries: &[&str], sources: &[&str]) -> bool {
     let root = repo_root();
