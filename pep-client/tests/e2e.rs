@@ -918,12 +918,7 @@ fn has_ipv6_loopback() -> bool {
 }
 
 /// IPv6 gateways behave like IPv4 ones: `-i ::1` and an FCC printing `[::1]:PORT`.
-///
-/// Ignored until the server accepts IPv6 gateway addresses: `parse_gateway_ip` in
-/// `pep-server/src/http/identity.rs` still answers 400 "must be an IPv4 address" (issue 21; the
-/// fix is in that file's owner's hands). Run with `--ignored` after it lands.
 #[test]
-#[ignore = "needs the server to accept IPv6 gateway addresses (pep-server/src/http/identity.rs)"]
 fn ipv6_gateway_end_to_end() {
     if !has_ipv6_loopback() {
         eprintln!("no IPv6 loopback on this machine; skipped");

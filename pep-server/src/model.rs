@@ -9,7 +9,7 @@
 //!
 //! [`GatewayFields`] is what a client sent, as text (absent or empty = "use the default");
 //! [`GatewayParams`] is a gateway request that is known to be valid: an [`EndpointName`] serial, a
-//! unicast IPv4 FCC address, http(s) URLs, bounded free text and a [`Category`]. The error texts are
+//! unicast FCC address (IPv4 or IPv6), http(s) URLs, bounded free text and a [`Category`]. The error texts are
 //! the API's (`parameter `X` …` answers name the field and say what was wrong).
 
 use std::fmt;
@@ -192,7 +192,7 @@ pub struct GatewayParams {
     /// Gateway serial = endpoint name = certificate CN.
     #[serde(with = "as_text")]
     pub serial_number: EndpointName,
-    /// The gateway's FCC: a unicast IPv4 address and a non-zero port.
+    /// The gateway's FCC: a unicast address (IPv4 or IPv6) and a non-zero port.
     pub gateway: SocketAddr,
     /// `apiAddress`.
     pub api_address: HttpUrl,
@@ -355,7 +355,7 @@ impl GatewayFields {
                     InvalidField::new(
                         "ip",
                         format!(
-                            "is required: the requester's address {peer} cannot be a gateway's FCC address (FCC listens on IPv4 only)"
+                            "is required: the requester's address {peer} cannot be a gateway's FCC address"
                         ),
                     )
                 })?
@@ -425,26 +425,25 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|v| !v.is_empty())
 }
 
-/// A gateway address must be a unicast IPv4 address: FCC binds IPv4 only.
+/// A gateway address must be a unicast address, IPv4 or IPv6 (the genuine FCC listens on IPv4,
+/// but a simulator or another build may listen on IPv6); an IPv4-mapped IPv6 address is its IPv4
+/// address, so `::ffff:10.0.0.2` and `10.0.0.2` are the same gateway.
 fn gateway_ip(text: &str) -> Result<IpAddr, InvalidField> {
     let ip = IpAddr::from_str(text).map_err(|_| {
         InvalidField::new(
             "ip",
-            format!("must be an IPv4 address, not `{}`", truncate(text)),
+            format!("must be an IPv4 or IPv6 address, not `{}`", truncate(text)),
         )
     })?;
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => Err(
-            InvalidField::new("ip", format!("must be a unicast IPv4 address, not {v4}")),
+            InvalidField::new("ip", format!("must be a unicast address, not {v4}")),
         ),
-        IpAddr::V4(_) => Ok(ip),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => gateway_ip(&v4.to_string()),
-            None => Err(InvalidField::new(
-                "ip",
-                format!("must be an IPv4 address (FCC listens on IPv4 only), not {v6}"),
-            )),
-        },
+        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => Err(InvalidField::new(
+            "ip",
+            format!("must be a unicast address, not {v6}"),
+        )),
+        ip => Ok(ip),
     }
 }
 
@@ -516,7 +515,7 @@ mod tests {
         };
         assert_eq!(
             err(&[("ip", "224.0.0.1")]),
-            ("ip", "must be a unicast IPv4 address, not 224.0.0.1".into())
+            ("ip", "must be a unicast address, not 224.0.0.1".into())
         );
         assert_eq!(
             err(&[("port", "0")]),
@@ -559,16 +558,27 @@ mod tests {
             (e.field, e.reason.as_str()),
             ("serialNumber", "is required")
         );
-        let v6 = Some("::1".parse().unwrap());
-        let e = fields(&[("serialNumber", "GW-1")])
+        // IPv6 gateways behave like IPv4 ones: the requester's address, or an explicit `ip`.
+        let v6 = Some("fd00::7".parse().unwrap());
+        let p = fields(&[("serialNumber", "GW-1")])
             .into_params(v6, &defaults())
-            .unwrap_err();
-        assert_eq!(e.field, "ip");
-        assert!(
-            e.reason
-                .starts_with("is required: the requester's address ::1"),
-            "{e}"
-        );
+            .unwrap();
+        assert_eq!(p.gateway.ip(), "fd00::7".parse::<IpAddr>().unwrap());
+        let p = fields(&[("serialNumber", "GW-1"), ("ip", "::1")])
+            .into_params(peer, &defaults())
+            .unwrap();
+        assert_eq!(p.gateway.ip(), "::1".parse::<IpAddr>().unwrap());
+        let p = fields(&[("serialNumber", "GW-1"), ("ip", "::ffff:10.0.0.2")])
+            .into_params(peer, &defaults())
+            .unwrap();
+        assert_eq!(p.gateway.ip(), "10.0.0.2".parse::<IpAddr>().unwrap());
+        for bad in ["::", "ff02::1"] {
+            let e = fields(&[("serialNumber", "GW-1"), ("ip", bad)])
+                .into_params(peer, &defaults())
+                .unwrap_err();
+            assert_eq!(e.field, "ip", "{bad}");
+            assert!(e.reason.starts_with("must be a unicast address"), "{e}");
+        }
     }
 
     #[test]

@@ -193,8 +193,8 @@ fn cases(port: u16) -> Vec<Case> {
             Some("ip"),
         ),
         get(
-            "IPv6 ip",
-            id(&format!("serialNumber=GW-1&ip=%3A%3A1&port={port}")),
+            "IPv6 multicast ip",
+            id(&format!("serialNumber=GW-1&ip=ff02%3A%3A1&port={port}")),
             b,
             400,
             Some("ip"),

@@ -221,9 +221,8 @@ pub(crate) struct IdentityRequest {
     #[param(min_length = 1, max_length = 64)]
     #[schema(min_length = 1, max_length = 64)]
     serial_number: String,
-    /// IPv4 address where the gateway's FCC listens. Default is the requester's address.
-    #[param(format = Ipv4)]
-    #[schema(format = Ipv4)]
+    /// IPv4 or IPv6 address where the gateway's FCC listens (unicast). Default is the requester's
+    /// address.
     ip: Option<String>,
     /// FCC's TCP port, 1..65535. Default 7777 for compatibility with the old server; FCC on Linux
     /// picks a random port at start and prints it, so always send it.
