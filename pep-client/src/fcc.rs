@@ -484,6 +484,23 @@ mod tests {
         path
     }
 
+    /// Starts a script this test has just written. Another test's thread may fork while the
+    /// script's write handle is open, and the forked child holds it until it execs: exec then
+    /// fails with ETXTBSY for a moment (a Linux race of multi-threaded test binaries, not of
+    /// pep-cli, which never writes the program it starts). Retry briefly.
+    async fn spawn_script(fcc: &Path, dir: &Path) -> FccChild {
+        let mut tries = 0;
+        loop {
+            match FccChild::spawn(fcc, &[], dir) {
+                Err(CliError::Fcc(reason)) if reason.contains("Text file busy") && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn child_address_and_exit_code() {
         let dir = tempfile::tempdir().unwrap();
@@ -491,7 +508,7 @@ mod tests {
             dir.path(),
             "echo; echo ' Client IP Address and Port :  127.0.0.1:4242'; echo; read x < /dev/null; exit 0",
         );
-        let mut child = FccChild::spawn(&fcc, &[], dir.path()).unwrap();
+        let mut child = spawn_script(&fcc, dir.path()).await;
         let addr = child.address(Duration::from_secs(20)).await.unwrap();
         assert_eq!(addr, "127.0.0.1:4242".parse().unwrap());
         child.wait_success(Duration::from_secs(20)).await.unwrap();
@@ -501,7 +518,7 @@ mod tests {
     async fn child_exiting_early_or_non_zero_is_an_fcc_error() {
         let dir = tempfile::tempdir().unwrap();
         let fcc = script(dir.path(), "echo starting; exit 3");
-        let mut child = FccChild::spawn(&fcc, &[], dir.path()).unwrap();
+        let mut child = spawn_script(&fcc, dir.path()).await;
         let err = child.address(Duration::from_secs(20)).await.unwrap_err();
         assert!(matches!(err, CliError::Fcc(_)));
         let msg = err.to_string();
@@ -514,7 +531,7 @@ mod tests {
             dir.path(),
             "echo ' Client IP Address and Port :  127.0.0.1:1'; exit 7",
         );
-        let mut child = FccChild::spawn(&fcc, &[], dir.path()).unwrap();
+        let mut child = spawn_script(&fcc, dir.path()).await;
         child.address(Duration::from_secs(20)).await.unwrap();
         let msg = child
             .wait_success(Duration::from_secs(20))
@@ -528,7 +545,7 @@ mod tests {
     async fn silent_child_times_out_and_is_killed() {
         let dir = tempfile::tempdir().unwrap();
         let fcc = script(dir.path(), "echo hello; exec sleep 600");
-        let mut child = FccChild::spawn(&fcc, &[], dir.path()).unwrap();
+        let mut child = spawn_script(&fcc, dir.path()).await;
         let msg = child
             .address(Duration::from_millis(300))
             .await
