@@ -9,7 +9,7 @@
 //! This module is the schema: the serde structs, each section's defaults in its `Default` impl (one
 //! place for each default), and the typed values ([`values`]) parsed when the file is loaded, so a
 //! malformed address, URI, UUID, offset or category is a load error naming its field
-//! (`time.utc_offset: ...`) and no other module parses them again. [`check`] holds what needs more
+//! (`time.utc_offset: ...`) and no other module parses them again. `check` holds what needs more
 //! than one field or the files the config points at: [`Config::check`] reads the CA and the
 //! certificates and reports every problem with the field it concerns.
 //!

@@ -10,7 +10,7 @@
 //! - `: keep-alive` comments every [`KEEP_ALIVE`], so proxies and the browser keep the stream open.
 //!
 //! Memory per client is bounded: the core's broadcast channel keeps [`EVENT_CAPACITY`] events and
-//! the connection's queue [`QUEUE`]; a client too slow to keep up misses events, and is sent a fresh
+//! the connection's queue `QUEUE`; a client too slow to keep up misses events, and is sent a fresh
 //! `snapshot` (a resync) instead. Streams end when the server shuts down ([`Shutdown`]), so a
 //! screen left open does not hold up a graceful stop.
 //!

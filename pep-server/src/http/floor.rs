@@ -7,12 +7,12 @@
 //! allowed by hash in the Content-Security-Policy, so nothing else can run on the page.
 //!
 //! Authentication: a `read` bearer token (scripts, tests) or the session cookie set by the login
-//! form (`POST /floor/login`, see [`super::auth`]). Without either the page answers 401 with a login
+//! form (`POST /floor/login`, see `super::auth`). Without either the page answers 401 with a login
 //! form that carries no data.
 //!
 //! The jobs are split: [`view`] computes what the page shows (also sent as JSON by the event
 //! stream), [`html`] renders it; the search behind the page's search box and the downloads it
-//! links to are read endpoints ([`super::read`]); login and logout are [`super::auth`]'s.
+//! links to are read endpoints (`super::read`); login and logout are `super::auth`'s.
 
 pub mod html;
 pub mod view;

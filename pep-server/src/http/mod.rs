@@ -183,7 +183,7 @@ const fn api(
 const PROVISION: Access = Access::Needs(Role::Provision);
 const READ: Access = Access::Needs(Role::Read);
 
-/// Every route the server answers, each once; [`api`] routes also answer without `/v3`
+/// Every route the server answers, each once; `api` routes also answer without `/v3`
 /// ([`RouteSpec::paths`]).
 pub const ROUTES: &[RouteSpec] = &[
     api("GET", "/v3/identity", PROVISION, Endpoint::IdentityGet),

@@ -5,7 +5,7 @@
 //! UI shipped inside the binary (see `ops`).
 //!
 //! The query-parameter and body types below exist for the document only: the handlers read their
-//! parameters through [`QueryParams`](super::query::QueryParams), which keeps the duplicate and
+//! parameters through `QueryParams` (`super::query`), which keeps the duplicate and
 //! UTF-8 checks. Types that are serialized for real (`Identity`, the floor page's rows and
 //! counters) derive their schema where they are defined.
 

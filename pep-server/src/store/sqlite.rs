@@ -1,7 +1,7 @@
 //! SQLite backend: WAL, `synchronous=NORMAL`, 5 s busy timeout.
 //!
 //! Writes go to one dedicated writer thread with its own connection, which commits whatever is
-//! queued as one transaction (group commit, [`super::sqlite_writer`]); reads run on a small sqlx
+//! queued as one transaction (group commit, `super::sqlite_writer`); reads run on a small sqlx
 //! pool beside it (WAL readers never wait for the writer). Migrations are sqlx's.
 //!
 //! `sqlite::memory:` is a throw-away database in a temporary directory, removed when the store is
