@@ -42,6 +42,37 @@
 //! rejects what the genuine device tolerates: keys and values are matched exactly instead of by
 //! prefix, a config value shorter than 4 bytes for a 4-byte param is rejected instead of
 //! over-read, and `mbed.UTCOffset` must be exactly 6 characters.
+//!
+//! # Example
+//!
+//! A simulated gateway in-process, driven by [`fcc_proto::FccClient`] the way a station tool
+//! drives a real one (`examples/fleet_in_process.rs` does it for ten):
+//!
+//! ```
+//! use std::time::Duration;
+//! use fcc_proto::{Bundle, ConfigParam, FccClient, Timeouts, names};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! // 127.0.0.1, a port the OS picks, one factory session, items kept in memory.
+//! let (address, mut gateway) = fake_fcc::spawn(fake_fcc::GatewayConfig::default()).await?;
+//!
+//! let mut client = FccClient::connect(address, Timeouts::all(Duration::from_secs(10))).await?;
+//! let bundle = Bundle {
+//!     config_params: vec![ConfigParam::text(names::ENDPOINT_NAME, "GW-DOC-1")],
+//!     ..Bundle::default()
+//! };
+//! let response = client.send(&bundle).await?;
+//! client.close().await?;
+//! // No identity was sent: the gateway answers, like FCC, that mandatory items are missing.
+//! assert!(!response.is_success());
+//!
+//! // What the session left on the simulated device.
+//! let report = gateway.next_report().await.expect("the session's report");
+//! assert!(report.storage.config_params.contains_key(names::ENDPOINT_NAME));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod cbor;
 pub mod csr;

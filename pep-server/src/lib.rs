@@ -8,6 +8,43 @@
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
 //! - [`metrics`]: Prometheus counters, written out by hand.
+//!
+//! # Example
+//!
+//! The core without HTTP: load a configuration, open its store, provision one gateway, read the
+//! identity back (`examples/embed_provisioner.rs` runs this against an in-process fake-fcc).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use pep_server::config::Config;
+//! use pep_server::model::GatewayFields;
+//! use pep_server::provision::{ProvisionRequest, Provisioner};
+//! use pep_server::store::Store;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! let config = Config::load("pep.toml")?;
+//! let store = Store::open(&config.database_url).await?;
+//! let provisioner = Provisioner::new(Arc::new(config), store)?;
+//!
+//! // Text fields as the HTTP API takes them, checked once; absent ones get the configured defaults.
+//! let fields = GatewayFields {
+//!     serial_number: Some("GW-0042".to_owned()),
+//!     ip: Some("192.0.2.10".to_owned()),
+//!     port: Some("7777".to_owned()),
+//!     ..GatewayFields::default()
+//! };
+//! let params = provisioner.gateway_params(fields, None)?;
+//! let identity = provisioner
+//!     .provision(ProvisionRequest { params, requester: "station-7".to_owned() })
+//!     .await?;
+//! println!("enrollment ID {}", identity.enrollment_id.as_str());
+//!
+//! let stored = provisioner.store().enrollment_id("GW-0042").await?;
+//! assert_eq!(stored.as_deref(), Some(identity.enrollment_id.as_str()));
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod activity;
