@@ -1,5 +1,5 @@
 //! The query parsing of `GET /v3/identity` (`pep_server::http::parse_identity_query`: percent
-//! decoding, duplicate and type checks, IPv4 rules): never a panic; an accepted query names a valid
+//! decoding, duplicate and type checks, the unicast-address rule): never a panic; an accepted query names a valid
 //! endpoint and a non-zero port, and a refusal is a 4xx.
 #![no_main]
 
@@ -28,9 +28,15 @@ fuzz_target!(|data: &[u8]| {
     match parse_identity_query(Some(raw), peer, None, &defaults) {
         Ok(request) => {
             // The types hold the rules (a valid endpoint name, bounded texts); the address too:
+            // a non-zero port and a unicast IPv4 or IPv6 address, an IPv4-mapped one given as IPv4.
             let gateway = request.params.gateway;
             assert_ne!(gateway.port(), 0);
-            assert!(gateway.ip().is_ipv4());
+            let ip = gateway.ip();
+            assert_eq!(ip, ip.to_canonical());
+            assert!(!ip.is_unspecified() && !ip.is_multicast());
+            if let std::net::IpAddr::V4(v4) = ip {
+                assert!(!v4.is_broadcast());
+            }
         }
         Err(e) => {
             let status = e.status().as_u16();
