@@ -257,9 +257,36 @@ impl GatewayDefaults {
     }
 }
 
-/// A present value (a query or JSON pair), for `Option` fields fed from text pairs.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
+/// The value of a present name/value pair. serde's own string deserializer cannot fill an `Option`
+/// field (it has no `Some`), so this one answers `deserialize_option` with `Some(text)`: every
+/// optional field of [`GatewayFields`] reads a pair without an adapter of its own.
+struct PresentValue(String);
+
+impl<'de> serde::de::IntoDeserializer<'de, serde::de::value::Error> for PresentValue {
+    type Deserializer = PresentValue;
+    fn into_deserializer(self) -> PresentValue {
+        self
+    }
+}
+
+impl<'de> Deserializer<'de> for PresentValue {
+    type Error = serde::de::value::Error;
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_string(self.0)
+    }
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
 }
 
 /// The request fields as sent (`GET /v3/identity` query, `POST /v3/identities` body): text,
@@ -269,34 +296,24 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> 
 #[serde(rename_all = "camelCase", default)]
 pub struct GatewayFields {
     /// `serialNumber` (required).
-    #[serde(deserialize_with = "present")]
     pub serial_number: Option<String>,
     /// `ip` (default: the requester's address).
-    #[serde(deserialize_with = "present")]
     pub ip: Option<String>,
     /// `port` (default [`DEFAULT_FCC_PORT`]).
-    #[serde(deserialize_with = "present")]
     pub port: Option<String>,
     /// `apiAddress`.
-    #[serde(deserialize_with = "present")]
     pub api_address: Option<String>,
     /// `gatewayServicesAddress`.
-    #[serde(deserialize_with = "present")]
     pub gateway_services_address: Option<String>,
     /// `hardwareVersion`.
-    #[serde(deserialize_with = "present")]
     pub hardware_version: Option<String>,
     /// `radioConfig`.
-    #[serde(deserialize_with = "present")]
     pub radio_config: Option<String>,
     /// `ledConfig`.
-    #[serde(deserialize_with = "present")]
     pub led_config: Option<String>,
     /// `category`.
-    #[serde(deserialize_with = "present")]
     pub category: Option<String>,
     /// `verificationKey`.
-    #[serde(deserialize_with = "present")]
     pub verification_key: Option<String>,
 }
 
@@ -320,7 +337,8 @@ impl GatewayFields {
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<GatewayFields, InvalidField> {
         let known = pairs
             .into_iter()
-            .filter(|(name, _)| Self::NAMES.contains(&name.as_str()));
+            .filter(|(name, _)| Self::NAMES.contains(&name.as_str()))
+            .map(|(name, value)| (name, PresentValue(value)));
         let map = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(known);
         // Every known field is an optional string and every value a string: nothing can fail here
         // but a defect, reported on the serial.

@@ -54,6 +54,21 @@ pub fn binaries_dir(own_binary: &Path, binaries: &[&str], sources: &[&str]) -> P
     if fresh(&profile_dir, binaries, sources) {
         return profile_dir;
     }
+    let mut args = Vec::new();
+    let mut packages: Vec<&str> = binaries.iter().map(|bin| package_of(bin)).collect();
+    packages.sort_unstable();
+    packages.dedup();
+    for package in packages {
+        args.extend(["-p", package]);
+    }
+    nested_build(&profile_dir, &args);
+    profile_dir
+}
+
+/// Runs `cargo build --quiet <args>` in the profile and target directory of `profile_dir`.
+///
+/// Panics (it is test support) when the build fails, naming the command.
+fn nested_build(profile_dir: &Path, args: &[&str]) {
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -66,13 +81,8 @@ pub fn binaries_dir(own_binary: &Path, binaries: &[&str], sources: &[&str]) -> P
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root())
         .args(["build", "--quiet"])
+        .args(args)
         .env("CARGO_TARGET_DIR", target_dir);
-    let mut packages: Vec<&str> = binaries.iter().map(|bin| package_of(bin)).collect();
-    packages.sort_unstable();
-    packages.dedup();
-    for package in packages {
-        cmd.args(["-p", package]);
-    }
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -86,7 +96,6 @@ pub fn binaries_dir(own_binary: &Path, binaries: &[&str], sources: &[&str]) -> P
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed");
-    profile_dir
 }
 
 /// The profile directory (`target/debug`, …) of the running test binary, which lives in its
@@ -112,32 +121,7 @@ pub fn example(package: &str, name: &str, sources: &[&str]) -> PathBuf {
     if fresh(&examples, &[name], sources) {
         return path;
     }
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    let target_dir = profile_dir
-        .parent()
-        .expect("a profile directory lives in a target directory");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root())
-        .args(["build", "--quiet", "-p", package, "--example", name])
-        .env("CARGO_TARGET_DIR", target_dir);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(status.success(), "{cmd:?} failed");
+    nested_build(&profile_dir, &["-p", package, "--example", name]);
     path
 }
 
