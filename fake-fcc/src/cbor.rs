@@ -5,6 +5,8 @@
 //! integers and strings keep their exact major type. A typed (serde) decoder would hide all of
 //! that, so this module validates the whole buffer the way `cbor_value_validate_basic` does and
 //! then exposes the items as a tree that keeps those details.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 /// Deepest nesting accepted. tinycbor allows 1024 levels (`CBOR_PARSER_MAX_RECURSIONS`); this
 /// recursive walker stops at 256 so it fits a 2 MiB thread stack. Real bundles nest four levels
@@ -190,8 +192,12 @@ impl<'a> Parser<'a> {
         }
         // `len <= remaining <= usize::MAX`, so the cast is lossless.
         let start = self.pos;
+        let bytes = self
+            .buf
+            .get(start..start + len as usize)
+            .ok_or(CborError::Truncated)?;
         self.pos += len as usize;
-        Ok(&self.buf[start..self.pos])
+        Ok(bytes)
     }
 
     /// Reads an initial byte and its argument; `arg` is `None` for indefinite length (info 31).
@@ -387,10 +393,7 @@ pub fn key_matches(known: &str, received: &[u8], strict: bool) -> bool {
 
 /// The bytes up to (not including) the first NUL, as C string functions see them.
 pub fn c_str(bytes: &[u8]) -> &[u8] {
-    match bytes.iter().position(|b| *b == 0) {
-        Some(i) => &bytes[..i],
-        None => bytes,
-    }
+    bytes.split(|b| *b == 0).next().unwrap_or(bytes)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! subject parsed from the mbedTLS subject string (`C=UK,O=ARM,CN=...`), key usage and extended
 //! key usage extensions in an extensionRequest attribute, and a signature AlgorithmIdentifier with
 //! an explicit NULL parameter (which strict X.509 parsers reject; tools must accept it).
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use const_oid::ObjectIdentifier;
 use fcc_proto::status::KcmStatus;
@@ -94,7 +96,7 @@ type NamePart = (&'static str, u8, Vec<u8>);
 pub fn parse_subject(subject: &[u8]) -> Result<Vec<NamePart>, KcmStatus> {
     let mut parts: Vec<NamePart> = Vec::new();
     let end = subject.len();
-    let at = |i: usize| if i < end { subject[i] } else { 0 };
+    let at = |i: usize| subject.get(i).copied().unwrap_or(0);
     let mut in_tag = true;
     let mut s = 0usize;
     let mut c = 0usize;
@@ -102,7 +104,7 @@ pub fn parse_subject(subject: &[u8]) -> Result<Vec<NamePart>, KcmStatus> {
     let mut attr: Option<(&'static str, u8)> = None;
     while c <= end {
         if in_tag && at(c) == b'=' {
-            let name = &subject[s..c];
+            let name = subject.get(s..c).unwrap_or_default();
             let found = ATTRIBUTES
                 .iter()
                 .find(|(n, _, _)| n.as_bytes() == name)
@@ -153,7 +155,7 @@ pub(crate) fn der(tag: u8, content: &[u8]) -> Vec<u8> {
         let bytes = len.to_be_bytes();
         let skip = bytes.iter().take_while(|b| **b == 0).count();
         out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
+        out.extend_from_slice(bytes.get(skip..).unwrap_or_default());
     }
     out.extend_from_slice(content);
     out

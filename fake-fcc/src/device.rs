@@ -2,6 +2,8 @@
 //!
 //! Every rule here follows the genuine FCC's processing order, because the order decides which
 //! error wins, which items stay stored, and whether `SID` is echoed.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::time::Instant;
 
@@ -28,7 +30,7 @@ pub use fcc_proto::bundle::keys::{
 /// Field and group names: the bundle keys come from `fcc_proto::bundle::keys`; the few the tool
 /// never sends are spelled here exactly as the genuine `fcc_bundle_fields.h` has them.
 pub(crate) mod field {
-    pub use fcc_proto::bundle::keys::{
+    pub(crate) use fcc_proto::bundle::keys::{
         CERTIFICATE_CHAINS_KEY as CERTIFICATE_CHAINS, CERTIFICATES_KEY as CERTIFICATES,
         CONFIG_PARAMS_KEY as CONFIG_PARAMS, CSR_REQUESTS_KEY as CSR_REQUESTS,
         DATA_ARRAY_KEY as DATA_ARRAY, DATA_KEY as DATA, DER_FORMAT as DER, DISABLE_KEY as DISABLE,
@@ -41,14 +43,14 @@ pub(crate) mod field {
         VERIFY_KEY as VERIFY,
     };
     /// Storage-medium map keys and values of a CSR request.
-    pub const SM_PRIVATE: &str = "Prv";
-    pub const SM_PUBLIC: &str = "Pub";
-    pub const SM_SECURE_ELEMENT: &str = "SE";
-    pub const SM_DEVICE: &str = "Device";
+    pub(crate) const SM_PRIVATE: &str = "Prv";
+    pub(crate) const SM_PUBLIC: &str = "Pub";
+    pub(crate) const SM_SECURE_ELEMENT: &str = "SE";
+    pub(crate) const SM_DEVICE: &str = "Device";
     /// Item names of the write-once SOTP values, used in their error messages.
-    pub const RBP_ENTROPY: &str = "entropy";
-    pub const RBP_ROT: &str = "rot";
-    pub const RBP_FACTORY_DONE: &str = "factory_done";
+    pub(crate) const RBP_ENTROPY: &str = "entropy";
+    pub(crate) const RBP_ROT: &str = "rot";
+    pub(crate) const RBP_FACTORY_DONE: &str = "factory_done";
 }
 
 /// How a [`Device`] behaves.
@@ -106,7 +108,7 @@ pub(crate) struct OutputInfo {
 }
 
 impl OutputInfo {
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.error = None;
         self.warnings.clear();
     }
@@ -662,10 +664,9 @@ impl Device {
             } else if !is_chain && self.key_is(field::DATA, k) {
                 match v.bytes() {
                     Some(b) => {
-                        if ders.is_empty() {
-                            ders.push(b);
-                        } else {
-                            ders[0] = b;
+                        match ders.first_mut() {
+                            Some(first) => *first = b,
+                            None => ders.push(b),
                         }
                         chain_len = 1;
                     }
@@ -722,7 +723,7 @@ impl Device {
         }
 
         let result = if is_chain {
-            self.store_chain(name, &ders[..chain_len.min(ders.len())])
+            self.store_chain(name, ders.get(..chain_len).unwrap_or(&ders))
         } else {
             self.store_item(ItemKind::Certificate, name, Data::Bytes(leaf))
                 .map_err(|kcm| (kcm, kcm.fcc_status()))
@@ -865,7 +866,7 @@ impl Device {
                 int_bytes = v.to_le_bytes();
                 Data::Bytes(&int_bytes[..])
             }
-            (Variant::Bytes(b, _), true) if b.len() >= 4 => Data::Bytes(&b[..4]),
+            (Variant::Bytes(b, _), true) if b.len() >= 4 => Data::Bytes(b.split_at(4).0),
             (Variant::Bytes(_, offset), true) => {
                 if self.opts.strict {
                     self.record_error(Some(name), FccStatus::BundleError);

@@ -73,6 +73,8 @@
 //! # Ok(())
 //! # }
 //! ```
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 pub mod cbor;
 pub mod csr;

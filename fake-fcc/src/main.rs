@@ -1,5 +1,7 @@
 //! The `fake-fcc` binary: a simulated FCC gateway on the command line. Everything testable lives
 //! in the library; this file only parses arguments and wires them up.
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 use std::ffi::OsString;
 use std::net::IpAddr;

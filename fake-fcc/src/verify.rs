@@ -2,6 +2,8 @@
 //!
 //! The steps run in the genuine order; the first error stops verification, and every warning
 //! recorded before it is still reported.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use fcc_proto::names;
 use fcc_proto::status::{FccStatus, KcmStatus};
@@ -12,21 +14,22 @@ use crate::device::Device;
 use crate::x509::{self, OID_CN, OID_OU, ParsedCert};
 
 /// Warning prefixes (`fcc_output_info_handler.c`).
-pub mod warning {
+pub(crate) mod warning {
     /// An optional item is missing.
-    pub const ITEM_NOT_SET: &str = "Item not set:";
+    pub(crate) const ITEM_NOT_SET: &str = "Item not set:";
     /// `mbed.UseBootstrap` is 0.
-    pub const BOOTSTRAP_MODE_NOT_ACTIVATED: &str = "Bootstrap mode not activated:";
+    pub(crate) const BOOTSTRAP_MODE_NOT_ACTIVATED: &str = "Bootstrap mode not activated:";
     /// The device certificate's subject equals its issuer.
-    pub const SELF_SIGNED: &str = "Certificate is self signed:";
+    pub(crate) const SELF_SIGNED: &str = "Certificate is self signed:";
     /// An item of the other mode is present.
-    pub const ITEM_REDUNDANT: &str = "Item redundant:";
+    pub(crate) const ITEM_REDUNDANT: &str = "Item redundant:";
     /// The device time is unknown, or the certificate is not yet valid.
-    pub const VALIDITY_CANNOT_BE_CHECKED: &str = "Certificate validity cannot be checked:";
+    pub(crate) const VALIDITY_CANNOT_BE_CHECKED: &str = "Certificate validity cannot be checked:";
     /// notAfter is less than ten years away.
-    pub const VALIDITY_LESS_THAN_10_YEARS: &str = "Certificate validity is less than 10 years:";
+    pub(crate) const VALIDITY_LESS_THAN_10_YEARS: &str =
+        "Certificate validity is less than 10 years:";
     /// The bootstrap CA's id does not match the one saved at session end.
-    pub const CA_IDENTIFIER: &str = "CA identifier wasn't set properly:";
+    pub(crate) const CA_IDENTIFIER: &str = "CA identifier wasn't set properly:";
 }
 
 /// `FCC_10_YEARS_IN_SECONDS`.
@@ -162,9 +165,9 @@ impl Device {
             None => Err(FccStatus::ItemNotExist),
             Some(d) if d.len() > 4 => Err(FccStatus::ItemNotExist),
             Some(d) if d.len() != 4 => Err(FccStatus::WrongItemDataSize),
-            Some(d) => match u32::from_le_bytes([d[0], d[1], d[2], d[3]]) {
-                0 => Ok(false),
-                1 => Ok(true),
+            Some(d) => match le_u32(d) {
+                Some(0) => Ok(false),
+                Some(1) => Ok(true),
                 _ => Err(FccStatus::BootstrapModeError),
             },
         };
@@ -257,7 +260,7 @@ impl Device {
             None => false,
             Some(d) if d.len() > 4 => return Err((FccStatus::KcmError, name)),
             Some(d) if d.len() != 4 => return Err((FccStatus::WrongItemDataSize, name)),
-            Some(d) => u32::from_le_bytes([d[0], d[1], d[2], d[3]]) == 1,
+            Some(d) => le_u32(d) == Some(1),
         };
         if !uri.starts_with(b"coap://") && !uri.starts_with(b"coaps://") {
             return Err((FccStatus::UriWrongFormat, name));
@@ -365,7 +368,7 @@ impl Device {
             .or_else(|| find(b"&aid="))
             .ok_or(FccStatus::UriWrongFormat)?
             + 5;
-        let aid = &uri[start..];
+        let aid = uri.get(start..).unwrap_or_default();
         if aid.len() < ou.len() {
             return Err(FccStatus::UriWrongFormat);
         }
@@ -435,4 +438,9 @@ impl Device {
             .parse(der)
             .map_err(|_: KcmStatus| FccStatus::InvalidCertificate)
     }
+}
+
+/// A 4-byte little-endian item as KCM reads it into a `uint32_t`; `None` for any other size.
+fn le_u32(data: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(data).ok().map(u32::from_le_bytes)
 }

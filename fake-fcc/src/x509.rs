@@ -1,5 +1,7 @@
 //! X.509 and key parsing with the outcomes mbedTLS (as configured in the genuine FCC: P-256 only,
 //! SHA-256 only, no RSA) gives, expressed as kcm statuses.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};

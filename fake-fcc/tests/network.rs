@@ -688,10 +688,22 @@ mod binary {
         let dir = tempfile::tempdir().unwrap();
         let lonely = dir.path().join("fake-fcc");
         std::fs::copy(env!("CARGO_BIN_EXE_fake-fcc"), &lonely).unwrap();
-        let out = Command::new(&lonely)
-            .args(["fleet", "--gateways", "1"])
-            .output()
-            .unwrap();
+        // Another test's thread may fork while the copy's write handle is open; the child holds
+        // it until it execs, and exec fails with ETXTBSY meanwhile (a race of multi-threaded
+        // test binaries): retry briefly.
+        let mut tries = 0;
+        let out = loop {
+            match Command::new(&lonely)
+                .args(["fleet", "--gateways", "1"])
+                .output()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(out.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(

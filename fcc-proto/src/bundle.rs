@@ -11,6 +11,8 @@
 //! * flags are CBOR integers 0/1, never CBOR booleans (FCC rejects `true`);
 //! * keys and certificates carry `Format: "der"`; config params never carry `Format`; no item
 //!   ever carries `ACL` (both give status 37).
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 

@@ -4,6 +4,8 @@
 //! integers, key order), which a serde-style mapping hides; so both directions are written by
 //! hand against these helpers. All decoding is over an in-memory slice and never panics: every
 //! malformed input becomes an [`FccError::UndecodableCbor`].
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::convert::Infallible;
 
@@ -30,13 +32,12 @@ impl<'de> dec::Read<'de> for Reader<'de> {
         &'short mut self,
         want: usize,
     ) -> Result<dec::Reference<'de, 'short>, Infallible> {
-        let n = want.min(self.buf.len());
-        Ok(dec::Reference::Long(&self.buf[..n]))
+        let (head, _) = self.buf.split_at(want.min(self.buf.len()));
+        Ok(dec::Reference::Long(head))
     }
 
     fn advance(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        self.buf = &self.buf[n..];
+        self.buf = self.buf.get(n..).unwrap_or_default();
     }
 
     fn step_in(&mut self) -> bool {

@@ -12,6 +12,8 @@
 //!
 //! Lengths are checked against the configured maximum *before* any buffer is reserved, so a
 //! hostile length field cannot make either side allocate.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 #[cfg(feature = "tokio")]
@@ -55,10 +57,12 @@ fn sha256(data: &[u8]) -> [u8; HASH_LEN] {
     hash
 }
 
-fn le_u32(bytes: &[u8]) -> u32 {
-    let mut b = [0u8; U32_LEN];
-    b.copy_from_slice(&bytes[..U32_LEN]);
-    u32::from_le_bytes(b)
+/// The little-endian u32 at `at`, `None` while `bytes` is too short to hold it.
+fn le_u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes
+        .get(at..)?
+        .first_chunk::<U32_LEN>()
+        .map(|b| u32::from_le_bytes(*b))
 }
 
 /// Body length as the wire's u32. Bodies over 4 GiB cannot be framed; callers limit bodies to
@@ -177,22 +181,20 @@ impl ToolCodec {
         src: &mut BytesMut,
     ) -> Result<Option<ResponseFrame>, FccError> {
         // Reject a wrong token as soon as its first wrong byte is visible.
-        let seen = src.len().min(TOKEN_LEN);
-        if src[..seen] != TOKEN[..seen] {
+        if !TOKEN.starts_with(src.get(..TOKEN_LEN).unwrap_or(src)) {
             return Err(FccError::BadToken);
         }
-        if src.len() < STATUS_FRAME_LEN {
+        let Some(status) = le_u32_at(src, TOKEN_LEN) else {
             return Ok(None);
-        }
-        let status = le_u32(&src[TOKEN_LEN..]);
+        };
         if status != 0 {
             src.advance(STATUS_FRAME_LEN);
             return Ok(Some(ResponseFrame::Status(WireStatus::from_u32(status))));
         }
-        if src.len() < BODY_RESPONSE_HEADER_LEN {
+        let Some(len) = le_u32_at(src, STATUS_FRAME_LEN) else {
             return Ok(None);
-        }
-        let len = le_u32(&src[STATUS_FRAME_LEN..]) as usize;
+        };
+        let len = len as usize;
         if len > self.max_frame_len {
             return Err(FccError::Oversize {
                 len: len as u64,
@@ -200,13 +202,16 @@ impl ToolCodec {
             });
         }
         let total = BODY_RESPONSE_HEADER_LEN + len + HASH_LEN;
-        if src.len() < total {
-            // Bounded by max_frame_len, checked above.
-            src.reserve(total - src.len());
-            return Ok(None);
-        }
         let body_end = BODY_RESPONSE_HEADER_LEN + len;
-        if sha256(&src[BODY_RESPONSE_HEADER_LEN..body_end])[..] != src[body_end..total] {
+        let (Some(body), Some(hash)) = (
+            src.get(BODY_RESPONSE_HEADER_LEN..body_end),
+            src.get(body_end..total),
+        ) else {
+            // Bounded by max_frame_len, checked above.
+            src.reserve(total.saturating_sub(src.len()));
+            return Ok(None);
+        };
+        if sha256(body).as_slice() != hash {
             return Err(FccError::HashMismatch);
         }
         src.advance(BODY_RESPONSE_HEADER_LEN);
@@ -305,7 +310,7 @@ impl DeviceCodec {
         // Token scan, consuming as it goes.
         let mut consumed = 0;
         while self.matched < TOKEN_LEN && consumed < src.len() {
-            if src[consumed] == TOKEN[self.matched] {
+            if src.get(consumed) == TOKEN.get(self.matched) {
                 self.matched += 1;
             } else {
                 self.matched = 0;
@@ -313,10 +318,13 @@ impl DeviceCodec {
             consumed += 1;
         }
         src.advance(consumed);
-        if self.matched < TOKEN_LEN || src.len() < U32_LEN {
+        if self.matched < TOKEN_LEN {
             return Ok(None);
         }
-        let len = le_u32(src) as usize;
+        let Some(len) = le_u32_at(src, 0) else {
+            return Ok(None);
+        };
+        let len = len as usize;
         if let Err(e) = check_len(len, self.max_frame_len) {
             // The frame is unusable; start over with a fresh token scan.
             self.matched = 0;
@@ -324,14 +332,15 @@ impl DeviceCodec {
             return Err(e);
         }
         let total = U32_LEN + len + HASH_LEN;
-        if src.len() < total {
-            // Bounded by max_frame_len, checked above.
-            src.reserve(total - src.len());
-            return Ok(None);
-        }
-        self.matched = 0;
         let body_end = U32_LEN + len;
-        let ok = sha256(&src[U32_LEN..body_end])[..] == src[body_end..total];
+        let (Some(body), Some(hash)) = (src.get(U32_LEN..body_end), src.get(body_end..total))
+        else {
+            // Bounded by max_frame_len, checked above.
+            src.reserve(total.saturating_sub(src.len()));
+            return Ok(None);
+        };
+        let ok = sha256(body).as_slice() == hash;
+        self.matched = 0;
         src.advance(U32_LEN);
         let body = src.split_to(len).freeze();
         src.advance(HASH_LEN);

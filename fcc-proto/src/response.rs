@@ -5,6 +5,8 @@
 //! `InfoMessage`, `WarningInfo`, shortest-form integers, and `Csrs` as a definite array of
 //! indefinite `{PrKN, Data}` maps. The decoder accepts definite or indefinite maps and any key
 //! order, ignores unknown keys, and requires `SchemeVersion`, `ReturnStatus` and `InfoMessage`.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use crate::bundle::keys;
 use crate::cbor::{Kind, Reader, Writer};

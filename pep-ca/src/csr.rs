@@ -4,6 +4,8 @@
 //! signature must be checked over the exact CertificationRequestInfo bytes as received, and the
 //! genuine FCC encodes the ecdsa-with-SHA256 AlgorithmIdentifier with an explicit NULL parameter
 //! (docs/protocol.md §0.1), which RFC 5758 forbids but we must accept.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5912::{ECDSA_WITH_SHA_256, ID_EC_PUBLIC_KEY, SECP_256_R_1};

@@ -6,20 +6,20 @@
 
 /// Universal tags used here.
 pub(crate) mod tag {
-    pub const INTEGER: u8 = 0x02;
-    pub const BIT_STRING: u8 = 0x03;
-    pub const OCTET_STRING: u8 = 0x04;
-    pub const OID: u8 = 0x06;
-    pub const UTF8_STRING: u8 = 0x0c;
-    pub const PRINTABLE_STRING: u8 = 0x13;
-    pub const UTC_TIME: u8 = 0x17;
-    pub const GENERALIZED_TIME: u8 = 0x18;
-    pub const SEQUENCE: u8 = 0x30;
-    pub const SET: u8 = 0x31;
+    pub(crate) const INTEGER: u8 = 0x02;
+    pub(crate) const BIT_STRING: u8 = 0x03;
+    pub(crate) const OCTET_STRING: u8 = 0x04;
+    pub(crate) const OID: u8 = 0x06;
+    pub(crate) const UTF8_STRING: u8 = 0x0c;
+    pub(crate) const PRINTABLE_STRING: u8 = 0x13;
+    pub(crate) const UTC_TIME: u8 = 0x17;
+    pub(crate) const GENERALIZED_TIME: u8 = 0x18;
+    pub(crate) const SEQUENCE: u8 = 0x30;
+    pub(crate) const SET: u8 = 0x31;
     /// `[3]` constructed (explicit extensions in a TBSCertificate).
-    pub const CONTEXT_3: u8 = 0xa3;
+    pub(crate) const CONTEXT_3: u8 = 0xa3;
     /// `[0]` primitive (keyIdentifier in an AuthorityKeyIdentifier).
-    pub const CONTEXT_0_PRIMITIVE: u8 = 0x80;
+    pub(crate) const CONTEXT_0_PRIMITIVE: u8 = 0x80;
 }
 
 /// Appends a DER length.

@@ -32,6 +32,8 @@
 //! ```
 //!
 //! `examples/issue_identity.rs` also signs a device's CSR.
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 mod ca;
 mod csr;

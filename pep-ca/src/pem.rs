@@ -3,6 +3,8 @@
 //! The factory CA ([`crate::FactoryCa::load`]) and the other certificates a provisioning injects
 //! (the bootstrap server's CA, the firmware-update authority's certificate) are read by the same
 //! code, so a file that one accepts the other accepts too, and every error names the file.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::path::Path;
 

@@ -157,7 +157,7 @@ mod pem {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
 
-    pub fn der_len(pem: &[u8]) -> usize {
+    pub(crate) fn der_len(pem: &[u8]) -> usize {
         CertificateDer::from_pem_slice(pem).unwrap().len()
     }
 }

@@ -1,4 +1,6 @@
 //! journald Forward-Secure-Sealing key generation (`get-one-identity -k`).
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::process::Stdio;
 

@@ -4,6 +4,8 @@
 //! and output files) plus `provision`, which runs the whole gateway flow: start FCC, read its
 //! address, get the identity injected, check FCC's exit status, install `pal/` and `identity.json`.
 //! See `docs/pep-cli.md` for the user documentation and the exit codes.
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 pub mod api;
 pub mod cli;

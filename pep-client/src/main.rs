@@ -1,4 +1,6 @@
 //! `pep-cli`: argument parsing, logging set-up and exit codes; the work is in the library.
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

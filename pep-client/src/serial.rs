@@ -1,4 +1,6 @@
 //! Where the gateway's serial number comes from, and the check that it is a valid endpoint name.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -29,6 +29,8 @@
 //! The crate is split by job: [`options`] (what a run does, its command line and checks),
 //! [`run`](mod@run) (the gateways and the HTTP requests), [`report`] (what a run measured, as
 //! text and as the JSON of `--json`, serialized from the report types).
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 pub mod options;
 pub mod report;

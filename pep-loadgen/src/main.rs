@@ -3,6 +3,8 @@
 //!
 //! Exit code 0 when every healthy gateway was provisioned and checked (with `--retry-rounds`:
 //! every gateway ended deployed), 1 when any was not, 2 when the run could not start.
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 use std::process::ExitCode;
 

@@ -4,6 +4,8 @@
 //! loopback TCP (the gateway parses, stores and verifies it), and records the deployment.
 //!
 //! `cargo bench -p pep-server --bench provision`
+// `criterion_group!` defines a public function that cannot carry a doc comment.
+#![allow(missing_docs)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use clap_complete::Shell;
 
 /// The subcommands that document the command line (flattened into the binary's own subcommands).
 #[derive(Debug, Subcommand)]
-pub enum DocsCommand {
+pub(crate) enum DocsCommand {
     /// Print the completion script for SHELL on stdout (see docs/operations.md for where it goes).
     Completions {
         /// The shell.
@@ -27,7 +27,7 @@ pub enum DocsCommand {
 
 /// Runs `command` for the command line `cli` (the binary's `Cli::command()`); exit 1 with one
 /// message on stderr when the output cannot be written.
-pub fn run(command: &DocsCommand, mut cli: clap::Command) -> ExitCode {
+pub(crate) fn run(command: &DocsCommand, mut cli: clap::Command) -> ExitCode {
     let result = match command {
         DocsCommand::Completions { shell } => {
             let name = cli.get_name().to_owned();

@@ -45,7 +45,8 @@
 //! # Ok(())
 //! # }
 //! ```
-#![forbid(unsafe_code)]
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 pub mod activity;
 pub mod category;

@@ -2,6 +2,8 @@
 //! provisioner → router → serve until SIGINT/SIGTERM; or `check-config` to validate a config file.
 //! Every start-up failure is printed once: as a plain line before the config (and so the log
 //! format) is known, through the log after.
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -11,6 +11,8 @@
 //!
 //! A binary is built from the package of the same name, except those in [`PACKAGE_OF`]
 //! (`pep-fleet` comes from `pep-loadgen`).
+// Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,13 +8,14 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-pub const ENDPOINT: &str = "0123456789abcdef0123456789abcdef";
-pub const URI: &str = "coaps://bootstrap.example.com:5684?aid=016f1234567890abcdef000000000000";
-pub const SID: &str = "fcu-session-0001";
+pub(crate) const ENDPOINT: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const URI: &str =
+    "coaps://bootstrap.example.com:5684?aid=016f1234567890abcdef000000000000";
+pub(crate) const SID: &str = "fcu-session-0001";
 
 /// A CBOR value for the test writer.
 #[derive(Clone, Debug)]
-pub enum V {
+pub(crate) enum V {
     U(u64),
     N(u64),
     B(Vec<u8>),
@@ -28,13 +29,13 @@ pub enum V {
     Raw(Vec<u8>),
 }
 
-pub fn t(s: &str) -> V {
+pub(crate) fn t(s: &str) -> V {
     V::T(s.to_owned())
 }
-pub fn b(bytes: &[u8]) -> V {
+pub(crate) fn b(bytes: &[u8]) -> V {
     V::B(bytes.to_vec())
 }
-pub fn m(pairs: &[(&str, V)]) -> V {
+pub(crate) fn m(pairs: &[(&str, V)]) -> V {
     V::M(pairs.iter().map(|(k, v)| (t(k), v.clone())).collect())
 }
 
@@ -56,7 +57,7 @@ fn head(major: u8, n: u64, out: &mut Vec<u8>) {
     }
 }
 
-pub fn enc(v: &V) -> Vec<u8> {
+pub(crate) fn enc(v: &V) -> Vec<u8> {
     let mut out = Vec::new();
     enc_into(v, &mut out);
     out
@@ -107,22 +108,22 @@ fn enc_into(v: &V, out: &mut Vec<u8>) {
     }
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     OffsetDateTime::now_utc().unix_timestamp() as u64
 }
 
 /// A CA made in the test.
-pub struct Ca {
+pub(crate) struct Ca {
     pub key: KeyPair,
     pub cert: rcgen::Certificate,
 }
 
 impl Ca {
-    pub fn new(cn: &str) -> Ca {
+    pub(crate) fn new(cn: &str) -> Ca {
         Ca::with_alg(cn, &PKCS_ECDSA_P256_SHA256)
     }
 
-    pub fn with_alg(cn: &str, alg: &'static rcgen::SignatureAlgorithm) -> Ca {
+    pub(crate) fn with_alg(cn: &str, alg: &'static rcgen::SignatureAlgorithm) -> Ca {
         let key = KeyPair::generate_for(alg).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         let mut dn = DistinguishedName::new();
@@ -135,14 +136,14 @@ impl Ca {
         Ca { key, cert }
     }
 
-    pub fn der(&self) -> Vec<u8> {
+    pub(crate) fn der(&self) -> Vec<u8> {
         self.cert.der().to_vec()
     }
 }
 
 /// What kind of EKU a device certificate gets.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Eku {
+pub(crate) enum Eku {
     ClientAuth,
     None,
     ServerAuthOnly,
@@ -150,7 +151,7 @@ pub enum Eku {
 }
 
 /// Issues a device certificate for `key` (any key implementing rcgen's PublicKeyData).
-pub fn device_cert(
+pub(crate) fn device_cert(
     ca: &Ca,
     key: &impl rcgen::PublicKeyData,
     cn: &str,
@@ -178,7 +179,7 @@ pub fn device_cert(
 }
 
 /// The standard 20-year device certificate.
-pub fn device_cert_20y(ca: &Ca, key: &KeyPair, cn: &str) -> Vec<u8> {
+pub(crate) fn device_cert_20y(ca: &Ca, key: &KeyPair, cn: &str) -> Vec<u8> {
     let now = OffsetDateTime::now_utc();
     device_cert(
         ca,
@@ -190,12 +191,12 @@ pub fn device_cert_20y(ca: &Ca, key: &KeyPair, cn: &str) -> Vec<u8> {
     )
 }
 
-pub fn new_key() -> KeyPair {
+pub(crate) fn new_key() -> KeyPair {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap()
 }
 
 /// The bootstrap server CA of the fixtures, as DER.
-pub fn bootstrap_ca_der() -> Vec<u8> {
+pub(crate) fn bootstrap_ca_der() -> Vec<u8> {
     use der::{DecodePem, Encode};
     let pem = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -209,7 +210,7 @@ pub fn bootstrap_ca_der() -> Vec<u8> {
 }
 
 /// Test PKI: a factory CA, a device key and its certificate, and the bootstrap CA.
-pub struct Pki {
+pub(crate) struct Pki {
     pub ca: Ca,
     pub device_key: KeyPair,
     pub device_cert: Vec<u8>,
@@ -217,7 +218,7 @@ pub struct Pki {
 }
 
 impl Pki {
-    pub fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let ca = Ca::new("pep test factory CA");
         let device_key = new_key();
         let device_cert = device_cert_20y(&ca, &device_key, ENDPOINT);
@@ -229,12 +230,12 @@ impl Pki {
         }
     }
 
-    pub fn device_key_der(&self) -> Vec<u8> {
+    pub(crate) fn device_key_der(&self) -> Vec<u8> {
         self.device_key.serialize_der()
     }
 }
 
-pub fn key_item(name: &str, der: &[u8]) -> V {
+pub(crate) fn key_item(name: &str, der: &[u8]) -> V {
     m(&[
         ("Name", t(name)),
         ("Type", t("ECCPrivate")),
@@ -243,18 +244,18 @@ pub fn key_item(name: &str, der: &[u8]) -> V {
     ])
 }
 
-pub fn cert_item(name: &str, der: &[u8]) -> V {
+pub(crate) fn cert_item(name: &str, der: &[u8]) -> V {
     m(&[("Name", t(name)), ("Format", t("der")), ("Data", b(der))])
 }
 
-pub fn cfg(name: &str, data: V) -> V {
+pub(crate) fn cfg(name: &str, data: V) -> V {
     m(&[("Name", t(name)), ("Data", data)])
 }
 
 /// The by_tool bundle of §7.1 as editable parts; `encode` writes the top map in this order:
 /// SchemeVersion, SID, Keys, Certificates, CertificateChains, ConfigParams, then `extra`.
 #[derive(Clone, Debug)]
-pub struct Parts {
+pub(crate) struct Parts {
     pub scheme: Option<V>,
     pub sid: Option<V>,
     pub keys: Option<Vec<V>>,
@@ -265,7 +266,7 @@ pub struct Parts {
 }
 
 impl Parts {
-    pub fn by_tool(pki: &Pki, with_time: bool) -> Parts {
+    pub(crate) fn by_tool(pki: &Pki, with_time: bool) -> Parts {
         let mut config: Vec<(String, V)> = vec![
             ("mbed.UseBootstrap".into(), V::U(1)),
             ("mbed.EndpointName".into(), t(ENDPOINT)),
@@ -300,7 +301,7 @@ impl Parts {
     }
 
     /// All optional items too (update cert, class and vendor id): zero warnings.
-    pub fn complete(pki: &Pki) -> Parts {
+    pub(crate) fn complete(pki: &Pki) -> Parts {
         let mut p = Parts::by_tool(pki, true);
         p.certs
             .as_mut()
@@ -312,7 +313,7 @@ impl Parts {
     }
 
     /// Sets (or adds) a config param's Data.
-    pub fn set(&mut self, name: &str, data: V) -> &mut Self {
+    pub(crate) fn set(&mut self, name: &str, data: V) -> &mut Self {
         match self.config.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = data,
             None => self.config.push((name.to_owned(), data)),
@@ -320,17 +321,17 @@ impl Parts {
         self
     }
 
-    pub fn remove(&mut self, name: &str) -> &mut Self {
+    pub(crate) fn remove(&mut self, name: &str) -> &mut Self {
         self.config.retain(|(n, _)| n != name);
         self
     }
 
-    pub fn top(&mut self, key: &str, value: V) -> &mut Self {
+    pub(crate) fn top(&mut self, key: &str, value: V) -> &mut Self {
         self.extra.push((t(key), value));
         self
     }
 
-    pub fn pairs(&self) -> Vec<(V, V)> {
+    pub(crate) fn pairs(&self) -> Vec<(V, V)> {
         let mut pairs = Vec::new();
         if let Some(s) = &self.scheme {
             pairs.push((t("SchemeVersion"), s.clone()));
@@ -357,7 +358,7 @@ impl Parts {
         pairs
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         enc(&V::M(self.pairs()))
     }
 }
@@ -367,7 +368,7 @@ use p256::ecdsa::signature::Verifier;
 
 /// Checks the CSR's signature with p256, its subject CN and EKU clientAuth; returns the
 /// SubjectPublicKeyInfo DER.
-pub fn check_csr(der: &[u8], cn: &str) -> Vec<u8> {
+pub(crate) fn check_csr(der: &[u8], cn: &str) -> Vec<u8> {
     use der::Encode;
     let req = x509_cert::request::CertReq::from_der(der).expect("a DER PKCS#10 request");
     assert_eq!(req.algorithm.oid.to_string(), "1.2.840.10045.4.3.2");

@@ -7,28 +7,28 @@ use std::process::Command;
 use pep_ca::{FactoryCa, LoadedCa};
 
 /// `fixtures/ca` of the workspace.
-pub fn fixture_dir() -> PathBuf {
+pub(crate) fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ca")
 }
 
-pub fn fixture_cert() -> PathBuf {
+pub(crate) fn fixture_cert() -> PathBuf {
     fixture_dir().join("CA_cert.pem")
 }
 
-pub fn fixture_key() -> PathBuf {
+pub(crate) fn fixture_key() -> PathBuf {
     fixture_dir().join("CA_private.pem")
 }
 
 /// The fixture CA. Loaded from PEM in memory so the permissions of the checked-out key file do
 /// not matter.
-pub fn fixture_ca() -> LoadedCa {
+pub(crate) fn fixture_ca() -> LoadedCa {
     let cert = std::fs::read(fixture_cert()).unwrap();
     let key = std::fs::read(fixture_key()).unwrap();
     FactoryCa::from_pem(&cert, &key).unwrap()
 }
 
 /// Runs `openssl args...` in `dir`; panics with its stderr if it fails; returns stdout.
-pub fn openssl(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -44,7 +44,7 @@ pub fn openssl(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Runs `openssl args...` in `dir` and returns (success, stdout + stderr).
-pub fn openssl_status(dir: &Path, args: &[&str]) -> (bool, String) {
+pub(crate) fn openssl_status(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -59,7 +59,7 @@ pub fn openssl_status(dir: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// PEM-encodes a DER certificate through openssl and writes it to `dir/name`.
-pub fn write_cert_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
+pub(crate) fn write_cert_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
     let der_name = format!("{name}.der");
     std::fs::write(dir.join(&der_name), der).unwrap();
     openssl(
@@ -71,7 +71,7 @@ pub fn write_cert_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
 
 /// Asserts `cert` (PEM file in `dir`) verifies against the fixture CA as a TLS client
 /// certificate, strictly.
-pub fn assert_verifies(dir: &Path, cert: &str, ca: &Path) {
+pub(crate) fn assert_verifies(dir: &Path, cert: &str, ca: &Path) {
     let ca = ca.to_str().unwrap();
     let out = openssl(
         dir,

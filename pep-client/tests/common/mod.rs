@@ -11,15 +11,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The API token of every test server (it has both roles).
-pub const TOKEN: &str = "pep-test-token-0123456789";
+pub(crate) const TOKEN: &str = "pep-test-token-0123456789";
 
 /// The `pep-cli` under test.
-pub fn pep_cli() -> PathBuf {
+pub(crate) fn pep_cli() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pep-cli"))
 }
 
 /// The repository root.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     workspace_bins::repo_root()
 }
 
@@ -37,12 +37,12 @@ fn bin_dir() -> &'static Path {
 }
 
 /// The `pep-server` binary.
-pub fn pep_server_bin() -> PathBuf {
+pub(crate) fn pep_server_bin() -> PathBuf {
     bin_dir().join("pep-server")
 }
 
 /// The `fake-fcc` binary.
-pub fn fake_fcc_bin() -> PathBuf {
+pub(crate) fn fake_fcc_bin() -> PathBuf {
     bin_dir().join("fake-fcc")
 }
 
@@ -67,7 +67,7 @@ fn read_until<T>(child: &mut Child, what: &str, find: impl Fn(&str) -> Option<T>
 }
 
 /// A running `pep-server` on a free port with its own SQLite database; killed on drop.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -77,12 +77,12 @@ pub struct Server {
 
 impl Server {
     /// Starts a server with the test CA and the test token.
-    pub fn start() -> Server {
+    pub(crate) fn start() -> Server {
         Server::start_with("")
     }
 
     /// [`Server::start`] with `extra` appended to its config (whole TOML tables, e.g. `[device]`).
-    pub fn start_with(extra: &str) -> Server {
+    pub(crate) fn start_with(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let root = repo_root();
         let config = format!(
@@ -142,12 +142,12 @@ read_timeout_ms = 30000
     }
 
     /// `http://IP:PORT`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// `GET path` with the test token; (status, body).
-    pub fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
+    pub(crate) fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
         let url = format!("{}{path_and_query}", self.url());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -174,7 +174,7 @@ impl Drop for Server {
 }
 
 /// A running `fake-fcc` (one session unless told otherwise); killed on drop.
-pub struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -184,12 +184,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// The value FCC stored for the config parameter `name` (e.g. `mbed.HardwareVersion`).
-    pub fn config_param(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn config_param(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.pal().join(format!("CfgParam_{name}"))).unwrap()
     }
 
     /// Starts `fake-fcc` with `args` in a fresh directory.
-    pub fn start(args: &[&str]) -> Gateway {
+    pub(crate) fn start(args: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(fake_fcc_bin())
             .args(args)
@@ -206,12 +206,12 @@ impl Gateway {
     }
 
     /// The storage directory.
-    pub fn pal(&self) -> PathBuf {
+    pub(crate) fn pal(&self) -> PathBuf {
         self.dir.path().join("pal")
     }
 
     /// Waits (up to 60 s) for the process to exit; its exit code.
-    pub fn wait(&mut self) -> Option<i32> {
+    pub(crate) fn wait(&mut self) -> Option<i32> {
         for _ in 0..600 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
@@ -230,7 +230,7 @@ impl Drop for Gateway {
 }
 
 /// A `pep-cli` command for `server` (token in the environment), run in `cwd`.
-pub fn cli(server_url: &str, cwd: &Path) -> Command {
+pub(crate) fn cli(server_url: &str, cwd: &Path) -> Command {
     let mut cmd = Command::new(pep_cli());
     cmd.current_dir(cwd)
         .env("PEP_SERVER_URL", server_url)
@@ -243,23 +243,23 @@ pub fn cli(server_url: &str, cwd: &Path) -> Command {
 }
 
 /// Runs `cmd`, returning its output (never hangs on the FCC children: they are killed by pep-cli).
-pub fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run pep-cli")
 }
 
 /// stdout as text.
-pub fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// stderr as text.
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Asserts the exit code, showing the output on failure.
 #[track_caller]
-pub fn assert_code(out: &Output, code: i32) {
+pub(crate) fn assert_code(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -270,7 +270,7 @@ pub fn assert_code(out: &Output, code: i32) {
 }
 
 /// An executable shell script `name` in `dir`.
-pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+pub(crate) fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -279,7 +279,7 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// Every path under `dir`, relative, sorted.
-pub fn tree(dir: &Path) -> Vec<String> {
+pub(crate) fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -296,7 +296,7 @@ pub fn tree(dir: &Path) -> Vec<String> {
 }
 
 /// A closed TCP port on 127.0.0.1 (bound, then released).
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }

@@ -30,7 +30,7 @@ use super::floor;
 pub use crate::config::Role;
 
 /// The name of a role as written in the config and in error messages.
-pub fn role_name(role: Role) -> &'static str {
+pub(super) fn role_name(role: Role) -> &'static str {
     match role {
         Role::Provision => "provision",
         Role::Read => "read",
@@ -109,7 +109,7 @@ impl Auth {
 }
 
 /// The name of the floor page's session cookie.
-pub const SESSION_COOKIE: &str = "pep_session";
+pub(super) const SESSION_COOKIE: &str = "pep_session";
 /// Session cookie lifetime (a shift and a half); the server's restart ends it earlier.
 const SESSION_MAX_AGE_S: u32 = 12 * 3600;
 
@@ -135,7 +135,7 @@ fn session_mac(secret: &[u8]) -> [u8; 32] {
 }
 
 /// The session cookie value sent by the browser, if the `Cookie` headers carry one.
-pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+pub(super) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -151,7 +151,7 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
 
 /// Checks a request's headers for `role`: the bearer token of the `Authorization` header, else,
 /// for the `read` role, the floor page's session cookie.
-pub fn authorize_headers(
+pub(super) fn authorize_headers(
     auth: &Auth,
     headers: &HeaderMap,
     role: Role,
@@ -271,7 +271,7 @@ fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
 
 /// State of the auth middleware on one route: the policy and the role the route needs.
 #[derive(Clone)]
-pub struct RequireRole {
+pub(super) struct RequireRole {
     /// The server's policy.
     pub auth: std::sync::Arc<Auth>,
     /// The role needed.
@@ -280,7 +280,7 @@ pub struct RequireRole {
 
 /// Middleware: rejects the request unless it carries a token with the route's role; on success the
 /// [`Principal`] is put into the request's extensions for the handler.
-pub async fn require_role(
+pub(super) async fn require_role(
     State(required): State<RequireRole>,
     mut request: Request,
     next: Next,
@@ -296,7 +296,7 @@ pub async fn require_role(
 
 /// The login form's fields.
 #[derive(Deserialize)]
-pub struct LoginForm {
+pub(super) struct LoginForm {
     token: String,
 }
 
@@ -328,7 +328,7 @@ fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u32, secu
         (status = 403, description = "The token lacks the read role (login form, HTML)."),
     ),
 )]
-pub async fn login(
+pub(super) async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -364,7 +364,7 @@ pub async fn login(
     security(()),
     responses((status = 303, description = "Logged out; go to /floor/.")),
 )]
-pub async fn logout() -> Response {
+pub(super) async fn logout() -> Response {
     let mut response = Redirect::to("/floor/").into_response();
     set_session_cookie(&mut response, "", 0, false);
     response

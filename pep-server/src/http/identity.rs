@@ -42,7 +42,7 @@ use fcc_proto::FccStatus;
         (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
-pub async fn get_identity(
+pub(super) async fn get_identity(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     principal: Option<axum::Extension<Principal>>,
@@ -81,7 +81,7 @@ pub async fn get_identity(
         (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
-pub async fn post_identities(
+pub(super) async fn post_identities(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     principal: Option<axum::Extension<Principal>>,

@@ -53,7 +53,7 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
             example = json!({ "status": "unavailable", "error": "the store does not answer" })),
     ),
 )]
-pub async fn healthz(State(state): State<AppState>) -> Response {
+pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     match state.provisioner.store().stats().await {
         Ok(_) => Json(json!({ "status": "ok" })).into_response(),
         Err(e) => {
@@ -85,7 +85,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         (status = 403, response = super::openapi::Forbidden),
     ),
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
     match state.provisioner.store().stats().await {
         Ok(stats) => {
@@ -123,7 +123,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "OpenAPI 3.1, JSON.", body = inline(Object),
         content_type = "application/json")),
 )]
-pub async fn openapi_json() -> Response {
+pub(super) async fn openapi_json() -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -146,7 +146,7 @@ pub async fn openapi_json() -> Response {
     responses((status = 200, description = "OpenAPI 3.1, YAML.", body = String,
         content_type = "application/yaml")),
 )]
-pub async fn openapi_yaml() -> Response {
+pub(super) async fn openapi_yaml() -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -187,7 +187,7 @@ fn docs_headers(content_type: &str) -> [(header::HeaderName, HeaderValue); 3] {
     security(()),
     responses((status = 200, description = "HTML.", body = String, content_type = "text/html")),
 )]
-pub async fn docs_page() -> Response {
+pub(super) async fn docs_page() -> Response {
     (docs_headers("text/html; charset=utf-8"), DOCS_HTML).into_response()
 }
 
@@ -205,7 +205,7 @@ pub async fn docs_page() -> Response {
         (status = 404, description = "No such file.", body = super::openapi::ErrorBody),
     ),
 )]
-pub async fn docs_asset(Path(file): Path<String>) -> Response {
+pub(super) async fn docs_asset(Path(file): Path<String>) -> Response {
     if file == "docs.css" {
         return (docs_headers("text/css; charset=utf-8"), DOCS_CSS).into_response();
     }
@@ -235,6 +235,6 @@ pub async fn docs_asset(Path(file): Path<String>) -> Response {
     security(()),
     responses((status = 308, description = "Permanent redirect to /docs/.")),
 )]
-pub async fn docs_redirect() -> Redirect {
+pub(super) async fn docs_redirect() -> Redirect {
     Redirect::permanent("/docs/")
 }

@@ -4,19 +4,21 @@
 //! precise handling at once: unknown parameters are ignored (old scripts send extra ones), while a
 //! known parameter that is present but invalid — including bytes that are not UTF-8 after
 //! percent-decoding, or the same parameter twice — is a 400 that names it.
+// A parser of untrusted bytes: no index may panic (its unit tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use super::error::ApiError;
 use crate::model::GatewayFields;
 
 /// The decoded `name=value` pairs of one query string, in order.
 #[derive(Debug, Default)]
-pub struct QueryParams {
+pub(super) struct QueryParams {
     pairs: Vec<(String, String)>,
 }
 
 impl QueryParams {
     /// Decodes `raw` (the part after `?`, not including it) as `application/x-www-form-urlencoded`.
-    pub fn parse(raw: Option<&str>) -> Result<QueryParams, ApiError> {
+    pub(super) fn parse(raw: Option<&str>) -> Result<QueryParams, ApiError> {
         let mut pairs = Vec::new();
         let Some(raw) = raw else {
             return Ok(QueryParams { pairs });
@@ -34,13 +36,13 @@ impl QueryParams {
     }
 
     /// Already-decoded pairs (from a JSON body), validated by the same lookups.
-    pub fn from_pairs(pairs: Vec<(String, String)>) -> QueryParams {
+    pub(super) fn from_pairs(pairs: Vec<(String, String)>) -> QueryParams {
         QueryParams { pairs }
     }
 
     /// The value of `name`, `None` if absent. A parameter given twice is an error: which of the two
     /// was meant cannot be guessed, and silently taking one hides a client bug.
-    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    pub(super) fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
         let mut found = self.pairs.iter().filter(|(n, _)| n == name);
         let first = found.next();
         if found.next().is_some() {
@@ -51,7 +53,7 @@ impl QueryParams {
 
     /// The gateway request fields, through serde. Each known field given twice is refused first,
     /// by name (serde would report it in its own words); unknown names are ignored.
-    pub fn gateway_fields(self) -> Result<GatewayFields, ApiError> {
+    pub(super) fn gateway_fields(self) -> Result<GatewayFields, ApiError> {
         for name in GatewayFields::NAMES {
             self.get(name)?;
         }
@@ -60,7 +62,7 @@ impl QueryParams {
 
     /// Like [`get`](Self::get), but an empty value counts as absent: old clients send `name=` for
     /// options they leave at the default.
-    pub fn get_non_empty(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    pub(super) fn get_non_empty(&self, name: &str) -> Result<Option<&str>, ApiError> {
         Ok(self.get(name)?.filter(|v| !v.is_empty()))
     }
 }
@@ -70,8 +72,8 @@ fn decode_component(raw: &str) -> Result<String, &'static str> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
             b'+' => {
                 out.push(b' ');
                 i += 1;

@@ -21,15 +21,15 @@ use super::query::QueryParams;
 use crate::store::{AuditEntry, IdentityRecord, SortOrder, StoreError};
 
 /// Page size of the listing when `limit` is absent (as the old server).
-pub const DEFAULT_LIMIT: u32 = 50;
+pub(super) const DEFAULT_LIMIT: u32 = 50;
 /// Largest page of the listing.
-pub const MAX_LIMIT: u32 = 1000;
+pub(super) const MAX_LIMIT: u32 = 1000;
 /// Rows fetched from the store per step of the streamed downloads.
 const DOWNLOAD_PAGE: u32 = 1000;
 /// Audit rows a search returns by default, and at most.
-pub const SEARCH_DEFAULT_LIMIT: u32 = 200;
+pub(super) const SEARCH_DEFAULT_LIMIT: u32 = 200;
 /// The largest `limit` of a search.
-pub const SEARCH_MAX_LIMIT: u32 = 1000;
+pub(super) const SEARCH_MAX_LIMIT: u32 = 1000;
 
 /// The `serialNumber` parameter of the lookups: required, and a valid endpoint name (anything else
 /// cannot exist, and saying so is more useful than a 404).
@@ -87,7 +87,7 @@ fn lookup_answer<T: std::fmt::Display>(
         (status = 404, response = super::openapi::NotFound),
     ),
 )]
-pub async fn enrollment_id(
+pub(super) async fn enrollment_id(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -115,7 +115,7 @@ pub async fn enrollment_id(
         (status = 404, response = super::openapi::NotFound),
     ),
 )]
-pub async fn verification_key(
+pub(super) async fn verification_key(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -208,7 +208,7 @@ fn record_json(r: &IdentityRecord) -> Value {
         (status = 403, response = super::openapi::Forbidden),
     ),
 )]
-pub async fn enrollment_ids(
+pub(super) async fn enrollment_ids(
     State(state): State<AppState>,
     uri: Uri,
     RawQuery(raw): RawQuery,
@@ -404,7 +404,7 @@ static INVENTORY: Format = Format {
         (status = 403, response = super::openapi::Forbidden),
     ),
 )]
-pub async fn enrollment_ids_csv(State(state): State<AppState>) -> Response {
+pub(super) async fn enrollment_ids_csv(State(state): State<AppState>) -> Response {
     download(&state, &CSV)
 }
 
@@ -424,7 +424,7 @@ pub async fn enrollment_ids_csv(State(state): State<AppState>) -> Response {
         (status = 403, response = super::openapi::Forbidden),
     ),
 )]
-pub async fn inventory(State(state): State<AppState>) -> Response {
+pub(super) async fn inventory(State(state): State<AppState>) -> Response {
     download(&state, &INVENTORY)
 }
 
@@ -518,7 +518,7 @@ pub(super) async fn search(
         (status = 403, response = super::openapi::Forbidden),
     ),
 )]
-pub async fn audit(
+pub(super) async fn audit(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 /// The Chromium binary (Debian package `chromium`; `.ci/run` installs it).
-pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// chromedriver (Debian package `chromium-driver`; `.ci/run` installs it).
-pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 fn require(path: &str, package: &str) {
     assert!(
@@ -24,7 +24,7 @@ fn require(path: &str, package: &str) {
 }
 
 /// A chromedriver process and one browser session (a fresh profile in a temporary directory).
-pub struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     base: String,
     session: String,
@@ -34,13 +34,13 @@ pub struct Browser {
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium with a `width`×`height` window.
-    pub async fn start(width: u32, height: u32) -> Browser {
+    pub(crate) async fn start(width: u32, height: u32) -> Browser {
         Browser::start_with(width, height, true).await
     }
 
     /// [`Browser::start`] with the page's JavaScript allowed or blocked (the browser's content
     /// setting; WebDriver commands still work).
-    pub async fn start_with(width: u32, height: u32, javascript: bool) -> Browser {
+    pub(crate) async fn start_with(width: u32, height: u32, javascript: bool) -> Browser {
         require(CHROMIUM, "chromium");
         require(CHROMEDRIVER, "chromium-driver");
         let port = {
@@ -149,13 +149,13 @@ impl Browser {
     }
 
     /// Navigates to `url` and waits for the page load.
-    pub async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
             .await;
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page, returns its result.
-    pub async fn exec(&self, script: &str, args: Value) -> Value {
+    pub(crate) async fn exec(&self, script: &str, args: Value) -> Value {
         self.command(
             reqwest::Method::POST,
             "/execute/sync",
@@ -165,7 +165,13 @@ impl Browser {
     }
 
     /// Polls `script` until it returns something other than `null`/`false`, at most `within`.
-    pub async fn wait_for(&self, what: &str, script: &str, args: Value, within: Duration) -> Value {
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        script: &str,
+        args: Value,
+        within: Duration,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let v = self.exec(script, args.clone()).await;
@@ -181,7 +187,7 @@ impl Browser {
     }
 
     /// Types `text` into the element matching `css`.
-    pub async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css).await;
         self.command(
             reqwest::Method::POST,
@@ -192,7 +198,7 @@ impl Browser {
     }
 
     /// Clicks the element matching `css`.
-    pub async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let id = self.element(css).await;
         self.command(
             reqwest::Method::POST,
@@ -219,7 +225,7 @@ impl Browser {
     }
 
     /// The page's HTML as the browser holds it now.
-    pub async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.command(reqwest::Method::GET, "/source", None)
             .await
             .as_str()
@@ -229,7 +235,7 @@ impl Browser {
 
     /// The URLs of the requests the browser sent (or tried to send, blocked ones included) since
     /// the previous call, from chromedriver's performance log.
-    pub async fn requested_urls(&self) -> Vec<String> {
+    pub(crate) async fn requested_urls(&self) -> Vec<String> {
         let entries = self
             .command(
                 reqwest::Method::POST,
@@ -253,7 +259,7 @@ impl Browser {
     }
 
     /// The current URL.
-    pub async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.command(reqwest::Method::GET, "/url", None)
             .await
             .as_str()
@@ -262,7 +268,7 @@ impl Browser {
     }
 
     /// A PNG of the viewport.
-    pub async fn screenshot(&self) -> Vec<u8> {
+    pub(crate) async fn screenshot(&self) -> Vec<u8> {
         use base64::Engine as _;
         let b64 = self
             .command(reqwest::Method::GET, "/screenshot", None)
@@ -273,7 +279,7 @@ impl Browser {
     }
 
     /// Ends the session and chromedriver.
-    pub async fn quit(mut self) {
+    pub(crate) async fn quit(mut self) {
         let _ = self
             .http
             .delete(format!("{}/session/{}", self.base, self.session))
@@ -285,7 +291,7 @@ impl Browser {
 
 /// What the floor page's counters should say, read straight from the database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DbCounters {
+pub(crate) struct DbCounters {
     pub deployed_today: i64,
     pub deployed_total: i64,
     pub failed_today: i64,
@@ -293,7 +299,7 @@ pub struct DbCounters {
 }
 
 /// Counts in the server's SQLite file (read-only; "today" is UTC, the test config's offset).
-pub async fn db_counters(db: &Path) -> DbCounters {
+pub(crate) async fn db_counters(db: &Path) -> DbCounters {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
     let options = SqliteConnectOptions::new().filename(db).read_only(true);
     let pool = SqlitePool::connect_with(options).await.unwrap();
@@ -332,13 +338,13 @@ pub async fn db_counters(db: &Path) -> DbCounters {
 }
 
 /// JavaScript returning the page's counters as `[deployedToday, deployedTotal, failedToday, inFlight]`.
-pub const READ_COUNTERS_JS: &str = "return ['c-deployed-today', 'c-deployed-total', \
+pub(crate) const READ_COUNTERS_JS: &str = "return ['c-deployed-today', 'c-deployed-total', \
      'c-failed-today', 'c-in-flight'].map(function (id) { \
      return Number(document.getElementById(id).textContent); });";
 
 impl DbCounters {
     /// As [`READ_COUNTERS_JS`] returns them.
-    pub fn as_json(&self) -> Value {
+    pub(crate) fn as_json(&self) -> Value {
         json!([
             self.deployed_today,
             self.deployed_total,

@@ -13,20 +13,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Token with both roles.
-pub const BOTH: &str = "test-token-both-0123456789";
+pub(crate) const BOTH: &str = "test-token-both-0123456789";
 /// Token with the `read` role only.
-pub const READ: &str = "test-token-read-0123456789";
+pub(crate) const READ: &str = "test-token-read-0123456789";
 /// Token with the `provision` role only.
-pub const PROV: &str = "test-token-prov-0123456789";
+pub(crate) const PROV: &str = "test-token-prov-0123456789";
 
 /// The repository's `fixtures/` directory.
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
 /// Knobs of the test config.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub connect_timeout_ms: u64,
     pub write_timeout_ms: u64,
     pub read_timeout_ms: u64,
@@ -49,7 +49,7 @@ impl Default for Options {
 }
 
 /// A complete, valid config for `dir` (SQLite file inside it, listen on an OS-chosen port).
-pub fn config_toml(dir: &Path, o: &Options) -> String {
+pub(crate) fn config_toml(dir: &Path, o: &Options) -> String {
     let f = fixtures();
     let auth = if o.auth_none { "none" } else { "tokens" };
     format!(
@@ -106,7 +106,7 @@ max_concurrent_injections = {mc}
 }
 
 /// A running `pep-server` process.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -117,7 +117,7 @@ pub struct Server {
 
 impl Server {
     /// Writes a config into a fresh temporary directory and starts the server on it.
-    pub async fn start(options: Options) -> Server {
+    pub(crate) async fn start(options: Options) -> Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("pep.toml"),
@@ -128,7 +128,7 @@ impl Server {
     }
 
     /// Starts the server on `dir/pep.toml` (an existing config and database).
-    pub async fn start_in(dir: tempfile::TempDir) -> Server {
+    pub(crate) async fn start_in(dir: tempfile::TempDir) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -172,13 +172,13 @@ impl Server {
     }
 
     /// SIGKILL, like a power cut of the server; returns the directory for a restart.
-    pub async fn kill9(mut self) -> tempfile::TempDir {
+    pub(crate) async fn kill9(mut self) -> tempfile::TempDir {
         self.child.kill().await.unwrap();
         self.dir
     }
 
     /// SIGTERM, then waits (at most 30 s) for the exit; returns the exit status and the log.
-    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
         let kill = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -193,12 +193,12 @@ impl Server {
     }
 
     /// The server's log so far (stderr).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// `GET path` with a bearer token (`None`: no Authorization header).
-    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut rb = self.client.get(format!("{}{path}", self.base));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
@@ -207,14 +207,18 @@ impl Server {
     }
 
     /// `GET path` → (status, body as text).
-    pub async fn get_text(&self, path: &str, token: Option<&str>) -> (u16, String) {
+    pub(crate) async fn get_text(&self, path: &str, token: Option<&str>) -> (u16, String) {
         let r = self.get(path, token).await;
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     }
 
     /// `GET path` → (status, body as JSON).
-    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    pub(crate) async fn get_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let (status, text) = self.get_text(path, token).await;
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("GET {path}: {status} body is not JSON ({e}): {text}"));
@@ -222,19 +226,19 @@ impl Server {
     }
 
     /// Provisions `serial` at `gw` through `GET /v3/identity` with the `both` token.
-    pub async fn identity(&self, serial: &str, gw: SocketAddr) -> (u16, serde_json::Value) {
+    pub(crate) async fn identity(&self, serial: &str, gw: SocketAddr) -> (u16, serde_json::Value) {
         self.get_json(&identity_path(serial, gw), Some(BOTH)).await
     }
 
     /// The value of one sample of `/metrics` (`name{labels}` exactly as printed).
-    pub async fn metric(&self, sample: &str) -> f64 {
+    pub(crate) async fn metric(&self, sample: &str) -> f64 {
         let (status, text) = self.get_text("/metrics", Some(READ)).await;
         assert_eq!(status, 200);
         metric_value(&text, sample).unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
     }
 
     /// Every deployed gateway, walked through the HAL listing with `limit` and `order`.
-    pub async fn walk(&self, limit: u32, order: &str) -> Vec<serde_json::Value> {
+    pub(crate) async fn walk(&self, limit: u32, order: &str) -> Vec<serde_json::Value> {
         let mut all = Vec::new();
         let mut path = format!("/v3/enrollment-ids?limit={limit}&order={order}");
         loop {
@@ -257,7 +261,7 @@ impl Server {
 }
 
 /// The value of `sample` in a Prometheus text exposition.
-pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+pub(crate) fn metric_value(text: &str, sample: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         l.strip_prefix(sample)?
             .strip_prefix(' ')?
@@ -268,7 +272,7 @@ pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
 }
 
 /// `/v3/identity?serialNumber=..&ip=..&port=..` with the serial percent-encoded.
-pub fn identity_path(serial: &str, gw: SocketAddr) -> String {
+pub(crate) fn identity_path(serial: &str, gw: SocketAddr) -> String {
     format!(
         "/v3/identity?serialNumber={}&ip={}&port={}",
         encode(serial),
@@ -278,7 +282,7 @@ pub fn identity_path(serial: &str, gw: SocketAddr) -> String {
 }
 
 /// Percent-encodes everything but unreserved characters.
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -291,7 +295,10 @@ pub fn encode(s: &str) -> String {
 }
 
 /// A fake-fcc gateway on 127.0.0.1 serving `sessions`, with `faults` always firing.
-pub async fn gateway(sessions: Sessions, faults: &[FaultKind]) -> (SocketAddr, GatewayHandle) {
+pub(crate) async fn gateway(
+    sessions: Sessions,
+    faults: &[FaultKind],
+) -> (SocketAddr, GatewayHandle) {
     let config = GatewayConfig {
         sessions,
         faults: Faults {
@@ -310,7 +317,7 @@ pub async fn gateway(sessions: Sessions, faults: &[FaultKind]) -> (SocketAddr, G
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
-pub fn dead_port() -> u16 {
+pub(crate) fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }

@@ -9,10 +9,10 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
 /// The maintenance database the harness connects to for CREATE/DROP DATABASE.
-pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A database created for one test; dropped (with `FORCE`, closing leftover connections) on drop.
-pub struct TestDb {
+pub(crate) struct TestDb {
     /// The database name, `pep_test_<random>`.
     pub name: String,
     /// `postgres://postgres@127.0.0.1:5432/<name>`.
@@ -32,7 +32,7 @@ async fn admin() -> PgConnection {
 
 impl TestDb {
     /// Creates `pep_test_<random>`.
-    pub async fn create() -> TestDb {
+    pub(crate) async fn create() -> TestDb {
         let name = format!("pep_test_{:016x}", rand::thread_rng().r#gen::<u64>());
         let mut conn = admin().await;
         sqlx::query(&format!("CREATE DATABASE {name}"))
