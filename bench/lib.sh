@@ -1,10 +1,13 @@
 # Shared by bench/baselines.sh and bench/growth.sh: build, start and stop the server (SQLite file or
 # a fresh PostgreSQL database), CPU accounting, small statistics. Source it; it sets ROOT, BIN, WORK.
-# Environment: DATABASE [sqlite], SERVER_LOG [], CARGO_TARGET_DIR [<repo>/target].
+# Environment: DATABASE [sqlite], SERVER_LOG [], CARGO_TARGET_DIR [<repo>/target],
+# SERVER_BIN [<target>/release/pep-server]: another build of the server to measure with the same
+# fleet (a before/after comparison runs this tree's pep-fleet against an older pep-server).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
+SERVER_BIN="${SERVER_BIN:-$BIN/pep-server}"
 TOKEN="pep-demo-token"
 DATABASE="${DATABASE:-sqlite}"
 SERVER_LOG="${SERVER_LOG:-}"
@@ -32,6 +35,7 @@ print(d)' "$1" "$2"; }
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen)
+echo "== server measured: $SERVER_BIN"
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -50,7 +54,7 @@ start_server() {
         -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
         "$ROOT/fixtures/demo/pep.toml" > "$dir/pep.toml"
     if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
-    "$BIN/pep-server" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
+    "$SERVER_BIN" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         if grep -q '^listening on ' "$dir/server.out" 2>/dev/null; then break; fi

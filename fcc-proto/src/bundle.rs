@@ -428,37 +428,23 @@ impl Bundle {
             w.text(keys::CERTIFICATES_KEY);
             w.array(self.certificates.len());
             for c in &self.certificates {
-                w.map(3 + usize::from(c.private_key_name.is_some()));
-                w.text(keys::NAME_KEY);
-                w.text(&c.name);
-                w.text(keys::FORMAT_KEY);
-                w.text(keys::DER_FORMAT);
-                w.text(keys::DATA_KEY);
-                w.bytes(&c.der);
-                if let Some(prkn) = &c.private_key_name {
-                    w.text(keys::PRIVATE_KEY_NAME_KEY);
-                    w.text(prkn);
-                }
+                put_certificate_entry(&mut w, &c.name, c.private_key_name.as_deref(), |w| {
+                    w.text(keys::DATA_KEY);
+                    w.bytes(&c.der);
+                });
             }
         }
         if !self.certificate_chains.is_empty() {
             w.text(keys::CERTIFICATE_CHAINS_KEY);
             w.array(self.certificate_chains.len());
             for c in &self.certificate_chains {
-                w.map(3 + usize::from(c.private_key_name.is_some()));
-                w.text(keys::NAME_KEY);
-                w.text(&c.name);
-                w.text(keys::FORMAT_KEY);
-                w.text(keys::DER_FORMAT);
-                w.text(keys::DATA_ARRAY_KEY);
-                w.array(c.ders.len());
-                for der in &c.ders {
-                    w.bytes(der);
-                }
-                if let Some(prkn) = &c.private_key_name {
-                    w.text(keys::PRIVATE_KEY_NAME_KEY);
-                    w.text(prkn);
-                }
+                put_certificate_entry(&mut w, &c.name, c.private_key_name.as_deref(), |w| {
+                    w.text(keys::DATA_ARRAY_KEY);
+                    w.array(c.ders.len());
+                    for der in &c.ders {
+                        w.bytes(der);
+                    }
+                });
             }
         }
         if !self.config_params.is_empty() {
@@ -819,6 +805,27 @@ fn decode_csr(r: &mut Reader<'_>, group: &str) -> Result<CsrRequest, FccError> {
         key_usage: ku,
         ext_key_usage: eku,
     })
+}
+
+
+/// One `Certificates` or `CertificateChains` entry: Name, Format, the data pair `put_data` writes,
+/// and PrivateKeyName when given (in this order, as the genuine tool writes them).
+fn put_certificate_entry(
+    w: &mut Writer,
+    name: &str,
+    private_key_name: Option<&str>,
+    put_data: impl FnOnce(&mut Writer),
+) {
+    w.map(3 + usize::from(private_key_name.is_some()));
+    w.text(keys::NAME_KEY);
+    w.text(name);
+    w.text(keys::FORMAT_KEY);
+    w.text(keys::DER_FORMAT);
+    put_data(w);
+    if let Some(prkn) = private_key_name {
+        w.text(keys::PRIVATE_KEY_NAME_KEY);
+        w.text(prkn);
+    }
 }
 
 #[cfg(test)]
