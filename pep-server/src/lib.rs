@@ -12,9 +12,10 @@
 //! # Example
 //!
 //! The core without HTTP: load a configuration, open its store, provision one gateway, read the
-//! identity back (`examples/embed_provisioner.rs` runs this against an in-process fake-fcc).
+//! identity back. This runs as a doctest against an in-process fake-fcc gateway, with the
+//! repository's TEST-ONLY demo CA (`examples/embed_provisioner.rs` is the commented long form).
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
 //! use pep_server::config::Config;
 //! use pep_server::model::GatewayFields;
@@ -23,15 +24,21 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
-//! let config = Config::load("pep.toml")?;
+//! # let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+//! # let dir = tempfile::tempdir()?;
+//! # let (gateway, handle) = fake_fcc::spawn(fake_fcc::GatewayConfig::default()).await?;
+//! let mut config = Config::load(repo.join("fixtures/demo/pep.toml"))?;
+//! config.resolve_relative_to(repo);
+//! config.database_url = format!("sqlite://{}", dir.path().join("pep.sqlite").display());
 //! let store = Store::open(&config.database_url).await?;
 //! let provisioner = Provisioner::new(Arc::new(config), store)?;
 //!
 //! // Text fields as the HTTP API takes them, checked once; absent ones get the configured defaults.
 //! let fields = GatewayFields {
 //!     serial_number: Some("GW-0042".to_owned()),
-//!     ip: Some("192.0.2.10".to_owned()),
-//!     port: Some("7777".to_owned()),
+//!     ip: Some(gateway.ip().to_string()),
+//!     port: Some(gateway.port().to_string()),
+//!     verification_key: Some("a1b2c3-d4e5f6/1a2b3c-35a4e900".to_owned()),
 //!     ..GatewayFields::default()
 //! };
 //! let params = provisioner.gateway_params(fields, None)?;
@@ -42,6 +49,8 @@
 //!
 //! let stored = provisioner.store().enrollment_id("GW-0042").await?;
 //! assert_eq!(stored.as_deref(), Some(identity.enrollment_id.as_str()));
+//! # handle.shutdown();
+//! # provisioner.store().close().await;
 //! # Ok(())
 //! # }
 //! ```
