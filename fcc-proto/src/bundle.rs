@@ -807,7 +807,6 @@ fn decode_csr(r: &mut Reader<'_>, group: &str) -> Result<CsrRequest, FccError> {
     })
 }
 
-
 /// One `Certificates` or `CertificateChains` entry: Name, Format, the data pair `put_data` writes,
 /// and PrivateKeyName when given (in this order, as the genuine tool writes them).
 fn put_certificate_entry(

@@ -321,6 +321,12 @@ fn malformed_values_are_refused_at_load_naming_the_field_once() {
             "bootstrap.uri",
             "scheme `https` is not coap:// or coaps://",
         ),
+        (
+            "durability = \"full\"",
+            "durability = \"fast\"",
+            "store.durability",
+            "unknown variant `fast`, expected `full` or `normal`",
+        ),
     ] {
         let e = Config::from_toml_str(&edit(from, to))
             .unwrap_err()
@@ -413,4 +419,22 @@ fn token_file_tokens_are_loaded() {
     let tokens = config.load_tokens().unwrap();
     assert_eq!(tokens.len(), 2);
     assert_eq!(tokens[1].token, "from-the-token-file-0123");
+}
+
+#[test]
+fn normal_durability_is_accepted_with_a_warning_naming_the_risk() {
+    let report = parse(&edit("durability = \"full\"", "durability = \"normal\"")).check();
+    assert!(report.is_ok(), "{report}");
+    let warning = report
+        .warnings
+        .iter()
+        .find(|w| w.field == "store.durability")
+        .unwrap_or_else(|| panic!("no store.durability warning: {report}"));
+    assert!(warning.message.contains("power cut"), "{warning}");
+    // The default is the safe one.
+    let default = parse(&example_text().replace("durability = \"full\"", ""));
+    assert_eq!(
+        default.store.durability,
+        pep_server::store::Durability::Full
+    );
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
 use pep_server::store::{
-    DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, SortOrder, Store,
-    StoreError, StoreOptions, now_ms,
+    DeployedOutcome, Durability, FailedOutcome, IdentityState, NewAttempt, Reservation, SortOrder,
+    Store, StoreError, StoreOptions, now_ms,
 };
 use pg_support::TestDb;
 
@@ -81,6 +81,7 @@ async fn open_as(db: &TestDb, server_id: &str) -> Store {
             in_flight_lease: Duration::from_secs(3600),
             // Small pools: the tests of this file run in parallel on one PostgreSQL server.
             max_connections: 4,
+            ..StoreOptions::default()
         },
     )
     .await
@@ -337,6 +338,7 @@ async fn pg_expired_attempts_of_a_vanished_server_are_recovered() {
             server_id: "live".to_owned(),
             in_flight_lease: Duration::from_secs(2),
             max_connections: 4,
+            ..StoreOptions::default()
         },
     )
     .await
@@ -453,4 +455,33 @@ async fn pg_tls_is_used_when_the_url_asks_for_it() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
+}
+
+/// `durability = "full"` (the default) never runs with `synchronous_commit = off`, even where the
+/// database sets it so (the test databases do, for speed); `normal` keeps the server's setting.
+#[tokio::test]
+async fn pg_full_durability_turns_synchronous_commit_back_on() {
+    let db = TestDb::create().await;
+    for (durability, expected) in [(Durability::Full, "on"), (Durability::Normal, "off")] {
+        let store = Store::open_with(
+            &db.url,
+            StoreOptions {
+                server_id: format!("sync-{}", durability.as_str()),
+                max_connections: 2,
+                durability,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let Store::Postgres(pg) = &store else {
+            panic!("a postgres:// URL opens the PostgreSQL store");
+        };
+        assert_eq!(
+            pg.synchronous_commit().await.unwrap(),
+            expected,
+            "{durability:?}"
+        );
+        store.close().await;
+    }
 }

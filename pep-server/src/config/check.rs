@@ -97,6 +97,13 @@ impl Config {
         let mut r = CheckReport::default();
 
         check_database_url(&self.database_url, &mut r);
+        if self.store.durability == crate::store::Durability::Normal {
+            r.warn(
+                "store.durability",
+                "is `normal`: a power cut or kernel crash can lose identities the server already \
+                 acknowledged (the gateway has them, the store does not); use `full` on the line",
+            );
+        }
         if let Some(id) = &self.server_id {
             if id.trim().is_empty() {
                 r.error(

@@ -113,6 +113,18 @@ pub struct Config {
     /// Defaults for optional request parameters.
     #[serde(default)]
     pub defaults: RequestDefaults,
+    /// The identity store's guarantees.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: how the identity store commits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `full` (default: power-loss safe, every acknowledged identity is on disk) or `normal`
+    /// (survives a crash of the process, not a power cut; labs only, `check` warns).
+    pub durability: crate::store::Durability,
 }
 
 /// The defaults of the fields whose struct cannot have a `Default` (it holds required fields).
@@ -607,6 +619,7 @@ impl Config {
         crate::store::StoreOptions {
             server_id: self.server_id(),
             in_flight_lease: Duration::from_millis(longest_ms.saturating_mul(10)),
+            durability: self.store.durability,
             ..crate::store::StoreOptions::default()
         }
     }

@@ -48,7 +48,7 @@ fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 
 pub use migrate::{MigrationReport, migrate_store};
 pub use postgres::{PostgresStore, StoreOptions, default_server_id};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Durability, SqliteStore};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,27 @@ pub enum StoreError {
     /// The store was closed (the server is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// Another process (a running pep-server, or `migrate-store`) has the SQLite file open.
+    #[error(
+        "the database {} is in use by another process: it holds the lock {} (one pep-server per \
+         SQLite file; stop the other one first, or use PostgreSQL for several servers)",
+        database.display(),
+        lock.display()
+    )]
+    Locked {
+        /// The database file.
+        database: std::path::PathBuf,
+        /// The lock file beside it.
+        lock: std::path::PathBuf,
+    },
+    /// The lock file beside a SQLite database cannot be created or locked.
+    #[error("cannot lock {}: {source}", path.display())]
+    LockFile {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A row was not in the state the operation requires (e.g. finishing an attempt that is no longer
     /// in flight because another process recovered it).
     #[error("identity row {id} is not in flight (state changed underneath)")]
@@ -646,7 +667,9 @@ impl Store {
     /// expired ones.
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::open(url).await?))
+            Ok(Store::Sqlite(
+                SqliteStore::open(url, options.durability).await?,
+            ))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PostgresStore::open(url, options).await?))
         } else {

@@ -46,6 +46,8 @@ pub struct StoreOptions {
     /// Connections this server opens at most (PostgreSQL's own `max_connections`, 100 by default,
     /// must cover every server's pool).
     pub max_connections: u32,
+    /// How durable a commit is before it is acknowledged (`[store] durability`; both backends).
+    pub durability: super::Durability,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +56,7 @@ impl Default for StoreOptions {
             server_id: default_server_id(),
             in_flight_lease: DEFAULT_IN_FLIGHT_LEASE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            durability: super::Durability::default(),
         }
     }
 }
@@ -115,7 +118,21 @@ impl PostgresStore {
             .await
             .map_err(open_err)?;
         let _ = probe.close().await;
+        let durability = options.durability;
         let pool = PgPoolOptions::new()
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // `synchronous_commit = off` (for the server, database or role) acknowledges a
+                    // commit before it is on disk; this server's sessions never run so with
+                    // `durability = "full"`. A stronger setting (remote_write, remote_apply) stays.
+                    if durability == super::Durability::Full {
+                        sqlx::query(super::sql::PG_SYNCHRONOUS_COMMIT_NOT_OFF)
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
@@ -129,6 +146,12 @@ impl PostgresStore {
             options,
             sweep: Arc::new(SweepGuard(sweep)),
         };
+        let synchronous_commit = store.synchronous_commit().await?;
+        tracing::info!(
+            durability = store.options.durability.as_str(),
+            %synchronous_commit,
+            "PostgreSQL commits"
+        );
         let recovered = store.recover(Recover::OwnAndExpired).await?;
         if recovered > 0 {
             tracing::warn!(
@@ -147,6 +170,15 @@ impl PostgresStore {
 
     pub(super) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The `synchronous_commit` this server's sessions run with (`on` or stronger with
+    /// `durability = "full"`); logged at start-up.
+    pub async fn synchronous_commit(&self) -> Result<String, StoreError> {
+        sqlx::query_scalar(super::sql::PG_SHOW_SYNCHRONOUS_COMMIT)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(super::q("reading synchronous_commit"))
     }
 
     pub(super) async fn reserve(&self, a: &NewAttempt) -> Result<Reservation, StoreError> {

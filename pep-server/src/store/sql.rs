@@ -157,6 +157,14 @@ pub(super) const AUDIT_BY_PREFIX_POSTGRES: &str = concat!(
     " FROM audit WHERE starts_with(serial, $1) ORDER BY id DESC LIMIT $2"
 );
 
+/// PostgreSQL: this session's `synchronous_commit`.
+pub(super) const PG_SHOW_SYNCHRONOUS_COMMIT: &str = "SELECT current_setting('synchronous_commit')";
+
+/// PostgreSQL: turns `synchronous_commit` on for this session when it is off, keeping any other
+/// (durable) setting.
+pub(super) const PG_SYNCHRONOUS_COMMIT_NOT_OFF: &str = "SELECT set_config('synchronous_commit', 'on', false) \
+     WHERE current_setting('synchronous_commit') = 'off'";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! SQLite backend: WAL, `synchronous=NORMAL`, 5 s busy timeout.
+//! SQLite backend: WAL, `synchronous = FULL` by default ([`Durability`]), 5 s busy timeout, one
+//! process per database file (an exclusive lock on `<file>.lock`).
 //!
 //! Writes go to one dedicated writer thread with its own connection, which commits whatever is
 //! queued as one transaction (group commit, `store::sqlite_writer`); reads run on a small sqlx
@@ -21,6 +22,41 @@ use super::{
     join_warnings, now_ms,
 };
 
+/// How durable a commit is before the store reports it done (`[store] durability`).
+///
+/// In WAL mode `NORMAL` syncs the WAL only at checkpoints: a commit survives the process being
+/// killed, but a power cut or kernel crash can take the last commits with it — after the server
+/// answered 200 and the gateway installed its identity. `FULL` syncs the WAL at every commit; the
+/// writer thread commits a whole batch of queued writes at once, so one fsync covers the batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Power-loss safe: every commit is on disk before it is acknowledged (SQLite
+    /// `synchronous = FULL`; PostgreSQL sessions never run with `synchronous_commit = off`).
+    #[default]
+    Full,
+    /// Survives a crash of the process, not of the machine (SQLite `synchronous = NORMAL`; the
+    /// PostgreSQL server's own `synchronous_commit`). For labs and benchmarks only.
+    Normal,
+}
+
+impl Durability {
+    /// The `[store] durability` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        }
+    }
+
+    fn sqlite_synchronous(self) -> SqliteSynchronous {
+        match self {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        }
+    }
+}
+
 /// How long a connection waits for a lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reader pool size: reads run in parallel beside the writer (WAL).
@@ -34,11 +70,43 @@ pub struct SqliteStore {
     writer: SqliteWriter,
     /// The temporary directory of a `sqlite::memory:` database, removed with the last clone.
     _scratch: Option<Arc<tempfile::TempDir>>,
+    /// The exclusive lock on `<database>.lock`, released by [`close`](Self::close) or with the
+    /// last clone (or when the process dies: the kernel drops it). Start-up recovery marks every
+    /// in-flight row of the file, so a second process must never open a live database.
+    lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+}
+
+/// Takes the exclusive lock beside the database file `db`, or names the holder's lock file.
+fn lock_database(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::LockFile {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            database: db.to_owned(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::LockFile {
+            path: lock_path,
+            source,
+        }),
+    }
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database, runs the migrations, recovers interrupted attempts.
-    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+    /// Opens (creating if missing) the database, takes its lock, runs the migrations, recovers
+    /// interrupted attempts. Fails with [`StoreError::Locked`] while another process has it open.
+    pub async fn open(url: &str, durability: Durability) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open {
             url: url.to_owned(),
             source,
@@ -60,7 +128,7 @@ impl SqliteStore {
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(durability.sqlite_synchronous())
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let path = options.get_filename().to_owned();
@@ -72,6 +140,13 @@ impl SqliteStore {
                 source,
             })?;
         }
+        // Before anything reads or recovers the file. A throw-away `sqlite::memory:` database is
+        // this process's alone.
+        let lock = if in_memory {
+            None
+        } else {
+            Some(lock_database(&path)?)
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
@@ -79,11 +154,12 @@ impl SqliteStore {
             .await
             .map_err(open_err)?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        let writer = SqliteWriter::start(&path, BUSY_TIMEOUT)?;
+        let writer = SqliteWriter::start(&path, BUSY_TIMEOUT, durability)?;
         let store = SqliteStore {
             pool,
             writer,
             _scratch: scratch,
+            lock: Arc::new(std::sync::Mutex::new(lock)),
         };
         let recovered = store.recover_interrupted().await?;
         if recovered > 0 {
@@ -164,6 +240,10 @@ impl SqliteStore {
     pub(super) async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+        // Closed: the file may be opened again (by this process or another).
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
     }
 }
 

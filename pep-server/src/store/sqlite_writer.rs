@@ -102,7 +102,11 @@ fn write_error(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError 
 impl SqliteWriter {
     /// Opens the writing connection to the database file at `path` (which the sqlx pool has
     /// already created and migrated) and starts the thread.
-    pub(super) fn start(path: &Path, busy_timeout: Duration) -> Result<SqliteWriter, StoreError> {
+    pub(super) fn start(
+        path: &Path,
+        busy_timeout: Duration,
+        durability: super::sqlite::Durability,
+    ) -> Result<SqliteWriter, StoreError> {
         let open = write_error("opening the writer connection");
         let conn = Connection::open_with_flags(
             path,
@@ -111,10 +115,16 @@ impl SqliteWriter {
         .map_err(&open)?;
         conn.busy_timeout(busy_timeout).map_err(&open)?;
         // The same settings as the pool's connections (the journal mode is per database and
-        // already WAL; synchronous and foreign keys are per connection).
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )
+        // already WAL; synchronous and foreign keys are per connection). This connection makes
+        // every write of the hot path: with FULL, each group commit syncs the WAL before any
+        // caller of the batch is answered.
+        let synchronous = match durability {
+            super::sqlite::Durability::Full => "FULL",
+            super::sqlite::Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        ))
         .map_err(&open)?;
         conn.set_prepared_statement_cache_capacity(16);
         let (commands, queue) = mpsc::unbounded_channel();
