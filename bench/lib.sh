@@ -2,12 +2,17 @@
 # a fresh PostgreSQL database), CPU accounting, small statistics. Source it; it sets ROOT, BIN, WORK.
 # Environment: DATABASE [sqlite], SERVER_LOG [], CARGO_TARGET_DIR [<repo>/target],
 # SERVER_BIN [<target>/release/pep-server]: another build of the server to measure with the same
-# fleet (a before/after comparison runs this tree's pep-fleet against an older pep-server).
+# fleet (a before/after comparison runs this tree's pep-fleet against an older pep-server),
+# DEMO_CONFIG [<repo>/fixtures/demo/pep.toml]: the config the runs start from (an older server
+# needs its own tree's, without the newer keys),
+# DURABILITY []: `full` or `normal` sets `[store] durability` (empty: the server's default; a
+# server older than that setting must run with it empty).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
 SERVER_BIN="${SERVER_BIN:-$BIN/pep-server}"
+DEMO_CONFIG="${DEMO_CONFIG:-$ROOT/fixtures/demo/pep.toml}"
 TOKEN="pep-demo-token"
 DATABASE="${DATABASE:-sqlite}"
 SERVER_LOG="${SERVER_LOG:-}"
@@ -35,7 +40,7 @@ print(d)' "$1" "$2"; }
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen)
-echo "== server measured: $SERVER_BIN"
+echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}"
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -52,7 +57,8 @@ start_server() {
     sed -e 's|^listen = .*|listen = "127.0.0.1:0"|' \
         -e "s|^database_url = .*|database_url = \"$url\"|" \
         -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
-        "$ROOT/fixtures/demo/pep.toml" > "$dir/pep.toml"
+        "$DEMO_CONFIG" > "$dir/pep.toml"
+    if [[ -n "${DURABILITY:-}" ]]; then printf '\n[store]\ndurability = "%s"\n' "$DURABILITY" >> "$dir/pep.toml"; fi
     if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
     "$SERVER_BIN" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
     SERVER_PID=$!
