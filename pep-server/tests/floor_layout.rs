@@ -3,6 +3,8 @@
 //! - a 64-character serial (the longest endpoint name) stays inside its column, cut with an
 //!   ellipsis, with the full value as the cell's tooltip — for a server-rendered row and for a row
 //!   the script adds live;
+//! - a failed row with FCC's longest words (a wire-status-9 answer) keeps its message to two lines,
+//!   with the full text as the cell's tooltip;
 //! - a new row never shows before the counters that count it: at the moment the row is inserted
 //!   (a `MutationObserver` records the counters then), the counters already equal the database's.
 
@@ -12,7 +14,7 @@ mod http_support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use fake_fcc::Sessions;
+use fake_fcc::{FaultKind, Sessions};
 use floor_support::{Browser, READ_COUNTERS_JS, db_counters};
 use http_support::{Options, READ, Server, dead_port, gateway};
 use serde_json::{Value, json};
@@ -144,6 +146,66 @@ async fn a_64_character_serial_stays_inside_its_column() {
         .await;
     assert_serial_inside_its_cell(&live, &g);
     browser.quit().await;
+}
+
+/// The geometry of the FCC cell of `serial`'s row once it has failed; `null` before.
+const FCC_CELL_JS: &str = "\
+    var tr = document.querySelector('#attempts tbody tr[data-serial=\"' + arguments[0] + '\"]'); \
+    if (!tr || tr.getAttribute('data-result') !== 'failed') { return null; } \
+    var td = tr.querySelector('td.fcc'); var msg = td.querySelector('.msg'); \
+    var cs = getComputedStyle(msg); \
+    return { \
+      rowHeight: tr.getBoundingClientRect().height, lineHeight: parseFloat(cs.lineHeight), \
+      msgHeight: msg.getBoundingClientRect().height, \
+      scrollHeight: msg.scrollHeight, clientHeight: msg.clientHeight, \
+      text: msg.textContent, title: td.title \
+    };";
+
+#[tokio::test]
+async fn a_wire_status_9_row_keeps_its_message_to_two_lines() {
+    let server = Server::start(Options::default()).await;
+    let (gw, _gw) = gateway(Sessions::Forever, &[FaultKind::WireStatus9]).await;
+    // Rendered by the server, before the page loads, and then added live by the script.
+    let (status, body) = server.identity("GW-WIRE9-EARLY", gw).await;
+    assert_eq!(status, 502, "{body}");
+
+    let browser = Browser::start(1280, 720).await;
+    open_floor(&browser, &server).await;
+    let early = browser
+        .wait_for(
+            "the server-rendered row",
+            FCC_CELL_JS,
+            json!(["GW-WIRE9-EARLY"]),
+            WAIT,
+        )
+        .await;
+    let (status, body) = server.identity("GW-WIRE9-LIVE", gw).await;
+    assert_eq!(status, 502, "{body}");
+    let live = browser
+        .wait_for("the live row", FCC_CELL_JS, json!(["GW-WIRE9-LIVE"]), WAIT)
+        .await;
+    browser.quit().await;
+
+    for g in [early, live] {
+        // The test means something: the whole message does not fit in two lines.
+        assert!(
+            f(&g, "scrollHeight") > f(&g, "clientHeight") + 1.0,
+            "the message fits anyway; the test needs a longer one: {g}"
+        );
+        assert!(
+            f(&g, "msgHeight") <= 2.0 * f(&g, "lineHeight") + 1.0,
+            "the message takes more than two lines: {g}"
+        );
+        // Status line + two message lines + padding: not an eight-line block.
+        assert!(
+            f(&g, "rowHeight") <= 3.0 * f(&g, "lineHeight") + 16.0,
+            "the row is too tall: {g}"
+        );
+        // Nothing is lost: the full text is in the DOM and the tooltip has FCC's words.
+        let text = g["text"].as_str().unwrap_or_default();
+        assert!(!text.is_empty(), "{g}");
+        assert!(!g["title"].as_str().unwrap_or_default().is_empty(), "{g}");
+    }
 }
 
 /// Records, for every row the page inserts, the counters shown at that moment (a
