@@ -174,6 +174,12 @@ impl Modify for Aliases {
             let Some(mut item) = paths.get(spec.path).cloned() else {
                 continue;
             };
+            // Only this route's method: another route at the same path (`GET /v3/identities`
+            // beside `POST`) has no alias.
+            match spec.method {
+                "POST" => item.get = None,
+                _ => item.post = None,
+            }
             for op in operations(&mut item) {
                 op.operation_id = op.operation_id.take().map(|id| format!("{id}WithoutV3"));
                 op.tags = Some(vec![ALIAS_TAG.to_owned()]);
