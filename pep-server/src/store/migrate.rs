@@ -240,6 +240,37 @@ impl Tx {
         .map_err(q("writing identities to the target"))
     }
 
+    /// Request keys after `after` (in the source's order of the key; keys are never empty).
+    async fn keys_after(&mut self, after: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+        on_tx!(self, conn => {
+            sqlx::query_as(
+                "SELECT request_id, serial, at_ms FROM request_keys WHERE request_id > $1 \
+                 ORDER BY request_id LIMIT $2",
+            )
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(conn)
+            .await
+        })
+        .map_err(q("reading the request keys from the source"))
+    }
+
+    async fn insert_key(
+        &mut self,
+        (key, serial, at_ms): &(String, String, i64),
+    ) -> Result<(), StoreError> {
+        on_tx!(self, conn => {
+            sqlx::query("INSERT INTO request_keys (request_id, serial, at_ms) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(serial)
+                .bind(at_ms)
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .map_err(q("writing the request keys to the target"))
+    }
+
     /// Inserts an audit row, keeping its id when it has one.
     async fn insert_audit(&mut self, r: &AuditRow) -> Result<(), StoreError> {
         let columns = audit_columns!(names!());
@@ -368,6 +399,16 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         for row in page {
             target.insert_audit(&row).await?;
             report.audit += 1;
+        }
+    }
+    // Every request key ever used names its serial in the target too (a key is never reused).
+    let mut after = String::new();
+    loop {
+        let page = source.keys_after(&after).await?;
+        let Some(last) = page.last() else { break };
+        after = last.0.clone();
+        for key in &page {
+            target.insert_key(key).await?;
         }
     }
     source.commit().await?;
