@@ -2,10 +2,10 @@
 
 use std::collections::HashSet;
 
-use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
+use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl, RequestKey};
 use pep_server::store::{
-    DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, SortOrder, Store,
-    now_ms,
+    DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, Resolution, SortOrder,
+    Store, WriteAhead, now_ms,
 };
 
 fn attempt(serial: &str) -> NewAttempt {
@@ -25,6 +25,7 @@ fn attempt(serial: &str) -> NewAttempt {
         },
         requester: "test".to_owned(),
         now_ms: now_ms(),
+        request_key: None,
     }
 }
 
@@ -159,7 +160,8 @@ async fn reservation_conflicts_and_failed_serials_are_retryable() {
     assert_eq!(
         store.reserve(&attempt("A1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::InFlight
+            state: IdentityState::InFlight,
+            same_key: false,
         }
     );
     store
@@ -200,7 +202,8 @@ async fn reservation_conflicts_and_failed_serials_are_retryable() {
     assert_eq!(
         store.reserve(&attempt("A1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     let events: Vec<String> = store
@@ -267,6 +270,150 @@ async fn attempts_left_in_flight_are_failed_and_audited_on_open_and_retryable() 
         store.identity("OK-1").await.unwrap().unwrap().state,
         IdentityState::Deployed
     );
+}
+
+/// #13 on SQLite: an attempt whose certificate was written ahead is `in_doubt` after a crash (the
+/// others `failed`), keeps its enrollment ID, refuses new attempts until resolved, and a resolution
+/// happens once; a request key names one serial and replays its deployed attempt.
+#[tokio::test]
+async fn written_ahead_attempts_are_in_doubt_after_a_crash_until_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&url(&dir)).await.unwrap();
+    let Reservation::Reserved { id } = store.reserve(&attempt("AHEAD-1")).await.unwrap() else {
+        panic!("not reserved")
+    };
+    let ahead = WriteAhead {
+        enrollment_id: "A-01".to_owned(),
+        cert_serial: "0a".to_owned(),
+        cert_not_after: 2_000_000_000,
+        cert_der: vec![0x30, 0x00],
+        now_ms: now_ms(),
+    };
+    store.write_ahead(id, ahead.clone()).await.unwrap();
+    store.reserve(&attempt("BEFORE-1")).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = Store::open(&url(&dir)).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.failed, stats.in_doubt, stats.in_flight), (1, 1, 0));
+    let d = store.identity("AHEAD-1").await.unwrap().unwrap();
+    assert_eq!(d.state, IdentityState::InDoubt);
+    assert_eq!(
+        (d.enrollment_id.as_deref(), d.cert_der.as_deref()),
+        (Some("A-01"), Some(&[0x30u8, 0x00][..]))
+    );
+    let events: Vec<_> = store
+        .audit_for("AHEAD-1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.as_str())
+        .collect();
+    assert_eq!(events, ["attempt", "in_doubt"]);
+    assert_eq!(
+        store.reserve(&attempt("AHEAD-1")).await.unwrap(),
+        Reservation::Conflict {
+            state: IdentityState::InDoubt,
+            same_key: false
+        }
+    );
+    // A write-ahead of a row that is no longer in flight is refused.
+    assert!(store.write_ahead(id, ahead).await.is_err());
+    assert_eq!(
+        store
+            .resolve("AHEAD-1", IdentityState::Deployed, "op")
+            .await
+            .unwrap(),
+        Resolution::Resolved
+    );
+    assert_eq!(
+        store
+            .resolve("AHEAD-1", IdentityState::Failed, "op")
+            .await
+            .unwrap(),
+        Resolution::NotInDoubt {
+            state: IdentityState::Deployed
+        }
+    );
+    assert_eq!(
+        store
+            .resolve("NOBODY", IdentityState::Failed, "op")
+            .await
+            .unwrap(),
+        Resolution::Unknown
+    );
+    assert!(
+        store
+            .resolve("AHEAD-1", IdentityState::InFlight, "op")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.enrollment_id("AHEAD-1").await.unwrap().as_deref(),
+        Some("A-01")
+    );
+
+    // Request keys.
+    let keyed = |serial: &str, key: &str| NewAttempt {
+        request_key: Some(RequestKey::new(key.to_owned()).unwrap()),
+        ..attempt(serial)
+    };
+    let Reservation::Reserved { id } = store
+        .reserve(&keyed("KEY-1", "sqlite-key-1"))
+        .await
+        .unwrap()
+    else {
+        panic!("not reserved")
+    };
+    assert_eq!(
+        store
+            .reserve(&keyed("KEY-1", "sqlite-key-1"))
+            .await
+            .unwrap(),
+        Reservation::Conflict {
+            state: IdentityState::InFlight,
+            same_key: true
+        }
+    );
+    assert_eq!(
+        store
+            .reserve(&keyed("KEY-2", "sqlite-key-1"))
+            .await
+            .unwrap(),
+        Reservation::KeyUsed
+    );
+    store
+        .mark_deployed(
+            id,
+            &DeployedOutcome {
+                enrollment_id: "A-02",
+                cert_serial: "0b",
+                cert_not_after: 2_000_000_000,
+                fcc_warnings: &[],
+                duration_ms: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reserve(&keyed("KEY-1", "sqlite-key-1"))
+            .await
+            .unwrap(),
+        Reservation::Replay { id }
+    );
+    assert_eq!(
+        store
+            .identity("KEY-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .request_id
+            .as_deref(),
+        Some("sqlite-key-1")
+    );
+    assert!(store.identity("KEY-2").await.unwrap().is_none());
 }
 
 /// Writes are committed in batches (group commit): a write that fails inside a batch is undone
@@ -410,7 +557,8 @@ async fn memory_databases_are_separate_and_work_like_files() {
     assert_eq!(
         one.reserve(&attempt("MEM-1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     one.close().await;

@@ -157,9 +157,15 @@ async fn openapi_describes_exactly_the_routes_and_the_router_serves_them() {
             "radioConfig",
             "ledConfig",
             "category",
-            "verificationKey"
+            "verificationKey",
+            "requestId",
+            "Idempotency-Key"
         ]
     );
+    let key = &get_identity["parameters"][11];
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["required"], false);
+    assert_eq!(get_identity["parameters"][10]["schema"]["maxLength"], 128);
     let port = &get_identity["parameters"][2];
     assert_eq!(port["in"], "query");
     assert_eq!(port["required"], false);

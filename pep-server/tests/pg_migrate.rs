@@ -1,14 +1,15 @@
 //! `migrate-store`: SQLite → PostgreSQL (library and the real binary) and back; ids, states,
-//! details and audit trails survive; in-flight rows arrive failed; a non-empty target is refused.
+//! details and audit trails survive; in-flight rows arrive failed (in doubt when written ahead);
+//! request keys come along; a non-empty target is refused.
 
 mod pg_support;
 
 use std::process::Command;
 
-use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
+use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl, RequestKey};
 use pep_server::store::{
     DeployedOutcome, FailedOutcome, IdentityState, MigrationReport, NewAttempt, Reservation,
-    SortOrder, Store, StoreError, migrate_store, now_ms,
+    SortOrder, Store, StoreError, WriteAhead, migrate_store, now_ms,
 };
 use pg_support::TestDb;
 
@@ -29,6 +30,7 @@ fn attempt(serial: &str) -> NewAttempt {
         },
         requester: "line-1".to_owned(),
         now_ms: now_ms(),
+        request_key: None,
     }
 }
 
@@ -143,6 +145,7 @@ async fn sqlite_to_postgres_keeps_everything_and_fails_in_flight_rows() {
             deployed: 41,
             failed: 8,
             interrupted: 3,
+            in_doubt: 0,
             audit: source_audit,
         }
     );
@@ -211,7 +214,8 @@ async fn sqlite_to_postgres_keeps_everything_and_fails_in_flight_rows() {
     assert_eq!(
         target.reserve(&attempt("GW-001")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     source.close().await;
@@ -279,4 +283,74 @@ async fn migrate_store_binary_sqlite_to_postgres_and_back() {
         stderr.contains("source store") && stderr.contains("mysql://x/y"),
         "{stderr}"
     );
+}
+
+/// #13: an in-flight row whose certificate was written ahead arrives `in_doubt` (not failed), an
+/// in-doubt row stays so, and the request keys come along (a key still names its serial).
+#[tokio::test]
+async fn written_ahead_rows_arrive_in_doubt_and_request_keys_come_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(&format!("sqlite://{}/pep.sqlite", dir.path().display()))
+        .await
+        .unwrap();
+    let keyed = NewAttempt {
+        request_key: Some(RequestKey::new("migrate-key-1".to_owned()).unwrap()),
+        ..attempt("GW-KEYED")
+    };
+    let Reservation::Reserved { id } = source.reserve(&keyed).await.unwrap() else {
+        panic!("not reserved")
+    };
+    deploy(&source, id, 1).await;
+    let ahead = reserve(&source, "GW-AHEAD").await;
+    source
+        .write_ahead(
+            ahead,
+            WriteAhead {
+                enrollment_id: enrollment(2),
+                cert_serial: "02".to_owned(),
+                cert_not_after: 2_000_000_000,
+                cert_der: vec![0x30, 0x00],
+                now_ms: now_ms(),
+            },
+        )
+        .await
+        .unwrap();
+    reserve(&source, "GW-PLAIN").await;
+
+    let db = TestDb::create().await;
+    let target = Store::open(&db.url).await.unwrap();
+    let report = migrate_store(&source, &target).await.unwrap();
+    assert_eq!(
+        (
+            report.deployed,
+            report.failed,
+            report.in_doubt,
+            report.interrupted
+        ),
+        (1, 1, 1, 2)
+    );
+    let d = target.identity("GW-AHEAD").await.unwrap().unwrap();
+    assert_eq!(d.state, IdentityState::InDoubt);
+    assert_eq!(d.enrollment_id, Some(enrollment(2)));
+    assert_eq!(d.cert_der, Some(vec![0x30, 0x00]));
+    assert_eq!(
+        target.identity("GW-PLAIN").await.unwrap().unwrap().state,
+        IdentityState::Failed
+    );
+    // The key of GW-KEYED: a replay there, refused for another serial.
+    let again = NewAttempt {
+        request_key: Some(RequestKey::new("migrate-key-1".to_owned()).unwrap()),
+        ..attempt("GW-KEYED")
+    };
+    assert!(matches!(
+        target.reserve(&again).await.unwrap(),
+        Reservation::Replay { .. }
+    ));
+    let other = NewAttempt {
+        request_key: Some(RequestKey::new("migrate-key-1".to_owned()).unwrap()),
+        ..attempt("GW-OTHER")
+    };
+    assert_eq!(target.reserve(&other).await.unwrap(), Reservation::KeyUsed);
+    source.close().await;
+    target.close().await;
 }

@@ -8,10 +8,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
+use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl, RequestKey};
 use pep_server::store::{
-    DeployedOutcome, Durability, FailedOutcome, IdentityState, NewAttempt, Reservation, SortOrder,
-    Store, StoreError, StoreOptions, now_ms,
+    DeployedOutcome, Durability, FailedOutcome, IdentityState, NewAttempt, Reservation, Resolution,
+    SortOrder, Store, StoreError, StoreOptions, WriteAhead, now_ms,
 };
 use pg_support::TestDb;
 
@@ -32,6 +32,7 @@ fn attempt(serial: &str) -> NewAttempt {
         },
         requester: "test".to_owned(),
         now_ms: now_ms(),
+        request_key: None,
     }
 }
 
@@ -106,10 +107,11 @@ async fn pg_fifty_concurrent_reservations_of_one_serial_one_wins() {
     for t in tasks {
         match t.await.unwrap() {
             Reservation::Reserved { id } => won.push(id),
-            Reservation::Conflict { state } => {
+            Reservation::Conflict { state, .. } => {
                 assert_eq!(state, IdentityState::InFlight);
                 conflicts += 1;
             }
+            other => panic!("no request key, yet {other:?}"),
         }
     }
     assert_eq!(won.len(), 1, "exactly one reservation wins: {won:?}");
@@ -195,7 +197,8 @@ async fn pg_failed_then_retried_then_deployed_then_conflict() {
     assert_eq!(
         store.reserve(&attempt("GW-1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     let d = store.identity("GW-1").await.unwrap().unwrap();
@@ -484,4 +487,188 @@ async fn pg_full_durability_turns_synchronous_commit_back_on() {
         );
         store.close().await;
     }
+}
+
+fn ahead(i: usize) -> WriteAhead {
+    WriteAhead {
+        enrollment_id: enrollment(i),
+        cert_serial: format!("{i:04x}"),
+        cert_not_after: 2_000_000_000,
+        cert_der: vec![0x30, 0x03, 0x02, 0x01, i as u8],
+        now_ms: now_ms(),
+    }
+}
+
+/// #13: the lease sweep of a dead server's attempts marks those whose certificate was written
+/// ahead (FCC may have been reached) `in_doubt`, the others `failed`; only an operator's
+/// resolution ends `in_doubt`.
+#[tokio::test]
+async fn pg_lease_sweep_marks_attempts_that_reached_fcc_in_doubt() {
+    let db = TestDb::create().await;
+    let gone = open_as(&db, "gone-doubt").await;
+    let reserve = |serial: &'static str| {
+        let gone = gone.clone();
+        async move {
+            match gone.reserve(&attempt(serial)).await.unwrap() {
+                Reservation::Reserved { id } => id,
+                other => panic!("{serial}: {other:?}"),
+            }
+        }
+    };
+    let _before = reserve("GW-BEFORE").await;
+    let reached = reserve("GW-REACHED").await;
+    gone.write_ahead(reached, ahead(7)).await.unwrap();
+    let live = Store::open_with(
+        &db.url,
+        StoreOptions {
+            server_id: "live-doubt".to_owned(),
+            in_flight_lease: Duration::from_secs(2),
+            max_connections: 4,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while live.stats().await.unwrap().in_flight > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease sweep never expired the attempts"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = live.stats().await.unwrap();
+    assert_eq!((stats.failed, stats.in_doubt), (1, 1));
+    assert_eq!(
+        live.identity("GW-BEFORE").await.unwrap().unwrap().state,
+        IdentityState::Failed
+    );
+    let d = live.identity("GW-REACHED").await.unwrap().unwrap();
+    assert_eq!(d.state, IdentityState::InDoubt);
+    assert_eq!(d.enrollment_id, Some(enrollment(7)));
+    assert_eq!(d.cert_der, Some(vec![0x30, 0x03, 0x02, 0x01, 7]));
+    let events: Vec<_> = live
+        .audit_for("GW-REACHED")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.as_str())
+        .collect();
+    assert_eq!(events, ["attempt", "in_doubt"]);
+    let listed = live
+        .list_by_state(IdentityState::InDoubt, 10, SortOrder::Asc, None)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].serial_number, "GW-REACHED");
+
+    // No new attempt on any server while in doubt; the late outcome of the dead server is refused.
+    for store in [&gone, &live] {
+        assert!(matches!(
+            store.reserve(&attempt("GW-REACHED")).await.unwrap(),
+            Reservation::Conflict {
+                state: IdentityState::InDoubt,
+                ..
+            }
+        ));
+    }
+    assert!(matches!(
+        gone.mark_failed(reached, &failed("late")).await,
+        Err(StoreError::NotInFlight { .. })
+    ));
+    // The operator: deployed (its written-ahead enrollment ID joins the list), once.
+    assert_eq!(
+        live.resolve("GW-REACHED", IdentityState::Deployed, "op@test")
+            .await
+            .unwrap(),
+        Resolution::Resolved
+    );
+    assert_eq!(
+        gone.resolve("GW-REACHED", IdentityState::Failed, "op@test")
+            .await
+            .unwrap(),
+        Resolution::NotInDoubt {
+            state: IdentityState::Deployed
+        }
+    );
+    assert_eq!(
+        live.resolve("GW-NONE", IdentityState::Failed, "op@test")
+            .await
+            .unwrap(),
+        Resolution::Unknown
+    );
+    assert_eq!(
+        live.enrollment_id("GW-REACHED").await.unwrap(),
+        Some(enrollment(7))
+    );
+    gone.close().await;
+    live.close().await;
+}
+
+/// #13: request keys across two servers: a key names one serial (422 material), the same key
+/// is a conflict while in flight and a replay once deployed.
+#[tokio::test]
+async fn pg_request_keys_hold_across_servers() {
+    let db = TestDb::create().await;
+    let a = open_as(&db, "keys-a").await;
+    let b = open_as(&db, "keys-b").await;
+    let keyed = |serial: &str, key: &str| NewAttempt {
+        request_key: Some(RequestKey::new(key.to_owned()).unwrap()),
+        ..attempt(serial)
+    };
+    let Reservation::Reserved { id } = a.reserve(&keyed("GW-K1", "pg-key-0001")).await.unwrap()
+    else {
+        panic!("not reserved")
+    };
+    assert_eq!(
+        b.reserve(&keyed("GW-K2", "pg-key-0001")).await.unwrap(),
+        Reservation::KeyUsed
+    );
+    assert_eq!(
+        b.reserve(&keyed("GW-K1", "pg-key-0001")).await.unwrap(),
+        Reservation::Conflict {
+            state: IdentityState::InFlight,
+            same_key: true
+        }
+    );
+    let (eid, mut outcome) = deployed(3);
+    outcome.enrollment_id = &eid;
+    a.mark_deployed(id, &outcome).await.unwrap();
+    assert_eq!(
+        b.reserve(&keyed("GW-K1", "pg-key-0001")).await.unwrap(),
+        Reservation::Replay { id }
+    );
+    assert_eq!(
+        b.reserve(&keyed("GW-K1", "pg-key-0002")).await.unwrap(),
+        Reservation::Conflict {
+            state: IdentityState::Deployed,
+            same_key: false
+        }
+    );
+    // Racing claims of one fresh key for two serials: exactly one serial gets it.
+    let (r1, r2) = (keyed("GW-R1", "pg-race-key"), keyed("GW-R2", "pg-race-key"));
+    let (ra, rb) = tokio::join!(a.reserve(&r1), b.reserve(&r2));
+    let outcomes = [ra.unwrap(), rb.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|r| matches!(r, Reservation::Reserved { .. }))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&Reservation::KeyUsed), "{outcomes:?}");
+    let events: Vec<_> = a
+        .audit_for("GW-K1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.as_str())
+        .collect();
+    assert_eq!(
+        events,
+        ["attempt", "conflict", "deployed", "replay", "conflict"]
+    );
+    a.close().await;
+    b.close().await;
 }

@@ -255,7 +255,8 @@ async fn events(store: &Store, serial: &str) -> Vec<String> {
 }
 
 /// kill -9 of one server while both have an injection in flight: the restarted server recovers its
-/// own attempt only; the other server's attempt runs on and ends normally (no `interrupted`).
+/// own attempt only — `in_doubt`, since its certificate was written ahead and sent — and the other
+/// server's attempt runs on and ends normally (no `interrupted`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_of_one_server_leaves_the_other_servers_attempts_alone() {
     let db = TestDb::create().await;
@@ -303,6 +304,18 @@ async fn restart_of_one_server_leaves_the_other_servers_attempts_alone() {
     };
     until_in_flight(&checker, "GW-KILLED").await;
     until_in_flight(&checker, "GW-RUNNING").await;
+    // The kill comes after the write-ahead (the stalling gateway holds the bundle by then).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while checker
+        .identity("GW-KILLED")
+        .await
+        .unwrap()
+        .and_then(|d| d.cert_serial)
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "never written ahead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let dir = a.kill9().await;
     assert!(
@@ -313,11 +326,9 @@ async fn restart_of_one_server_leaves_the_other_servers_attempts_alone() {
 
     // A recovered its own attempt, and only that one.
     let killed = checker.identity("GW-KILLED").await.unwrap().unwrap();
-    assert_eq!(killed.state, IdentityState::Failed);
-    assert_eq!(
-        events(&checker, "GW-KILLED").await,
-        ["attempt", "interrupted"]
-    );
+    assert_eq!(killed.state, IdentityState::InDoubt);
+    assert!(killed.enrollment_id.is_some());
+    assert_eq!(events(&checker, "GW-KILLED").await, ["attempt", "in_doubt"]);
     let running = checker.identity("GW-RUNNING").await.unwrap().unwrap();
     assert_eq!(
         running.state,
@@ -330,7 +341,10 @@ async fn restart_of_one_server_leaves_the_other_servers_attempts_alone() {
     assert_eq!(status, 504, "{body}");
     assert_eq!(events(&checker, "GW-RUNNING").await, ["attempt", "failed"]);
 
-    // Both serials are retryable, through either server.
+    // Both serials are retryable, through either server (the in-doubt one once an operator
+    // resolved it `failed`, on the other server).
+    let (status, body) = b.resolve("GW-KILLED", "failed", BOTH).await;
+    assert_eq!(status, 200, "{body}");
     let (good1, _g1) = gateway(Sessions::One, &[]).await;
     let (good2, _g2) = gateway(Sessions::One, &[]).await;
     let (status, body) = b.identity("GW-KILLED", good1).await;

@@ -7,8 +7,11 @@
 //!
 //! * every gateway is deployed, each serial exactly once (one identity row, one `deployed` event);
 //! * each stored enrollment ID is the SHA-256 of the certificate that gateway stored;
-//! * the audit table has one `attempt` row per attempt, each followed by exactly one outcome, and
-//!   the attempts counter of each identity agrees;
+//! * the audit table has one `attempt` row per attempt, each followed by exactly one outcome
+//!   (`deployed`, `failed`, `interrupted`, or `in_doubt` when the kill came after the certificate
+//!   was written ahead), and the attempts counter of each identity agrees; none is lost;
+//! * every `in_doubt` row is listed by `GET /v3/identities?state=in_doubt` after the restart and
+//!   resolved by the operator (here: `failed`, so the retries provision it again), audited once;
 //! * `/metrics` (store gauges and the counters of the last server process) agrees with the
 //!   database;
 //! * the SQLite file passes `PRAGMA integrity_check` after every kill and at the end.
@@ -129,14 +132,41 @@ async fn killer(mut server: Server, mut targets: Vec<u64>) -> (Server, i64, Vec<
         let down = Instant::now();
         last_start = now_ms();
         server = Server::start_in(dir).await;
+        let restarted = down.elapsed().as_secs_f64();
+        let in_doubt = resolve_in_doubt(&server).await;
         let line = format!(
-            "kill -9 at {target} deployed ({in_flight} provisionings in flight): integrity_check ok, restarted in {:.2} s",
-            down.elapsed().as_secs_f64()
+            "kill -9 at {target} deployed ({in_flight} provisionings in flight): integrity_check ok, restarted in {restarted:.2} s, {in_doubt} in doubt resolved failed"
         );
         println!("chaos: {line}");
         log.push(line);
     }
     (server, last_start, log)
+}
+
+/// The operator after a restart: every in-doubt identity (listed by the API, page by page) is
+/// resolved `failed`, so the fleet's retries provision it again. Returns how many.
+async fn resolve_in_doubt(server: &Server) -> u64 {
+    let mut serials = Vec::new();
+    let mut path = "/v3/identities?state=in_doubt&limit=1000&order=ASC".to_owned();
+    loop {
+        let (status, page) = server.get_json(&path, Some(READ)).await;
+        assert_eq!(status, 200, "{page}");
+        let results = page["results"].as_array().unwrap();
+        if results.is_empty() {
+            break;
+        }
+        for r in results {
+            assert_eq!(r["state"], "in_doubt", "{r}");
+            assert!(r["enrollmentID"].is_string(), "written ahead: {r}");
+            serials.push(r["serialNumber"].as_str().unwrap().to_owned());
+        }
+        path = page["_links"]["next"]["href"].as_str().unwrap().to_owned();
+    }
+    for serial in &serials {
+        let (status, body) = server.resolve(serial, "failed", BOTH).await;
+        assert_eq!(status, 200, "{serial}: {body}");
+    }
+    serials.len() as u64
 }
 
 /// The audit trail of every serial the fleet holds no stored certificate for (diagnostics).
@@ -229,7 +259,8 @@ async fn verify(server: &Server, report: &FleetReport, gateways: u64, last_start
     // One audit row per attempt: per serial the events are (attempt, outcome)* with the last
     // outcome `deployed`; the identity's attempts counter is the number of attempt rows.
     let events = sqlx::query(
-        "SELECT serial, event FROM audit WHERE event <> 'conflict' ORDER BY serial, id",
+        "SELECT serial, event FROM audit WHERE event NOT IN ('conflict', 'resolved') \
+         ORDER BY serial, id",
     )
     .fetch_all(&mut conn)
     .await
@@ -254,7 +285,7 @@ async fn verify(server: &Server, report: &FleetReport, gateways: u64, last_start
         for pair in evs.chunks(2) {
             assert_eq!(pair[0], "attempt", "{serial}: {evs:?}");
             assert!(
-                ["deployed", "failed", "interrupted"].contains(&pair[1].as_str()),
+                ["deployed", "failed", "interrupted", "in_doubt"].contains(&pair[1].as_str()),
                 "{serial}: {evs:?}"
             );
             *outcome_counts.entry(pair[1].clone()).or_default() += 1;
@@ -273,6 +304,18 @@ async fn verify(server: &Server, report: &FleetReport, gateways: u64, last_start
     .await;
     let attempts_sum = scalar(&mut conn, "SELECT sum(attempts) FROM identities").await;
     assert_eq!(attempt_rows, attempts_sum);
+    // Every in-doubt outcome was resolved once, by the operator.
+    let in_doubt_rows = scalar(
+        &mut conn,
+        "SELECT count(*) FROM audit WHERE event = 'in_doubt'",
+    )
+    .await;
+    let resolved_rows = scalar(
+        &mut conn,
+        "SELECT count(*) FROM audit WHERE event = 'resolved'",
+    )
+    .await;
+    assert_eq!(in_doubt_rows, resolved_rows, "in_doubt vs resolved rows");
     let conflicts = scalar(
         &mut conn,
         "SELECT count(*) FROM audit WHERE event = 'conflict'",
@@ -288,6 +331,7 @@ async fn verify(server: &Server, report: &FleetReport, gateways: u64, last_start
     assert_eq!(m("pep_store_identities{state=\"deployed\"}"), deployed);
     assert_eq!(m("pep_store_identities{state=\"failed\"}"), 0);
     assert_eq!(m("pep_store_identities{state=\"in_flight\"}"), 0);
+    assert_eq!(m("pep_store_identities{state=\"in_doubt\"}"), 0);
     assert_eq!(m("pep_provisions_in_flight"), 0);
     let since = |event: &str| {
         format!("SELECT count(*) FROM audit WHERE event = '{event}' AND at_ms >= {last_start}")

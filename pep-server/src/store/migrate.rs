@@ -29,12 +29,15 @@ pub struct MigrationReport {
     pub interrupted: u64,
     /// Audit rows copied from the source (the new `interrupted` rows not counted).
     pub audit: u64,
+    /// Identities copied in doubt (including in-flight ones whose certificate was written ahead:
+    /// they may be on the gateway).
+    pub in_doubt: u64,
 }
 
 impl MigrationReport {
     /// All identities copied.
     pub fn identities(&self) -> u64 {
-        self.deployed + self.failed
+        self.deployed + self.failed + self.in_doubt
     }
 }
 
@@ -64,6 +67,8 @@ struct IdentityRow {
     fcc_info: Option<String>,
     fcc_warnings: String,
     last_error: Option<String>,
+    cert_der: Option<Vec<u8>>,
+    request_id: Option<String>,
     attempts: i64,
     created_at: i64,
     updated_at: i64,
@@ -82,8 +87,8 @@ macro_rules! identity_columns {
         $m!($($args)* id, serial, state, gateway, requester, ou, device_id, hardware_version,
             radio_config, led_config, category, cloud_address, api_address,
             gateway_services_address, verification_key, enrollment_id, cert_serial,
-            cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, attempts, created_at,
-            updated_at)
+            cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id,
+            attempts, created_at, updated_at)
     };
 }
 
@@ -235,6 +240,37 @@ impl Tx {
         .map_err(q("writing identities to the target"))
     }
 
+    /// Request keys after `after` (in the source's order of the key; keys are never empty).
+    async fn keys_after(&mut self, after: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+        on_tx!(self, conn => {
+            sqlx::query_as(
+                "SELECT request_id, serial, at_ms FROM request_keys WHERE request_id > $1 \
+                 ORDER BY request_id LIMIT $2",
+            )
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(conn)
+            .await
+        })
+        .map_err(q("reading the request keys from the source"))
+    }
+
+    async fn insert_key(
+        &mut self,
+        (key, serial, at_ms): &(String, String, i64),
+    ) -> Result<(), StoreError> {
+        on_tx!(self, conn => {
+            sqlx::query("INSERT INTO request_keys (request_id, serial, at_ms) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(serial)
+                .bind(at_ms)
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .map_err(q("writing the request keys to the target"))
+    }
+
     /// Inserts an audit row, keeping its id when it has one.
     async fn insert_audit(&mut self, r: &AuditRow) -> Result<(), StoreError> {
         let columns = audit_columns!(names!());
@@ -316,11 +352,23 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
             match row.state {
                 IdentityState::Deployed => report.deployed += 1,
                 IdentityState::Failed => report.failed += 1,
+                IdentityState::InDoubt => report.in_doubt += 1,
                 IdentityState::InFlight => {
-                    report.failed += 1;
+                    // Written ahead: the identity may have reached the gateway.
+                    let (state, event, error) = if row.cert_der.is_some() {
+                        report.in_doubt += 1;
+                        (IdentityState::InDoubt, AuditEvent::InDoubt, super::IN_DOUBT)
+                    } else {
+                        report.failed += 1;
+                        (
+                            IdentityState::Failed,
+                            AuditEvent::Interrupted,
+                            MIGRATED_IN_FLIGHT,
+                        )
+                    };
                     report.interrupted += 1;
-                    row.state = IdentityState::Failed;
-                    row.last_error = Some(MIGRATED_IN_FLIGHT.to_owned());
+                    row.state = state;
+                    row.last_error = Some(error.to_owned());
                     row.updated_at = now;
                     interrupted.push(AuditRow {
                         id: None,
@@ -328,11 +376,11 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
                         serial: row.serial.clone(),
                         gateway: row.gateway.clone(),
                         requester: row.requester.clone(),
-                        event: AuditEvent::Interrupted,
+                        event,
                         fcc_status: None,
                         fcc_info: None,
                         fcc_warnings: String::new(),
-                        detail: Some(MIGRATED_IN_FLIGHT.to_owned()),
+                        detail: Some(error.to_owned()),
                         duration_ms: Some(now.saturating_sub(row.created_at)),
                     });
                 }
@@ -351,6 +399,16 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         for row in page {
             target.insert_audit(&row).await?;
             report.audit += 1;
+        }
+    }
+    // Every request key ever used names its serial in the target too (a key is never reused).
+    let mut after = String::new();
+    loop {
+        let page = source.keys_after(&after).await?;
+        let Some(last) = page.last() else { break };
+        after = last.0.clone();
+        for key in &page {
+            target.insert_key(key).await?;
         }
     }
     source.commit().await?;
