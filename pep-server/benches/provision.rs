@@ -50,6 +50,7 @@ fn provisioning(c: &mut Criterion) {
         ProvisionRequest {
             params: provisioner.gateway_params(fields, None).expect("valid"),
             requester: "bench".to_owned(),
+            request_key: None,
         }
     };
     c.bench_function(

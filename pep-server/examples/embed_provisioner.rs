@@ -52,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
         params: provisioner.gateway_params(fields, None)?,
         // Who asks, for the audit trail.
         requester: "embed_provisioner example".to_owned(),
+        // No request key: a repeated request is refused (409), not answered again.
+        request_key: None,
     };
 
     // Issue the identity, inject it, record it: one call.

@@ -43,7 +43,7 @@
 //! };
 //! let params = provisioner.gateway_params(fields, None)?;
 //! let identity = provisioner
-//!     .provision(ProvisionRequest { params, requester: "station-7".to_owned() })
+//!     .provision(ProvisionRequest { params, requester: "station-7".to_owned(), request_key: None })
 //!     .await?;
 //! println!("enrollment ID {}", identity.enrollment_id.as_str());
 //!

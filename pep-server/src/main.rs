@@ -187,10 +187,11 @@ fn migrate_store(from: &str, to: &str) -> ExitCode {
     match result {
         Ok(r) => {
             println!(
-                "copied {} identities ({} deployed, {} failed, of which {} were in flight and are now failed) and {} audit rows",
+                "copied {} identities ({} deployed, {} failed, {} in doubt; {} were in flight and are now failed or in doubt) and {} audit rows",
                 r.identities(),
                 r.deployed,
                 r.failed,
+                r.in_doubt,
                 r.interrupted,
                 r.audit
             );

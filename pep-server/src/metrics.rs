@@ -33,11 +33,13 @@ pub enum ProvisionResult {
     GatewayTimeout,
     /// A defect or an internal resource failure (store, CA).
     Internal,
+    /// A repeated request key: the stored identity was answered again (nothing injected).
+    Replayed,
 }
 
 impl ProvisionResult {
     /// Every result, in the order they are exported.
-    pub const ALL: [ProvisionResult; 8] = [
+    pub const ALL: [ProvisionResult; 9] = [
         ProvisionResult::Deployed,
         ProvisionResult::Invalid,
         ProvisionResult::Conflict,
@@ -46,6 +48,7 @@ impl ProvisionResult {
         ProvisionResult::GatewayUnreachable,
         ProvisionResult::GatewayTimeout,
         ProvisionResult::Internal,
+        ProvisionResult::Replayed,
     ];
 
     /// The label value used in the exposition.
@@ -59,6 +62,7 @@ impl ProvisionResult {
             ProvisionResult::GatewayUnreachable => "gateway_unreachable",
             ProvisionResult::GatewayTimeout => "gateway_timeout",
             ProvisionResult::Internal => "internal",
+            ProvisionResult::Replayed => "replayed",
         }
     }
 

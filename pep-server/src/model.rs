@@ -48,6 +48,69 @@ impl InvalidField {
     }
 }
 
+/// A client's request key (`requestId` / `Idempotency-Key`): 8–128 printable ASCII characters
+/// (0x21–0x7E). The same key for the same serial makes a retry after a lost answer safe: the
+/// stored identity is answered again instead of a second certificate being issued.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RequestKey(String);
+
+impl RequestKey {
+    /// Shortest accepted key.
+    pub const MIN_LEN: usize = 8;
+    /// Longest accepted key.
+    pub const MAX_LEN: usize = 128;
+
+    /// Checks `key`; the reason of a refusal follows "parameter `requestId`".
+    pub fn new(key: String) -> Result<RequestKey, InvalidField> {
+        let n = key.chars().count();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&n) {
+            return Err(InvalidField::new(
+                "requestId",
+                format!(
+                    "has {n} characters; a request key has {} to {}",
+                    Self::MIN_LEN,
+                    Self::MAX_LEN
+                ),
+            ));
+        }
+        if let Some(c) = key.chars().find(|c| !('\u{21}'..='\u{7e}').contains(c)) {
+            return Err(InvalidField::new(
+                "requestId",
+                format!(
+                    "contains {}; a request key is printable ASCII without spaces (0x21-0x7E)",
+                    c.escape_default()
+                ),
+            ));
+        }
+        Ok(RequestKey(key))
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RequestKey {
+    type Error = InvalidField;
+    fn try_from(key: String) -> Result<RequestKey, InvalidField> {
+        RequestKey::new(key)
+    }
+}
+
+impl From<RequestKey> for String {
+    fn from(key: RequestKey) -> String {
+        key.0
+    }
+}
+
+impl fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Why a text is not a [`FieldText`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
@@ -597,6 +660,27 @@ mod tests {
             assert_eq!(e.field, "ip", "{bad}");
             assert!(e.reason.starts_with("must be a unicast address"), "{e}");
         }
+    }
+
+    #[test]
+    fn request_keys_are_8_to_128_printable_ascii() {
+        assert_eq!(
+            RequestKey::new("abcdefgh".into()).unwrap().as_str(),
+            "abcdefgh"
+        );
+        assert!(RequestKey::new("~".repeat(128)).is_ok());
+        for bad in ["short", "has space", "tab\there", "é-accented", ""] {
+            let e = RequestKey::new(bad.into()).unwrap_err();
+            assert_eq!(e.field, "requestId", "{bad}");
+        }
+        let e = RequestKey::new("x".repeat(129)).unwrap_err();
+        assert_eq!(e.reason, "has 129 characters; a request key has 8 to 128");
+        let e = RequestKey::new("abcd efgh".into()).unwrap_err();
+        assert!(
+            e.reason.starts_with("contains  ;") || e.reason.contains("0x21"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]

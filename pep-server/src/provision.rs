@@ -19,6 +19,7 @@
 //! logged or returned.
 
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,11 +37,15 @@ use crate::activity::{
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, EntropyMode, KeyMode};
 pub use crate::model::MAX_FIELD_LEN;
+pub use crate::model::RequestKey;
 use crate::model::{
     Category, FieldText, GatewayDefaults, GatewayFields, GatewayParams, HttpUrl, InvalidField,
     as_text,
 };
-use crate::store::{DeployedOutcome, FailedOutcome, NewAttempt, Reservation, Store, StoreError};
+use crate::store::{
+    DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, Store, StoreError,
+    WriteAhead,
+};
 
 /// One provisioning request: a valid gateway and who asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,9 @@ pub struct ProvisionRequest {
     pub params: GatewayParams,
     /// Who asks (token name and address), for the audit trail; cut to [`MAX_FIELD_LEN`].
     pub requester: String,
+    /// The client's request key: the same key for the same serial answers the stored identity
+    /// again instead of issuing a second certificate (a retry after a lost answer).
+    pub request_key: Option<RequestKey>,
 }
 
 /// A deployed gateway identity; serializes to the `identity.json` of the original tool, plus
@@ -121,6 +129,10 @@ pub struct Identity {
     /// The gateway's FCC address.
     #[serde(skip)]
     pub gateway: SocketAddr,
+    /// True when this is the stored identity answered again for a repeated request key (no
+    /// certificate was issued, nothing was injected).
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// Why an attempt on a reachable gateway failed below FCC's own status (502).
@@ -166,10 +178,21 @@ pub enum ProvisionError {
         /// What is wrong.
         reason: String,
     },
-    /// The serial is deployed or being provisioned (409).
-    #[error("serial number {serial} is already deployed or being provisioned")]
+    /// The serial is deployed, being provisioned, or in doubt (409).
+    #[error("{}", conflict_message(serial, *state))]
     Conflict {
         /// The serial.
+        serial: String,
+        /// The state of its row.
+        state: IdentityState,
+    },
+    /// The request key was used for another serial (422).
+    #[error(
+        "the request key was already used for another serial number than {serial}; a request key \
+         names one serial: send a new one"
+    )]
+    KeyUsed {
+        /// The serial of this request.
         serial: String,
     },
     /// FCC answered with a non-zero ReturnStatus (502). The serial can be retried.
@@ -244,6 +267,7 @@ impl ProvisionError {
         match self {
             ProvisionError::InvalidRequest { .. } => 400,
             ProvisionError::Conflict { .. } => 409,
+            ProvisionError::KeyUsed { .. } => 422,
             ProvisionError::GatewayRejected { .. } | ProvisionError::GatewayFailed { .. } => 502,
             ProvisionError::GatewayUnreachable { .. } | ProvisionError::GatewayTimeout { .. } => {
                 504
@@ -264,6 +288,19 @@ impl ProvisionError {
                 | ProvisionError::GatewayUnreachable { .. }
                 | ProvisionError::GatewayTimeout { .. }
         )
+    }
+}
+
+/// The message of a 409: what the serial's state means and what to do.
+fn conflict_message(serial: &str, state: IdentityState) -> String {
+    match state {
+        IdentityState::InDoubt => format!(
+            "serial number {serial} is in doubt: a server stopped while injecting its identity, \
+             which may be on the gateway; an operator checks the gateway and resolves it with \
+             POST /v3/identities/{serial}/resolve and {{\"state\": \"deployed\"}} or \
+             {{\"state\": \"failed\"}}"
+        ),
+        _ => format!("serial number {serial} is already deployed or being provisioned"),
     }
 }
 
@@ -303,11 +340,15 @@ struct Inner {
 /// What went wrong inside one attempt (before mapping to [`ProvisionError`]).
 enum AttemptError {
     Fcc(FccError),
-    Rejected { response: Box<Response> },
+    Rejected {
+        response: Box<Response>,
+    },
     Failure(GatewayFailure),
     Ca(CaError),
     Internal(String),
     Deadline(Duration),
+    /// The write-ahead failed: nothing was sent to FCC.
+    Store(StoreError),
 }
 
 impl From<FccError> for AttemptError {
@@ -338,6 +379,7 @@ impl AttemptError {
             AttemptError::Failure(error) => ProvisionError::GatewayFailed { gateway, error },
             AttemptError::Ca(e) => ProvisionError::Ca(e),
             AttemptError::Internal(e) => ProvisionError::Internal(e),
+            AttemptError::Store(e) => ProvisionError::Store(e),
             AttemptError::Deadline(d) => ProvisionError::GatewayTimeout {
                 gateway,
                 error: GatewayTimeoutCause::Deadline(d),
@@ -456,6 +498,7 @@ impl Inner {
         let ProvisionRequest {
             params: job,
             mut requester,
+            request_key,
         } = request;
         if let Some((cut, _)) = requester.char_indices().nth(MAX_FIELD_LEN) {
             requester.truncate(cut);
@@ -464,6 +507,7 @@ impl Inner {
             params: job,
             requester,
             now_ms: self.clock.now_ms(),
+            request_key,
         };
         let reservation = self.store.reserve(&attempt).await?;
         let job = &attempt.params;
@@ -479,9 +523,24 @@ impl Inner {
                 }));
                 id
             }
-            Reservation::Conflict { state } => {
-                tracing::info!(serial, %state, "serial conflict");
+            Reservation::Conflict { state, same_key } => {
+                tracing::info!(serial, %state, same_key, "serial conflict");
                 return Err(ProvisionError::Conflict {
+                    serial: serial.to_owned(),
+                    state,
+                });
+            }
+            Reservation::Replay { id } => {
+                tracing::info!(
+                    serial,
+                    id,
+                    "request key repeated: answering the stored identity"
+                );
+                return self.stored_identity(serial).await;
+            }
+            Reservation::KeyUsed => {
+                tracing::info!(serial, "request key used for another serial");
+                return Err(ProvisionError::KeyUsed {
                     serial: serial.to_owned(),
                 });
             }
@@ -516,7 +575,8 @@ impl Inner {
                     Ok(created_at) => created_at,
                     Err(e) => {
                         // The gateway holds the identity but the store could not record it: say
-                        // loudly what to do; the row is recovered as failed at the next start.
+                        // loudly what to do; the row (its certificate written ahead) is recovered
+                        // `in_doubt` at the next start.
                         tracing::error!(serial, gateway = %job.gateway, %enrollment_id, error = %e,
                             "gateway provisioned but the store could not record it");
                         return Err(e.into());
@@ -569,6 +629,7 @@ impl Inner {
                     certificate_not_after: certificate.not_after,
                     fcc_warnings: injected.warnings,
                     gateway,
+                    replayed: false,
                 })
             }
             Err(failure) => {
@@ -615,6 +676,55 @@ impl Inner {
         }
     }
 
+    /// The identity of a deployed serial as its first answer had it, from the store (a repeated
+    /// request key): same JSON, same enrollment ID, nothing issued.
+    async fn stored_identity(&self, serial: &str) -> Result<Identity, ProvisionError> {
+        let detail = self.store.identity(serial).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("the replayed serial `{serial}` has no row"))
+        })?;
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            ProvisionError::Store(StoreError::Corrupt(format!(
+                "stored {what} of `{serial}`: {e}"
+            )))
+        };
+        let text = |what, v: String| FieldText::new(v).map_err(|e| corrupt(what, &e));
+        let url = |what, v: String| HttpUrl::new(v).map_err(|e| corrupt(what, &e));
+        let enrollment_id = detail
+            .enrollment_id
+            .as_deref()
+            .ok_or_else(|| corrupt("enrollment ID", &"absent"))?;
+        let api_address = url("API address", detail.api_address)?;
+        let gateway_services_address =
+            url("gateway services address", detail.gateway_services_address)?;
+        Ok(Identity {
+            serial_number: EndpointName::from_str(&detail.serial_number)
+                .map_err(|e| corrupt("serial", &e))?,
+            ou: detail.ou,
+            device_id: detail.device_id,
+            deployed: true,
+            hardware_version: text("hardware version", detail.hardware_version)?,
+            radio_config: text("radio config", detail.radio_config)?,
+            led_config: text("LED config", detail.led_config)?,
+            category: Category::from_str(&detail.category).map_err(|e| corrupt("category", &e))?,
+            cloud_address: url("cloud address", detail.cloud_address)?,
+            api_server_address: api_address.clone(),
+            api_address,
+            gateway_services_address,
+            enrollment_id: EnrollmentId::from_str(enrollment_id)
+                .map_err(|e| corrupt("enrollment ID", &e))?,
+            created_at: detail.created_at_ms,
+            certificate_der: CertificateDer::from(detail.cert_der.unwrap_or_default()),
+            certificate_serial: detail.cert_serial.unwrap_or_default(),
+            certificate_not_after: detail
+                .cert_not_after
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            fcc_warnings: detail.fcc_warnings,
+            gateway: detail.gateway.parse().map_err(|e| corrupt("gateway", &e))?,
+            replayed: true,
+        })
+    }
+
     /// Waits for an injection slot, then issues and injects.
     async fn attempt(&self, job: &GatewayParams, id: i64) -> Result<Injected, AttemptError> {
         let _slot =
@@ -624,14 +734,33 @@ impl Inner {
         // A short SID keeps FCC's response well under its 512-byte buffer.
         let sid = format!("pep-{id}");
         match self.config.key_mode {
-            KeyMode::ByTool => self.inject_by_tool(job, sid).await,
-            KeyMode::ByDevice => self.inject_by_device(job, sid).await,
+            KeyMode::ByTool => self.inject_by_tool(job, id, sid).await,
+            KeyMode::ByDevice => self.inject_by_device(job, id, sid).await,
         }
+    }
+
+    /// Records the certificate of attempt `id` before its first byte goes to FCC (issue #13): a
+    /// crash from here on leaves the row `in_doubt` with this enrollment ID, not `failed`.
+    async fn write_ahead(&self, id: i64, cert: &IssuedCertificate) -> Result<(), AttemptError> {
+        self.store
+            .write_ahead(
+                id,
+                WriteAhead {
+                    enrollment_id: cert.enrollment_id.to_string(),
+                    cert_serial: cert.serial_hex.clone(),
+                    cert_not_after: cert.not_after.unix_timestamp(),
+                    cert_der: cert.der.clone(),
+                    now_ms: self.clock.now_ms(),
+                },
+            )
+            .await
+            .map_err(AttemptError::Store)
     }
 
     async fn inject_by_tool(
         &self,
         job: &GatewayParams,
+        id: i64,
         sid: String,
     ) -> Result<Injected, AttemptError> {
         // Issuing is done inline on the runtime thread: it costs ~34 µs of CPU in a release build
@@ -653,6 +782,8 @@ impl Inner {
         // `bundle` drops at the end of this scope, right after the exchange.
         drop(issued.private_key);
         let mut client = FccClient::connect(job.gateway, self.timeouts).await?;
+        // After the connect (an unreachable gateway costs no write), before the first byte.
+        self.write_ahead(id, &certificate).await?;
         let response = client.send(&bundle).await;
         drop(bundle);
         drop(client);
@@ -666,6 +797,7 @@ impl Inner {
     async fn inject_by_device(
         &self,
         job: &GatewayParams,
+        id: i64,
         sid: String,
     ) -> Result<Injected, AttemptError> {
         let mut client = FccClient::connect(job.gateway, self.timeouts).await?;
@@ -710,6 +842,9 @@ impl Inner {
                 self.clock.now(),
             )
             .map_err(|e| AttemptError::Failure(GatewayFailure::CsrRefused(e)))?;
+        // Message 1 left a key on the device but no identity; from the final message on the
+        // certificate may be there.
+        self.write_ahead(id, &certificate).await?;
         // Message 2 (final, verified): everything but the key, which stays on the device.
         let second = self.final_bundle(job, sid, &certificate);
         let response = client.send(&second).await?;
@@ -827,7 +962,11 @@ mod tests {
     fn http_statuses() {
         let gw: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(
-            ProvisionError::Conflict { serial: "x".into() }.http_status(),
+            ProvisionError::Conflict {
+                serial: "x".into(),
+                state: IdentityState::Deployed
+            }
+            .http_status(),
             409
         );
         let e = ProvisionError::GatewayRejected {

@@ -90,6 +90,7 @@ fn build(fields: GatewayFields) -> ProvisionRequest {
     ProvisionRequest {
         params: fields.into_params(None, &defaults()).unwrap(),
         requester: "test@127.0.0.1".to_owned(),
+        request_key: None,
     }
 }
 
@@ -268,7 +269,7 @@ async fn same_serial_again_is_a_conflict() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProvisionError::Conflict { serial } if serial == "GW-DUP"),
+        matches!(&err, ProvisionError::Conflict { serial, .. } if serial == "GW-DUP"),
         "{err}"
     );
     assert_eq!(err.http_status(), 409);

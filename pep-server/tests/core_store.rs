@@ -25,6 +25,7 @@ fn attempt(serial: &str) -> NewAttempt {
         },
         requester: "test".to_owned(),
         now_ms: now_ms(),
+        request_key: None,
     }
 }
 
@@ -159,7 +160,8 @@ async fn reservation_conflicts_and_failed_serials_are_retryable() {
     assert_eq!(
         store.reserve(&attempt("A1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::InFlight
+            state: IdentityState::InFlight,
+            same_key: false,
         }
     );
     store
@@ -200,7 +202,8 @@ async fn reservation_conflicts_and_failed_serials_are_retryable() {
     assert_eq!(
         store.reserve(&attempt("A1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     let events: Vec<String> = store
@@ -410,7 +413,8 @@ async fn memory_databases_are_separate_and_work_like_files() {
     assert_eq!(
         one.reserve(&attempt("MEM-1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     one.close().await;

@@ -31,6 +31,7 @@ fn request(provisioner: &Provisioner, serial: String, port: u16) -> ProvisionReq
     ProvisionRequest {
         params: provisioner.gateway_params(fields, None).unwrap(),
         requester: "floor-events-test".to_owned(),
+        request_key: None,
     }
 }
 

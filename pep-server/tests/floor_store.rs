@@ -24,6 +24,7 @@ fn attempt(serial: &str) -> NewAttempt {
         },
         requester: "floor-test".to_owned(),
         now_ms: now_ms(),
+        request_key: None,
     }
 }
 

@@ -242,8 +242,9 @@ async fn gateway_failures_map_to_502_and_504_and_stay_retryable() {
     assert_eq!(server.walk(50, "DESC").await.len(), 3);
 }
 
-/// Acceptance 7: SIGKILL with injections in flight; after a restart nothing stays in flight and
-/// the interrupted serials provision on retry.
+/// Acceptance 7: SIGKILL with injections in flight; after a restart nothing stays in flight. The
+/// gateways had received their identities (written ahead), so the serials are `in_doubt` (409)
+/// until an operator resolves them `failed`; then they provision on retry.
 #[tokio::test]
 async fn kill_9_with_injections_in_flight_then_restart_and_retry() {
     let server = Server::start(Options::default()).await;
@@ -293,10 +294,22 @@ async fn kill_9_with_injections_in_flight_then_restart_and_retry() {
         0.0
     );
     assert!(server.walk(50, "ASC").await.is_empty());
+    assert_eq!(
+        server
+            .metric("pep_store_identities{state=\"in_doubt\"}")
+            .await,
+        4.0
+    );
     let (good, _g) = gateway(Sessions::Forever, &[]).await;
     for i in 0..4 {
-        let (status, body) = server.identity(&format!("GW-K{i}"), good).await;
-        assert_eq!(status, 200, "GW-K{i} after restart: {body}");
+        let serial = format!("GW-K{i}");
+        let (status, body) = server.identity(&serial, good).await;
+        assert_eq!(status, 409, "{serial} after restart: {body}");
+        assert_eq!(body["state"], "in_doubt", "{body}");
+        let (status, body) = server.resolve(&serial, "failed", BOTH).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = server.identity(&serial, good).await;
+        assert_eq!(status, 200, "{serial} after resolving it failed: {body}");
     }
     assert_eq!(server.walk(50, "ASC").await.len(), 4);
     assert_eq!(

@@ -29,6 +29,7 @@ fn attempt(serial: &str) -> NewAttempt {
         },
         requester: "line-1".to_owned(),
         now_ms: now_ms(),
+        request_key: None,
     }
 }
 
@@ -143,6 +144,7 @@ async fn sqlite_to_postgres_keeps_everything_and_fails_in_flight_rows() {
             deployed: 41,
             failed: 8,
             interrupted: 3,
+            in_doubt: 0,
             audit: source_audit,
         }
     );
@@ -211,7 +213,8 @@ async fn sqlite_to_postgres_keeps_everything_and_fails_in_flight_rows() {
     assert_eq!(
         target.reserve(&attempt("GW-001")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     source.close().await;

@@ -32,6 +32,7 @@ fn attempt(serial: &str) -> NewAttempt {
         },
         requester: "test".to_owned(),
         now_ms: now_ms(),
+        request_key: None,
     }
 }
 
@@ -106,10 +107,11 @@ async fn pg_fifty_concurrent_reservations_of_one_serial_one_wins() {
     for t in tasks {
         match t.await.unwrap() {
             Reservation::Reserved { id } => won.push(id),
-            Reservation::Conflict { state } => {
+            Reservation::Conflict { state, .. } => {
                 assert_eq!(state, IdentityState::InFlight);
                 conflicts += 1;
             }
+            other => panic!("no request key, yet {other:?}"),
         }
     }
     assert_eq!(won.len(), 1, "exactly one reservation wins: {won:?}");
@@ -195,7 +197,8 @@ async fn pg_failed_then_retried_then_deployed_then_conflict() {
     assert_eq!(
         store.reserve(&attempt("GW-1")).await.unwrap(),
         Reservation::Conflict {
-            state: IdentityState::Deployed
+            state: IdentityState::Deployed,
+            same_key: false,
         }
     );
     let d = store.identity("GW-1").await.unwrap().unwrap();

@@ -6,6 +6,7 @@
   var CHART_MINUTES = 60;
   var LABELS = {
     deployed: '\u2714 Deployed', failed: '\u2716 Failed', interrupted: '\u2716 Interrupted',
+    in_doubt: '\u26a0 In doubt', resolved: '\u2714 Resolved',
     in_progress: '\u27f3 In progress', attempt: '\u2192 Attempt', conflict: '\u26a0 Conflict',
     other: '\u2022 Other'
   };
@@ -66,6 +67,7 @@
     setText('c-deployed-total', c.deployedTotal);
     setText('c-failed-today', c.failedToday);
     setText('c-in-flight', c.inFlight);
+    setText('c-in-doubt', c.inDoubt);
     setText('c-rate1', c.rate1.toFixed(1));
     setText('c-rate5', c.rate5.toFixed(1));
     setText('c-rate15', c.rate15.toFixed(1));

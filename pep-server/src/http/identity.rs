@@ -17,8 +17,9 @@ use super::query::QueryParams;
 use super::{AppState, Principal};
 use crate::metrics::ProvisionResult;
 
-use crate::model::{GatewayDefaults, GatewayFields};
+use crate::model::{GatewayDefaults, GatewayFields, RequestKey};
 use crate::provision::{ProvisionError, ProvisionRequest};
+use crate::store::IdentityState;
 use fcc_proto::FccStatus;
 
 /// `GET /v3/identity?serialNumber=...`: 200 with the identity JSON.
@@ -29,13 +30,14 @@ use fcc_proto::FccStatus;
     operation_id = "getIdentity",
     summary = "Create, inject and return one gateway identity",
     description = "Issues a device key and certificate for serialNumber, injects them into FCC at ip:port, and on FCC success records the gateway as deployed. A failed injection leaves nothing recorded: the serial can be retried. Needs the provision role.",
-    params(super::openapi::IdentityRequest),
+    params(super::openapi::IdentityRequest, super::openapi::IdempotencyKey),
     responses(
-        (status = 200, description = "The gateway is provisioned; the body is its identity.json.", body = crate::provision::Identity),
+        (status = 200, description = "The gateway is provisioned (or, for a repeated request key, was provisioned by the first request with it); the body is its identity.json.", body = crate::provision::Identity),
         (status = 400, response = super::openapi::BadRequest),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::KeyUsed),
         (status = 414, response = super::openapi::UriTooLong),
         (status = 500, response = super::openapi::Internal),
         (status = 502, response = super::openapi::GatewayRejected),
@@ -46,6 +48,7 @@ pub(super) async fn get_identity(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     principal: Option<axum::Extension<Principal>>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let params = match QueryParams::parse(raw.as_deref()) {
@@ -53,7 +56,7 @@ pub(super) async fn get_identity(
         Err(e) => return invalid(&state, e),
     };
     let defaults = state.provisioner.gateway_defaults();
-    match build_request(params, peer, principal.map(|p| p.0), defaults) {
+    match build_request(params, &headers, peer, principal.map(|p| p.0), defaults) {
         Ok(request) => provision(&state, request, StatusCode::OK).await,
         Err(e) => invalid(&state, e),
     }
@@ -68,12 +71,15 @@ pub(super) async fn get_identity(
     summary = "Create, inject and return one gateway identity (JSON body)",
     description = "The same as GET /v3/identity with the parameters as a JSON object. Unknown fields are refused. Needs the provision role.",
     request_body = super::openapi::IdentityRequest,
+    params(super::openapi::IdempotencyKey),
     responses(
+        (status = 200, description = "A repeated request key: the identity the first request with it provisioned (nothing issued).", body = crate::provision::Identity),
         (status = 201, description = "The gateway is provisioned; the body is its identity.json.", body = crate::provision::Identity),
         (status = 400, response = super::openapi::BadRequest),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::KeyUsed),
         (status = 413, description = "The body is larger than 64 KiB.", body = super::openapi::ErrorBody),
         (status = 415, description = "The body is not application/json.", body = super::openapi::ErrorBody),
         (status = 500, response = super::openapi::Internal),
@@ -100,7 +106,7 @@ pub(super) async fn post_identities(
         .and_then(|body| params_from_json(&body))
         .and_then(|params| {
             let defaults = state.provisioner.gateway_defaults();
-            build_request(params, peer, principal.map(|p| p.0), defaults)
+            build_request(params, &headers, peer, principal.map(|p| p.0), defaults)
         });
     match parsed {
         Ok(request) => provision(&state, request, StatusCode::CREATED).await,
@@ -120,7 +126,7 @@ pub fn parse_identity_query(
     defaults: &GatewayDefaults,
 ) -> Result<ProvisionRequest, ApiError> {
     let params = QueryParams::parse(raw)?;
-    build_request(params, peer, principal, defaults)
+    build_request(params, &HeaderMap::new(), peer, principal, defaults)
 }
 
 /// Counts a request refused by the HTTP layer's own checks and answers it.
@@ -157,7 +163,7 @@ fn params_from_json(body: &[u8]) -> Result<QueryParams, ApiError> {
     };
     let mut pairs = Vec::with_capacity(map.len());
     for (name, value) in map {
-        if !GatewayFields::NAMES.contains(&name.as_str()) {
+        if !GatewayFields::NAMES.contains(&name.as_str()) && name != REQUEST_ID {
             return Err(ApiError::bad_param(&name, "is not a known field"));
         }
         let text = match value {
@@ -172,14 +178,55 @@ fn params_from_json(body: &[u8]) -> Result<QueryParams, ApiError> {
     Ok(QueryParams::from_pairs(pairs))
 }
 
+/// The request key's parameter (query) and member (JSON body).
+const REQUEST_ID: &str = "requestId";
+/// The request key's header.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The request key of a request: `requestId` or the `Idempotency-Key` header (both: they must be
+/// equal), checked ([`RequestKey::new`]); errors name `requestId`.
+fn request_key(params: &QueryParams, headers: &HeaderMap) -> Result<Option<RequestKey>, ApiError> {
+    let mut in_header = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let header = match (in_header.next(), in_header.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_param(
+                REQUEST_ID,
+                "is given more than once (the Idempotency-Key header is repeated)",
+            ));
+        }
+        (Some(value), None) => Some(value.to_str().map_err(|_| {
+            ApiError::bad_param(
+                REQUEST_ID,
+                "is not printable ASCII (in the Idempotency-Key header)",
+            )
+        })?),
+    };
+    let key = match (params.get(REQUEST_ID)?, header) {
+        (Some(param), Some(header)) if param != header => {
+            return Err(ApiError::bad_param(
+                REQUEST_ID,
+                "differs from the Idempotency-Key header; send the key once, or the same in both",
+            ));
+        }
+        (Some(key), _) | (None, Some(key)) => key,
+        (None, None) => return Ok(None),
+    };
+    RequestKey::new(key.to_owned())
+        .map(Some)
+        .map_err(|e| ApiError::bad_param(e.field, e.reason))
+}
+
 /// Builds the core's request: the fields through serde, then the model's one validation
 /// ([`GatewayFields::into_params`]), whose messages name the parameter.
 fn build_request(
     params: QueryParams,
+    headers: &HeaderMap,
     peer: SocketAddr,
     principal: Option<Principal>,
     defaults: &GatewayDefaults,
 ) -> Result<ProvisionRequest, ApiError> {
+    let request_key = request_key(&params, headers)?;
     let params = params
         .gateway_fields()?
         .into_params(Some(peer.ip()), defaults)
@@ -188,6 +235,7 @@ fn build_request(
     Ok(ProvisionRequest {
         params,
         requester: format!("{who}@{peer}"),
+        request_key,
     })
 }
 
@@ -204,6 +252,7 @@ async fn provision(state: &AppState, request: ProvisionRequest, success: StatusC
         let _in_flight = metrics.start_provision();
         let outcome = provisioner.provision(request).await;
         let result = match &outcome {
+            Ok(identity) if identity.replayed => ProvisionResult::Replayed,
             Ok(_) => {
                 metrics.record_fcc_status(FccStatus::Success);
                 ProvisionResult::Deployed
@@ -221,6 +270,8 @@ async fn provision(state: &AppState, request: ProvisionRequest, success: StatusC
     // The core logs the outcome (deployed / failed, with the gateway and the enrollment ID), so
     // the request log line of these answers goes to `debug` (one line per provisioning).
     let mut response = match task.await {
+        // A replay answers 200 on both endpoints: nothing was created this time.
+        Ok(Ok(identity)) if identity.replayed => (StatusCode::OK, Json(identity)).into_response(),
         Ok(Ok(identity)) => (success, Json(identity)).into_response(),
         Ok(Err(e)) => provision_error(e).into_response(),
         Err(join) => {
@@ -231,10 +282,20 @@ async fn provision(state: &AppState, request: ProvisionRequest, success: StatusC
     response
 }
 
+/// The `state` of a 409: `in_progress` while an attempt runs (the contract's name), else the row's.
+fn conflict_state(state: IdentityState) -> &'static str {
+    match state {
+        IdentityState::InFlight => "in_progress",
+        other => other.as_str(),
+    }
+}
+
 fn result_of(e: &ProvisionError) -> ProvisionResult {
     match e {
         ProvisionError::InvalidRequest { .. } => ProvisionResult::Invalid,
-        ProvisionError::Conflict { .. } => ProvisionResult::Conflict,
+        ProvisionError::Conflict { .. } | ProvisionError::KeyUsed { .. } => {
+            ProvisionResult::Conflict
+        }
         ProvisionError::GatewayRejected { .. } => ProvisionResult::GatewayRejected,
         ProvisionError::GatewayFailed { .. } => ProvisionResult::GatewayFailed,
         ProvisionError::GatewayUnreachable { .. } => ProvisionResult::GatewayUnreachable,
@@ -253,8 +314,13 @@ fn provision_error(e: ProvisionError) -> ApiError {
     let message = e.to_string();
     match e {
         ProvisionError::InvalidRequest { field, reason } => ApiError::bad_param(&field, reason),
-        ProvisionError::Conflict { serial } => ApiError::new(status, message)
+        ProvisionError::Conflict { serial, state } => ApiError::new(status, message)
             .with("serialNumber", serial)
+            .with("state", conflict_state(state))
+            .with("retryable", false),
+        ProvisionError::KeyUsed { serial } => ApiError::new(status, message)
+            .with("serialNumber", serial)
+            .with("parameter", REQUEST_ID)
             .with("retryable", false),
         ProvisionError::GatewayRejected {
             gateway,

@@ -18,6 +18,7 @@ pub mod openapi;
 mod ops;
 mod query;
 mod read;
+mod resolve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,6 +121,10 @@ pub enum Endpoint {
     Audit,
     /// `GET /v3/inventory.json`.
     Inventory,
+    /// `GET /v3/identities?state=`.
+    IdentitiesList,
+    /// `POST /v3/identities/{serial}/resolve`.
+    Resolve,
 }
 
 /// One route of the API.
@@ -232,6 +237,13 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v3/events", READ, Endpoint::Events),
     route("GET", "/v3/audit", READ, Endpoint::Audit),
     route("GET", "/v3/inventory.json", READ, Endpoint::Inventory),
+    route("GET", "/v3/identities", READ, Endpoint::IdentitiesList),
+    route(
+        "POST",
+        "/v3/identities/{serial}/resolve",
+        PROVISION,
+        Endpoint::Resolve,
+    ),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -262,6 +274,8 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::Events => on(method, events::events),
         Endpoint::Audit => on(method, read::audit),
         Endpoint::Inventory => on(method, read::inventory),
+        Endpoint::IdentitiesList => on(method, resolve::identities),
+        Endpoint::Resolve => on(method, resolve::resolve),
     }
 }
 

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{ROUTES, auth, events, floor, identity, ops, read};
+use super::{ROUTES, auth, events, floor, identity, ops, read, resolve};
 
 /// The document. `paths(...)` lists every handler; [`Aliases`] adds the paths without `/v3`.
 #[derive(OpenApi)]
@@ -53,6 +53,8 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
         events::events,
         read::audit,
         read::inventory,
+        resolve::identities,
+        resolve::resolve,
         floor::to_floor,
         floor::page,
         auth::login,
@@ -63,6 +65,7 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
             ErrorBody,
             EnrollmentEntry,
             EnrollmentPage,
+            IdentityPage,
             AuditPage,
             floor::Snapshot,
             floor::AttemptRow,
@@ -74,6 +77,7 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
             Forbidden,
             NotFound,
             Conflict,
+            KeyUsed,
             UriTooLong,
             GatewayRejected,
             GatewayTimeout,
@@ -246,6 +250,42 @@ pub(crate) struct IdentityRequest {
     category: Option<CategoryName>,
     /// journald Forward-Secure-Sealing verification key to store (not returned in the identity).
     verification_key: Option<String>,
+    /// Request key (or the Idempotency-Key header; both: equal): 8 to 128 printable ASCII
+    /// characters (0x21-0x7E). Sent again with the same serial after a lost answer: 200 with the
+    /// stored identity (no second certificate) once deployed, 409 state in_progress while the
+    /// first attempt runs, 409 state in_doubt after a crash mid-injection. A key used for another
+    /// serial: 422.
+    #[param(min_length = 8, max_length = 128)]
+    #[schema(min_length = 8, max_length = 128)]
+    request_id: Option<String>,
+}
+
+/// The request key as a header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct IdempotencyKey {
+    /// The request key (see requestId); when both are given they must be equal.
+    #[param(rename = "Idempotency-Key", min_length = 8, max_length = 128)]
+    idempotency_key: Option<String>,
+}
+
+/// The state parameter of `GET /v3/identities`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct StateQuery {
+    /// in_doubt, in_flight, failed or deployed.
+    state: String,
+}
+
+/// The body of `POST /v3/identities/{serial}/resolve`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct ResolveBody {
+    /// deployed (the gateway holds the identity) or failed (it does not; the serial may be
+    /// provisioned again).
+    state: String,
 }
 
 /// `ASC` or `DESC`.
@@ -339,6 +379,9 @@ pub(crate) struct ErrorBody {
     fcc_info: Option<String>,
     /// True when nothing was recorded and the same request may be sent again.
     retryable: Option<bool>,
+    /// 409: the serial's state: deployed, in_progress (an attempt runs) or in_doubt (a server
+    /// stopped mid-injection; an operator resolves it with POST /v3/identities/{serial}/resolve).
+    state: Option<String>,
 }
 
 /// One deployed gateway of `/v3/enrollment-ids` and `/v3/inventory.json`.
@@ -400,6 +443,29 @@ pub(crate) struct EnrollmentPage {
     results: Vec<EnrollmentEntry>,
 }
 
+/// One page of `/v3/identities?state=` (HAL).
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)] // read by the document only
+pub(crate) struct IdentityPage {
+    /// self and, when the page is not empty, next.
+    #[schema(inline)]
+    _links: PageLinks,
+    /// The state listed.
+    state: String,
+    /// Entries in this page.
+    total_count: u32,
+    /// The page size asked for.
+    limit: u32,
+    /// ASC or DESC.
+    #[schema(inline)]
+    order: OrderName,
+    /// The entries: serialNumber, state, gateway, requester, the gateway fields, enrollmentID,
+    /// certificateSerial, certificateNotAfter, certificate (base64 DER), requestId, lastError,
+    /// attempts, createdAt, updatedAt.
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<serde_json::Value>,
+}
+
 /// The answer of `/v3/audit`.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
@@ -446,7 +512,11 @@ error_responses! {
     Unauthorized => "No valid bearer token.";
     Forbidden => "The token lacks the role.";
     NotFound => "No deployed gateway has that serial number.";
-    Conflict => "The serial number is already deployed or being provisioned right now.";
+    Conflict => "The serial number is already deployed (state deployed), being provisioned right \
+        now (state in_progress), or in doubt (state in_doubt: a server stopped while injecting it; \
+        an operator resolves it with POST /v3/identities/{serial}/resolve).";
+    KeyUsed => "The request key (requestId or Idempotency-Key) was already used for another \
+        serial number.";
     UriTooLong => "The query string is longer than 8 KiB.";
     GatewayRejected => "The gateway's FCC refused the bundle (fccStatus, fccInfo) or the \
         conversation failed (closed without reply, wire error). Nothing recorded; retryable.";

@@ -76,7 +76,8 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     summary = "Prometheus metrics",
     description = "Text exposition format 0.0.4: pep_provisions_total{result}, \
         pep_provision_duration_seconds (histogram), pep_fcc_status_total{code,status}, \
-        pep_provisions_in_flight, pep_store_identities{state}. Needs the read role (the counts \
+        pep_provisions_in_flight, pep_store_identities{state} (deployed, failed, in_flight, \
+        in_doubt: identities an operator must resolve). Needs the read role (the counts \
         describe production).",
     responses(
         (status = 200, description = "The metrics.", body = String,
@@ -96,8 +97,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             text.push_str(&format!(
                 "pep_store_identities{{state=\"deployed\"}} {}\n\
                  pep_store_identities{{state=\"failed\"}} {}\n\
-                 pep_store_identities{{state=\"in_flight\"}} {}\n",
-                stats.deployed, stats.failed, stats.in_flight
+                 pep_store_identities{{state=\"in_flight\"}} {}\n\
+                 pep_store_identities{{state=\"in_doubt\"}} {}\n",
+                stats.deployed, stats.failed, stats.in_flight, stats.in_doubt
             ));
         }
         Err(e) => tracing::warn!(error = %e, "metrics: the store does not answer"),

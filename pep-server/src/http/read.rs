@@ -127,13 +127,13 @@ pub(super) async fn verification_key(
 }
 
 /// The listing's paging parameters.
-struct Page {
-    limit: u32,
-    order: SortOrder,
-    last: Option<i64>,
+pub(super) struct Page {
+    pub(super) limit: u32,
+    pub(super) order: SortOrder,
+    pub(super) last: Option<i64>,
 }
 
-fn page_params(params: &QueryParams) -> Result<Page, ApiError> {
+pub(super) fn page_params(params: &QueryParams) -> Result<Page, ApiError> {
     let limit = match params.get_non_empty("limit")? {
         None => DEFAULT_LIMIT,
         Some(text) => match text.parse::<u32>() {
@@ -167,7 +167,7 @@ fn page_params(params: &QueryParams) -> Result<Page, ApiError> {
     Ok(Page { limit, order, last })
 }
 
-fn order_name(order: SortOrder) -> &'static str {
+pub(super) fn order_name(order: SortOrder) -> &'static str {
     match order {
         SortOrder::Asc => "ASC",
         _ => "DESC",

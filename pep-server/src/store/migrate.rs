@@ -29,12 +29,15 @@ pub struct MigrationReport {
     pub interrupted: u64,
     /// Audit rows copied from the source (the new `interrupted` rows not counted).
     pub audit: u64,
+    /// Identities copied in doubt (including in-flight ones whose certificate was written ahead:
+    /// they may be on the gateway).
+    pub in_doubt: u64,
 }
 
 impl MigrationReport {
     /// All identities copied.
     pub fn identities(&self) -> u64 {
-        self.deployed + self.failed
+        self.deployed + self.failed + self.in_doubt
     }
 }
 
@@ -64,6 +67,8 @@ struct IdentityRow {
     fcc_info: Option<String>,
     fcc_warnings: String,
     last_error: Option<String>,
+    cert_der: Option<Vec<u8>>,
+    request_id: Option<String>,
     attempts: i64,
     created_at: i64,
     updated_at: i64,
@@ -82,8 +87,8 @@ macro_rules! identity_columns {
         $m!($($args)* id, serial, state, gateway, requester, ou, device_id, hardware_version,
             radio_config, led_config, category, cloud_address, api_address,
             gateway_services_address, verification_key, enrollment_id, cert_serial,
-            cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, attempts, created_at,
-            updated_at)
+            cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id,
+            attempts, created_at, updated_at)
     };
 }
 
@@ -316,11 +321,23 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
             match row.state {
                 IdentityState::Deployed => report.deployed += 1,
                 IdentityState::Failed => report.failed += 1,
+                IdentityState::InDoubt => report.in_doubt += 1,
                 IdentityState::InFlight => {
-                    report.failed += 1;
+                    // Written ahead: the identity may have reached the gateway.
+                    let (state, event, error) = if row.cert_der.is_some() {
+                        report.in_doubt += 1;
+                        (IdentityState::InDoubt, AuditEvent::InDoubt, super::IN_DOUBT)
+                    } else {
+                        report.failed += 1;
+                        (
+                            IdentityState::Failed,
+                            AuditEvent::Interrupted,
+                            MIGRATED_IN_FLIGHT,
+                        )
+                    };
                     report.interrupted += 1;
-                    row.state = IdentityState::Failed;
-                    row.last_error = Some(MIGRATED_IN_FLIGHT.to_owned());
+                    row.state = state;
+                    row.last_error = Some(error.to_owned());
                     row.updated_at = now;
                     interrupted.push(AuditRow {
                         id: None,
@@ -328,11 +345,11 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
                         serial: row.serial.clone(),
                         gateway: row.gateway.clone(),
                         requester: row.requester.clone(),
-                        event: AuditEvent::Interrupted,
+                        event,
                         fcc_status: None,
                         fcc_info: None,
                         fcc_warnings: String::new(),
-                        detail: Some(MIGRATED_IN_FLIGHT.to_owned()),
+                        detail: Some(error.to_owned()),
                         duration_ms: Some(now.saturating_sub(row.created_at)),
                     });
                 }

@@ -23,7 +23,7 @@ mod sqlite_writer;
 
 use std::fmt;
 
-use crate::model::GatewayParams;
+use crate::model::{GatewayParams, RequestKey};
 
 /// Runs `$body` with `$pool` bound to the pool of whichever backend `$store` is: one query text
 /// and one row mapping, compiled for both.
@@ -218,6 +218,10 @@ pub enum IdentityState {
     Deployed,
     /// The latest attempt failed; the serial may be retried.
     Failed,
+    /// The server stopped after the identity's first byte could have reached FCC: the gateway
+    /// may hold it. The row keeps the certificate and its enrollment ID; only an operator
+    /// ([`Store::resolve`]) turns it `deployed` or `failed`.
+    InDoubt,
 }
 
 impl IdentityState {
@@ -227,6 +231,7 @@ impl IdentityState {
             IdentityState::InFlight => "in_flight",
             IdentityState::Deployed => "deployed",
             IdentityState::Failed => "failed",
+            IdentityState::InDoubt => "in_doubt",
         }
     }
 }
@@ -239,6 +244,7 @@ impl std::str::FromStr for IdentityState {
             "in_flight" => Ok(IdentityState::InFlight),
             "deployed" => Ok(IdentityState::Deployed),
             "failed" => Ok(IdentityState::Failed),
+            "in_doubt" => Ok(IdentityState::InDoubt),
             other => Err(UnknownName {
                 what: "state",
                 text: other.to_owned(),
@@ -262,6 +268,13 @@ pub enum AuditEvent {
     /// The attempt was in flight when its server stopped (or its lease expired, or the store was
     /// migrated): recorded as failed.
     Interrupted,
+    /// The attempt was stopped after its identity could have reached FCC: recorded `in_doubt`.
+    InDoubt,
+    /// A request with the key of a deployed attempt: the stored identity was answered again, no
+    /// certificate was issued.
+    Replay,
+    /// An operator resolved an in-doubt row (`deployed` or `failed`).
+    Resolved,
 }
 
 impl AuditEvent {
@@ -273,6 +286,9 @@ impl AuditEvent {
             AuditEvent::Failed => "failed",
             AuditEvent::Conflict => "conflict",
             AuditEvent::Interrupted => "interrupted",
+            AuditEvent::InDoubt => "in_doubt",
+            AuditEvent::Replay => "replay",
+            AuditEvent::Resolved => "resolved",
         }
     }
 }
@@ -287,6 +303,9 @@ impl std::str::FromStr for AuditEvent {
             "failed" => Ok(AuditEvent::Failed),
             "conflict" => Ok(AuditEvent::Conflict),
             "interrupted" => Ok(AuditEvent::Interrupted),
+            "in_doubt" => Ok(AuditEvent::InDoubt),
+            "replay" => Ok(AuditEvent::Replay),
+            "resolved" => Ok(AuditEvent::Resolved),
             other => Err(UnknownName {
                 what: "audit event",
                 text: other.to_owned(),
@@ -307,6 +326,12 @@ impl PartialEq<&str> for AuditEvent {
 pub(crate) const INTERRUPTED: &str = "interrupted: the server stopped while this attempt was in \
                                       flight; the gateway may hold a partial configuration, \
                                       provision it again";
+
+/// Error text stored for attempts found in flight at start-up after their identity could have
+/// reached FCC.
+pub(crate) const IN_DOUBT: &str = "in doubt: the server stopped while injecting this identity, \
+                                   which may be on the gateway; check the gateway and resolve it \
+                                   with POST /v3/identities/{serial}/resolve";
 
 /// Sort order of [`Store::list_deployed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -398,6 +423,10 @@ pub struct IdentityDetail {
     pub fcc_warnings: Vec<String>,
     /// Error of the latest failed attempt.
     pub last_error: Option<String>,
+    /// The device certificate (DER), written ahead of the injection.
+    pub cert_der: Option<Vec<u8>>,
+    /// The request key of the latest attempt.
+    pub request_id: Option<String>,
     /// Number of attempts.
     pub attempts: i64,
     /// ms since the epoch, start of the latest attempt.
@@ -415,6 +444,8 @@ pub struct StoreStats {
     pub failed: u64,
     /// Attempts running now.
     pub in_flight: u64,
+    /// Attempts whose identity may be on the gateway, waiting for an operator.
+    pub in_doubt: u64,
 }
 
 /// One audit row.
@@ -486,6 +517,8 @@ struct DetailRow {
     fcc_info: Option<String>,
     fcc_warnings: String,
     last_error: Option<String>,
+    cert_der: Option<Vec<u8>>,
+    request_id: Option<String>,
     attempts: i64,
     created_at: i64,
     updated_at: i64,
@@ -516,6 +549,8 @@ impl From<DetailRow> for IdentityDetail {
             fcc_info: r.fcc_info,
             fcc_warnings: split_warnings(&r.fcc_warnings),
             last_error: r.last_error,
+            cert_der: r.cert_der,
+            request_id: r.request_id,
             attempts: r.attempts,
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
@@ -584,6 +619,8 @@ pub struct NewAttempt {
     pub requester: String,
     /// Start time, ms since the epoch (becomes `created_at`).
     pub now_ms: i64,
+    /// The client's request key, if it sent one.
+    pub request_key: Option<RequestKey>,
 }
 
 /// Result of [`Store::reserve`].
@@ -594,11 +631,109 @@ pub enum Reservation {
         /// Row id.
         id: i64,
     },
-    /// The serial is deployed or another attempt is in flight.
+    /// The serial is deployed, in doubt, or another attempt is in flight.
     Conflict {
         /// The existing row's state.
         state: IdentityState,
+        /// The row's attempt was made with the request's key (a retry of the same request).
+        same_key: bool,
     },
+    /// The request's key made the deployed attempt of row `id`: answer its stored identity
+    /// (audited `replay`), issue nothing.
+    Replay {
+        /// Row id.
+        id: i64,
+    },
+    /// The request's key was used for another serial: refused (audited `conflict`).
+    KeyUsed,
+}
+
+/// What is written ahead of an injection ([`Store::write_ahead`]): the device certificate (public;
+/// never its private key), its serial number and its enrollment ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteAhead {
+    /// Enrollment ID.
+    pub enrollment_id: String,
+    /// Certificate serial, hex.
+    pub cert_serial: String,
+    /// Certificate notAfter, unix seconds.
+    pub cert_not_after: i64,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Now, ms since the epoch.
+    pub now_ms: i64,
+}
+
+/// Result of [`Store::resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The in-doubt row now has the asked state (audited `resolved`).
+    Resolved,
+    /// No row has this serial.
+    Unknown,
+    /// The row is not in doubt (nothing changed).
+    NotInDoubt {
+        /// Its state.
+        state: IdentityState,
+    },
+}
+
+/// The row that blocked a reservation (`sql::CONFLICT_STATE`).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ConflictRow {
+    pub(crate) id: i64,
+    pub(crate) state: IdentityState,
+    pub(crate) request_id: Option<String>,
+    pub(crate) enrollment_id: Option<String>,
+}
+
+/// What a blocked reservation answers and audits (both backends): a replay when the request's key
+/// made the deployed attempt, a conflict otherwise.
+pub(crate) fn conflict_outcome(
+    row: &ConflictRow,
+    key: Option<&str>,
+) -> (Reservation, AuditEvent, String) {
+    let same_key = key.is_some() && row.request_id.as_deref() == key;
+    let state = row.state;
+    match key {
+        Some(key) if same_key && state == IdentityState::Deployed => (
+            Reservation::Replay { id: row.id },
+            AuditEvent::Replay,
+            format!(
+                "request key {key}: replay of the deployed identity {}; no new certificate",
+                row.enrollment_id.as_deref().unwrap_or("-")
+            ),
+        ),
+        Some(key) if same_key => (
+            Reservation::Conflict { state, same_key },
+            AuditEvent::Conflict,
+            format!("serial is {state}; request key {key} of that attempt"),
+        ),
+        _ => (
+            Reservation::Conflict { state, same_key },
+            AuditEvent::Conflict,
+            format!("serial is {state}"),
+        ),
+    }
+}
+
+/// The audit detail of a request key refused because it names another serial.
+pub(crate) fn key_used_detail(key: &str) -> String {
+    format!("request key {key} was used for another serial")
+}
+
+/// The `last_error` an operator's resolution leaves (none for `deployed`).
+pub(crate) fn resolved_error(state: IdentityState, who: &str) -> Option<String> {
+    (state != IdentityState::Deployed).then(|| {
+        format!(
+            "resolved failed by {who}: the gateway does not hold this identity; provision it again"
+        )
+    })
+}
+
+/// The audit detail of an operator's resolution.
+pub(crate) fn resolved_detail(state: IdentityState, who: &str) -> String {
+    format!("in_doubt resolved {state} by {who}")
 }
 
 /// Outcome data of a successful injection.
@@ -709,7 +844,62 @@ impl Store {
         }
     }
 
-    /// Marks every `in_flight` row failed and audits each as `interrupted`; returns how many.
+    /// Writes the certificate of in-flight row `id` ahead of its injection: from now on, an
+    /// interruption leaves the row `in_doubt`. SQLite: one write of the group-commit writer.
+    pub async fn write_ahead(&self, id: i64, ahead: WriteAhead) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write_ahead(id, ahead).await,
+            Store::Postgres(s) => s.write_ahead(id, ahead).await,
+        }
+    }
+
+    /// An operator's resolution of the in-doubt `serial` as `deployed` (its written-ahead
+    /// enrollment ID joins the CSV) or `failed` (the serial may be provisioned again), audited with
+    /// `who`. `state` must be one of these two.
+    pub async fn resolve(
+        &self,
+        serial: &str,
+        state: IdentityState,
+        who: &str,
+    ) -> Result<Resolution, StoreError> {
+        if !matches!(state, IdentityState::Deployed | IdentityState::Failed) {
+            return Err(StoreError::Corrupt(format!(
+                "an in-doubt identity resolves deployed or failed, not {state}"
+            )));
+        }
+        match self {
+            Store::Sqlite(s) => s.resolve(serial, state, who).await,
+            Store::Postgres(s) => s.resolve(serial, state, who).await,
+        }
+    }
+
+    /// Rows in `state`, keyset-paged on `id` like [`Store::list_deployed`].
+    pub async fn list_by_state(
+        &self,
+        state: IdentityState,
+        limit: u32,
+        order: SortOrder,
+        after_id: Option<i64>,
+    ) -> Result<Vec<IdentityDetail>, StoreError> {
+        let (sql, start) = match order {
+            SortOrder::Asc => (sql::LIST_BY_STATE_ASC, i64::MIN),
+            SortOrder::Desc => (sql::LIST_BY_STATE_DESC, i64::MAX),
+        };
+        let after = after_id.unwrap_or(start);
+        let rows: Vec<DetailRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(state)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("listing identities by state"))?;
+        Ok(rows.into_iter().map(IdentityDetail::from).collect())
+    }
+
+    /// Marks every `in_flight` row `in_doubt` (its certificate was written ahead: it may be on the
+    /// gateway; audited `in_doubt`) or `failed` (audited `interrupted`); returns how many.
     /// [`Store::open`] calls it; only call it again when no attempt of this server can be running.
     /// PostgreSQL: only this server's rows and rows in flight longer than the lease.
     pub async fn recover_interrupted(&self) -> Result<u64, StoreError> {
@@ -777,6 +967,7 @@ impl Store {
                 IdentityState::Deployed => stats.deployed = n,
                 IdentityState::Failed => stats.failed = n,
                 IdentityState::InFlight => stats.in_flight = n,
+                IdentityState::InDoubt => stats.in_doubt = n,
             }
         }
         Ok(stats)

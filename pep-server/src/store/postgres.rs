@@ -20,8 +20,9 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::{
-    AuditEvent, DeployedOutcome, FailedOutcome, INTERRUPTED, IdentityState, NewAttempt,
-    Reservation, StoreError, join_warnings, now_ms, q, sql,
+    AuditEvent, ConflictRow, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, IdentityState,
+    NewAttempt, Reservation, Resolution, StoreError, WriteAhead, conflict_outcome, join_warnings,
+    now_ms, q, sql,
 };
 
 /// Default connections per server: PostgreSQL runs writes of different serials in parallel.
@@ -185,11 +186,48 @@ impl PostgresStore {
         let p = &a.params;
         let serial = p.serial_number.as_str();
         let gateway = p.gateway.to_string();
+        let key = a.request_key.as_ref().map(|k| k.as_str());
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(q("starting a transaction"))?;
+        if let Some(key) = key {
+            // The key's primary key decides between servers: a concurrent claim of the same key
+            // waits for the first one's commit, then does nothing and reads its serial.
+            sqlx::query(sql::CLAIM_KEY)
+                .bind(key)
+                .bind(serial)
+                .bind(a.now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("recording the request key"))?;
+            let owner: String = sqlx::query_scalar(sql::KEY_SERIAL)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(q("reading the request key"))?;
+            if owner != serial {
+                insert_audit(
+                    &mut tx,
+                    &AuditRow {
+                        at_ms: a.now_ms,
+                        serial,
+                        gateway: &gateway,
+                        requester: &a.requester,
+                        event: AuditEvent::Conflict,
+                        fcc_status: None,
+                        fcc_info: None,
+                        fcc_warnings: "",
+                        detail: Some(&super::key_used_detail(key)),
+                        duration_ms: None,
+                    },
+                )
+                .await?;
+                tx.commit().await.map_err(q("committing the refusal"))?;
+                return Ok(Reservation::KeyUsed);
+            }
+        }
         // Concurrent upserts of one serial wait for each other's row lock; the loser re-evaluates
         // the WHERE on the winner's row.
         let id: Option<i64> = sqlx::query_scalar(sql::RESERVE)
@@ -206,31 +244,31 @@ impl PostgresStore {
             .bind(p.gateway_services_address.as_str())
             .bind(p.verification_key.as_ref().map(|k| k.as_str()))
             .bind(a.now_ms)
+            .bind(key)
             .fetch_optional(&mut *tx)
             .await
             .map_err(q("reserving the serial"))?;
 
-        let result = match id {
-            Some(id) => Reservation::Reserved { id },
+        let (result, event, detail) = match id {
+            Some(id) => (
+                Reservation::Reserved { id },
+                AuditEvent::Attempt,
+                key.map(|k| format!("request key {k}")),
+            ),
             None => {
                 // READ COMMITTED: this statement sees the committed row that blocked the upsert.
-                let state: Option<IdentityState> = sqlx::query_scalar(sql::CONFLICT_STATE)
+                let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
                     .bind(serial)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(q("reading the conflicting row"))?;
-                let state = state.ok_or_else(|| {
+                let row = row.ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "serial `{serial}` conflicted but has no row (rows are never deleted)"
                     ))
                 })?;
-                Reservation::Conflict { state }
-            }
-        };
-        let (event, detail) = match result {
-            Reservation::Reserved { .. } => (AuditEvent::Attempt, None),
-            Reservation::Conflict { state } => {
-                (AuditEvent::Conflict, Some(format!("serial is {state}")))
+                let (result, event, detail) = conflict_outcome(&row, key);
+                (result, event, Some(detail))
             }
         };
         insert_audit(
@@ -342,6 +380,76 @@ impl PostgresStore {
         Ok(())
     }
 
+    pub(super) async fn write_ahead(&self, id: i64, a: WriteAhead) -> Result<(), StoreError> {
+        // One statement, its own transaction; `updated_at` also renews the attempt's lease.
+        let done = sqlx::query(sql::WRITE_AHEAD)
+            .bind(&a.enrollment_id)
+            .bind(&a.cert_serial)
+            .bind(a.cert_not_after)
+            .bind(&a.cert_der)
+            .bind(a.now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("writing the certificate ahead of the injection"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotInFlight { id });
+        }
+        Ok(())
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        serial: &str,
+        state: IdentityState,
+        who: &str,
+    ) -> Result<Resolution, StoreError> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("starting a transaction"))?;
+        let keys: Option<AuditKeys> = sqlx::query_as(sql::RESOLVE)
+            .bind(state)
+            .bind(super::resolved_error(state, who))
+            .bind(now)
+            .bind(serial)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q("resolving an in-doubt identity"))?;
+        let Some(keys) = keys else {
+            let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
+                .bind(serial)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(q("reading the identity to resolve"))?;
+            return Ok(match row {
+                None => Resolution::Unknown,
+                Some(row) => Resolution::NotInDoubt { state: row.state },
+            });
+        };
+        let detail = super::resolved_detail(state, who);
+        insert_audit(
+            &mut tx,
+            &AuditRow {
+                at_ms: now,
+                serial: &keys.serial,
+                gateway: &keys.gateway,
+                requester: who,
+                event: AuditEvent::Resolved,
+                fcc_status: None,
+                fcc_info: None,
+                fcc_warnings: "",
+                detail: Some(&detail),
+                duration_ms: None,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(q("committing the resolution"))?;
+        Ok(Resolution::Resolved)
+    }
+
     /// Marks failed this server's in-flight rows and every row in flight for longer than the lease.
     /// Rows of other live servers are left alone, so this is safe while they run — but not while
     /// *this* server has attempts running.
@@ -375,6 +483,7 @@ async fn recover(pool: &PgPool, options: &StoreOptions, which: Recover) -> Resul
         Recover::Expired => None,
     };
     let rows: Vec<RecoveredRow> = sqlx::query_as(sql::RECOVER_OWN_AND_EXPIRED)
+        .bind(IN_DOUBT)
         .bind(own)
         .bind(INTERRUPTED)
         .bind(EXPIRED)
@@ -391,7 +500,11 @@ async fn recover(pool: &PgPool, options: &StoreOptions, which: Recover) -> Resul
                 serial: &row.keys.serial,
                 gateway: &row.keys.gateway,
                 requester: &row.keys.requester,
-                event: AuditEvent::Interrupted,
+                event: if row.state == IdentityState::InDoubt {
+                    AuditEvent::InDoubt
+                } else {
+                    AuditEvent::Interrupted
+                },
                 fcc_status: None,
                 fcc_info: None,
                 fcc_warnings: "",
@@ -421,7 +534,7 @@ async fn sweep_loop(pool: PgPool, options: Arc<StoreOptions>) {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 expired = n,
-                "marked attempts in flight longer than the lease as failed"
+                "marked attempts in flight longer than the lease as failed (or in_doubt when their identity may have reached FCC)"
             ),
             Err(e) => tracing::warn!(error = %e, "lease sweep failed; retrying later"),
         }
@@ -455,6 +568,7 @@ struct RecoveredRow {
     #[sqlx(flatten)]
     keys: AuditKeys,
     last_error: String,
+    state: IdentityState,
 }
 
 struct AuditRow<'a> {

@@ -23,11 +23,13 @@ macro_rules! audit_columns {
 
 /// Reserve a serial: insert it in flight, or revive a `failed` row; a deployed or in-flight one is
 /// left alone (no row returned). The UNIQUE(serial) constraint decides races, never a
-/// check-then-insert. `$4` is the reserving server (PostgreSQL; NULL with SQLite).
+/// check-then-insert. `$4` is the reserving server (PostgreSQL; NULL with SQLite), `$14` the
+/// request key (or NULL).
 pub(super) const RESERVE: &str = "INSERT INTO identities (serial, state, gateway, requester, \
          server_id, hardware_version, radio_config, led_config, category, cloud_address, \
-         api_address, gateway_services_address, verification_key, attempts, created_at, updated_at) \
-     VALUES ($1, 'in_flight', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13) \
+         api_address, gateway_services_address, verification_key, attempts, created_at, updated_at, \
+         request_id) \
+     VALUES ($1, 'in_flight', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13, $14) \
      ON CONFLICT (serial) DO UPDATE SET state = 'in_flight', gateway = EXCLUDED.gateway, \
          requester = EXCLUDED.requester, server_id = EXCLUDED.server_id, \
          hardware_version = EXCLUDED.hardware_version, \
@@ -36,14 +38,36 @@ pub(super) const RESERVE: &str = "INSERT INTO identities (serial, state, gateway
          api_address = EXCLUDED.api_address, \
          gateway_services_address = EXCLUDED.gateway_services_address, \
          verification_key = EXCLUDED.verification_key, enrollment_id = NULL, \
-         cert_serial = NULL, cert_not_after = NULL, fcc_status = NULL, fcc_info = NULL, \
+         cert_serial = NULL, cert_not_after = NULL, cert_der = NULL, \
+         request_id = EXCLUDED.request_id, fcc_status = NULL, fcc_info = NULL, \
          fcc_warnings = '', last_error = NULL, attempts = identities.attempts + 1, \
          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at \
      WHERE identities.state = 'failed' \
      RETURNING id";
 
-/// The state of the row that made a reservation conflict.
-pub(super) const CONFLICT_STATE: &str = "SELECT state FROM identities WHERE serial = $1";
+/// The row that made a reservation conflict: its id, state, request key and enrollment ID.
+pub(super) const CONFLICT_STATE: &str =
+    "SELECT id, state, request_id, enrollment_id FROM identities WHERE serial = $1";
+
+/// Records that request key `$1` names serial `$2`, unless the key is known already (its primary
+/// key decides races between servers). Then [`KEY_SERIAL`] says whose it is.
+pub(super) const CLAIM_KEY: &str = "INSERT INTO request_keys (request_id, serial, at_ms) \
+     VALUES ($1, $2, $3) ON CONFLICT (request_id) DO NOTHING";
+
+/// The serial a request key names.
+pub(super) const KEY_SERIAL: &str = "SELECT serial FROM request_keys WHERE request_id = $1";
+
+/// Write-ahead: the certificate, its serial number and enrollment ID, before the identity's first
+/// byte goes to FCC (only if still in flight). From here on, an interruption is `in_doubt`.
+pub(super) const WRITE_AHEAD: &str = "UPDATE identities SET enrollment_id = $1, cert_serial = $2, \
+         cert_not_after = $3, cert_der = $4, updated_at = $5 \
+     WHERE id = $6 AND state = 'in_flight'";
+
+/// An operator's resolution of an in-doubt row: `$1` is `deployed` or `failed`.
+pub(super) const RESOLVE: &str = "UPDATE identities SET state = $1, last_error = $2, \
+         server_id = NULL, updated_at = $3 \
+     WHERE serial = $4 AND state = 'in_doubt' \
+     RETURNING serial, gateway, requester, created_at";
 
 /// `in_flight` → `deployed` (only if still in flight: another server may have expired it).
 pub(super) const MARK_DEPLOYED: &str = "UPDATE identities SET state = 'deployed', \
@@ -58,23 +82,29 @@ pub(super) const MARK_FAILED: &str = "UPDATE identities SET state = 'failed', fc
      WHERE id = $6 AND state = 'in_flight' \
      RETURNING serial, gateway, requester, created_at";
 
-/// SQLite recovery: one server per file, so every in-flight row was this server's.
-pub(super) const RECOVER_ALL: &str = "UPDATE identities SET state = 'failed', last_error = $1, \
-         server_id = NULL, updated_at = $2 \
+/// SQLite recovery: one server per file, so every in-flight row was this server's. A row with a
+/// written-ahead certificate may be on the gateway: `in_doubt` (`$1`), else `failed` (`$2`).
+pub(super) const RECOVER_ALL: &str = "UPDATE identities SET \
+         state = CASE WHEN cert_der IS NOT NULL THEN 'in_doubt' ELSE 'failed' END, \
+         last_error = CASE WHEN cert_der IS NOT NULL THEN $1 ELSE $2 END, \
+         server_id = NULL, updated_at = $3 \
      WHERE state = 'in_flight' \
-     RETURNING serial, gateway, requester, created_at, last_error";
+     RETURNING serial, gateway, requester, created_at, last_error, state";
 
 /// PostgreSQL recovery: this server's in-flight rows (`$1`, NULL in the periodic sweep) and every
 /// row in flight since before `$5`. FOR UPDATE SKIP LOCKED (PostgreSQL only): rows another server
 /// is finishing right now are skipped, not waited for; the outer UPDATE re-checks the state.
-pub(super) const RECOVER_OWN_AND_EXPIRED: &str = "UPDATE identities SET state = 'failed', \
-         last_error = CASE WHEN server_id = $1 THEN $2 ELSE $3 END, \
-         server_id = NULL, updated_at = $4 \
+/// Rows with a written-ahead certificate become `in_doubt` (`$1`), the others `failed`.
+pub(super) const RECOVER_OWN_AND_EXPIRED: &str = "UPDATE identities SET \
+         state = CASE WHEN cert_der IS NOT NULL THEN 'in_doubt' ELSE 'failed' END, \
+         last_error = CASE WHEN cert_der IS NOT NULL THEN $1 WHEN server_id = $2 THEN $3 \
+                           ELSE $4 END, \
+         server_id = NULL, updated_at = $5 \
      WHERE id IN (SELECT id FROM identities \
-                  WHERE state = 'in_flight' AND (server_id = $1 OR updated_at < $5) \
+                  WHERE state = 'in_flight' AND (server_id = $2 OR updated_at < $6) \
                   FOR UPDATE SKIP LOCKED) \
          AND state = 'in_flight' \
-     RETURNING serial, gateway, requester, created_at, last_error";
+     RETURNING serial, gateway, requester, created_at, last_error, state";
 
 /// Appends one audit row.
 pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit (at_ms, serial, gateway, requester, \
@@ -113,8 +143,25 @@ pub(super) const STATS: &str = "SELECT state, COUNT(*) FROM identities GROUP BY 
 pub(super) const IDENTITY: &str = "SELECT id, serial, state, gateway, requester, ou, device_id, \
          hardware_version, radio_config, led_config, category, cloud_address, api_address, \
          gateway_services_address, verification_key, enrollment_id, cert_serial, cert_not_after, \
-         fcc_status, fcc_info, fcc_warnings, last_error, attempts, created_at, updated_at \
+         fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id, attempts, \
+         created_at, updated_at \
      FROM identities WHERE serial = $1";
+
+/// Rows in one state after a cursor, oldest first (the `(state, id)` index).
+pub(super) const LIST_BY_STATE_ASC: &str = "SELECT id, serial, state, gateway, requester, ou, \
+         device_id, hardware_version, radio_config, led_config, category, cloud_address, \
+         api_address, gateway_services_address, verification_key, enrollment_id, cert_serial, \
+         cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id, \
+         attempts, created_at, updated_at \
+     FROM identities WHERE state = $1 AND id > $2 ORDER BY id ASC LIMIT $3";
+
+/// Rows in one state before a cursor, newest first.
+pub(super) const LIST_BY_STATE_DESC: &str = "SELECT id, serial, state, gateway, requester, ou, \
+         device_id, hardware_version, radio_config, led_config, category, cloud_address, \
+         api_address, gateway_services_address, verification_key, enrollment_id, cert_serial, \
+         cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id, \
+         attempts, created_at, updated_at \
+     FROM identities WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
 
 /// The audit trail of one serial, oldest first.
 pub(super) const AUDIT_FOR: &str = concat!(
@@ -139,7 +186,8 @@ pub(super) const OUTCOMES_PER_MINUTE: &str = "SELECT at_ms / 60000 AS minute, \
 pub(super) const RECENT_OUTCOMES: &str = concat!(
     "SELECT ",
     audit_columns!(),
-    " FROM audit WHERE event IN ('deployed', 'failed', 'interrupted') ORDER BY id DESC LIMIT $1"
+    " FROM audit WHERE event IN ('deployed', 'failed', 'interrupted', 'in_doubt', 'resolved') \
+     ORDER BY id DESC LIMIT $1"
 );
 
 /// SQLite: a prefix search as a range on the (serial, id) index — every string starting with `$1`
@@ -176,6 +224,12 @@ mod tests {
         for sql in [
             RESERVE,
             CONFLICT_STATE,
+            CLAIM_KEY,
+            KEY_SERIAL,
+            WRITE_AHEAD,
+            RESOLVE,
+            LIST_BY_STATE_ASC,
+            LIST_BY_STATE_DESC,
             MARK_DEPLOYED,
             MARK_FAILED,
             RECOVER_ALL,

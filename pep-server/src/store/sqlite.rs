@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 
 use super::sqlite_writer::{SqliteWriter, Write, Written};
 use super::{
-    DeployedOutcome, FailedOutcome, INTERRUPTED, NewAttempt, Reservation, StoreError,
-    join_warnings, now_ms,
+    DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, IdentityState, NewAttempt, Reservation,
+    Resolution, StoreError, WriteAhead, join_warnings, now_ms,
 };
 
 /// How durable a commit is before the store reports it done (`[store] durability`).
@@ -226,8 +226,38 @@ impl SqliteStore {
         }
     }
 
+    pub(super) async fn write_ahead(&self, id: i64, ahead: WriteAhead) -> Result<(), StoreError> {
+        let write = Write::Ahead {
+            id,
+            ahead: Box::new(ahead),
+        };
+        match self.writer.write(write).await? {
+            Written::Ahead => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        serial: &str,
+        state: IdentityState,
+        who: &str,
+    ) -> Result<Resolution, StoreError> {
+        let write = Write::Resolve {
+            serial: serial.to_owned(),
+            state,
+            who: who.to_owned(),
+            now_ms: now_ms(),
+        };
+        match self.writer.write(write).await? {
+            Written::Resolved(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     pub(super) async fn recover_interrupted(&self) -> Result<u64, StoreError> {
         let write = Write::RecoverInterrupted {
+            in_doubt: IN_DOUBT,
             error: INTERRUPTED,
             now_ms: now_ms(),
         };

@@ -26,7 +26,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEvent, IdentityState, NewAttempt, Reservation, StoreError, sql};
+use super::{
+    AuditEvent, IdentityState, NewAttempt, Reservation, Resolution, StoreError, WriteAhead,
+    conflict_outcome, sql,
+};
 
 /// Most writes one transaction carries. Bounds how long a caller waits behind others' writes.
 pub(super) const MAX_BATCH: usize = 256;
@@ -59,8 +62,22 @@ pub(super) enum Write {
         duration_ms: i64,
         now_ms: i64,
     },
-    /// Every `in_flight` row → `failed` with `error`; audit each as `interrupted`.
-    RecoverInterrupted { error: &'static str, now_ms: i64 },
+    /// The certificate of in-flight row `id`, before its first byte goes to FCC (no audit row).
+    Ahead { id: i64, ahead: Box<WriteAhead> },
+    /// An operator's resolution of an in-doubt serial; audit `resolved`.
+    Resolve {
+        serial: String,
+        state: IdentityState,
+        who: String,
+        now_ms: i64,
+    },
+    /// Every `in_flight` row → `in_doubt` (certificate written ahead: `in_doubt` text) or
+    /// `failed` (`error`); audit each as `in_doubt` or `interrupted`.
+    RecoverInterrupted {
+        in_doubt: &'static str,
+        error: &'static str,
+        now_ms: i64,
+    },
 }
 
 /// What a committed write returns.
@@ -72,6 +89,10 @@ pub(super) enum Written {
     Deployed { created_at: i64 },
     /// Of [`Write::Failed`].
     Failed,
+    /// Of [`Write::Ahead`].
+    Ahead,
+    /// Of [`Write::Resolve`].
+    Resolved(Resolution),
     /// Of [`Write::RecoverInterrupted`]: rows recovered.
     Recovered(u64),
 }
@@ -306,25 +327,63 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             },
         )
         .map(|_| Written::Failed),
-        Write::RecoverInterrupted { error, now_ms } => {
+        Write::Ahead { id, ahead } => {
+            let n = conn
+                .prepare_cached(sql::WRITE_AHEAD)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        ahead.enrollment_id,
+                        ahead.cert_serial,
+                        ahead.cert_not_after,
+                        ahead.cert_der,
+                        ahead.now_ms,
+                        id
+                    ])
+                })
+                .map_err(write_error(
+                    "writing the certificate ahead of the injection",
+                ))?;
+            if n == 0 {
+                return Err(StoreError::NotInFlight { id: *id });
+            }
+            Ok(Written::Ahead)
+        }
+        Write::Resolve {
+            serial,
+            state,
+            who,
+            now_ms,
+        } => resolve(conn, serial, *state, who, *now_ms).map(Written::Resolved),
+        Write::RecoverInterrupted {
+            in_doubt,
+            error,
+            now_ms,
+        } => {
             let rows = conn
                 .prepare(sql::RECOVER_ALL)
                 .and_then(|mut s| {
-                    s.query_map(params![error, now_ms], audit_keys)?
-                        .collect::<Result<Vec<_>, _>>()
+                    s.query_map(params![in_doubt, error, now_ms], |r| {
+                        Ok((audit_keys(r)?, r.get::<_, String>(4)?, r.get(5)?))
+                    })?
+                    .collect::<Result<Vec<(AuditKeys, String, IdentityState)>, _>>()
                 })
                 .map_err(write_error("recovering interrupted attempts"))?;
-            for row in &rows {
+            for (row, last_error, state) in &rows {
+                let event = if *state == IdentityState::InDoubt {
+                    AuditEvent::InDoubt
+                } else {
+                    AuditEvent::Interrupted
+                };
                 insert_audit(
                     conn,
                     &AuditRow {
                         at_ms: *now_ms,
                         keys: row,
-                        event: AuditEvent::Interrupted,
+                        event,
                         fcc_status: None,
                         fcc_info: None,
                         fcc_warnings: "",
-                        detail: Some(error),
+                        detail: Some(last_error),
                         duration_ms: Some(now_ms.saturating_sub(row.created_at)),
                     },
                 )?;
@@ -377,10 +436,90 @@ fn finish_attempt(
     Ok(keys)
 }
 
+/// `in_doubt` → `state` for `serial`, audited with who asked; or why not.
+fn resolve(
+    conn: &Connection,
+    serial: &str,
+    state: IdentityState,
+    who: &str,
+    now_ms: i64,
+) -> Result<Resolution, StoreError> {
+    let last_error = super::resolved_error(state, who);
+    let keys = conn
+        .prepare_cached(sql::RESOLVE)
+        .and_then(|mut s| {
+            s.query_row(params![state, last_error, now_ms, serial], audit_keys)
+                .optional()
+        })
+        .map_err(write_error("resolving an in-doubt identity"))?;
+    let Some(keys) = keys else {
+        let found: Option<IdentityState> = conn
+            .prepare_cached(sql::CONFLICT_STATE)
+            .and_then(|mut s| s.query_row(params![serial], |r| r.get(1)).optional())
+            .map_err(write_error("reading the identity to resolve"))?;
+        return Ok(match found {
+            None => Resolution::Unknown,
+            Some(state) => Resolution::NotInDoubt { state },
+        });
+    };
+    let detail = super::resolved_detail(state, who);
+    let keys = AuditKeys {
+        requester: who.to_owned(),
+        ..keys
+    };
+    insert_audit(
+        conn,
+        &AuditRow {
+            at_ms: now_ms,
+            keys: &keys,
+            event: AuditEvent::Resolved,
+            fcc_status: None,
+            fcc_info: None,
+            fcc_warnings: "",
+            detail: Some(&detail),
+            duration_ms: None,
+        },
+    )?;
+    Ok(Resolution::Resolved)
+}
+
 fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError> {
     let p = &a.params;
     let serial = p.serial_number.as_str();
     let gateway = p.gateway.to_string();
+    let key = a.request_key.as_ref().map(|k| k.as_str());
+    let keys = AuditKeys {
+        serial: serial.to_owned(),
+        gateway: gateway.clone(),
+        requester: a.requester.clone(),
+        created_at: a.now_ms,
+    };
+    if let Some(key) = key {
+        let owner: String = conn
+            .prepare_cached(sql::CLAIM_KEY)
+            .and_then(|mut s| s.execute(params![key, serial, a.now_ms]))
+            .and_then(|_| {
+                conn.prepare_cached(sql::KEY_SERIAL)
+                    .and_then(|mut s| s.query_row(params![key], |r| r.get(0)))
+            })
+            .map_err(write_error("recording the request key"))?;
+        if owner != serial {
+            insert_audit(
+                conn,
+                &AuditRow {
+                    at_ms: a.now_ms,
+                    keys: &keys,
+                    event: AuditEvent::Conflict,
+                    fcc_status: None,
+                    fcc_info: None,
+                    fcc_warnings: "",
+                    detail: Some(&super::key_used_detail(key)),
+                    duration_ms: None,
+                },
+            )?;
+            return Ok(Reservation::KeyUsed);
+        }
+    }
     let id: Option<i64> = conn
         .prepare_cached(sql::RESERVE)
         .and_then(|mut s| {
@@ -398,7 +537,8 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
                     p.api_address.as_str(),
                     p.gateway_services_address.as_str(),
                     p.verification_key.as_ref().map(|k| k.as_str()),
-                    a.now_ms
+                    a.now_ms,
+                    key
                 ],
                 |r| r.get(0),
             )
@@ -406,24 +546,28 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
         })
         .map_err(write_error("reserving the serial"))?;
     let (result, event, detail) = match id {
-        Some(id) => (Reservation::Reserved { id }, AuditEvent::Attempt, None),
+        Some(id) => (
+            Reservation::Reserved { id },
+            AuditEvent::Attempt,
+            key.map(|k| format!("request key {k}")),
+        ),
         None => {
-            let state: IdentityState = conn
+            let row = conn
                 .prepare_cached(sql::CONFLICT_STATE)
-                .and_then(|mut s| s.query_row(params![serial], |r| r.get(0)))
+                .and_then(|mut s| {
+                    s.query_row(params![serial], |r| {
+                        Ok(super::ConflictRow {
+                            id: r.get(0)?,
+                            state: r.get(1)?,
+                            request_id: r.get(2)?,
+                            enrollment_id: r.get(3)?,
+                        })
+                    })
+                })
                 .map_err(write_error("reading the conflicting row"))?;
-            (
-                Reservation::Conflict { state },
-                AuditEvent::Conflict,
-                Some(format!("serial is {state}")),
-            )
+            let (result, event, detail) = conflict_outcome(&row, key);
+            (result, event, Some(detail))
         }
-    };
-    let keys = AuditKeys {
-        serial: serial.to_owned(),
-        gateway,
-        requester: a.requester.clone(),
-        created_at: a.now_ms,
     };
     insert_audit(
         conn,
@@ -442,6 +586,7 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
 }
 
 /// The columns an audit row copies from its identity row.
+#[derive(Clone)]
 struct AuditKeys {
     serial: String,
     gateway: String,
@@ -505,6 +650,8 @@ mod tests {
         .unwrap();
         conn.execute_batch(include_str!("../../migrations/sqlite/0003_fcc_facts.sql"))
             .unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0004_write_ahead.sql"))
+            .unwrap();
         conn
     }
 
@@ -525,6 +672,7 @@ mod tests {
             },
             requester: "test".to_owned(),
             now_ms: 1,
+            request_key: None,
         }))
     }
 
@@ -580,7 +728,8 @@ mod tests {
         assert_eq!(
             results[4].as_ref().ok(),
             Some(&Written::Reservation(Reservation::Conflict {
-                state: IdentityState::InFlight
+                state: IdentityState::InFlight,
+                same_key: false,
             }))
         );
         assert_eq!(count(&conn, "SELECT count(*) FROM identities"), 2);

@@ -230,6 +230,29 @@ impl Server {
         self.get_json(&identity_path(serial, gw), Some(BOTH)).await
     }
 
+    /// `POST /v3/identities/{serial}/resolve` with `{"state": state}` → (status, body as JSON).
+    pub(crate) async fn resolve(
+        &self,
+        serial: &str,
+        state: &str,
+        token: &str,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!(
+                "{}/v3/identities/{}/resolve",
+                self.base,
+                encode(serial)
+            ))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "state": state }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
     /// The value of one sample of `/metrics` (`name{labels}` exactly as printed).
     pub(crate) async fn metric(&self, sample: &str) -> f64 {
         let (status, text) = self.get_text("/metrics", Some(READ)).await;

@@ -94,6 +94,8 @@ pub fn result_label(result: &str) -> &'static str {
         "deployed" => "✔ Deployed",
         "failed" => "✖ Failed",
         "interrupted" => "✖ Interrupted",
+        "in_doubt" => "⚠ In doubt",
+        "resolved" => "✔ Resolved",
         "in_progress" => "⟳ In progress",
         "attempt" => "→ Attempt",
         "conflict" => "⚠ Conflict",
@@ -270,6 +272,11 @@ pub fn page(
                             p class="big" id="c-in-flight" { (c.in_flight) }
                             p class="sub" { "injecting now" }
                         }
+                        div class="tile bad" {
+                            h2 { "In doubt" }
+                            p class="big" id="c-in-doubt" { (c.in_doubt) }
+                            p class="sub" { "may be on the gateway: resolve" }
+                        }
                         div class="tile" {
                             h2 { "Per minute" }
                             p class="big" id="c-rate1" { (format!("{:.1}", c.rate1)) }
@@ -393,6 +400,7 @@ mod tests {
                     deployed_total: 7,
                     failed_today: 1,
                     in_flight: 0,
+                    in_doubt: 0,
                     rate1: 1.0,
                     rate5: 0.4,
                     rate15: 0.25,

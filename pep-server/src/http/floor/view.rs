@@ -26,6 +26,8 @@ pub struct Counters {
     pub failed_today: u64,
     /// Attempts running now.
     pub in_flight: u64,
+    /// Identities in doubt (a server stopped mid-injection): an operator must resolve them.
+    pub in_doubt: u64,
     /// Deployments per minute over the last minute.
     pub rate1: f64,
     /// Deployments per minute over the last 5 minutes.
@@ -73,7 +75,7 @@ pub struct AttemptRow {
     pub serial: String,
     /// The gateway's FCC `ip:port`.
     pub gateway: String,
-    /// `deployed`, `failed`, `interrupted` or `in_progress`.
+    /// `deployed`, `failed`, `interrupted`, `in_doubt`, `resolved` or `in_progress`.
     pub result: &'static str,
     /// FCC's ReturnStatus, when FCC answered with one.
     pub fcc_status: Option<u32>,
@@ -143,6 +145,7 @@ pub async fn live(store: &Store, offset_min: i32) -> Result<Live, StoreError> {
             deployed_total: stats.deployed,
             failed_today: today.failed,
             in_flight: stats.in_flight,
+            in_doubt: stats.in_doubt,
             rate1: rate(last1.deployed, 1),
             rate5: rate(last5.deployed, 5),
             rate15: rate(last15.deployed, 15),
@@ -199,6 +202,8 @@ pub(super) fn result_of_event(event: &str) -> &'static str {
         "deployed" => "deployed",
         "failed" => "failed",
         "interrupted" => "interrupted",
+        "in_doubt" => "in_doubt",
+        "resolved" => "resolved",
         "attempt" => "in_progress",
         "conflict" => "conflict",
         _ => "other",

@@ -1,0 +1,211 @@
+//! The in-doubt identities (issue #13): `GET /v3/identities?state=` lists rows by state, and
+//! `POST /v3/identities/{serial}/resolve` is the operator's decision on one in-doubt serial.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::query::QueryParams;
+use super::read::{order_name, page_params};
+use super::{AppState, Principal};
+use crate::store::{IdentityDetail, IdentityState, Resolution};
+
+/// The states `GET /v3/identities` lists.
+const STATES: &str = "in_doubt, in_flight, failed or deployed";
+
+fn detail_json(r: &IdentityDetail) -> Value {
+    json!({
+        "_id": r.id.to_string(),
+        "serialNumber": r.serial_number,
+        "state": r.state.as_str(),
+        "gateway": r.gateway,
+        "requester": r.requester,
+        "hardwareVersion": r.hardware_version,
+        "radioConfig": r.radio_config,
+        "ledConfig": r.led_config,
+        "category": r.category,
+        "cloudAddress": r.cloud_address,
+        "apiAddress": r.api_address,
+        "gatewayServicesAddress": r.gateway_services_address,
+        "enrollmentID": r.enrollment_id,
+        "certificateSerial": r.cert_serial,
+        "certificateNotAfter": r.cert_not_after,
+        // Public: lets the operator compare with the certificate the gateway holds.
+        "certificate": r.cert_der.as_ref().map(|der| base64::engine::general_purpose::STANDARD.encode(der)),
+        "requestId": r.request_id,
+        "lastError": r.last_error,
+        "attempts": r.attempts,
+        "createdAt": r.created_at_ms,
+        "updatedAt": r.updated_at_ms,
+    })
+}
+
+/// `GET /v3/identities?state=in_doubt&limit=&order=&last=`: one page of identities in a state.
+#[utoipa::path(
+    get,
+    path = "/v3/identities",
+    tag = "read",
+    operation_id = "listIdentities",
+    summary = "Identities in one state, one page (HAL JSON)",
+    description = "state=in_doubt lists the identities a server was injecting when it stopped: they may be on the gateway. Each carries the written-ahead enrollment ID and certificate (base64 DER; never a private key); check the gateway, then resolve with POST /v3/identities/{serial}/resolve. Keyset paging as /v3/enrollment-ids. Needs the read role.",
+    params(super::openapi::StateQuery, super::openapi::PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = super::openapi::IdentityPage, content_type = "application/hal+json"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
+)]
+pub(super) async fn identities(
+    State(state): State<AppState>,
+    uri: Uri,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = QueryParams::parse(raw.as_deref())?;
+    let wanted = params
+        .get("state")?
+        .ok_or_else(|| ApiError::missing_param("state"))?;
+    let wanted = IdentityState::from_str(wanted)
+        .map_err(|_| ApiError::bad_param("state", format!("must be {STATES}")))?;
+    let page = page_params(&params)?;
+    let rows = state
+        .provisioner
+        .store()
+        .list_by_state(wanted, page.limit, page.order, page.last)
+        .await
+        .map_err(|e| ApiError::internal("reading the store failed", &e))?;
+    let order = order_name(page.order);
+    let href = |last: Option<i64>| {
+        let mut h = format!(
+            "{}?state={wanted}&limit={}&order={order}",
+            uri.path(),
+            page.limit
+        );
+        if let Some(last) = last {
+            let _ = write!(h, "&last={last}");
+        }
+        h
+    };
+    let mut links = serde_json::Map::new();
+    links.insert("self".into(), json!({ "href": href(page.last) }));
+    if let Some(last) = rows.last() {
+        links.insert("next".into(), json!({ "href": href(Some(last.id)) }));
+    }
+    let body = json!({
+        "_links": links,
+        "state": wanted.as_str(),
+        "total_count": rows.len(),
+        "limit": page.limit,
+        "order": order,
+        "results": rows.iter().map(detail_json).collect::<Vec<_>>(),
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/hal+json"),
+        )],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// The body of a resolution: `{"state": "deployed"}` or `{"state": "failed"}`, nothing else.
+fn resolution_state(body: &[u8]) -> Result<IdentityState, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object {\"state\": \"deployed\" | \"failed\"}",
+        ));
+    };
+    if let Some(name) = map.keys().find(|k| *k != "state") {
+        return Err(ApiError::bad_param(name, "is not a known field"));
+    }
+    match map.get("state") {
+        None => Err(ApiError::missing_param("state")),
+        Some(Value::String(s)) if s == "deployed" => Ok(IdentityState::Deployed),
+        Some(Value::String(s)) if s == "failed" => Ok(IdentityState::Failed),
+        Some(_) => Err(ApiError::bad_param(
+            "state",
+            "must be \"deployed\" or \"failed\"",
+        )),
+    }
+}
+
+/// `POST /v3/identities/{serial}/resolve`: an operator's decision on an in-doubt identity.
+#[utoipa::path(
+    post,
+    path = "/v3/identities/{serial}/resolve",
+    tag = "provisioning",
+    operation_id = "resolveIdentity",
+    summary = "Resolve an in-doubt identity",
+    description = "For a serial in state in_doubt (a server stopped while injecting it). {\"state\": \"deployed\"}: the gateway holds the identity (its enrollment ID, written ahead, joins the enrollment-ID list and CSV). {\"state\": \"failed\"}: it does not; the serial may be provisioned again (a new certificate). Audited (event resolved) with who and when. Needs the provision role.",
+    params(("serial" = String, Path, description = "The serial number.")),
+    request_body(content = inline(super::openapi::ResolveBody), content_type = "application/json"),
+    responses(
+        (status = 200, description = "Resolved: {\"serialNumber\", \"state\", \"enrollmentID\"}.", body = inline(Object), content_type = "application/json"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, description = "No identity has that serial number.", body = super::openapi::ErrorBody),
+        (status = 409, description = "The identity is not in doubt (its state is given); nothing changed.", body = super::openapi::ErrorBody),
+    ),
+)]
+pub(super) async fn resolve(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    principal: Option<axum::Extension<Principal>>,
+    Path(serial): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!("cannot read the request body: {rejection}"),
+        )
+    })?;
+    let to = resolution_state(&body)?;
+    pep_ca::EndpointName::from_str(&serial).map_err(|e| {
+        ApiError::bad_param("serialNumber", format!("is not a valid endpoint name: {e}"))
+    })?;
+    let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0.0);
+    let who = format!("{who}@{peer}");
+    let store = state.provisioner.store();
+    match store.resolve(&serial, to, &who).await {
+        Ok(Resolution::Resolved) => {
+            tracing::warn!(serial, state = %to, who, "in-doubt identity resolved");
+            let enrollment_id = store
+                .identity(&serial)
+                .await
+                .map_err(|e| ApiError::internal("reading the store failed", &e))?
+                .and_then(|d| d.enrollment_id);
+            Ok(Json(json!({
+                "serialNumber": serial,
+                "state": to.as_str(),
+                "enrollmentID": enrollment_id,
+            }))
+            .into_response())
+        }
+        Ok(Resolution::Unknown) => Err(ApiError::not_found(format!(
+            "no identity has serial number `{serial}`"
+        ))
+        .with("serialNumber", serial)),
+        Ok(Resolution::NotInDoubt { state }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("serial number {serial} is {state}, not in_doubt: nothing to resolve"),
+        )
+        .with("serialNumber", serial)
+        .with("state", state.as_str())),
+        Err(e) => Err(ApiError::internal("resolving failed", &e)),
+    }
+}
