@@ -145,7 +145,6 @@ fn staging_dirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-#[ignore = "needs the server's request keys (branch h-durable); un-ignored by the merge"]
 fn a_lost_answer_is_asked_for_again_and_the_identity_installed_once() {
     let server = Server::start();
     let proxy = DroppingProxy::start(server.addr, Then::Forward);
@@ -187,8 +186,9 @@ fn a_lost_answer_is_asked_for_again_and_the_identity_installed_once() {
         tree(dest.path())
     );
 
-    // One certificate: one attempt, one deployment; the second request was a replay.
+    // One certificate: one attempt, one deployment; the second request was an audited replay.
     let events = audit_events(&server, serial);
+    assert!(events.iter().any(|e| e == "replay"), "{events:?}");
     assert_eq!(
         events.iter().filter(|e| *e == "attempt").count(),
         1,
