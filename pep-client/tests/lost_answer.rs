@@ -254,6 +254,111 @@ fn a_lost_answer_with_the_server_gone_keeps_the_staging_directory_and_exits_answ
         .unwrap();
     assert_eq!(key.len(), 32, "{note}");
     assert!(last.contains(key), "{err}");
+
+    // The operator's way back (docs/pep-cli.md, "Lost answers"): with the server reachable, the same
+    // key gives the stored identity, the one in the kept pal/; FCC is not contacted (port 1).
+    let work = tempfile::tempdir().unwrap();
+    let out = run(cli(&server.url(), work.path()).args([
+        "get-one-identity",
+        "-s",
+        serial,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        "1",
+        "--request-id",
+        key,
+    ]));
+    assert_code(&out, 0);
+    let identity: Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("identity.json")).unwrap()).unwrap();
+    assert_eq!(
+        identity["enrollmentID"],
+        stored_enrollment_id(&staging.join("pal")).as_str()
+    );
+    let events = audit_events(&server, serial);
+    assert_eq!(
+        events.iter().filter(|e| *e == "attempt").count(),
+        1,
+        "{events:?}"
+    );
+    // Without the key, the serial is taken.
+    let out = run(cli(&server.url(), work.path()).args([
+        "get-one-identity",
+        "-s",
+        serial,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        "1",
+    ]));
+    assert_code(&out, i32::from(exit::CONFLICT));
+}
+
+/// A scripted HTTP peer on 127.0.0.1: connection N gets `answers[N]` after its request head
+/// (`None`: closed without an answer). Returns its URL.
+fn scripted_server(answers: Vec<Option<String>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for answer in answers {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if let Some(body) = answer {
+                let status = if body.contains("in_doubt") {
+                    "409 Conflict"
+                } else {
+                    "502 Bad Gateway"
+                };
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    });
+    url
+}
+
+#[test]
+fn in_doubt_stops_the_retries_and_keeps_the_staging_directory() {
+    // Lost (closed), then a proxy's 502 page (ask again), then the server's 409 in_doubt (stop).
+    let in_doubt = r#"{"error":"serial number GW-DOUBT is in doubt: resolve it","status":409,"serialNumber":"GW-DOUBT","state":"in_doubt"}"#;
+    let url = scripted_server(vec![
+        None,
+        Some("<html>bad gateway</html>".to_owned()),
+        Some(in_doubt.to_owned()),
+    ]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = provision(
+        &url,
+        dest.path(),
+        "GW-DOUBT",
+        &["--answer-retry-delay", "10", "--fcc-exit-timeout", "1"],
+    );
+    assert_code(&out, i32::from(exit::ANSWER_LOST));
+    let err = stderr(&out);
+    assert!(
+        err.contains("try 2 of 6") && err.contains("in doubt: resolve it"),
+        "stopped at the in_doubt answer: {err}"
+    );
+    // Nobody injected, so FCC never exited by itself: it was stopped, and its directory kept.
+    assert!(err.contains("did not exit within 1 s"), "{err}");
+    let kept = staging_dirs(dest.path());
+    assert_eq!(kept.len(), 1, "{:?}", tree(dest.path()));
+    assert!(err.contains(kept[0].to_str().unwrap()), "{err}");
+    assert!(kept[0].join("pep-cli-lost-answer.txt").is_file());
 }
 
 #[test]
