@@ -58,6 +58,69 @@ pub struct IdentityRequest {
     pub category: Option<String>,
     /// journald FSS verification key (`-k`).
     pub verification_key: Option<String>,
+    /// The request key (`requestId`): asking again with it returns the first answer instead of
+    /// provisioning the serial twice.
+    pub request_id: Option<RequestKey>,
+}
+
+/// A request key (`requestId`, 8–128 printable ASCII characters): the server stores it with the
+/// attempt, and the same serial asked again with the same key gets the stored identity back (or
+/// 409 with the attempt's `state`) instead of a second certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey(String);
+
+impl RequestKey {
+    /// The shortest key the server accepts.
+    pub const MIN_LEN: usize = 8;
+    /// The longest key the server accepts.
+    pub const MAX_LEN: usize = 128;
+
+    /// A fresh random key: 128 bits from the operating system, as 32 hex digits. Random (not
+    /// derived from the serial) so that a key never names another station's attempt.
+    pub fn random() -> Result<Self, CliError> {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| {
+            CliError::io(
+                "cannot draw a random request key",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RequestKey {
+    type Err = String;
+
+    /// Checks the server's rule here, so that a bad `--request-id` fails before any request.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let len = s.len();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
+            return Err(format!(
+                "a request key has {}–{} characters, not {len}",
+                Self::MIN_LEN,
+                Self::MAX_LEN
+            ));
+        }
+        if let Some(c) = s.chars().find(|c| !matches!(c, '\x21'..='\x7e')) {
+            return Err(format!(
+                "a request key has printable ASCII characters only (no blank), not {c:?}"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl IdentityRequest {
@@ -82,6 +145,9 @@ impl IdentityRequest {
                 .into_iter()
                 .filter_map(|(name, value)| value.as_ref().map(|v| (name, v.clone()))),
         );
+        if let Some(key) = &self.request_id {
+            pairs.push(("requestId", key.as_str().to_owned()));
+        }
         pairs
     }
 }
@@ -258,30 +324,52 @@ impl PepApi {
         let shown = redact(&url);
         tracing::debug!(target: "pep_client::http", "GET {shown}");
         let started = Instant::now();
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let resp = req.send().await.map_err(|e| {
+            let maybe_sent = !e.is_connect();
+            self.transport_error(e, maybe_sent)
+        })?;
         let status = resp.status();
         tracing::debug!(
             target: "pep_client::http",
             "GET {shown} -> {status} in {} ms",
             started.elapsed().as_millis()
         );
-        let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        // The status line arrived, so the request did too: a failure now loses the answer.
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e, true))?;
         if status.is_success() {
-            Ok(body.to_vec())
-        } else {
-            let mut message = error_text(status, &body);
-            if status == reqwest::StatusCode::UNAUTHORIZED {
-                message.push_str(auth_hint(self.token.is_some()));
-            }
-            Err(CliError::Server {
+            return Ok(body.to_vec());
+        }
+        let server_json = ServerErrorJson::parse(&body);
+        let gave_up = matches!(status.as_u16(), 502..=504);
+        match server_json {
+            // The pep server always answers errors with its JSON body; a gateway error without
+            // it comes from a reverse proxy in between, which says nothing about the server.
+            None if gave_up => Err(CliError::Proxy {
                 what: what.to_owned(),
                 status: status.as_u16(),
-                message,
-            })
+                message: error_text(status, &body),
+            }),
+            _ => {
+                let mut message = error_text(status, &body);
+                if status == reqwest::StatusCode::UNAUTHORIZED {
+                    message.push_str(auth_hint(self.token.is_some()));
+                }
+                Err(CliError::Server {
+                    what: what.to_owned(),
+                    status: status.as_u16(),
+                    message,
+                    state: server_json.and_then(|j| j.state).map(|s| one_line(&s)),
+                })
+            }
         }
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> CliError {
+    /// A transport failure. `maybe_sent`: the request may have reached the server (anything but
+    /// a failure to connect), so the failure may have lost an answer.
+    fn transport_error(&self, e: reqwest::Error, maybe_sent: bool) -> CliError {
         use std::error::Error as _;
         // Without the URL: its query may hold the FSS verification key. reqwest's top-level
         // message is generic ("error sending request"); the causes say why.
@@ -298,9 +386,13 @@ impl PepApi {
         let mut url = self.base.clone();
         url.set_query(None);
         let _ = url.set_password(None);
-        CliError::Unreachable {
-            url: url.as_str().trim_end_matches('/').to_owned(),
-            detail: one_line(&detail),
+        let url = url.as_str().trim_end_matches('/').to_owned();
+        let detail = one_line(&detail);
+        // A time-out is a lost answer even while connecting: the two cannot be told apart.
+        if maybe_sent || e.is_timeout() {
+            CliError::NoAnswer { url, detail }
+        } else {
+            CliError::Unreachable { url, detail }
         }
     }
 
@@ -425,14 +517,24 @@ fn redact(url: &Url) -> String {
     shown.to_string()
 }
 
+/// The pep server's JSON error body: `{"error": "...", "status": N, "state": "..."?, ...}`.
+#[derive(Deserialize)]
+struct ServerErrorJson {
+    error: String,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+impl ServerErrorJson {
+    fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+}
+
 /// The server's error text: the `error` field of its JSON body, else the start of the body, else
 /// the status reason.
 fn error_text(status: reqwest::StatusCode, body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct ErrorJson {
-        error: String,
-    }
-    if let Ok(e) = serde_json::from_slice::<ErrorJson>(body) {
+    if let Some(e) = ServerErrorJson::parse(body) {
         return one_line(&e.error);
     }
     let text = String::from_utf8_lossy(body);
@@ -598,6 +700,126 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let err = PepApi::with_ca("https://h:1", None, t, Some(&missing)).unwrap_err();
         assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn request_keys_are_random_hex_and_sent_as_request_id() {
+        let a = RequestKey::random().unwrap();
+        let b = RequestKey::random().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32, "128 bits");
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(
+            a.as_str().parse::<RequestKey>().unwrap(),
+            a,
+            "the server's rule"
+        );
+        let mut req = IdentityRequest {
+            serial_number: "GW-1".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 1,
+            api_address: None,
+            gateway_services_address: None,
+            hardware_version: None,
+            radio_config: None,
+            led_config: None,
+            category: None,
+            verification_key: None,
+            request_id: None,
+        };
+        assert!(!req.query_pairs().iter().any(|(k, _)| *k == "requestId"));
+        req.request_id = Some(a.clone());
+        assert!(
+            req.query_pairs()
+                .contains(&("requestId", a.as_str().to_owned()))
+        );
+        assert!("1234567".parse::<RequestKey>().is_err());
+        assert!("12345678".parse::<RequestKey>().is_ok());
+        assert!("1234 5678".parse::<RequestKey>().is_err());
+        assert!("1234\t5678".parse::<RequestKey>().is_err());
+        assert!("k".repeat(129).parse::<RequestKey>().is_err());
+    }
+
+    /// Serves one connection on 127.0.0.1: reads the request head, then `answer` (or closes).
+    fn one_shot_server(answer: Vec<u8>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(&answer).unwrap();
+        });
+        url
+    }
+
+    /// A whole HTTP/1.1 answer.
+    fn http(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    async fn ask(url: &str) -> CliError {
+        let api = PepApi::new(url, None, Duration::from_secs(20)).unwrap();
+        api.enrollment_id("GW-1").await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn failures_say_whether_the_answer_may_have_been_lost() {
+        // Closed after reading the request: the answer is lost.
+        let e = ask(&one_shot_server(Vec::new())).await;
+        assert!(matches!(e, CliError::NoAnswer { .. }), "{e:?}");
+        // Cut in the middle of the body.
+        let e = ask(&one_shot_server(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nA-12".to_vec(),
+        ))
+        .await;
+        assert!(matches!(e, CliError::NoAnswer { .. }), "{e:?}");
+        // A proxy's 502 page.
+        let e = ask(&one_shot_server(http("502 Bad Gateway", "<html></html>"))).await;
+        assert!(matches!(e, CliError::Proxy { status: 502, .. }), "{e:?}");
+        // The pep server's own 504, with its JSON body, and a 409 with its state.
+        let e = ask(&one_shot_server(http(
+            "504 Gateway Timeout",
+            r#"{"error":"FCC timeout","status":504}"#,
+        )))
+        .await;
+        assert!(matches!(e, CliError::Server { status: 504, .. }), "{e:?}");
+        let e = ask(&one_shot_server(http(
+            "409 Conflict",
+            r#"{"error":"resolve it","status":409,"state":"in_doubt"}"#,
+        )))
+        .await;
+        match e {
+            CliError::Server {
+                status: 409,
+                state: Some(state),
+                message,
+                ..
+            } => assert_eq!(
+                (state.as_str(), message.as_str()),
+                ("in_doubt", "resolve it")
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Nobody listens: the request never left.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = ask(&format!("http://127.0.0.1:{port}")).await;
+        assert!(matches!(e, CliError::Unreachable { .. }), "{e:?}");
     }
 
     #[test]

@@ -124,6 +124,10 @@ pub struct GetOneIdentity {
     /// Port FCC listens on (FCC prints it at start-up).
     #[arg(short = 'p', value_name = "FCC_PORT")]
     pub port: u16,
+    /// Request key (8-128 printable ASCII characters): asking again with the same serial and key
+    /// returns the stored identity instead of a second one (see "Lost answers" in docs/pep-cli.md).
+    #[arg(long = "request-id", value_name = "KEY")]
+    pub request_id: Option<crate::api::RequestKey>,
     /// Identity options.
     #[command(flatten)]
     pub identity: IdentityOptions,
@@ -203,6 +207,15 @@ pub struct Provision {
     /// Move existing destinations aside (suffix .YYYYMMDDTHHMMSSZ) instead of refusing.
     #[arg(long = "force")]
     pub force: bool,
+    /// After a lost answer (time-out, reset, a proxy's 502/503/504), ask the server again this
+    /// many times with the same request key before keeping FCC's results for an operator.
+    #[arg(long = "answer-retries", value_name = "N", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub answer_retries: u32,
+    /// Milliseconds before the first new try after a lost answer; each further wait doubles (at most 16 s).
+    #[arg(long = "answer-retry-delay", value_name = "MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub answer_retry_delay: u64,
     /// Identity options.
     #[command(flatten)]
     pub identity: IdentityOptions,
@@ -386,6 +399,7 @@ mod tests {
         );
         assert!(p.install && p.force);
         assert_eq!(p.fcc_timeout, 30);
+        assert_eq!((p.answer_retries, p.answer_retry_delay), (6, 500));
         assert_eq!(p.identity.category.as_deref(), Some("development"));
 
         // A serial source is required, and only one.
@@ -429,6 +443,50 @@ mod tests {
             .is_err()
         );
         assert!(parse(&["provision", "--fcc", "f", "--serial-from", "eeprom"]).is_err());
+    }
+
+    #[test]
+    fn request_keys_and_retry_options() {
+        let base = ["get-one-identity", "-s", "S", "-i", "10.0.0.2", "-p", "1"];
+        let with_key = |key: &str| {
+            let mut args = base.to_vec();
+            args.extend(["--request-id", key]);
+            parse(&args)
+        };
+        let Some(Command::GetOneIdentity(g)) = with_key("0123456789abcdef").unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            g.request_id.map(|k| k.to_string()).as_deref(),
+            Some("0123456789abcdef")
+        );
+        let Some(Command::GetOneIdentity(g)) = parse(&base).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(g.request_id, None);
+        for bad in ["short", "has a blank!", &"k".repeat(129), "caf\u{e9}-key-1"] {
+            let err = with_key(bad).unwrap_err().to_string();
+            assert!(err.contains("request key"), "{bad:?}: {err}");
+        }
+        assert!(with_key(&"k".repeat(128)).is_ok());
+        assert!(with_key("~!\"#$%&'").is_ok(), "8 printable characters");
+
+        let p = |extra: &[&str]| {
+            let mut args = vec!["provision", "--fcc", "f", "--serial", "a"];
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let Some(Command::Provision(pr)) =
+            p(&["--answer-retries", "0", "--answer-retry-delay", "10"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!((pr.answer_retries, pr.answer_retry_delay), (0, 10));
+        assert!(p(&["--answer-retries", "21"]).is_err());
+        assert!(p(&["--answer-retries", "-1"]).is_err());
+        assert!(p(&["--answer-retry-delay", "60001"]).is_err());
     }
 
     #[test]

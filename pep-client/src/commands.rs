@@ -6,14 +6,15 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::{IdentityRequest, Order, PepApi, Token};
+use crate::api::{IdentityRequest, Order, PepApi, RequestKey, Token};
 use crate::cli::{
     Command, ExportFormat, GetOneIdentity, GlobalArgs, IdentityOptions, ListEnrollmentIds,
     Provision,
 };
-use crate::error::CliError;
+use crate::error::{CliError, LostAnswer};
 use crate::fcc::FccChild;
 use crate::files::{IDENTITY_FILE, InstallPlan, write_atomic};
+use crate::retry::{AfterRetry, RetryPolicy, after_retry, answer_lost};
 use crate::serial::validate_serial;
 
 /// The environment variable holding the API token (when `--token-file` is not given).
@@ -84,6 +85,7 @@ async fn identity_request(
     ip: IpAddr,
     port: u16,
     o: &IdentityOptions,
+    request_id: Option<RequestKey>,
 ) -> Result<IdentityRequest, CliError> {
     let verification_key = if o.setup_fss {
         let program = crate::fss::journalctl_program();
@@ -102,13 +104,21 @@ async fn identity_request(
         led_config: o.led_config.clone(),
         category: o.category.clone(),
         verification_key,
+        request_id,
     })
 }
 
 /// `get-one-identity`: writes `./identity.json` (only on success, atomically) and prints it.
 async fn get_one_identity(api: &PepApi, args: GetOneIdentity) -> Result<(), CliError> {
     let serial = validate_serial(&args.serial)?;
-    let req = identity_request(serial, args.ip, args.port, &args.identity).await?;
+    let req = identity_request(
+        serial,
+        args.ip,
+        args.port,
+        &args.identity,
+        args.request_id.clone(),
+    )
+    .await?;
     let answer = api.identity(&req, "get-one-identity").await?;
     write_atomic(Path::new(IDENTITY_FILE), &answer.body)?;
     write_stdout(&answer.body)
@@ -220,28 +230,154 @@ fn all_json(results: &[serde_json::Value], order: Order) -> Result<Vec<u8>, CliE
     Ok(bytes)
 }
 
-/// Steps 1–3 of `provision` with FCC running: its address, the identity, its exit status 0.
+/// FCC's working directory: a temporary directory, removed when `provision` ends, until an answer
+/// is lost; from then on kept (also through SIGINT or a crash), because its `pal/` may hold an
+/// identity the server recorded.
+#[derive(Debug)]
+enum Staging {
+    /// Removed when dropped.
+    Temp(tempfile::TempDir),
+    /// Survives the process.
+    Kept(PathBuf),
+}
+
+impl Staging {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(dir) => dir.path(),
+            Self::Kept(path) => path,
+        }
+    }
+
+    /// Keeps the directory past the end of the process; its path.
+    fn keep(&mut self) -> PathBuf {
+        if matches!(self, Self::Temp(_))
+            && let Self::Temp(dir) = std::mem::replace(self, Self::Kept(PathBuf::new()))
+        {
+            *self = Self::Kept(dir.keep());
+        }
+        self.path().to_path_buf()
+    }
+
+    /// Removes what is left after a successful install.
+    fn remove(self) {
+        if let Self::Kept(path) = self
+            && let Err(e) = std::fs::remove_dir_all(&path)
+        {
+            tracing::warn!(path = %path.display(), "cannot remove the staging directory: {e}");
+        }
+    }
+}
+
+/// The note left in a kept staging directory, for whoever finds it.
+const LOST_ANSWER_NOTE: &str = "pep-cli-lost-answer.txt";
+
+/// Steps 1–3 of `provision` with FCC running: its address, the identity (recovered with the same
+/// request key if its answer is lost), FCC's exit status 0.
 async fn inject(
     api: &PepApi,
     fcc: &mut FccChild,
     req: &mut IdentityRequest,
     args: &Provision,
+    staging: &mut Staging,
 ) -> Result<crate::api::IdentityAnswer, CliError> {
     let addr = fcc.address(Duration::from_secs(args.fcc_timeout)).await?;
     req.ip = addr.ip();
     req.port = addr.port();
     tracing::debug!(serial = %req.serial_number, %addr, "requesting the identity");
-    let answer = api.identity(req, "provision").await?;
+    let answer = match api.identity(req, "provision").await {
+        Ok(answer) => answer,
+        Err(lost) if answer_lost(&lost) => recover(api, fcc, req, args, staging, lost).await?,
+        Err(e) => return Err(e),
+    };
     fcc.wait_success(Duration::from_secs(args.fcc_exit_timeout))
         .await
         .map_err(|e| match e {
-            CliError::Fcc(msg) => CliError::Fcc(format!(
-                "{msg}; the server recorded {} as enrollment ID {} but nothing was installed",
-                req.serial_number, answer.enrollment_id
-            )),
+            CliError::Fcc(msg) => {
+                let kept = match staging {
+                    Staging::Kept(path) => format!("; FCC's results are kept in {}", path.display()),
+                    Staging::Temp(_) => String::new(),
+                };
+                CliError::Fcc(format!(
+                    "{msg}; the server recorded {} as enrollment ID {} but nothing was installed{kept}",
+                    req.serial_number, answer.enrollment_id
+                ))
+            }
             other => other,
         })?;
     Ok(answer)
+}
+
+/// The identity answer was lost: the server may have provisioned the gateway. Keeps the staging
+/// directory, then asks again with the same request key (backing off) until the server answers
+/// the identity, gives an answer another try cannot change, or the tries run out. Not recovered:
+/// waits for FCC to finish what it got, and fails with [`CliError::AnswerLost`].
+async fn recover(
+    api: &PepApi,
+    fcc: &mut FccChild,
+    req: &IdentityRequest,
+    args: &Provision,
+    staging: &mut Staging,
+    lost: CliError,
+) -> Result<crate::api::IdentityAnswer, CliError> {
+    let serial = &req.serial_number;
+    let key = req
+        .request_id
+        .as_ref()
+        .map_or_else(|| "(none)".to_owned(), ToString::to_string);
+    let dir = staging.keep();
+    let note = format!(
+        "The answer to `pep-cli provision` for serial {serial} was lost: {lost}\n\
+         request key: {key}\nserver: {}\n\
+         FCC's results (pal/) are kept here until the outcome is known; see \"Lost answers\" in docs/pep-cli.md.\n",
+        api.base()
+    );
+    if let Err(e) = write_atomic(&dir.join(LOST_ANSWER_NOTE), note.as_bytes()) {
+        tracing::warn!("cannot write the lost-answer note: {e}");
+    }
+    let policy = RetryPolicy::new(
+        args.answer_retries,
+        Duration::from_millis(args.answer_retry_delay),
+    );
+    eprintln!(
+        "pep-cli: {lost}; keeping FCC's results in {} and asking again for serial {serial} with request key {key} (up to {} times)",
+        dir.display(),
+        policy.retries
+    );
+    let mut last = "no new try was made (--answer-retries 0)".to_owned();
+    for n in 0..policy.retries {
+        tokio::time::sleep(policy.delay(n)).await;
+        tracing::debug!(try_ = n + 1, "asking again after a lost answer");
+        match api.identity(req, "provision").await {
+            Ok(answer) => {
+                tracing::debug!(enrollment_id = %answer.enrollment_id, "recovered the lost answer");
+                return Ok(answer);
+            }
+            Err(e) => {
+                let next = after_retry(&e);
+                last = format!("try {} of {}: {e}", n + 1, policy.retries);
+                if next == AfterRetry::Stop {
+                    break;
+                }
+            }
+        }
+    }
+    // FCC may still be storing the identity: its pal/ is what we keep, so let it finish.
+    let fcc_end = match fcc
+        .wait_success(Duration::from_secs(args.fcc_exit_timeout))
+        .await
+    {
+        Ok(()) => "FCC exited with status 0".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(CliError::AnswerLost(Box::new(LostAnswer {
+        serial: serial.clone(),
+        request_key: key,
+        lost: lost.to_string(),
+        last,
+        staging: dir,
+        fcc: fcc_end,
+    })))
 }
 
 /// `provision`: FCC child → address → identity from the server → FCC exit 0 → install.
@@ -278,11 +414,13 @@ async fn provision(api: &PepApi, args: Provision) -> Result<(), CliError> {
 
     // -k: generate the key before FCC starts; a failure stops here.
     // The address is FCC's, known once it runs; unspecified until then.
+    // A fresh key per run: a lost answer is asked for again with it (and only with it).
     let mut req = identity_request(
         serial.clone(),
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         0,
         &args.identity,
+        Some(RequestKey::random()?),
     )
     .await?;
 
@@ -298,14 +436,16 @@ async fn provision(api: &PepApi, args: Provision) -> Result<(), CliError> {
                 e,
             )
         })?;
-    let mut fcc = FccChild::spawn(&args.fcc, &args.fcc_args, workdir.path())?;
-    let outcome = inject(api, &mut fcc, &mut req, &args).await;
+    let mut staging = Staging::Temp(workdir);
+    let mut fcc = FccChild::spawn(&args.fcc, &args.fcc_args, staging.path())?;
+    let outcome = inject(api, &mut fcc, &mut req, &args, &mut staging).await;
     // Kill FCC and wait for it before the working directory is removed, so that a dying FCC
     // cannot write into it afterwards.
     fcc.shutdown().await;
     let answer = outcome?;
 
-    let installed = plan.install(&workdir.path().join("pal"), &answer.body)?;
+    let installed = plan.install(&staging.path().join("pal"), &answer.body)?;
+    staging.remove();
     let mut summary = format!(
         "Provisioned gateway {serial}\nEnrollment ID: {}\npal: {}\nidentity.json: {}\n",
         answer.enrollment_id,

@@ -30,6 +30,10 @@ pub mod exit {
     pub const INSTALL: u8 = 8;
     /// Generating the journald Forward-Secure-Sealing key (`-k`) failed; the server was not contacted.
     pub const KEY_GENERATION: u8 = 9;
+    /// `provision` lost the server's answer and asking again with the same request key did not
+    /// recover it: the identity may be on the gateway. FCC's staging directory (with `pal/`) was
+    /// kept; an operator resolves the serial on the server (see "Lost answers" in `docs/pep-cli.md`).
+    pub const ANSWER_LOST: u8 = 10;
     /// Interrupted by SIGINT/SIGTERM; the FCC child, if any, was killed.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -77,6 +81,16 @@ pub enum CliError {
         detail: String,
     },
 
+    /// The request may have reached the server, but its answer did not arrive whole: a time-out,
+    /// or the connection was reset or closed before the end of the answer.
+    #[error("no complete answer from the pep server at {url}: {detail}")]
+    NoAnswer {
+        /// The server URL (never with the token).
+        url: String,
+        /// The transport error, in words.
+        detail: String,
+    },
+
     /// The server answered with an HTTP error status.
     #[error("{what}: server answered HTTP {status}: {message}")]
     Server {
@@ -86,7 +100,27 @@ pub enum CliError {
         status: u16,
         /// The server's `error` text (or the start of its body).
         message: String,
+        /// The `state` field of the server's error body (`in_progress`, `in_doubt`, ...), if any.
+        state: Option<String>,
     },
+
+    /// A 502, 503 or 504 that is not the pep server's own answer (its body is not the server's
+    /// JSON error): a reverse proxy between us and the server gave up, and the server may still
+    /// have done the work.
+    #[error("{what}: a proxy answered HTTP {status} instead of the pep server: {message}")]
+    Proxy {
+        /// What was asked.
+        what: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the proxy's body, or the status reason.
+        message: String,
+    },
+
+    /// `provision` lost the identity answer and could not recover it by asking again: the staging
+    /// directory is kept, and an operator must resolve the serial on the server.
+    #[error("{0}")]
+    AnswerLost(Box<LostAnswer>),
 
     /// The server answered 200 with something that is not what the API promises.
     #[error("{what}: unexpected answer from the server: {detail}")]
@@ -149,14 +183,55 @@ impl CliError {
         match self {
             Self::Usage(_) | Self::InvalidSerial { .. } | Self::SerialSource { .. } => exit::USAGE,
             Self::Token { .. } => exit::AUTH,
-            Self::Unreachable { .. } => exit::UNREACHABLE,
-            Self::Server { status, .. } => exit_code_for_status(*status),
+            Self::Unreachable { .. } | Self::NoAnswer { .. } => exit::UNREACHABLE,
+            Self::Server { status, .. } | Self::Proxy { status, .. } => {
+                exit_code_for_status(*status)
+            }
+            Self::AnswerLost(_) => exit::ANSWER_LOST,
             Self::BadAnswer { .. } | Self::Io { .. } => exit::FAILURE,
             Self::KeyGeneration { .. } => exit::KEY_GENERATION,
             Self::Fcc(_) => exit::GATEWAY,
             Self::DestinationExists { .. } | Self::Install(_) => exit::INSTALL,
             Self::Interrupted => exit::INTERRUPTED,
         }
+    }
+}
+
+/// What [`CliError::AnswerLost`] reports: everything an operator needs to resolve the serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostAnswer {
+    /// The gateway's serial number.
+    pub serial: String,
+    /// The request key sent with every try.
+    pub request_key: String,
+    /// How the first answer was lost.
+    pub lost: String,
+    /// The last try's outcome.
+    pub last: String,
+    /// The kept FCC working directory (holds `pal/`).
+    pub staging: PathBuf,
+    /// How FCC ended.
+    pub fcc: String,
+}
+
+impl std::fmt::Display for LostAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            serial,
+            request_key,
+            lost,
+            last,
+            staging,
+            fcc,
+        } = self;
+        write!(
+            f,
+            "provision {serial}: the identity answer was lost ({lost}) and asking again with request key \
+             {request_key} did not recover it ({last}); the identity may be on the gateway, so FCC's \
+             results are kept in {} ({fcc}); resolve serial {serial} on the server \
+             (docs/pep-cli.md, \"Lost answers\") before provisioning this gateway again",
+            staging.display()
+        )
     }
 }
 
@@ -202,6 +277,45 @@ mod tests {
         assert_eq!(exit_code_for_status(502), exit::GATEWAY);
         assert_eq!(exit_code_for_status(504), exit::GATEWAY);
         assert_eq!(exit_code_for_status(500), exit::FAILURE);
+    }
+
+    #[test]
+    fn a_lost_answer_has_its_own_code_and_names_what_the_operator_needs() {
+        let e = CliError::AnswerLost(Box::new(LostAnswer {
+            serial: "GW-1".into(),
+            request_key: "0123456789abcdef0123456789abcdef".into(),
+            lost: "no complete answer".into(),
+            last: "try 6 of 6: connection refused".into(),
+            staging: PathBuf::from("/userdata/mbed/.pep-fcc-x1"),
+            fcc: "FCC exited with status 0".into(),
+        }));
+        assert_eq!(e.exit_code(), exit::ANSWER_LOST);
+        let codes = [
+            exit::OK,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::UNREACHABLE,
+            exit::AUTH,
+            exit::CONFLICT,
+            exit::GATEWAY,
+            exit::NOT_FOUND,
+            exit::INSTALL,
+            exit::KEY_GENERATION,
+            exit::INTERRUPTED,
+        ];
+        assert!(!codes.contains(&exit::ANSWER_LOST));
+        let msg = e.to_string();
+        for part in [
+            "GW-1",
+            "0123456789abcdef0123456789abcdef",
+            "/userdata/mbed/.pep-fcc-x1",
+            "FCC exited with status 0",
+            "connection refused",
+            "Lost answers",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing: {msg}");
+        }
+        assert_eq!(msg.lines().count(), 1, "{msg}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fcc;
 pub mod files;
 pub mod fss;
+pub mod retry;
 pub mod serial;
 
 pub use error::{CliError, exit};
