@@ -438,23 +438,24 @@ impl Device {
         };
         let status = match value.bytes() {
             None => FccStatus::BundleError,
-            Some(buf) if key == field::ENTROPY => {
-                if buf.len() != ENTROPY_SIZE {
-                    FccStatus::InvalidParameter
-                } else if self.sotp.entropy {
-                    FccStatus::EntropyError
-                } else {
-                    self.sotp.entropy = true;
-                    FccStatus::Success
-                }
-            }
             Some(buf) => {
-                if buf.len() != ROT_SIZE {
-                    FccStatus::InvalidParameter
-                } else if self.sotp.rot {
-                    FccStatus::RotError
+                // Both are write-once SOTP items of a fixed size; only the size, the flag and the
+                // "already written" status differ.
+                let (size, written, taken) = if key == field::ENTROPY {
+                    (
+                        ENTROPY_SIZE,
+                        &mut self.sotp.entropy,
+                        FccStatus::EntropyError,
+                    )
                 } else {
-                    self.sotp.rot = true;
+                    (ROT_SIZE, &mut self.sotp.rot, FccStatus::RotError)
+                };
+                if buf.len() != size {
+                    FccStatus::InvalidParameter
+                } else if *written {
+                    taken
+                } else {
+                    *written = true;
                     FccStatus::Success
                 }
             }
@@ -550,7 +551,7 @@ impl Device {
     fn for_each_map<'a>(
         &mut self,
         value: &'a Item<'a>,
-        mut f: impl FnMut(&mut Device, &'a [(Item<'a>, Item<'a>)]) -> FccStatus,
+        mut f: impl FnMut(&mut Device, &'a [(Item<'a>, Item<'a>)]) -> Result<(), FccStatus>,
     ) -> FccStatus {
         let Item::Array { items, .. } = value else {
             return FccStatus::BundleError;
@@ -559,8 +560,7 @@ impl Device {
             let Item::Map { pairs, .. } = item else {
                 return FccStatus::BundleError;
             };
-            let status = f(self, pairs);
-            if status != FccStatus::Success {
+            if let Err(status) = f(self, pairs) {
                 return status;
             }
         }
@@ -569,61 +569,41 @@ impl Device {
 
     // ----- Keys -------------------------------------------------------------------------
 
-    fn process_key(&mut self, map: &[(Item<'_>, Item<'_>)]) -> FccStatus {
-        let mut name = None;
+    fn process_key(&mut self, map: &[(Item<'_>, Item<'_>)]) -> Result<(), FccStatus> {
         let mut key_type = None;
         let mut format = None;
         let mut data = None;
-        for (k, v) in map {
-            let Some(k) = k.text() else {
-                return FccStatus::BundleError;
-            };
-            let slot = if self.key_is(field::NAME, k) {
-                &mut name
-            } else if self.key_is(field::TYPE, k) {
+        let name = walk_named(map, self.opts.strict, |k, v, _| {
+            let slot = if self.key_is(field::TYPE, k) {
                 &mut key_type
             } else if self.key_is(field::FORMAT, k) {
                 &mut format
             } else if self.key_is(field::DATA, k) {
-                match v.bytes() {
-                    Some(b) => {
-                        data = Some(b);
-                        continue;
-                    }
-                    None => return FccStatus::BundleError,
-                }
+                data = Some(v.bytes().ok_or(FccStatus::BundleError)?);
+                return Ok(());
             } else {
-                return FccStatus::NotSupported;
+                return Err(FccStatus::NotSupported);
             };
-            match v.text() {
-                Some(t) => *slot = Some(t),
-                None => return FccStatus::BundleError,
-            }
-        }
-        let (Some(name), Some(key_type)) = (name, key_type) else {
-            return FccStatus::BundleError;
-        };
+            *slot = Some(v.text().ok_or(FccStatus::BundleError)?);
+            Ok(())
+        })?;
+        let key_type = key_type.ok_or(FccStatus::BundleError)?;
         let kind = if self.key_is(field::ECC_PRIVATE, key_type) {
             ItemKind::PrivateKey
         } else if self.key_is(field::ECC_PUBLIC, key_type) {
             ItemKind::PublicKey
         } else {
-            return FccStatus::NotSupported;
+            return Err(FccStatus::NotSupported);
         };
         if !self.format_ok(format) {
-            return FccStatus::NotSupported;
+            return Err(FccStatus::NotSupported);
         }
         let data = match data {
             Some(b) => Data::Bytes(b),
             None => Data::Null(0),
         };
-        match self.store_item(kind, name, data) {
-            Ok(()) => FccStatus::Success,
-            Err(kcm) => {
-                self.record_kcm_error(Some(name), kcm);
-                kcm.fcc_status()
-            }
-        }
+        self.store_item(kind, name, data)
+            .map_err(|kcm| self.kcm_failure(name, kcm))
     }
 
     /// `strncmp("der", format, len) == 0`: an absent Format compares zero bytes and passes.
@@ -636,77 +616,58 @@ impl Device {
 
     // ----- Certificates and CertificateChains --------------------------------------------
 
-    fn process_certificate(&mut self, map: &[(Item<'_>, Item<'_>)], is_chain: bool) -> FccStatus {
-        let mut name: Option<&[u8]> = None;
+    fn process_certificate(
+        &mut self,
+        map: &[(Item<'_>, Item<'_>)],
+        is_chain: bool,
+    ) -> Result<(), FccStatus> {
         let mut prkn: Option<&[u8]> = None;
         let mut format: Option<&[u8]> = None;
         let mut ders: Vec<&[u8]> = Vec::new();
         let mut chain_len = 0usize;
-        for (k, v) in map {
-            let Some(k) = k.text() else {
-                return FccStatus::BundleError;
-            };
-            if self.key_is(field::NAME, k) {
-                match v.text() {
-                    Some(t) => name = Some(t),
-                    None => return FccStatus::BundleError,
-                }
-            } else if self.key_is(field::PRIVATE_KEY_NAME, k) {
-                match v.text() {
-                    Some(t) => prkn = Some(t),
-                    None => return self.field_error(name),
-                }
+        let name = walk_named(map, self.opts.strict, |k, v, name| {
+            if self.key_is(field::PRIVATE_KEY_NAME, k) {
+                prkn = Some(self.after_name(name, v.text())?);
             } else if self.key_is(field::FORMAT, k) {
-                match v.text() {
-                    Some(t) => format = Some(t),
-                    None => return self.field_error(name),
-                }
+                format = Some(self.after_name(name, v.text())?);
             } else if !is_chain && self.key_is(field::DATA, k) {
-                match v.bytes() {
-                    Some(b) => {
-                        match ders.first_mut() {
-                            Some(first) => *first = b,
-                            None => ders.push(b),
-                        }
-                        chain_len = 1;
-                    }
-                    None => return self.field_error(name),
+                let b = self.after_name(name, v.bytes())?;
+                match ders.first_mut() {
+                    Some(first) => *first = b,
+                    None => ders.push(b),
                 }
+                chain_len = 1;
             } else if is_chain && self.key_is(field::DATA_ARRAY, k) {
                 let Item::Array { items, definite } = v else {
-                    return FccStatus::BundleError;
+                    return Err(FccStatus::BundleError);
                 };
                 // An indefinite array has no length: the chain length keeps its previous value.
                 if *definite {
                     chain_len = items.len();
                 }
                 if chain_len == 0 || chain_len > MAX_CHAIN_LEN {
-                    return FccStatus::BundleError;
+                    return Err(FccStatus::BundleError);
                 }
                 for element in items {
-                    let Some(b) = element.bytes() else {
-                        return self.field_error(name);
-                    };
+                    let b = self.after_name(name, element.bytes())?;
                     // The genuine code keeps appending across repeated DataArray fields; past five
                     // elements it would overrun its array, which is refused here instead.
                     if ders.len() >= MAX_CHAIN_LEN {
-                        return FccStatus::BundleError;
+                        return Err(FccStatus::BundleError);
                     }
                     ders.push(b);
                 }
                 chain_len = ders.len();
             } else {
-                return FccStatus::NotSupported;
+                return Err(FccStatus::NotSupported);
             }
-        }
-        let Some(name) = name else {
-            return FccStatus::BundleError;
-        };
+            Ok(())
+        })?;
         if chain_len == 0 {
-            return FccStatus::BundleError;
+            return Err(FccStatus::BundleError);
         }
         if !self.format_ok(format) {
-            return FccStatus::NotSupported;
+            return Err(FccStatus::NotSupported);
         }
         let leaf: &[u8] = ders.first().copied().unwrap_or(&[]);
 
@@ -719,7 +680,7 @@ impl Device {
                 name
             };
             self.record_kcm_error(Some(failed), kcm);
-            return FccStatus::CertificatePublicKeyCorrelationError;
+            return Err(FccStatus::CertificatePublicKeyCorrelationError);
         }
 
         let result = if is_chain {
@@ -728,13 +689,10 @@ impl Device {
             self.store_item(ItemKind::Certificate, name, Data::Bytes(leaf))
                 .map_err(|kcm| (kcm, kcm.fcc_status()))
         };
-        match result {
-            Ok(()) => FccStatus::Success,
-            Err((kcm, status)) => {
-                self.record_kcm_error(Some(name), kcm);
-                status
-            }
-        }
+        result.map_err(|(kcm, status)| {
+            self.record_kcm_error(Some(name), kcm);
+            status
+        })
     }
 
     /// A field of the wrong type once `Name` may have been parsed: 20 `General error:<Name>`.
@@ -743,6 +701,18 @@ impl Device {
             self.record_error(Some(name), FccStatus::BundleError);
         }
         FccStatus::BundleError
+    }
+
+    /// A kcm failure storing item `name`: recorded (`<prefix><name>`), answered with its FCC status.
+    fn kcm_failure(&mut self, name: &[u8], kcm: KcmStatus) -> FccStatus {
+        self.record_kcm_error(Some(name), kcm);
+        kcm.fcc_status()
+    }
+
+    /// A field read after `Name` may have been: its value, or [`Device::field_error`] when it has
+    /// the wrong type (`value` is `None`).
+    fn after_name<T>(&mut self, name: Option<&[u8]>, value: Option<T>) -> Result<T, FccStatus> {
+        value.ok_or_else(|| self.field_error(name))
     }
 
     /// `kcm_certificate_verify_with_private_key`.
@@ -808,30 +778,19 @@ impl Device {
 
     // ----- ConfigParams ------------------------------------------------------------------
 
-    fn process_config_param(&mut self, body: &[u8], map: &[(Item<'_>, Item<'_>)]) -> FccStatus {
-        let mut name: Option<&[u8]> = None;
+    fn process_config_param(
+        &mut self,
+        body: &[u8],
+        map: &[(Item<'_>, Item<'_>)],
+    ) -> Result<(), FccStatus> {
         let mut data = Variant::Missing;
-        for (k, v) in map {
-            let Some(k) = k.text() else {
-                return FccStatus::BundleError;
-            };
-            if self.key_is(field::NAME, k) {
-                match v.text() {
-                    Some(t) => name = Some(t),
-                    None => return FccStatus::BundleError,
-                }
-            } else if self.key_is(field::DATA, k) {
-                match variant(v) {
-                    Some(d) => data = d,
-                    None => return self.field_error(name),
-                }
-            } else {
-                return FccStatus::NotSupported;
+        let name = walk_named(map, self.opts.strict, |k, v, name| {
+            if !self.key_is(field::DATA, k) {
+                return Err(FccStatus::NotSupported);
             }
-        }
-        let Some(name) = name else {
-            return FccStatus::BundleError;
-        };
+            data = self.after_name(name, variant(v))?;
+            Ok(())
+        })?;
 
         if self.key_is(fcc_proto::names::CURRENT_TIME, name) {
             // `pal_osSetTime`: 0 resets the clock to "not set"; other values must be at least
@@ -840,13 +799,13 @@ impl Device {
             return match data {
                 Variant::Int(0) => {
                     self.clock = None;
-                    FccStatus::Success
+                    Ok(())
                 }
                 Variant::Int(time) if time >= fcc_proto::names::MIN_CURRENT_TIME => {
                     self.clock = Some((time, Instant::now()));
-                    FccStatus::Success
+                    Ok(())
                 }
-                _ => FccStatus::Error,
+                _ => Err(FccStatus::Error),
             };
         }
 
@@ -870,7 +829,7 @@ impl Device {
             (Variant::Bytes(_, offset), true) => {
                 if self.opts.strict {
                     self.record_error(Some(name), FccStatus::BundleError);
-                    return FccStatus::BundleError;
+                    return Err(FccStatus::BundleError);
                 }
                 // The genuine code reads 4 bytes from where the short string starts: the
                 // following bytes of the message (zeros past its end).
@@ -881,13 +840,8 @@ impl Device {
             }
             (Variant::Bytes(b, _), false) => Data::Bytes(b),
         };
-        match self.store_item(ItemKind::ConfigParam, name, stored) {
-            Ok(()) => FccStatus::Success,
-            Err(kcm) => {
-                self.record_kcm_error(Some(name), kcm);
-                kcm.fcc_status()
-            }
-        }
+        self.store_item(ItemKind::ConfigParam, name, stored)
+            .map_err(|kcm| self.kcm_failure(name, kcm))
     }
 
     // ----- the key/config manager --------------------------------------------------------
@@ -1025,10 +979,7 @@ impl Device {
         let mut subject: Option<&[u8]> = None;
         let mut params = CsrParams::default();
         let mut gen_public = false;
-        for (k, v) in map {
-            let Some(k) = k.text() else {
-                return Err(FccStatus::BundleError);
-            };
+        walk_fields(map, |k, v| {
             if self.key_is(field::PRIVATE_KEY_NAME, k) {
                 key_name = Some(v.text().ok_or(FccStatus::BundleError)?);
             } else if self.key_is(field::CSR_EXTENSIONS, k) {
@@ -1046,7 +997,8 @@ impl Device {
             } else {
                 return Err(FccStatus::NotSupported);
             }
-        }
+            Ok(())
+        })?;
         let (Some(key_name), Some(subject)) = (key_name, subject) else {
             return Err(FccStatus::BundleError);
         };
@@ -1076,10 +1028,7 @@ impl Device {
         let Item::Map { pairs, .. } = value else {
             return Err(FccStatus::BundleError);
         };
-        for (k, v) in pairs {
-            let Some(k) = k.text() else {
-                return Err(FccStatus::BundleError);
-            };
+        walk_fields(pairs, |k, v| {
             if self.key_is(field::CSR_KU, k) {
                 let Item::Uint(ku) = v else {
                     return Err(FccStatus::BundleError);
@@ -1091,8 +1040,8 @@ impl Device {
                 };
                 params.ext_key_usage = *eku as u32;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// `parse_csr_storage_medium`: a definite map of 1 or 2 entries, `Prv`/`Pub` = `Device` or
@@ -1106,10 +1055,7 @@ impl Device {
             return Err(FccStatus::BundleError);
         }
         let mut gen_public = false;
-        for (k, v) in pairs {
-            let Some(k) = k.text() else {
-                return Err(FccStatus::BundleError);
-            };
+        walk_fields(pairs, |k, v| {
             let public = if self.key_is(field::SM_PRIVATE, k) {
                 false
             } else if self.key_is(field::SM_PUBLIC, k) {
@@ -1124,7 +1070,8 @@ impl Device {
                 return Err(FccStatus::BundleError);
             }
             gen_public |= public;
-        }
+            Ok(())
+        })?;
         if pairs.len() == 1 && gen_public {
             return Err(FccStatus::BundleError);
         }
@@ -1171,6 +1118,39 @@ impl Device {
             }
         }
     }
+}
+
+/// Walks the pairs of an item map in order, as the genuine parsers do: a key that is not a text
+/// string is a 20 (BundleError); `field` sees every other pair and stops the walk with its status.
+fn walk_fields<'m, 'a>(
+    pairs: &'m [(Item<'a>, Item<'a>)],
+    mut field: impl FnMut(&'a [u8], &'m Item<'a>) -> Result<(), FccStatus>,
+) -> Result<(), FccStatus> {
+    for (k, v) in pairs {
+        let k = k.text().ok_or(FccStatus::BundleError)?;
+        field(k, v)?;
+    }
+    Ok(())
+}
+
+/// [`walk_fields`] over the map of a Keys, Certificates, CertificateChains or ConfigParams entry:
+/// `Name` must be a text string (else 20), `other` sees every other pair with the `Name` read so
+/// far (a later type error names it), and an entry without `Name` is a 20. Returns the `Name`.
+fn walk_named<'m, 'a>(
+    pairs: &'m [(Item<'a>, Item<'a>)],
+    strict: bool,
+    mut other: impl FnMut(&'a [u8], &'m Item<'a>, Option<&'a [u8]>) -> Result<(), FccStatus>,
+) -> Result<&'a [u8], FccStatus> {
+    let mut name = None;
+    walk_fields(pairs, |k, v| {
+        if cbor::key_matches(field::NAME, k, strict) {
+            name = Some(v.text().ok_or(FccStatus::BundleError)?);
+            Ok(())
+        } else {
+            other(k, v, name)
+        }
+    })?;
+    name.ok_or(FccStatus::BundleError)
 }
 
 /// `cbor_value_map_find_value`: the first pair whose key (tags skipped) is a text string equal to

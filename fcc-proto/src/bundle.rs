@@ -409,88 +409,21 @@ impl Bundle {
             w.text(keys::ROT_KEY);
             w.bytes(rot);
         }
-        if !self.keys.is_empty() {
-            w.text(keys::KEYS_KEY);
-            w.array(self.keys.len());
-            for k in &self.keys {
-                w.map(4);
-                w.text(keys::NAME_KEY);
-                w.text(&k.name);
-                w.text(keys::TYPE_KEY);
-                w.text(k.key_type.as_str());
-                w.text(keys::FORMAT_KEY);
-                w.text(keys::DER_FORMAT);
-                w.text(keys::DATA_KEY);
-                w.bytes(&k.data);
-            }
-        }
-        if !self.certificates.is_empty() {
-            w.text(keys::CERTIFICATES_KEY);
-            w.array(self.certificates.len());
-            for c in &self.certificates {
-                put_certificate_entry(&mut w, &c.name, c.private_key_name.as_deref(), |w| {
-                    w.text(keys::DATA_KEY);
-                    w.bytes(&c.der);
-                });
-            }
-        }
-        if !self.certificate_chains.is_empty() {
-            w.text(keys::CERTIFICATE_CHAINS_KEY);
-            w.array(self.certificate_chains.len());
-            for c in &self.certificate_chains {
-                put_certificate_entry(&mut w, &c.name, c.private_key_name.as_deref(), |w| {
-                    w.text(keys::DATA_ARRAY_KEY);
-                    w.array(c.ders.len());
-                    for der in &c.ders {
-                        w.bytes(der);
-                    }
-                });
-            }
-        }
-        if !self.config_params.is_empty() {
-            w.text(keys::CONFIG_PARAMS_KEY);
-            w.array(self.config_params.len());
-            for p in &self.config_params {
-                w.map(2);
-                w.text(keys::NAME_KEY);
-                w.text(&p.name);
-                w.text(keys::DATA_KEY);
-                match &p.value {
-                    ConfigValue::Text(t) => w.text(t),
-                    ConfigValue::Bytes(b) => w.bytes(b),
-                    ConfigValue::Uint(u) => w.uint(*u),
-                    ConfigValue::Int(i) => w.int(*i),
-                }
-            }
-        }
-        if !self.csr_requests.is_empty() {
-            w.text(keys::CSR_REQUESTS_KEY);
-            w.array(self.csr_requests.len());
-            for c in &self.csr_requests {
-                let has_ext = c.key_usage.is_some() || c.ext_key_usage.is_some();
-                w.map(3 + usize::from(has_ext));
-                w.text(keys::PRIVATE_KEY_NAME_KEY);
-                w.text(&c.private_key_name);
-                w.text(keys::SUBJECT_KEY);
-                w.text(&c.subject);
-                w.text(keys::MD_KEY);
-                w.uint(c.md);
-                if has_ext {
-                    w.text(keys::EXTENSIONS_KEY);
-                    w.map(
-                        usize::from(c.key_usage.is_some()) + usize::from(c.ext_key_usage.is_some()),
-                    );
-                    if let Some(ku) = c.key_usage {
-                        w.text(keys::KEY_USAGE_KEY);
-                        w.uint(ku);
-                    }
-                    if let Some(eku) = c.ext_key_usage {
-                        w.text(keys::EXT_KEY_USAGE_KEY);
-                        w.uint(eku);
-                    }
-                }
-            }
-        }
+        put_group(&mut w, keys::KEYS_KEY, &self.keys, put_key);
+        put_group(&mut w, keys::CERTIFICATES_KEY, &self.certificates, put_cert);
+        put_group(
+            &mut w,
+            keys::CERTIFICATE_CHAINS_KEY,
+            &self.certificate_chains,
+            put_chain,
+        );
+        put_group(
+            &mut w,
+            keys::CONFIG_PARAMS_KEY,
+            &self.config_params,
+            put_param,
+        );
+        put_group(&mut w, keys::CSR_REQUESTS_KEY, &self.csr_requests, put_csr);
         for (key, value) in [
             (keys::VERIFY_KEY, self.verify),
             (keys::DISABLE_KEY, self.disable),
@@ -697,52 +630,59 @@ fn decode_key_item(r: &mut Reader<'_>, group: &str) -> Result<KeyItem, FccError>
 }
 
 fn decode_cert_item(r: &mut Reader<'_>, group: &str) -> Result<CertificateItem, FccError> {
-    let (mut name, mut der, mut prkn) = (None, None, None);
-    fields(r, group, |r, key| {
-        match key {
-            keys::NAME_KEY => name = Some(text(r, key)?),
-            keys::FORMAT_KEY => check_format(r)?,
-            keys::DATA_KEY => der = Some(bytes(r, key)?),
-            keys::PRIVATE_KEY_NAME_KEY => prkn = Some(text(r, key)?),
-            other => return Err(unknown_field(group, other)),
-        }
-        Ok(())
-    })?;
+    let (name, der, private_key_name) = decode_certificate_entry(r, group, keys::DATA_KEY, bytes)?;
     Ok(CertificateItem {
-        name: required(name, group, keys::NAME_KEY)?,
-        der: required(der, group, keys::DATA_KEY)?,
-        private_key_name: prkn,
+        name,
+        der,
+        private_key_name,
     })
 }
 
 fn decode_chain_item(r: &mut Reader<'_>, group: &str) -> Result<CertificateChainItem, FccError> {
-    let (mut name, mut ders, mut prkn) = (None, None, None);
+    let (name, ders, private_key_name) =
+        decode_certificate_entry(r, group, keys::DATA_ARRAY_KEY, |r, key| {
+            expect_kind(r, Kind::Array, key)?;
+            let mut it = r.array_start(key)?;
+            if !it.is_definite() {
+                return Err(invalid("DataArray must be a definite-length array"));
+            }
+            let mut list = Vec::new();
+            while r.next_entry(&mut it, key)? {
+                list.push(bytes(r, key)?);
+            }
+            Ok(list)
+        })?;
+    Ok(CertificateChainItem {
+        name,
+        ders,
+        private_key_name,
+    })
+}
+
+/// One `Certificates` or `CertificateChains` entry, the mirror of [`put_certificate_entry`]: Name,
+/// Format, the data under `data_key` (read by `read_data`) and PrivateKeyName when given.
+fn decode_certificate_entry<T>(
+    r: &mut Reader<'_>,
+    group: &str,
+    data_key: &str,
+    mut read_data: impl FnMut(&mut Reader<'_>, &str) -> Result<T, FccError>,
+) -> Result<(String, T, Option<String>), FccError> {
+    let (mut name, mut data, mut prkn) = (None, None, None);
     fields(r, group, |r, key| {
         match key {
             keys::NAME_KEY => name = Some(text(r, key)?),
             keys::FORMAT_KEY => check_format(r)?,
-            keys::DATA_ARRAY_KEY => {
-                expect_kind(r, Kind::Array, key)?;
-                let mut it = r.array_start(key)?;
-                if !it.is_definite() {
-                    return Err(invalid("DataArray must be a definite-length array"));
-                }
-                let mut list = Vec::new();
-                while r.next_entry(&mut it, key)? {
-                    list.push(bytes(r, key)?);
-                }
-                ders = Some(list);
-            }
             keys::PRIVATE_KEY_NAME_KEY => prkn = Some(text(r, key)?),
+            k if k == data_key => data = Some(read_data(r, key)?),
             other => return Err(unknown_field(group, other)),
         }
         Ok(())
     })?;
-    Ok(CertificateChainItem {
-        name: required(name, group, keys::NAME_KEY)?,
-        ders: required(ders, group, keys::DATA_ARRAY_KEY)?,
-        private_key_name: prkn,
-    })
+    Ok((
+        required(name, group, keys::NAME_KEY)?,
+        required(data, group, data_key)?,
+        prkn,
+    ))
 }
 
 fn decode_param(r: &mut Reader<'_>, group: &str) -> Result<ConfigParam, FccError> {
@@ -805,6 +745,84 @@ fn decode_csr(r: &mut Reader<'_>, group: &str) -> Result<CsrRequest, FccError> {
         key_usage: ku,
         ext_key_usage: eku,
     })
+}
+
+/// A top-level group (`Keys`, `Certificates`, …): its key and the array of its items, each written
+/// by `put_item`; nothing when there are no items (the mirror of `items`).
+fn put_group<T>(w: &mut Writer, key: &str, items: &[T], mut put_item: impl FnMut(&mut Writer, &T)) {
+    if items.is_empty() {
+        return;
+    }
+    w.text(key);
+    w.array(items.len());
+    for item in items {
+        put_item(w, item);
+    }
+}
+
+fn put_key(w: &mut Writer, k: &KeyItem) {
+    w.map(4);
+    w.text(keys::NAME_KEY);
+    w.text(&k.name);
+    w.text(keys::TYPE_KEY);
+    w.text(k.key_type.as_str());
+    w.text(keys::FORMAT_KEY);
+    w.text(keys::DER_FORMAT);
+    w.text(keys::DATA_KEY);
+    w.bytes(&k.data);
+}
+
+fn put_cert(w: &mut Writer, c: &CertificateItem) {
+    put_certificate_entry(w, &c.name, c.private_key_name.as_deref(), |w| {
+        w.text(keys::DATA_KEY);
+        w.bytes(&c.der);
+    });
+}
+
+fn put_chain(w: &mut Writer, c: &CertificateChainItem) {
+    put_certificate_entry(w, &c.name, c.private_key_name.as_deref(), |w| {
+        w.text(keys::DATA_ARRAY_KEY);
+        w.array(c.ders.len());
+        for der in &c.ders {
+            w.bytes(der);
+        }
+    });
+}
+
+fn put_param(w: &mut Writer, p: &ConfigParam) {
+    w.map(2);
+    w.text(keys::NAME_KEY);
+    w.text(&p.name);
+    w.text(keys::DATA_KEY);
+    match &p.value {
+        ConfigValue::Text(t) => w.text(t),
+        ConfigValue::Bytes(b) => w.bytes(b),
+        ConfigValue::Uint(u) => w.uint(*u),
+        ConfigValue::Int(i) => w.int(*i),
+    }
+}
+
+fn put_csr(w: &mut Writer, c: &CsrRequest) {
+    let has_ext = c.key_usage.is_some() || c.ext_key_usage.is_some();
+    w.map(3 + usize::from(has_ext));
+    w.text(keys::PRIVATE_KEY_NAME_KEY);
+    w.text(&c.private_key_name);
+    w.text(keys::SUBJECT_KEY);
+    w.text(&c.subject);
+    w.text(keys::MD_KEY);
+    w.uint(c.md);
+    if has_ext {
+        w.text(keys::EXTENSIONS_KEY);
+        w.map(usize::from(c.key_usage.is_some()) + usize::from(c.ext_key_usage.is_some()));
+        if let Some(ku) = c.key_usage {
+            w.text(keys::KEY_USAGE_KEY);
+            w.uint(ku);
+        }
+        if let Some(eku) = c.ext_key_usage {
+            w.text(keys::EXT_KEY_USAGE_KEY);
+            w.uint(eku);
+        }
+    }
 }
 
 /// One `Certificates` or `CertificateChains` entry: Name, Format, the data pair `put_data` writes,

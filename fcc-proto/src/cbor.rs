@@ -116,9 +116,9 @@ impl<'de> Reader<'de> {
         })
     }
 
-    /// Reads a map header: `Some(n)` for a definite map of `n` pairs, `None` for an indefinite one.
-    pub(crate) fn map_start(&mut self, ctx: &str) -> Result<MapIter, FccError> {
-        let len = types::Map::len(self).map_err(|e| describe(ctx, e))?;
+    /// Goes one container deeper (bounded by `MAX_DEPTH`, so hostile nesting cannot exhaust the
+    /// stack) and iterates over its `len` entries.
+    fn enter(&mut self, len: Option<usize>, ctx: &str) -> Result<MapIter, FccError> {
         if !self.step_in() {
             return Err(FccError::UndecodableCbor(format!(
                 "{ctx}: containers nested too deeply"
@@ -127,15 +127,16 @@ impl<'de> Reader<'de> {
         Ok(MapIter { remaining: len })
     }
 
+    /// Reads a map header: `Some(n)` for a definite map of `n` pairs, `None` for an indefinite one.
+    pub(crate) fn map_start(&mut self, ctx: &str) -> Result<MapIter, FccError> {
+        let len = types::Map::len(self).map_err(|e| describe(ctx, e))?;
+        self.enter(len, ctx)
+    }
+
     /// Reads an array header (definite or indefinite).
     pub(crate) fn array_start(&mut self, ctx: &str) -> Result<MapIter, FccError> {
         let len = types::Array::len(self).map_err(|e| describe(ctx, e))?;
-        if !self.step_in() {
-            return Err(FccError::UndecodableCbor(format!(
-                "{ctx}: containers nested too deeply"
-            )));
-        }
-        Ok(MapIter { remaining: len })
+        self.enter(len, ctx)
     }
 
     /// Advances a map or array iterator: true if another entry follows. At the end the nesting

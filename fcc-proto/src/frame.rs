@@ -22,6 +22,26 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::error::FccError;
 use crate::status::WireStatus;
 
+/// `tokio-util`'s `Decoder` for a codec: exactly its inherent framing functions (one adapter for
+/// both ends, so the trait and the plain functions cannot drift apart).
+#[cfg(feature = "tokio")]
+macro_rules! decoder_via {
+    ($codec:ty => $item:ty, $decode:ident, $decode_eof:ident) => {
+        impl Decoder for $codec {
+            type Item = $item;
+            type Error = FccError;
+
+            fn decode(&mut self, src: &mut BytesMut) -> Result<Option<$item>, FccError> {
+                self.$decode(src)
+            }
+
+            fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<$item>, FccError> {
+                self.$decode_eof(src)
+            }
+        }
+    };
+}
+
 /// The frame token, ASCII `mbedprov`.
 pub const TOKEN: [u8; 8] = *b"mbedprov";
 /// Length of the SHA-256 trailer.
@@ -244,18 +264,7 @@ impl Encoder<&[u8]> for ToolCodec {
 }
 
 #[cfg(feature = "tokio")]
-impl Decoder for ToolCodec {
-    type Item = ResponseFrame;
-    type Error = FccError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ResponseFrame>, FccError> {
-        self.decode_response(src)
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<ResponseFrame>, FccError> {
-        self.decode_response_eof(src)
-    }
-}
+decoder_via!(ToolCodec => ResponseFrame, decode_response, decode_response_eof);
 
 /// The device side: decodes request frames the way FCC does, encodes response frames.
 ///
@@ -389,18 +398,7 @@ impl DeviceCodec {
 }
 
 #[cfg(feature = "tokio")]
-impl Decoder for DeviceCodec {
-    type Item = Bytes;
-    type Error = FccError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
-        self.decode_request(src)
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FccError> {
-        self.decode_request_eof(src)
-    }
-}
+decoder_via!(DeviceCodec => Bytes, decode_request, decode_request_eof);
 
 #[cfg(feature = "tokio")]
 impl Encoder<ResponseFrame> for DeviceCodec {

@@ -120,11 +120,9 @@ impl Response {
     /// skipped; a duplicate known key is an error.
     pub fn decode(body: &[u8]) -> Result<Response, FccError> {
         let mut r = Reader::new(body);
-        if r.peek_kind("response")? != Kind::Map {
-            return Err(FccError::UndecodableCbor(
-                "response: top-level item is not a map".into(),
-            ));
-        }
+        expect(&r, Kind::Map, "response", || {
+            FccError::UndecodableCbor("response: top-level item is not a map".into())
+        })?;
         let mut it = r.map_start("response")?;
         let mut csrs = None;
         let mut scheme_version = None;
@@ -133,11 +131,9 @@ impl Response {
         let mut info_message = None;
         let mut warning_info: Option<&str> = None;
         while r.next_entry(&mut it, "response")? {
-            if r.peek_kind("response key")? != Kind::Text {
-                return Err(FccError::InvalidResponse(
-                    "a top-level key is not a text string".into(),
-                ));
-            }
+            expect(&r, Kind::Text, "response key", || {
+                FccError::InvalidResponse("a top-level key is not a text string".into())
+            })?;
             let key = r.text("response key")?;
             match key {
                 keys::CSRS_KEY => set_once(&mut csrs, decode_csrs(&mut r)?, key)?,
@@ -181,6 +177,19 @@ fn split_warnings(text: &str) -> Vec<String> {
     text.split('\n').map(str::to_owned).collect()
 }
 
+/// Fails with `wrong()` unless the next item is a `kind` (each place names its own error).
+fn expect(
+    r: &Reader<'_>,
+    kind: Kind,
+    ctx: &str,
+    wrong: impl FnOnce() -> FccError,
+) -> Result<(), FccError> {
+    if r.peek_kind(ctx)? != kind {
+        return Err(wrong());
+    }
+    Ok(())
+}
+
 fn set_once<T>(slot: &mut Option<T>, value: T, key: &str) -> Result<(), FccError> {
     if slot.is_some() {
         return Err(FccError::InvalidResponse(format!("duplicate key {key}")));
@@ -190,17 +199,15 @@ fn set_once<T>(slot: &mut Option<T>, value: T, key: &str) -> Result<(), FccError
 }
 
 fn decode_csrs(r: &mut Reader<'_>) -> Result<Vec<CsrResponse>, FccError> {
-    if r.peek_kind("Csrs")? != Kind::Array {
-        return Err(FccError::InvalidResponse("Csrs is not an array".into()));
-    }
+    expect(r, Kind::Array, "Csrs", || {
+        FccError::InvalidResponse("Csrs is not an array".into())
+    })?;
     let mut it = r.array_start("Csrs")?;
     let mut out = Vec::new();
     while r.next_entry(&mut it, "Csrs")? {
-        if r.peek_kind("Csrs entry")? != Kind::Map {
-            return Err(FccError::InvalidResponse(
-                "a Csrs entry is not a map".into(),
-            ));
-        }
+        expect(r, Kind::Map, "Csrs entry", || {
+            FccError::InvalidResponse("a Csrs entry is not a map".into())
+        })?;
         let mut m = r.map_start("Csrs entry")?;
         let mut name = None;
         let mut der = None;

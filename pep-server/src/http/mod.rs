@@ -173,15 +173,10 @@ const fn route(
 
 /// A route of the old API: declared at `/v3/...`, and also answering, identically, at the same
 /// path without `/v3` (the old server did the same and scripts use both).
-const fn api(
-    method: &'static str,
-    path: &'static str,
-    access: Access,
-    endpoint: Endpoint,
-) -> RouteSpec {
+const fn api(spec: RouteSpec) -> RouteSpec {
     RouteSpec {
         unversioned_alias: true,
-        ..route(method, path, access, endpoint)
+        ..spec
     }
 }
 
@@ -191,27 +186,42 @@ const READ: Access = Access::Needs(Role::Read);
 /// Every route the server answers, each once; `api(…)` routes also answer without `/v3`
 /// ([`RouteSpec::paths`]).
 pub const ROUTES: &[RouteSpec] = &[
-    api("GET", "/v3/identity", PROVISION, Endpoint::IdentityGet),
-    api(
+    api(route(
+        "GET",
+        "/v3/identity",
+        PROVISION,
+        Endpoint::IdentityGet,
+    )),
+    api(route(
         "POST",
         "/v3/identities",
         PROVISION,
         Endpoint::IdentitiesPost,
-    ),
-    api("GET", "/v3/enrollment-id", READ, Endpoint::EnrollmentId),
-    api(
+    )),
+    api(route(
+        "GET",
+        "/v3/enrollment-id",
+        READ,
+        Endpoint::EnrollmentId,
+    )),
+    api(route(
         "GET",
         "/v3/verification-key",
         READ,
         Endpoint::VerificationKey,
-    ),
-    api("GET", "/v3/enrollment-ids", READ, Endpoint::EnrollmentIds),
-    api(
+    )),
+    api(route(
+        "GET",
+        "/v3/enrollment-ids",
+        READ,
+        Endpoint::EnrollmentIds,
+    )),
+    api(route(
         "GET",
         "/v3/enrollment-ids.csv",
         READ,
         Endpoint::EnrollmentIdsCsv,
-    ),
+    )),
     route("GET", "/healthz", Access::Open, Endpoint::Healthz),
     route("GET", "/metrics", READ, Endpoint::Metrics),
     route(
