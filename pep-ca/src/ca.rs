@@ -599,7 +599,8 @@ impl fmt::Debug for FactoryCa {
             .field("not_before", &crate::error::rfc3339(&self.not_before))
             .field("not_after", &crate::error::rfc3339(&self.not_after))
             .field("chain_len", &self.chain.len())
-            .field("key", &self.key_location)
+            .field("key", &"<redacted>")
+            .field("key_location", &self.key_location)
             .finish()
     }
 }
