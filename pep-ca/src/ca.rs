@@ -458,6 +458,15 @@ impl FactoryCa {
         }
     }
 
+    /// Like [`FactoryCa::is_available`], but asks the token (re-opening it when it came back):
+    /// may block on the module, like a signature.
+    pub fn probe(&self) -> bool {
+        match &self.signer {
+            Signer::Memory(_) => true,
+            Signer::Pkcs11(key) => key.probe(),
+        }
+    }
+
     /// An ECDSA-with-SHA256 signature (DER) of `message` by the CA key. Certificates are signed
     /// through it, and so is whatever pep signs later (CRLs). A token that is away gives
     /// [`CaError::TokenUnavailable`].

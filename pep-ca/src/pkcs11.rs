@@ -369,6 +369,24 @@ impl Pkcs11Key {
         }
     }
 
+    /// Checks the token is there (re-opening it when it went away, at most once per
+    /// [`REOPEN_INTERVAL`]) without signing; returns whether it is.
+    pub(crate) fn probe(&self) -> bool {
+        let Ok(lease) = self.checkout() else {
+            return false;
+        };
+        match lease.session.get_session_info() {
+            Ok(_) => {
+                self.checkin(lease);
+                true
+            }
+            Err(e) => {
+                self.invalidate(lease, format!("the session failed: {e}"));
+                false
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves nothing half-done worth refusing to sign for.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -271,6 +271,8 @@ fn provision_error(e: ProvisionError) -> ApiError {
         | ProvisionError::GatewayTimeout { gateway, .. } => ApiError::new(status, message)
             .with("gateway", gateway.to_string())
             .with("retryable", true),
+        // Nothing reached the gateway; the same request succeeds once the token is back.
+        ProvisionError::CaUnavailable(_) => ApiError::new(status, message).with("retryable", true),
         _ => ApiError::new(status, message),
     }
 }
