@@ -218,7 +218,11 @@ fn man_out_writes_one_page_per_command() {
     pages.sort();
     let mut expected: Vec<String> = std::iter::once("pep-server.1".to_owned())
         .chain(SUBCOMMANDS.iter().map(|s| format!("pep-server-{s}.1")))
-        .chain(CA_SUBCOMMANDS.iter().map(|s| format!("pep-server-ca-{s}.1")))
+        .chain(
+            CA_SUBCOMMANDS
+                .iter()
+                .map(|s| format!("pep-server-ca-{s}.1")),
+        )
         .collect();
     expected.sort();
     assert_eq!(pages, expected);
