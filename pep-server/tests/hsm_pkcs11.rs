@@ -319,6 +319,10 @@ async fn provisioning_through_the_token_and_the_token_going_away() {
     assert_eq!(health["ca"], "unavailable", "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(server.metric("pep_ca_available").await, 0.0);
+    let (status, floor) = server.get_text("/floor/", Some(READ)).await;
+    assert_eq!(status, 200);
+    assert!(floor.contains("id=\"ca-unavailable\""), "{floor}");
+    assert!(floor.contains("CA unavailable"), "{floor}");
 
     // It comes back: the same serial provisions, no restart.
     std::fs::rename(&away, &token_dir).unwrap();
@@ -344,6 +348,8 @@ async fn provisioning_through_the_token_and_the_token_going_away() {
     let (_, health) = server.get_json("/healthz", None).await;
     assert_eq!(health["ca"], "available", "{health}");
     assert_eq!(server.metric("pep_ca_available").await, 1.0);
+    let (_, floor) = server.get_text("/floor/", Some(READ)).await;
+    assert!(!floor.contains("ca-unavailable"), "{floor}");
 
     let log = server.log();
     assert!(log.contains("PKCS#11 token unavailable"), "{log}");

@@ -39,6 +39,7 @@ use fcc_proto::FccStatus;
         (status = 414, response = super::openapi::UriTooLong),
         (status = 500, response = super::openapi::Internal),
         (status = 502, response = super::openapi::GatewayRejected),
+        (status = 503, response = super::openapi::CaUnavailable),
         (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
@@ -78,6 +79,7 @@ pub(super) async fn get_identity(
         (status = 415, description = "The body is not application/json.", body = super::openapi::ErrorBody),
         (status = 500, response = super::openapi::Internal),
         (status = 502, response = super::openapi::GatewayRejected),
+        (status = 503, response = super::openapi::CaUnavailable),
         (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
