@@ -369,9 +369,14 @@ impl Pkcs11Key {
         }
     }
 
-    /// Checks the token is there (re-opening it when it went away, at most once per
-    /// [`REOPEN_INTERVAL`]) without signing; returns whether it is.
+    /// While the token is known to be away, tries to re-open it (at most once per
+    /// [`REOPEN_INTERVAL`]) without signing; returns whether it is available. A token believed
+    /// present is not asked (a health check must not wait for a busy session): its absence is
+    /// noticed by the next signature.
     pub(crate) fn probe(&self) -> bool {
+        if self.is_available() {
+            return true;
+        }
         let Ok(lease) = self.checkout() else {
             return false;
         };
