@@ -2,8 +2,9 @@
 //! API, no OpenSSL engine, no shelling out).
 //!
 //! * [`Pkcs11Uri`] is the RFC 7512 URI of the key (`pkcs11:token=pep-factory;object=ca-key`).
-//! * [`Pkcs11Key`] opens the token, logs in, finds the key and signs with it through a small pool
-//!   of sessions (an HSM serialises the operations of one session). When the token goes away
+//! * `Pkcs11Key` (behind [`crate::FactoryCa::load_pkcs11`]) opens the token, logs in, finds the
+//!   key and signs with it through a small pool of sessions (an HSM serialises the operations of
+//!   one session). When the token goes away
 //!   (a USB token unplugged, a network HSM unreachable) signing fails at once with
 //!   [`CaError::TokenUnavailable`]; the next attempt re-opens the module from scratch
 //!   (`C_Finalize`/`C_Initialize`, so a token that comes back is seen again), at most once per
