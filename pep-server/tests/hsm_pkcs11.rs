@@ -583,3 +583,42 @@ fn generate_pkcs11_refuses_a_taken_label_and_a_wrong_pin() {
         "{csr}"
     );
 }
+
+/// `by_device`: the gateway makes its key and CSR; only the CA signature happens in the token.
+#[tokio::test]
+async fn by_device_provisioning_signs_the_csr_in_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_with_ca(dir.path());
+    let config = write_config(dir.path(), "ca-key");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("pep.toml"),
+        format!("key_mode = \"by_device\"\n{text}"),
+    )
+    .unwrap();
+    let conf = token.conf();
+    let server = Server::start_in_with_env(work, &[("SOFTHSM2_CONF", conf.as_os_str())]).await;
+    for i in 0..2 {
+        let serial = format!("GW-CSR-{i}");
+        let (gw, mut handle) = gateway(Sessions::One, &[]).await;
+        let (status, id) =
+            tokio::time::timeout(Duration::from_secs(30), server.identity(&serial, gw))
+                .await
+                .expect("a provisioning hung");
+        assert_eq!(status, 200, "{id}");
+        let report = handle.next_report().await.unwrap();
+        let cert = &report.storage.certificates[names::BOOTSTRAP_DEVICE_CERT][0];
+        let der = format!("{serial}.der");
+        let pem = format!("{serial}.pem");
+        std::fs::write(dir.path().join(&der), cert).unwrap();
+        openssl(
+            dir.path(),
+            &["x509", "-inform", "DER", "-in", &der, "-out", &pem],
+        );
+        let ok = openssl(dir.path(), &["verify", "-CAfile", "CA_cert.pem", &pem]);
+        assert!(ok.contains(": OK"), "{ok}");
+    }
+    let (status, _) = server.terminate().await;
+    assert!(status.success());
+}
