@@ -24,6 +24,7 @@ use crate::enrollment::EnrollmentId;
 use crate::error::{CaError, CaWarning};
 use crate::key::DevicePrivateKey;
 use crate::pem::{is_blank, parse_certificates};
+use crate::pkcs11::{Pkcs11Config, Pkcs11Key};
 use crate::profile::{self, CertProfile, TbsParts};
 
 /// A loaded factory CA, ready to sign.
@@ -40,8 +41,29 @@ pub struct FactoryCa {
     not_after: OffsetDateTime,
     fixed_extensions: Vec<u8>,
     authority_key_id: Vec<u8>,
-    signer: EcdsaKeyPair,
+    signer: Signer,
+    /// Where the key is, for people (`check-config`, logs).
+    key_location: String,
     rng: SystemRandom,
+}
+
+/// The one place the CA key signs: certificates, and whatever pep signs later (CRLs).
+enum Signer {
+    /// The key in this process's memory (loaded from a file).
+    Memory(EcdsaKeyPair),
+    /// The key in a token; the signature happens there.
+    Pkcs11(Pkcs11Key),
+}
+
+/// The parts of the CA certificate every signature needs, and what is checked of it.
+struct CertParts {
+    chain: Vec<Vec<u8>>,
+    subject_der: Vec<u8>,
+    subject: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    key_id: Vec<u8>,
+    point: [u8; 65],
 }
 
 /// A CA and what was noticed while loading it.
@@ -142,166 +164,254 @@ impl FactoryCa {
     ) -> Result<LoadedCa, CaError> {
         let (chain, cert) = parse_certificates(cert_pem, cert_file)?;
         let secret = parse_private_key(key_pem, key_file)?;
-        let tbs = &cert.tbs_certificate;
-
-        // The certificate's key: EC P-256.
-        let spki = &tbs.subject_public_key_info;
-        if spki.algorithm.oid != ID_EC_PUBLIC_KEY {
-            return Err(CaError::UnsupportedKeyType {
-                file: cert_file.to_owned(),
-                key_type: csr::oid_name(&spki.algorithm.oid),
-            });
-        }
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok())
-            .ok_or_else(|| CaError::UnsupportedCurve {
-                file: cert_file.to_owned(),
-                curve: "(no named curve)".to_owned(),
-            })?;
-        if curve != SECP_256_R_1 {
-            return Err(CaError::UnsupportedCurve {
-                file: cert_file.to_owned(),
-                curve: csr::oid_name(&curve),
-            });
-        }
-        let bad_cert = |detail: &str| CaError::CertificateParse {
-            file: cert_file.to_owned(),
-            index: 1,
-            detail: detail.to_owned(),
-        };
-        let cert_key = spki
-            .subject_public_key
-            .as_bytes()
-            .and_then(|b| p256::PublicKey::from_sec1_bytes(b).ok())
-            .ok_or_else(|| bad_cert("the public key is not a valid P-256 point"))?;
+        let cert_key = certificate_key(&cert, cert_file)?;
         if secret.public_key() != cert_key {
             return Err(CaError::KeyMismatch {
                 key_file: key_file.to_owned(),
                 cert_file: cert_file.to_owned(),
             });
         }
-
-        // A CA that may sign certificates.
-        let extension = |oid| {
-            tbs.extensions
-                .iter()
-                .flatten()
-                .find(|e| e.extn_id == oid)
-                .map(|e| e.extn_value.as_bytes())
-        };
-        let basic = extension(ID_CE_BASIC_CONSTRAINTS)
-            .map(BasicConstraints::from_der)
-            .transpose()
-            .map_err(|e| bad_cert(&format!("basicConstraints: {e}")))?;
-        match basic {
-            None => {
-                return Err(CaError::NotCa {
-                    file: cert_file.to_owned(),
-                    reason: "it has no basicConstraints extension (CA:TRUE is required)",
-                });
-            }
-            Some(b) if !b.ca => {
-                return Err(CaError::NotCa {
-                    file: cert_file.to_owned(),
-                    reason: "basicConstraints says CA:FALSE",
-                });
-            }
-            Some(_) => {}
-        }
-        let usage = extension(ID_CE_KEY_USAGE)
-            .map(KeyUsage::from_der)
-            .transpose()
-            .map_err(|e| bad_cert(&format!("keyUsage: {e}")))?;
-        match usage {
-            None => {
-                return Err(CaError::NoKeyCertSign {
-                    file: cert_file.to_owned(),
-                    reason: "it has no keyUsage extension (keyCertSign is required)",
-                });
-            }
-            Some(u) if !u.key_cert_sign() => {
-                return Err(CaError::NoKeyCertSign {
-                    file: cert_file.to_owned(),
-                    reason: "its keyUsage lacks keyCertSign",
-                });
-            }
-            Some(_) => {}
-        }
-        let ski = extension(ID_CE_SUBJECT_KEY_IDENTIFIER)
-            .map(SubjectKeyIdentifier::from_der)
-            .transpose()
-            .map_err(|e| bad_cert(&format!("subjectKeyIdentifier: {e}")))?;
-
-        // Within its validity.
-        let time = |t: x509_cert::time::Time| {
-            i64::try_from(t.to_unix_duration().as_secs())
-                .ok()
-                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-                .ok_or_else(|| bad_cert("validity date out of range"))
-        };
-        let not_before = time(tbs.validity.not_before)?;
-        let not_after = time(tbs.validity.not_after)?;
-        let now = OffsetDateTime::now_utc();
-        if now < not_before {
-            return Err(CaError::CaNotYetValid {
-                file: cert_file.to_owned(),
-                not_before,
-            });
-        }
-        if now > not_after {
-            return Err(CaError::CaExpired {
-                file: cert_file.to_owned(),
-                not_after,
-            });
-        }
-
-        // Prepared once for every issue.
-        let subject_der = raw_subject(&chain[0])
-            .map_err(|e| bad_cert(&format!("subject: {e}")))?
-            .to_vec();
-        let point = cert_key.to_encoded_point(false);
-        let key_id = match &ski {
-            Some(ski) => ski.0.as_bytes().to_vec(),
-            None => profile::key_identifier(point.as_bytes()).to_vec(),
-        };
+        let parts = ca_parts(chain, &cert, cert_key, cert_file)?;
         let rng = SystemRandom::new();
         let scalar = Zeroizing::new(secret.to_bytes());
         let signer = EcdsaKeyPair::from_private_key_and_public_key(
             &ECDSA_P256_SHA256_ASN1_SIGNING,
             &scalar[..],
-            point.as_bytes(),
+            &parts.point,
             &rng,
         )
         .map_err(|_| CaError::KeyMismatch {
             key_file: key_file.to_owned(),
             cert_file: cert_file.to_owned(),
         })?;
+        Ok(Self::assemble(
+            parts,
+            Signer::Memory(signer),
+            format!("file {key_file}"),
+        ))
+    }
 
+    /// Loads the CA certificate (see [`FactoryCa::load`]) with its key in a PKCS#11 token: opens
+    /// the module and the token, logs in, finds the key, checks it is P-256, signs a test digest
+    /// and verifies it with the certificate's public key. Errors name what failed.
+    pub fn load_pkcs11(cert_path: &Path, key: Pkcs11Config) -> Result<LoadedCa, CaError> {
+        let cert_file = cert_path.display().to_string();
+        let cert_pem = std::fs::read(cert_path).map_err(|source| CaError::Read {
+            file: cert_file.clone(),
+            source,
+        })?;
+        let (chain, cert) = parse_certificates(&cert_pem, &cert_file)?;
+        let cert_key = certificate_key(&cert, &cert_file)?;
+        let parts = ca_parts(chain, &cert, cert_key, &cert_file)?;
+        let token = Pkcs11Key::open(key)?;
+        // The test signature: proves the key signs and is the certificate's.
+        let probe = b"pep: does the token's key match the CA certificate?";
+        let digest = ring::digest::digest(&ring::digest::SHA256, probe);
+        let raw = token.sign_digest(digest.as_ref())?;
+        let verifier = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            &parts.point[..],
+        );
+        if verifier.verify(probe, &raw).is_err() {
+            return Err(CaError::TokenKeyMismatch {
+                key: token.uri().describe(),
+                cert_file,
+            });
+        }
+        let location = format!(
+            "PKCS#11 {} (module {})",
+            token.uri().describe(),
+            token.module().display()
+        );
+        let loaded = Self::assemble(parts, Signer::Pkcs11(token), location);
+        tracing::debug!(
+            subject = %loaded.ca.subject,
+            key = %loaded.ca.key_location,
+            "factory CA loaded"
+        );
+        Ok(loaded)
+    }
+
+    fn assemble(parts: CertParts, signer: Signer, key_location: String) -> LoadedCa {
+        let now = OffsetDateTime::now_utc();
         let mut warnings = Vec::new();
-        if not_after < now + profile::DEFAULT_LIFETIME {
+        if parts.not_after < now + profile::DEFAULT_LIFETIME {
             warnings.push(CaWarning::CaExpiresSoon {
-                not_after,
-                under_ten_years: not_after - now < profile::DEVICE_WARNING_THRESHOLD,
+                not_after: parts.not_after,
+                under_ten_years: parts.not_after - now < profile::DEVICE_WARNING_THRESHOLD,
             });
         }
         let ca = FactoryCa {
-            cert_der: chain[0].clone(),
-            chain,
-            subject_der,
-            subject: tbs.subject.to_string(),
-            not_before,
-            not_after,
+            cert_der: parts.chain.first().cloned().unwrap_or_default(),
+            chain: parts.chain,
+            subject_der: parts.subject_der,
+            subject: parts.subject,
+            not_before: parts.not_before,
+            not_after: parts.not_after,
             fixed_extensions: profile::fixed_extensions(),
-            authority_key_id: profile::authority_key_id_extension(&key_id),
+            authority_key_id: profile::authority_key_id_extension(&parts.key_id),
             signer,
-            rng,
+            key_location,
+            rng: SystemRandom::new(),
         };
-        Ok(LoadedCa { ca, warnings })
+        LoadedCa { ca, warnings }
+    }
+}
+
+/// The CA certificate's public key, which must be EC P-256.
+fn certificate_key(
+    cert: &x509_cert::Certificate,
+    cert_file: &str,
+) -> Result<p256::PublicKey, CaError> {
+    let tbs = &cert.tbs_certificate;
+
+    // The certificate's key: EC P-256.
+    let spki = &tbs.subject_public_key_info;
+    if spki.algorithm.oid != ID_EC_PUBLIC_KEY {
+        return Err(CaError::UnsupportedKeyType {
+            file: cert_file.to_owned(),
+            key_type: csr::oid_name(&spki.algorithm.oid),
+        });
+    }
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok())
+        .ok_or_else(|| CaError::UnsupportedCurve {
+            file: cert_file.to_owned(),
+            curve: "(no named curve)".to_owned(),
+        })?;
+    if curve != SECP_256_R_1 {
+        return Err(CaError::UnsupportedCurve {
+            file: cert_file.to_owned(),
+            curve: csr::oid_name(&curve),
+        });
+    }
+    let bad_cert = |detail: &str| CaError::CertificateParse {
+        file: cert_file.to_owned(),
+        index: 1,
+        detail: detail.to_owned(),
+    };
+    spki.subject_public_key
+        .as_bytes()
+        .and_then(|b| p256::PublicKey::from_sec1_bytes(b).ok())
+        .ok_or_else(|| bad_cert("the public key is not a valid P-256 point"))
+}
+
+/// Checks the CA certificate is a CA, within its validity, and prepares what issuing needs.
+fn ca_parts(
+    chain: Vec<Vec<u8>>,
+    cert: &x509_cert::Certificate,
+    cert_key: p256::PublicKey,
+    cert_file: &str,
+) -> Result<CertParts, CaError> {
+    let tbs = &cert.tbs_certificate;
+    let bad_cert = |detail: &str| CaError::CertificateParse {
+        file: cert_file.to_owned(),
+        index: 1,
+        detail: detail.to_owned(),
+    };
+    // A CA that may sign certificates.
+    let extension = |oid| {
+        tbs.extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == oid)
+            .map(|e| e.extn_value.as_bytes())
+    };
+    let basic = extension(ID_CE_BASIC_CONSTRAINTS)
+        .map(BasicConstraints::from_der)
+        .transpose()
+        .map_err(|e| bad_cert(&format!("basicConstraints: {e}")))?;
+    match basic {
+        None => {
+            return Err(CaError::NotCa {
+                file: cert_file.to_owned(),
+                reason: "it has no basicConstraints extension (CA:TRUE is required)",
+            });
+        }
+        Some(b) if !b.ca => {
+            return Err(CaError::NotCa {
+                file: cert_file.to_owned(),
+                reason: "basicConstraints says CA:FALSE",
+            });
+        }
+        Some(_) => {}
+    }
+    let usage = extension(ID_CE_KEY_USAGE)
+        .map(KeyUsage::from_der)
+        .transpose()
+        .map_err(|e| bad_cert(&format!("keyUsage: {e}")))?;
+    match usage {
+        None => {
+            return Err(CaError::NoKeyCertSign {
+                file: cert_file.to_owned(),
+                reason: "it has no keyUsage extension (keyCertSign is required)",
+            });
+        }
+        Some(u) if !u.key_cert_sign() => {
+            return Err(CaError::NoKeyCertSign {
+                file: cert_file.to_owned(),
+                reason: "its keyUsage lacks keyCertSign",
+            });
+        }
+        Some(_) => {}
+    }
+    let ski = extension(ID_CE_SUBJECT_KEY_IDENTIFIER)
+        .map(SubjectKeyIdentifier::from_der)
+        .transpose()
+        .map_err(|e| bad_cert(&format!("subjectKeyIdentifier: {e}")))?;
+
+    // Within its validity.
+    let time = |t: x509_cert::time::Time| {
+        i64::try_from(t.to_unix_duration().as_secs())
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            .ok_or_else(|| bad_cert("validity date out of range"))
+    };
+    let not_before = time(tbs.validity.not_before)?;
+    let not_after = time(tbs.validity.not_after)?;
+    let now = OffsetDateTime::now_utc();
+    if now < not_before {
+        return Err(CaError::CaNotYetValid {
+            file: cert_file.to_owned(),
+            not_before,
+        });
+    }
+    if now > not_after {
+        return Err(CaError::CaExpired {
+            file: cert_file.to_owned(),
+            not_after,
+        });
     }
 
+    // Prepared once for every issue.
+    let first = chain.first().ok_or_else(|| bad_cert("no certificate"))?;
+    let subject_der = raw_subject(first)
+        .map_err(|e| bad_cert(&format!("subject: {e}")))?
+        .to_vec();
+    let encoded = cert_key.to_encoded_point(false);
+    let point: [u8; 65] = encoded
+        .as_bytes()
+        .try_into()
+        .map_err(|_| bad_cert("the public key is not an uncompressed P-256 point"))?;
+    let key_id = match &ski {
+        Some(ski) => ski.0.as_bytes().to_vec(),
+        None => profile::key_identifier(&point).to_vec(),
+    };
+    Ok(CertParts {
+        chain,
+        subject_der,
+        subject: tbs.subject.to_string(),
+        not_before,
+        not_after,
+        key_id,
+        point,
+    })
+}
+
+impl FactoryCa {
     /// The CA certificate, DER.
     pub fn certificate_der(&self) -> &[u8] {
         &self.cert_der
@@ -325,6 +435,60 @@ impl FactoryCa {
     /// The CA's notAfter.
     pub fn not_after(&self) -> OffsetDateTime {
         self.not_after
+    }
+
+    /// Where the key is, for people: `file /etc/pep/CA_private.pem` or
+    /// `PKCS#11 token "pep-factory", object "ca-key" (module ...)`.
+    pub fn key_location(&self) -> &str {
+        &self.key_location
+    }
+
+    /// True when the key is in a PKCS#11 token: each signature is a call into the module that
+    /// may block (an async caller runs it on a blocking thread).
+    pub fn key_in_token(&self) -> bool {
+        matches!(self.signer, Signer::Pkcs11(_))
+    }
+
+    /// False while the token holding the key is away (after a failed signature, until it is
+    /// re-opened); always true for a key in memory.
+    pub fn is_available(&self) -> bool {
+        match &self.signer {
+            Signer::Memory(_) => true,
+            Signer::Pkcs11(key) => key.is_available(),
+        }
+    }
+
+    /// Like [`FactoryCa::is_available`], but asks the token (re-opening it when it came back):
+    /// may block on the module, like a signature.
+    pub fn probe(&self) -> bool {
+        match &self.signer {
+            Signer::Memory(_) => true,
+            Signer::Pkcs11(key) => key.probe(),
+        }
+    }
+
+    /// An ECDSA-with-SHA256 signature (DER) of `message` by the CA key. Certificates are signed
+    /// through it, and so is whatever pep signs later (CRLs). A token that is away gives
+    /// [`CaError::TokenUnavailable`].
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CaError> {
+        match &self.signer {
+            Signer::Memory(key) => key
+                .sign(&self.rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| CaError::Crypto {
+                    operation: "signing with the CA key",
+                }),
+            Signer::Pkcs11(key) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, message);
+                let raw = key.sign_digest(digest.as_ref())?;
+                // CKM_ECDSA answers r || s; X.509 wants the DER SEQUENCE of the two INTEGERs.
+                p256::ecdsa::Signature::from_slice(&raw)
+                    .map(|s| s.to_der().as_bytes().to_vec())
+                    .map_err(|_| CaError::Crypto {
+                        operation: "reading the token's signature",
+                    })
+            }
+        }
     }
 
     /// Issues a device identity (`by_tool` mode): a new P-256 key and its certificate with
@@ -400,13 +564,8 @@ impl FactoryCa {
             fixed_extensions: &self.fixed_extensions,
             authority_key_id: &self.authority_key_id,
         })?;
-        let signature = self
-            .signer
-            .sign(&self.rng, &tbs)
-            .map_err(|_| CaError::Crypto {
-                operation: "signing a certificate",
-            })?;
-        let der = profile::certificate(&tbs, signature.as_ref());
+        let signature = self.sign(&tbs)?;
+        let der = profile::certificate(&tbs, &signature);
         let serial_hex = hex_upper(&serial);
         tracing::debug!(
             endpoint = %endpoint,
@@ -450,6 +609,7 @@ impl fmt::Debug for FactoryCa {
             .field("not_after", &crate::error::rfc3339(&self.not_after))
             .field("chain_len", &self.chain.len())
             .field("key", &"<redacted>")
+            .field("key_location", &self.key_location)
             .finish()
     }
 }

@@ -218,6 +218,104 @@ pub enum CaError {
         /// What was being done.
         operation: &'static str,
     },
+    /// `ca.key` looks like a PKCS#11 URI but is not a usable one. The URI itself is not
+    /// repeated: it may hold a PIN.
+    #[error("the PKCS#11 URI is invalid: {reason}")]
+    Pkcs11Uri {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The PKCS#11 module cannot be loaded or initialised.
+    #[error("cannot load the PKCS#11 module {module}: {detail}")]
+    Pkcs11Module {
+        /// The module's path.
+        module: String,
+        /// What the loader or `C_Initialize` said.
+        detail: String,
+    },
+    /// No token matches the URI.
+    #[error("no PKCS#11 token matches {key} (tokens present: {present})")]
+    TokenNotFound {
+        /// The key's place (token, object).
+        key: String,
+        /// The labels of the tokens that are present.
+        present: String,
+    },
+    /// The token refused the PIN.
+    #[error("the PKCS#11 token refused the PIN ({token}): check pin_file or PEP_PKCS11_PIN")]
+    PinIncorrect {
+        /// The token.
+        token: String,
+    },
+    /// The token locked the PIN after too many wrong attempts.
+    #[error("the PIN of the PKCS#11 token is locked ({token}): unlock it with the SO PIN")]
+    PinLocked {
+        /// The token.
+        token: String,
+    },
+    /// No private key in the token matches the URI.
+    #[error("no private key {key} in the PKCS#11 token")]
+    KeyNotFound {
+        /// The key's place (token, object).
+        key: String,
+    },
+    /// More than one private key matches the URI.
+    #[error("{count} private keys match {key}: add id= to the URI")]
+    KeyAmbiguous {
+        /// The key's place (token, object).
+        key: String,
+        /// How many.
+        count: usize,
+    },
+    /// `ca generate-pkcs11` found an object with the label already.
+    #[error("the token already holds an object {key}: choose another label")]
+    KeyExists {
+        /// The key's place (token, object).
+        key: String,
+    },
+    /// The key in the token is not an EC P-256 signing key.
+    #[error("the PKCS#11 key {key} cannot be the factory CA key: {detail}")]
+    TokenKeyNotP256 {
+        /// The key's place (token, object).
+        key: String,
+        /// Why.
+        detail: String,
+    },
+    /// The key in the token is not the key of the CA certificate (its test signature does not
+    /// verify with the certificate's public key).
+    #[error("the PKCS#11 key {key} does not match the certificate in {cert_file}")]
+    TokenKeyMismatch {
+        /// The key's place (token, object).
+        key: String,
+        /// The certificate file.
+        cert_file: String,
+    },
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 error while {operation}: {source}")]
+    Pkcs11 {
+        /// What was being done.
+        operation: &'static str,
+        /// The module's answer.
+        #[source]
+        source: cryptoki::error::Error,
+    },
+    /// The token is away (unplugged, HSM unreachable, module failing): signing is impossible
+    /// right now and will be tried again. Retryable: see [`CaError::is_unavailable`].
+    #[error("the CA key is unavailable ({key}): {detail}; signing resumes when the token is back")]
+    TokenUnavailable {
+        /// The key's place (token, object).
+        key: String,
+        /// What failed last.
+        detail: String,
+    },
+}
+
+impl CaError {
+    /// True when the CA key cannot sign right now but may later without a restart (a PKCS#11
+    /// token that went away): the caller should answer "try again" rather than "broken".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CaError::TokenUnavailable { .. })
+    }
 }
 
 /// Something about the loaded CA that works but deserves the operator's attention.

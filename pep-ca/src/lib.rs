@@ -44,7 +44,9 @@ pub mod enrollment_csv;
 mod error;
 mod key;
 pub mod pem;
+pub mod pkcs11;
 pub mod profile;
+pub mod setup;
 
 pub use ca::{FactoryCa, IssuedCertificate, IssuedIdentity, LoadedCa};
 pub use endpoint::EndpointName;

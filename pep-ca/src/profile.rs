@@ -350,6 +350,26 @@ pub(crate) fn tbs_certificate(parts: &TbsParts<'_>) -> Result<Vec<u8>, CaError> 
     Ok(tlv(tag::SEQUENCE, &body))
 }
 
+/// A PKCS#10 CertificationRequestInfo for a P-256 key, asking for `extensions`
+/// (extensionRequest attribute). Signed and wrapped like a certificate by [`certificate`].
+pub(crate) fn certification_request_info(
+    subject: &[u8],
+    public_point: &[u8; 65],
+    extensions: &[u8],
+) -> Vec<u8> {
+    // pkcs-9-at-extensionRequest, 1.2.840.113549.1.9.14.
+    const OID_EXTENSION_REQUEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
+    let mut body = vec![0x02, 0x01, 0x00]; // version 0
+    body.extend_from_slice(subject);
+    body.extend_from_slice(P256_SPKI_PREFIX);
+    body.extend_from_slice(public_point);
+    let mut attribute = tlv(tag::OID, OID_EXTENSION_REQUEST);
+    push_tlv(&mut attribute, tag::SET, &tlv(tag::SEQUENCE, extensions));
+    // attributes [0] IMPLICIT SET OF Attribute.
+    push_tlv(&mut body, 0xa0, &tlv(tag::SEQUENCE, &attribute));
+    tlv(tag::SEQUENCE, &body)
+}
+
 /// Wraps a TBSCertificate and its DER ECDSA signature into a Certificate.
 pub(crate) fn certificate(tbs: &[u8], signature: &[u8]) -> Vec<u8> {
     let mut bits = Vec::with_capacity(signature.len() + 1);

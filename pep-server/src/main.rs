@@ -53,8 +53,63 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Set up the factory CA: a new key and CA certificate (or a request for an external root),
+    /// in files or in a PKCS#11 token. Does not read the config.
+    #[command(subcommand)]
+    Ca(CaCommand),
     #[command(flatten)]
     Docs(completions::DocsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Write a new P-256 CA into DIR: CA_private.pem (mode 0600) and CA_cert.pem (self-signed,
+    /// basicConstraints CA:TRUE pathlen 0, keyUsage keyCertSign + cRLSign), or with --csr
+    /// CA_private.pem and CA_csr.pem for an external root to sign. Never overwrites a file.
+    Init {
+        /// The directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The CA's common name, e.g. "ACME Factory CA 2027".
+        #[arg(long)]
+        name: String,
+        /// Days the self-signed certificate is valid.
+        #[arg(long, default_value_t = pep_ca::setup::DEFAULT_CA_DAYS)]
+        days: u32,
+        /// Write a certificate request for an external root instead of a self-signed certificate.
+        #[arg(long)]
+        csr: bool,
+    },
+    /// Generate a non-extractable P-256 key in a PKCS#11 token and write the CA certificate
+    /// (self-signed in the token) or, with --csr, a request for an external root into DIR. The
+    /// user PIN comes from --pin-file or the PEP_PKCS11_PIN environment variable.
+    #[command(name = "generate-pkcs11")]
+    GeneratePkcs11 {
+        /// The PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long, value_name = "FILE")]
+        module: PathBuf,
+        /// The token's label.
+        #[arg(long)]
+        token: String,
+        /// The label of the new key.
+        #[arg(long)]
+        label: String,
+        /// The CA's common name.
+        #[arg(long)]
+        name: String,
+        /// Days the self-signed certificate is valid.
+        #[arg(long, default_value_t = pep_ca::setup::DEFAULT_CA_DAYS)]
+        days: u32,
+        /// Write a certificate request for an external root instead of a self-signed certificate.
+        #[arg(long)]
+        csr: bool,
+        /// The directory for CA_cert.pem or CA_csr.pem (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// A file holding the user PIN (PEP_PKCS11_PIN overrides it).
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +123,13 @@ fn main() -> ExitCode {
             }
         },
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
+        Command::Ca(command) => match ca_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("pep-server: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Docs(docs) => completions::run(&docs, <Cli as clap::CommandFactory>::command()),
         Command::Serve => {
             // The log format is in the config: until it is loaded, a failure is one plain line.
@@ -141,13 +203,152 @@ fn init_tracing(format: LogFormat) {
 
 /// `check-config`: the report on stdout, exit 1 on any error.
 fn check_config(config: &Config) -> ExitCode {
-    let report = config.check();
+    let (report, summary) = config.check_with_summary();
     print!("{report}");
-    if report.is_ok() {
+    if let Some(summary) = summary.filter(|_| report.is_ok()) {
+        print!("{summary}");
+        ExitCode::SUCCESS
+    } else if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `ca init` and `ca generate-pkcs11`.
+fn ca_command(command: CaCommand) -> Result<(), String> {
+    use pep_ca::setup::{self, CaRequest};
+    let request = |csr: bool, days: u32| {
+        if csr {
+            CaRequest::Csr
+        } else {
+            CaRequest::SelfSigned { days }
+        }
+    };
+    let output_name = |csr: bool| if csr { "CA_csr.pem" } else { "CA_cert.pem" };
+    match command {
+        CaCommand::Init {
+            out,
+            name,
+            days,
+            csr,
+        } => {
+            let made = setup::new_file_ca(&name, request(csr, days)).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            let key_path = out.join("CA_private.pem");
+            let output_path = out.join(output_name(csr));
+            // Both names are checked before anything is written: no half-made CA.
+            for path in [&key_path, &output_path] {
+                if path.exists() {
+                    return Err(format!(
+                        "{} exists already: choose another --out",
+                        path.display()
+                    ));
+                }
+            }
+            write_new(&key_path, made.key_pem.as_bytes(), 0o600)?;
+            write_new(&output_path, made.output_pem.as_bytes(), 0o644)?;
+            println!("wrote {} (mode 0600)", key_path.display());
+            println!("wrote {}", output_path.display());
+            if csr {
+                println!(
+                    "have your root sign {} (as a CA: basicConstraints CA:TRUE, pathlen 0; keyUsage keyCertSign, cRLSign), \
+                     then put the certificate in CA_cert.pem",
+                    output_path.display()
+                );
+            }
+            println!(
+                "[ca]\ncert = \"{}\"\nkey = \"{}\"",
+                out.join("CA_cert.pem").display(),
+                key_path.display()
+            );
+            Ok(())
+        }
+        CaCommand::GeneratePkcs11 {
+            module,
+            token,
+            label,
+            name,
+            days,
+            csr,
+            out,
+            pin_file,
+        } => {
+            let pin = cli_pin(pin_file.as_deref())?;
+            let output_path = out.join(output_name(csr));
+            if output_path.exists() {
+                return Err(format!(
+                    "{} exists already: choose another --out",
+                    output_path.display()
+                ));
+            }
+            std::fs::create_dir_all(&out)
+                .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            let made =
+                setup::new_token_ca(&module, &token, &label, &pin, &name, request(csr, days))
+                    .map_err(|e| e.to_string())?;
+            drop(pin);
+            write_new(&output_path, made.output_pem.as_bytes(), 0o644)?;
+            println!(
+                "generated a non-extractable P-256 key \"{label}\" (id {}) in token \"{token}\"",
+                made.id_hex
+            );
+            println!("wrote {}", output_path.display());
+            println!(
+                "[ca]\ncert = \"{}\"\nkey = \"{}\"\npkcs11_module = \"{}\"\npin_file = \"...\"  # or PEP_PKCS11_PIN",
+                out.join("CA_cert.pem").display(),
+                made.uri,
+                module.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The PIN of `ca generate-pkcs11`: `PEP_PKCS11_PIN`, else the first line of `--pin-file`.
+fn cli_pin(pin_file: Option<&Path>) -> Result<zeroize::Zeroizing<String>, String> {
+    use zeroize::Zeroizing;
+    if let Some(pin) = std::env::var_os(pep_server::config::PKCS11_PIN_ENV) {
+        let pin = Zeroizing::new(pin.into_string().unwrap_or_default());
+        if !pin.is_empty() {
+            return Ok(pin);
+        }
+    }
+    let Some(path) = pin_file else {
+        return Err(format!(
+            "no PIN: give --pin-file FILE or set {}",
+            pep_server::config::PKCS11_PIN_ENV
+        ));
+    };
+    let bytes = Zeroizing::new(
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    let pin = Zeroizing::new(text.lines().next().unwrap_or_default().trim().to_owned());
+    if pin.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(pin)
+}
+
+/// Writes a file that must not exist yet, with `mode` from the start (a key is never readable
+/// by others, not even for an instant).
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// `migrate-store`: copies the store at `from` into the empty store at `to`; a summary on stdout,

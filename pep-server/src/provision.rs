@@ -247,6 +247,10 @@ pub enum ProvisionError {
     /// The CA refused to issue a certificate (500).
     #[error("internal error: the CA could not issue a certificate: {0}")]
     Ca(#[source] CaError),
+    /// The CA key's token is away (unplugged, HSM unreachable): nothing was sent to the gateway;
+    /// the serial can be retried once the token is back, without a restart (503).
+    #[error("{0}; try again")]
+    CaUnavailable(#[source] CaError),
     /// Anything else (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -272,6 +276,7 @@ impl ProvisionError {
             ProvisionError::GatewayUnreachable { .. } | ProvisionError::GatewayTimeout { .. } => {
                 504
             }
+            ProvisionError::CaUnavailable(_) => 503,
             ProvisionError::InvalidConfig(_)
             | ProvisionError::Store(_)
             | ProvisionError::Ca(_)
@@ -287,6 +292,7 @@ impl ProvisionError {
                 | ProvisionError::GatewayFailed { .. }
                 | ProvisionError::GatewayUnreachable { .. }
                 | ProvisionError::GatewayTimeout { .. }
+                | ProvisionError::CaUnavailable(_)
         )
     }
 }
@@ -377,6 +383,7 @@ impl AttemptError {
                 info: response.info_message.trim_end().to_owned(),
             },
             AttemptError::Failure(error) => ProvisionError::GatewayFailed { gateway, error },
+            AttemptError::Ca(e) if e.is_unavailable() => ProvisionError::CaUnavailable(e),
             AttemptError::Ca(e) => ProvisionError::Ca(e),
             AttemptError::Internal(e) => ProvisionError::Internal(e),
             AttemptError::Store(e) => ProvisionError::Store(e),
@@ -440,6 +447,23 @@ impl Provisioner {
         Ok(Provisioner {
             inner: Arc::new(inner),
         })
+    }
+
+    /// True unless the CA key's token is away (see [`FactoryCa::probe`]); asks the token, on a
+    /// blocking thread, when the key is in one.
+    pub async fn ca_available(&self) -> bool {
+        if !self.inner.ca.key_in_token() {
+            return true;
+        }
+        let ca = self.inner.ca.clone();
+        tokio::task::spawn_blocking(move || ca.probe())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Where the CA key is, for people (file or PKCS#11 token).
+    pub fn ca_key_location(&self) -> &str {
+        self.inner.ca.key_location()
     }
 
     /// The store (for the read API).
@@ -763,13 +787,14 @@ impl Inner {
         id: i64,
         sid: String,
     ) -> Result<Injected, AttemptError> {
-        // Issuing is done inline on the runtime thread: it costs ~34 µs of CPU in a release build
-        // (pep-ca's criterion benchmark, docs/performance.md), about what one poll of a busy task
-        // may take, while an injection waits milliseconds on the network anyway; `spawn_blocking`
-        // would add a thread hand-off of a similar order. `sign_csr` (by_device, ~115 µs) likewise.
+        let (serial, profile, now) = (
+            job.serial_number.clone(),
+            self.profile.clone(),
+            self.clock.now(),
+        );
         let issued = self
-            .ca
-            .issue_at(&job.serial_number, &self.profile, self.clock.now())
+            .with_ca(move |ca| ca.issue_at(&serial, &profile, now))
+            .await
             .map_err(AttemptError::Ca)?;
         let mut bundle = self.final_bundle(job, sid, &issued.certificate);
         bundle.keys.push(KeyItem::private(
@@ -833,15 +858,19 @@ impl Inner {
                     names::BOOTSTRAP_DEVICE_PRIVATE_KEY
                 )))
             })?;
+        let (csr_der, serial, profile, now) = (
+            csr.der.clone(),
+            job.serial_number.clone(),
+            self.profile.clone(),
+            self.clock.now(),
+        );
         let certificate = self
-            .ca
-            .sign_csr_at(
-                &csr.der,
-                &job.serial_number,
-                &self.profile,
-                self.clock.now(),
-            )
-            .map_err(|e| AttemptError::Failure(GatewayFailure::CsrRefused(e)))?;
+            .with_ca(move |ca| ca.sign_csr_at(&csr_der, &serial, &profile, now))
+            .await
+            .map_err(|e| match e {
+                e if e.is_unavailable() => AttemptError::Ca(e),
+                e => AttemptError::Failure(GatewayFailure::CsrRefused(e)),
+            })?;
         // Message 1 left a key on the device but no identity; from the final message on the
         // certificate may be there.
         self.write_ahead(id, &certificate).await?;
@@ -853,6 +882,27 @@ impl Inner {
             certificate,
             warnings,
         })
+    }
+
+    /// Runs `f` with the CA. A key in memory signs inline on the runtime thread: it costs ~34 µs
+    /// of CPU in a release build (pep-ca's criterion benchmark, docs/performance.md), about what
+    /// one poll of a busy task may take, while an injection waits milliseconds on the network
+    /// anyway; `spawn_blocking` would add a thread hand-off of a similar order. A key in a
+    /// PKCS#11 token signs on a blocking thread: each signature is a call into the module that
+    /// waits for the token (and a misbehaving token must not stall a runtime worker).
+    async fn with_ca<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FactoryCa) -> Result<T, CaError> + Send + 'static,
+    ) -> Result<T, CaError> {
+        if !self.ca.key_in_token() {
+            return f(&self.ca);
+        }
+        let ca = self.ca.clone();
+        tokio::task::spawn_blocking(move || f(&ca))
+            .await
+            .map_err(|_| CaError::Crypto {
+                operation: "signing on a blocking thread (the thread failed)",
+            })?
     }
 
     /// The final, verified message: device certificate (bound to the key by `PrKN`), bootstrap CA,

@@ -9,13 +9,17 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_pep-server");
 
 /// The subcommands every generated file must name.
-const SUBCOMMANDS: [&str; 5] = [
+const SUBCOMMANDS: [&str; 6] = [
     "serve",
     "check-config",
     "migrate-store",
+    "ca",
     "completions",
     "man",
 ];
+
+/// The subcommands of `ca`, which get their own pages (`pep-server-ca-init.1`).
+const CA_SUBCOMMANDS: [&str; 2] = ["init", "generate-pkcs11"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -214,6 +218,11 @@ fn man_out_writes_one_page_per_command() {
     pages.sort();
     let mut expected: Vec<String> = std::iter::once("pep-server.1".to_owned())
         .chain(SUBCOMMANDS.iter().map(|s| format!("pep-server-{s}.1")))
+        .chain(
+            CA_SUBCOMMANDS
+                .iter()
+                .map(|s| format!("pep-server-ca-{s}.1")),
+        )
         .collect();
     expected.sort();
     assert_eq!(pages, expected);

@@ -14,6 +14,8 @@
 // Input-derived data never unwraps (tests may: clippy.toml allows it in #[cfg(test)] code).
 #![deny(clippy::unwrap_used)]
 
+pub mod softhsm;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;

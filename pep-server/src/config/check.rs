@@ -9,7 +9,9 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use sha2::Digest as _;
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use super::{AuthMode, CaExpiry, Config, MIN_TOKEN_LEN, path_for_people};
 
@@ -76,6 +78,49 @@ impl fmt::Display for CheckReport {
     }
 }
 
+/// What `check-config` prints when the configuration is OK: what the server will run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSummary {
+    /// The CA certificate's subject (RFC 4514).
+    pub ca_subject: String,
+    /// SHA-256 of the CA certificate's DER, colon-separated upper-case hex (as `openssl x509
+    /// -fingerprint -sha256` prints it).
+    pub ca_fingerprint: String,
+    /// The CA certificate's notAfter.
+    pub ca_not_after: OffsetDateTime,
+    /// Where the CA key is (file or token).
+    pub ca_key: String,
+    /// `http://ADDRESS:PORT`.
+    pub listen: String,
+    /// The database URL, any password replaced by `***`.
+    pub database: String,
+    /// API tokens (inline and from token_file).
+    pub tokens: usize,
+    /// Of them, the stations: tokens with the `provision` role.
+    pub stations: usize,
+}
+
+impl fmt::Display for CheckSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let expiry = self
+            .ca_not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| self.ca_not_after.to_string());
+        writeln!(f, "CA subject:     {}", self.ca_subject)?;
+        writeln!(f, "CA SHA-256:     {}", self.ca_fingerprint)?;
+        writeln!(f, "CA expires:     {expiry}")?;
+        writeln!(f, "CA key:         {}", self.ca_key)?;
+        writeln!(f, "listen:         {}", self.listen)?;
+        writeln!(f, "database:       {}", self.database)?;
+        writeln!(f, "tokens:         {}", self.tokens)?;
+        writeln!(
+            f,
+            "stations:       {} (tokens with the provision role)",
+            self.stations
+        )
+    }
+}
+
 /// Files and values [`Config::check`] loaded and validated, reused by the provisioner so that the
 /// files are read once and what was checked is what is used.
 pub(crate) struct Prepared {
@@ -90,6 +135,33 @@ impl Config {
     /// Validates everything; every issue names its field. Reads the CA, certificates and token file.
     pub fn check(&self) -> CheckReport {
         self.prepare().0
+    }
+
+    /// [`Config::check`], with the summary `check-config` prints when there is no error.
+    pub fn check_with_summary(&self) -> (CheckReport, Option<CheckSummary>) {
+        let (report, prepared) = self.prepare();
+        let summary = prepared.filter(|_| report.is_ok()).map(|p| {
+            let tokens = self.load_tokens().unwrap_or_default();
+            let fingerprint = sha2::Sha256::digest(p.ca.certificate_der())
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            CheckSummary {
+                ca_subject: p.ca.subject().to_owned(),
+                ca_fingerprint: fingerprint,
+                ca_not_after: p.ca.not_after(),
+                ca_key: p.ca.key_location().to_owned(),
+                listen: format!("http://{}", self.listen),
+                database: redacted_database_url(&self.database_url),
+                stations: tokens
+                    .iter()
+                    .filter(|t| t.roles.contains(&super::Role::Provision))
+                    .count(),
+                tokens: tokens.len(),
+            }
+        });
+        (report, summary)
     }
 
     /// [`Config::check`], also returning what was loaded when there is no error.
@@ -196,8 +268,21 @@ impl Config {
         }
     }
 
-    /// Checks the CA files with `pep-ca` (the code that will use them) and keeps the loaded CA.
+    /// Checks the CA with `pep-ca` (the code that will use it) and keeps the loaded CA: the files,
+    /// or the certificate file and the key in a PKCS#11 token (module, PIN, token, key, that the
+    /// key is P-256 and the certificate's, and that it signs).
     fn check_ca(&self, r: &mut CheckReport) -> Option<Arc<pep_ca::FactoryCa>> {
+        if let Some(uri) = self.ca.key_uri() {
+            return self.check_ca_pkcs11(uri, r);
+        }
+        for (field, set) in [
+            ("ca.pkcs11_module", self.ca.pkcs11_module.is_some()),
+            ("ca.pin_file", self.ca.pin_file.is_some()),
+        ] {
+            if set {
+                r.warn(field, "is ignored: ca.key is a file, not a pkcs11: URI");
+            }
+        }
         let mut readable = true;
         for (field, path) in [("ca.cert", &self.ca.cert), ("ca.key", &self.ca.key)] {
             if let Err(e) = std::fs::File::open(path) {
@@ -220,6 +305,129 @@ impl Config {
                 None
             }
         }
+    }
+
+    fn check_ca_pkcs11(&self, uri: &str, r: &mut CheckReport) -> Option<Arc<pep_ca::FactoryCa>> {
+        let uri = match uri.parse::<pep_ca::pkcs11::Pkcs11Uri>() {
+            Ok(uri) => Some(uri),
+            Err(e) => {
+                r.error("ca.key", e.to_string());
+                None
+            }
+        };
+        let module = match &self.ca.pkcs11_module {
+            None => {
+                r.error(
+                    "ca.pkcs11_module",
+                    "is required when ca.key is a pkcs11: URI (the token's PKCS#11 module, e.g. \
+                     /usr/lib/softhsm/libsofthsm2.so)",
+                );
+                None
+            }
+            Some(m) if !m.is_file() => {
+                r.error(
+                    "ca.pkcs11_module",
+                    format!("{} is not a file", path_for_people(m)),
+                );
+                None
+            }
+            Some(m) => Some(m.clone()),
+        };
+        if let Err(e) = std::fs::File::open(&self.ca.cert) {
+            r.error(
+                "ca.cert",
+                format!("cannot read {}: {e}", path_for_people(&self.ca.cert)),
+            );
+            return None;
+        }
+        let pin = self.pkcs11_pin(r);
+        let (Some(uri), Some(module), Some(pin)) = (uri, module, pin) else {
+            return None;
+        };
+        let config = pep_ca::pkcs11::Pkcs11Config {
+            module,
+            uri,
+            pin,
+            sessions: pep_ca::pkcs11::DEFAULT_SESSIONS,
+        };
+        match pep_ca::FactoryCa::load_pkcs11(&self.ca.cert, config) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    r.warn("ca", w.to_string());
+                }
+                Some(Arc::new(loaded.ca))
+            }
+            Err(e) => {
+                r.error("ca", e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The token's user PIN: `PEP_PKCS11_PIN`, else the first line of `ca.pin_file`. Never in
+    /// a message.
+    fn pkcs11_pin(&self, r: &mut CheckReport) -> Option<Zeroizing<String>> {
+        if let Some(pin) = std::env::var_os(super::PKCS11_PIN_ENV) {
+            let pin = Zeroizing::new(pin.into_string().unwrap_or_default());
+            if pin.is_empty() {
+                r.error(
+                    "ca.pin_file",
+                    format!("{} is set but empty or not UTF-8", super::PKCS11_PIN_ENV),
+                );
+                return None;
+            }
+            return Some(pin);
+        }
+        let Some(path) = &self.ca.pin_file else {
+            r.error(
+                "ca.pin_file",
+                format!(
+                    "the CA key is in a PKCS#11 token but no PIN is given: set ca.pin_file or \
+                     the {} environment variable",
+                    super::PKCS11_PIN_ENV
+                ),
+            );
+            return None;
+        };
+        let text = match std::fs::read(path) {
+            Ok(bytes) => Zeroizing::new(bytes),
+            Err(e) => {
+                r.error(
+                    "ca.pin_file",
+                    format!("cannot read {}: {e}", path_for_people(path)),
+                );
+                return None;
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&text) else {
+            r.error(
+                "ca.pin_file",
+                format!("{} is not UTF-8 text", path_for_people(path)),
+            );
+            return None;
+        };
+        let pin = Zeroizing::new(text.lines().next().unwrap_or_default().trim().to_owned());
+        if pin.is_empty() {
+            r.error("ca.pin_file", format!("{} is empty", path_for_people(path)));
+            return None;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                r.warn(
+                    "ca.pin_file",
+                    format!(
+                        "{} is accessible by group or others (mode {:o}); chmod 600 it",
+                        path_for_people(path),
+                        meta.permissions().mode() & 0o777
+                    ),
+                );
+            }
+        }
+        Some(pin)
     }
 
     fn check_certificate(&self, ca_not_after: Option<OffsetDateTime>, r: &mut CheckReport) {
@@ -429,6 +637,17 @@ fn check_text(field: &str, v: &str, max: usize, r: &mut CheckReport) {
     }
     if v.chars().any(char::is_control) {
         r.error(field, "contains control characters");
+    }
+}
+
+/// The database URL for people: a password is replaced by `***`.
+fn redacted_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::category::Category;
-pub use check::{CheckIssue, CheckReport};
+pub use check::{CheckIssue, CheckReport, CheckSummary};
 pub use values::{BootstrapUri, UtcOffset};
 
 /// Default listen address of the HTTP API (the old server's port).
@@ -221,14 +221,34 @@ struct TokenFile {
     tokens: Vec<TokenConfig>,
 }
 
-/// The factory CA files.
+/// The factory CA: its certificate and where its key is (a file, or a PKCS#11 token).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaConfig {
     /// CA certificate, PEM.
     pub cert: PathBuf,
-    /// CA private key, PEM (SEC1 or PKCS#8, P-256).
+    /// CA private key: a PEM file (SEC1 or PKCS#8, P-256), or an RFC 7512 PKCS#11 URI
+    /// (`pkcs11:token=pep-factory;object=ca-key`) for a key in an HSM or token.
     pub key: PathBuf,
+    /// The PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`) when `key` is a `pkcs11:` URI.
+    #[serde(default)]
+    pub pkcs11_module: Option<PathBuf>,
+    /// A file holding the token's user PIN (one line); the environment variable
+    /// [`PKCS11_PIN_ENV`] overrides it. The PIN is never written in the configuration itself.
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+}
+
+/// The environment variable holding the PKCS#11 user PIN (overrides `ca.pin_file`).
+pub const PKCS11_PIN_ENV: &str = "PEP_PKCS11_PIN";
+
+impl CaConfig {
+    /// The key's PKCS#11 URI text when `key` is one (rather than a file).
+    pub fn key_uri(&self) -> Option<&str> {
+        self.key
+            .to_str()
+            .filter(|k| pep_ca::pkcs11::Pkcs11Uri::is_pkcs11(k))
+    }
 }
 
 /// What to do when a certificate would outlive the CA.
@@ -549,7 +569,16 @@ impl Config {
             }
         }
         rebase(&mut self.ca.cert, base);
-        rebase(&mut self.ca.key, base);
+        // A `pkcs11:` URI is not a path.
+        if self.ca.key_uri().is_none() {
+            rebase(&mut self.ca.key, base);
+        }
+        if let Some(p) = self.ca.pkcs11_module.as_mut() {
+            rebase(p, base);
+        }
+        if let Some(p) = self.ca.pin_file.as_mut() {
+            rebase(p, base);
+        }
         rebase(&mut self.bootstrap.ca_cert, base);
         if let Some(p) = self.update.auth_cert.as_mut() {
             rebase(p, base);

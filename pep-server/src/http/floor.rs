@@ -103,8 +103,19 @@ pub async fn page(
             Err(e) => Err(e),
         }),
     };
+    let ca_unavailable = (!state.provisioner.ca_available().await).then(|| {
+        format!(
+            "the CA key ({}) cannot sign: provisioning answers 503 until the token is back",
+            state.provisioner.ca_key_location()
+        )
+    });
     html::html_response(
         StatusCode::OK,
-        html::page(&snap, wanted.as_deref(), search_result.as_ref()),
+        html::page(
+            &snap,
+            wanted.as_deref(),
+            search_result.as_ref(),
+            ca_unavailable.as_deref(),
+        ),
     )
 }

@@ -41,6 +41,7 @@ use fcc_proto::FccStatus;
         (status = 414, response = super::openapi::UriTooLong),
         (status = 500, response = super::openapi::Internal),
         (status = 502, response = super::openapi::GatewayRejected),
+        (status = 503, response = super::openapi::CaUnavailable),
         (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
@@ -84,6 +85,7 @@ pub(super) async fn get_identity(
         (status = 415, description = "The body is not application/json.", body = super::openapi::ErrorBody),
         (status = 500, response = super::openapi::Internal),
         (status = 502, response = super::openapi::GatewayRejected),
+        (status = 503, response = super::openapi::CaUnavailable),
         (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
@@ -337,6 +339,8 @@ fn provision_error(e: ProvisionError) -> ApiError {
         | ProvisionError::GatewayTimeout { gateway, .. } => ApiError::new(status, message)
             .with("gateway", gateway.to_string())
             .with("retryable", true),
+        // Nothing reached the gateway; the same request succeeds once the token is back.
+        ProvisionError::CaUnavailable(_) => ApiError::new(status, message).with("retryable", true),
         _ => ApiError::new(status, message),
     }
 }

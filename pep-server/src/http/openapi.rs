@@ -81,6 +81,7 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
             UriTooLong,
             GatewayRejected,
             GatewayTimeout,
+            CaUnavailable,
             Internal
         ),
     ),
@@ -529,6 +530,9 @@ error_responses! {
     GatewayTimeout => "Nothing listens at ip:port, or the gateway did not answer within the \
         configured FCC timeouts (or the request deadline passed). Nothing recorded; retryable. \
         Check that FCC runs and its printed port.";
+    CaUnavailable => "The CA key's PKCS#11 token is away (unplugged, HSM unreachable): nothing \
+        was sent to the gateway, nothing recorded as deployed; retryable once the token is back \
+        (no restart needed).";
     Internal => "A server defect or an internal resource failure; see the server log.";
 }
 

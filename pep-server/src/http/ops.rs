@@ -36,18 +36,22 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
      img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /healthz` (no authentication): 200 when the store answers, 503 otherwise.
+/// `GET /healthz` (no authentication): 200 when the store answers, 503 otherwise. `ca` says
+/// whether the CA key can sign: a token that is away makes the server `degraded` (still 200:
+/// restarting would not bring the token back, and the server resumes by itself when it does).
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
     operation_id = "healthz",
     summary = "Health check",
-    description = "No authentication. 200 when the database answers.",
+    description = "No authentication. 200 when the database answers; `ca` is `available` or \
+        `unavailable` (the CA key's PKCS#11 token is away: provisioning answers 503 until it is \
+        back, and `status` is then `degraded`).",
     security(()),
     responses(
         (status = 200, description = "Healthy.", body = inline(Object), content_type = "application/json",
-            example = json!({ "status": "ok" })),
+            example = json!({ "status": "ok", "ca": "available" })),
         (status = 503, description = "The database does not answer.", body = inline(Object),
             content_type = "application/json",
             example = json!({ "status": "unavailable", "error": "the store does not answer" })),
@@ -55,7 +59,18 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 )]
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     match state.provisioner.store().stats().await {
-        Ok(_) => Json(json!({ "status": "ok" })).into_response(),
+        Ok(_) if state.provisioner.ca_available().await => {
+            Json(json!({ "status": "ok", "ca": "available" })).into_response()
+        }
+        Ok(_) => Json(json!({
+            "status": "degraded",
+            "ca": "unavailable",
+            "error": format!(
+                "the CA key is unavailable ({}): provisioning answers 503 until the token is back",
+                state.provisioner.ca_key_location()
+            ),
+        }))
+        .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: the store does not answer");
             (
@@ -77,7 +92,8 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     description = "Text exposition format 0.0.4: pep_provisions_total{result}, \
         pep_provision_duration_seconds (histogram), pep_fcc_status_total{code,status}, \
         pep_provisions_in_flight, pep_store_identities{state} (deployed, failed, in_flight, \
-        in_doubt: identities an operator must resolve). Needs the read role (the counts \
+        in_doubt: identities an operator must resolve), pep_ca_available (0 while the CA key's \
+        token is away). Needs the read role (the counts \
         describe production).",
     responses(
         (status = 200, description = "The metrics.", body = String,
@@ -88,6 +104,12 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
 )]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
+    text.push_str(&format!(
+        "# HELP pep_ca_available 1 when the CA key can sign, 0 while its PKCS#11 token is away.\n\
+         # TYPE pep_ca_available gauge\n\
+         pep_ca_available {}\n",
+        u8::from(state.provisioner.ca_available().await)
+    ));
     match state.provisioner.store().stats().await {
         Ok(stats) => {
             text.push_str(

@@ -129,6 +129,14 @@ impl Server {
 
     /// Starts the server on `dir/pep.toml` (an existing config and database).
     pub(crate) async fn start_in(dir: tempfile::TempDir) -> Server {
+        Server::start_in_with_env(dir, &[]).await
+    }
+
+    /// [`Server::start_in`] with extra environment variables (a SoftHSM2 token's `SOFTHSM2_CONF`).
+    pub(crate) async fn start_in_with_env(
+        dir: tempfile::TempDir,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -138,6 +146,7 @@ impl Server {
             .arg("--config")
             .arg(dir.path().join("pep.toml"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

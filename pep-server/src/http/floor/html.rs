@@ -228,6 +228,7 @@ pub fn page(
     snap: &Snapshot,
     wanted: Option<&str>,
     search_result: Option<&Result<Vec<AuditRow>, ApiError>>,
+    ca_unavailable: Option<&str>,
 ) -> Markup {
     let live = &snap.live;
     let c = &live.counters;
@@ -253,6 +254,12 @@ pub fn page(
                         form method="post" action="/floor/logout" {
                             button type="submit" class="btn quiet" { "Log out" }
                         }
+                    }
+                }
+                @if let Some(problem) = ca_unavailable {
+                    // The CA key's token is away: the line cannot provision until it is back.
+                    p id="ca-unavailable" class="problem" role="alert" {
+                        "CA unavailable: " (problem)
                     }
                 }
                 main {
@@ -447,7 +454,7 @@ mod tests {
             message: Some(HOSTILE.into()),
             duration_ms: None,
         }]);
-        let html = page(&snapshot(vec![row]), Some(HOSTILE), Some(&search)).into_string();
+        let html = page(&snapshot(vec![row]), Some(HOSTILE), Some(&search), None).into_string();
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;'"));
         assert!(html.contains(
