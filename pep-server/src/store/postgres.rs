@@ -337,7 +337,10 @@ impl PostgresStore {
             .map_err(q(context))?
             .ok_or(StoreError::NotInFlight { id })?;
         insert_audit(&mut tx, &NewAudit::outcome(now, &keys, outcome)).await?;
-        tx.commit().await.map_err(q("committing the outcome"))?;
+        tx.commit().await.map_err(q(match outcome.event {
+            AuditEvent::Deployed => "committing the deployment",
+            _ => "committing the failure",
+        }))?;
         Ok(keys)
     }
 
