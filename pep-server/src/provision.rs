@@ -611,16 +611,14 @@ impl Inner {
                         "FCC accepted the identity with warnings");
                 }
                 tracing::info!(serial, gateway = %job.gateway, %enrollment_id, duration_ms, "deployed");
-                let _ = self.events.send(ProvisionEvent::Finished(AttemptFinished {
+                self.finished(
                     id,
-                    serial: serial.to_owned(),
-                    gateway: job.gateway,
-                    at_ms: self.clock.now_ms(),
+                    job,
                     duration_ms,
-                    outcome: AttemptOutcome::Deployed {
+                    AttemptOutcome::Deployed {
                         enrollment_id: enrollment_id.to_string(),
                     },
-                }));
+                );
                 let GatewayParams {
                     serial_number,
                     gateway,
@@ -683,21 +681,32 @@ impl Inner {
                         },
                     )
                     .await?;
-                let _ = self.events.send(ProvisionEvent::Finished(AttemptFinished {
+                self.finished(
                     id,
-                    serial: serial.to_owned(),
-                    gateway: job.gateway,
-                    at_ms: self.clock.now_ms(),
+                    job,
                     duration_ms,
-                    outcome: AttemptOutcome::Failed {
+                    AttemptOutcome::Failed {
                         fcc_status: fcc_status.map(FccStatus::from_u32),
                         message,
                         fcc_info,
                     },
-                }));
+                );
                 Err(error)
             }
         }
+    }
+
+    /// Tells the subscribers (the floor page) that attempt `id` of `job` ended.
+    fn finished(&self, id: i64, job: &GatewayParams, duration_ms: i64, outcome: AttemptOutcome) {
+        // No subscriber is not an error: the event is simply not seen.
+        let _ = self.events.send(ProvisionEvent::Finished(AttemptFinished {
+            id,
+            serial: job.serial_number.as_str().to_owned(),
+            gateway: job.gateway,
+            at_ms: self.clock.now_ms(),
+            duration_ms,
+            outcome,
+        }));
     }
 
     /// The identity of a deployed serial as its first answer had it, from the store (a repeated
@@ -743,7 +752,7 @@ impl Inner {
                 .cert_not_after
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            fcc_warnings: detail.fcc_warnings,
+            fcc_warnings: detail.fcc.warnings,
             gateway: detail.gateway.parse().map_err(|e| corrupt("gateway", &e))?,
             replayed: true,
         })

@@ -189,8 +189,8 @@ async fn issued_identity_verifies_on_fake_fcc_without_warnings() {
     // The store: deployed, no warnings, the same enrollment ID; the private key is nowhere.
     let row = s.store().identity("GW-0001").await.unwrap().unwrap();
     assert_eq!(row.state, IdentityState::Deployed);
-    assert!(row.fcc_warnings.is_empty());
-    assert_eq!(row.fcc_status, Some(0));
+    assert!(row.fcc.warnings.is_empty());
+    assert_eq!(row.fcc.status, Some(0));
     assert_eq!(
         row.enrollment_id.as_deref(),
         Some(identity.enrollment_id.as_str())
@@ -251,7 +251,7 @@ async fn issued_identity_verifies_on_fake_fcc_without_warnings() {
     assert_eq!(events, ["attempt", "deployed"]);
     assert_eq!(audit[1].gateway, addr.to_string());
     assert_eq!(audit[1].requester, "test@127.0.0.1");
-    assert_eq!(audit[1].fcc_status, Some(0));
+    assert_eq!(audit[1].fcc.status, Some(0));
     assert!(audit[1].duration_ms.is_some());
 }
 
@@ -394,11 +394,11 @@ async fn rejected_by_fcc_carries_its_info_message_and_stays_retryable() {
     assert_eq!(err.http_status(), 502);
     let row = s.store().identity("GW-REJ").await.unwrap().unwrap();
     assert_eq!(row.state, IdentityState::Failed);
-    assert_eq!(row.fcc_status, Some(13));
+    assert_eq!(row.fcc.status, Some(13));
     assert_eq!(s.store().enrollment_id("GW-REJ").await.unwrap(), None);
     let audit = s.store().audit_for("GW-REJ").await.unwrap();
     assert_eq!(audit.last().unwrap().event, "failed");
-    assert_eq!(audit.last().unwrap().fcc_status, Some(13));
+    assert_eq!(audit.last().unwrap().fcc.status, Some(13));
 
     let (addr2, _gw2) = gateway(|_| {}).await;
     s.provisioner
@@ -472,7 +472,7 @@ async fn by_device_mode_deploys_and_the_key_never_leaves_the_device() {
     assert!(!format!("{identity:?}").contains(&format!("{:?}", &key[..8])));
     let row = s.store().identity("GW-CSR-1").await.unwrap().unwrap();
     assert_eq!(row.state, IdentityState::Deployed);
-    assert!(row.fcc_warnings.is_empty());
+    assert!(row.fcc.warnings.is_empty());
 }
 
 #[tokio::test]

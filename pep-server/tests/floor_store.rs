@@ -107,8 +107,8 @@ async fn check(store: Store) {
             ("HX-1", "deployed")
         ]
     );
-    assert_eq!(recent[1].fcc_status, Some(13));
-    assert_eq!(recent[0].fcc_status, None);
+    assert_eq!(recent[1].fcc.status, Some(13));
+    assert_eq!(recent[0].fcc.status, None);
     assert_eq!(recent[0].duration_ms, Some(7));
 
     let serials = |entries: Vec<pep_server::store::AuditEntry>| {

@@ -175,7 +175,7 @@ async fn pg_failed_then_retried_then_deployed_then_conflict() {
         .unwrap();
     let d = store.identity("GW-1").await.unwrap().unwrap();
     assert_eq!(d.state, IdentityState::Failed);
-    assert_eq!(d.fcc_status, Some(9));
+    assert_eq!(d.fcc.status, Some(9));
     assert_eq!(store.enrollment_id("GW-1").await.unwrap(), None);
     // Finishing a row that is no longer in flight is refused.
     let (eid, mut outcome) = deployed(1);
@@ -203,7 +203,7 @@ async fn pg_failed_then_retried_then_deployed_then_conflict() {
     );
     let d = store.identity("GW-1").await.unwrap().unwrap();
     assert_eq!(
-        (d.state, d.attempts, d.fcc_status),
+        (d.state, d.attempts, d.fcc.status),
         (IdentityState::Deployed, 2, Some(0))
     );
     let events: Vec<String> = store

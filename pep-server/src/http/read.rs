@@ -167,7 +167,7 @@ pub(super) fn page_params(params: &QueryParams) -> Result<Page, ApiError> {
     Ok(Page { limit, order, last })
 }
 
-pub(super) fn order_name(order: SortOrder) -> &'static str {
+fn order_name(order: SortOrder) -> &'static str {
     match order {
         SortOrder::Asc => "ASC",
         _ => "DESC",
@@ -221,9 +221,30 @@ pub(super) async fn enrollment_ids(
         .list_deployed(page.limit, page.order, page.last)
         .await
         .map_err(|e| ApiError::internal("reading the store failed", &e))?;
+    Ok(hal_page(
+        uri.path(),
+        "",
+        &page,
+        records.last().map(|r| r.id),
+        records.iter().map(record_json).collect(),
+        None,
+    ))
+}
+
+/// One page of a keyset-paged listing as HAL JSON: `_links.self`, `_links.next` (from the last
+/// entry's `_id`, when the page is not empty), the paging parameters, the `extra` field if any and
+/// the entries. `filter` is the listing's own query before the paging (`state=in_doubt&`).
+pub(super) fn hal_page(
+    path: &str,
+    filter: &str,
+    page: &Page,
+    last_id: Option<i64>,
+    results: Vec<Value>,
+    extra: Option<(&str, Value)>,
+) -> Response {
     let order = order_name(page.order);
     let href = |last: Option<i64>| {
-        let mut h = format!("{}?limit={}&order={order}", uri.path(), page.limit);
+        let mut h = format!("{path}?{filter}limit={}&order={order}", page.limit);
         if let Some(last) = last {
             let _ = write!(h, "&last={last}");
         }
@@ -231,24 +252,26 @@ pub(super) async fn enrollment_ids(
     };
     let mut links = serde_json::Map::new();
     links.insert("self".into(), json!({ "href": href(page.last) }));
-    if let Some(last) = records.last() {
-        links.insert("next".into(), json!({ "href": href(Some(last.id)) }));
+    if let Some(last) = last_id {
+        links.insert("next".into(), json!({ "href": href(Some(last)) }));
     }
-    let body = json!({
-        "_links": links,
-        "total_count": records.len(),
-        "limit": page.limit,
-        "order": order,
-        "results": records.iter().map(record_json).collect::<Vec<_>>(),
-    });
-    Ok((
+    let mut body = serde_json::Map::new();
+    body.insert("_links".into(), links.into());
+    body.insert("total_count".into(), results.len().into());
+    body.insert("limit".into(), page.limit.into());
+    body.insert("order".into(), order.into());
+    body.insert("results".into(), results.into());
+    if let Some((name, value)) = extra {
+        body.insert(name.into(), value);
+    }
+    (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/hal+json"),
         )],
-        body.to_string(),
+        Value::Object(body).to_string(),
     )
-        .into_response())
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,11 +490,11 @@ impl From<AuditEntry> for AuditRow {
             at: e.at_ms,
             event: floor::event_text(&e).to_owned(),
             message: floor::audit_message(&e),
-            fcc_status_name: floor::status_name(e.fcc_status),
+            fcc_status_name: floor::status_name(e.fcc.status),
             serial: e.serial,
             gateway: e.gateway,
             requester: e.requester,
-            fcc_status: e.fcc_status,
+            fcc_status: e.fcc.status,
             detail: e.detail,
             duration_ms: e.duration_ms,
         }

@@ -1,7 +1,6 @@
 //! The in-doubt identities (issue #13): `GET /v3/identities?state=` lists rows by state, and
 //! `POST /v3/identities/{serial}/resolve` is the operator's decision on one in-doubt serial.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
@@ -9,14 +8,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::query::QueryParams;
-use super::read::{order_name, page_params};
+use super::read::{hal_page, page_params};
 use super::{AppState, Principal};
 use crate::store::{IdentityDetail, IdentityState, Resolution};
 
@@ -84,39 +83,14 @@ pub(super) async fn identities(
         .list_by_state(wanted, page.limit, page.order, page.last)
         .await
         .map_err(|e| ApiError::internal("reading the store failed", &e))?;
-    let order = order_name(page.order);
-    let href = |last: Option<i64>| {
-        let mut h = format!(
-            "{}?state={wanted}&limit={}&order={order}",
-            uri.path(),
-            page.limit
-        );
-        if let Some(last) = last {
-            let _ = write!(h, "&last={last}");
-        }
-        h
-    };
-    let mut links = serde_json::Map::new();
-    links.insert("self".into(), json!({ "href": href(page.last) }));
-    if let Some(last) = rows.last() {
-        links.insert("next".into(), json!({ "href": href(Some(last.id)) }));
-    }
-    let body = json!({
-        "_links": links,
-        "state": wanted.as_str(),
-        "total_count": rows.len(),
-        "limit": page.limit,
-        "order": order,
-        "results": rows.iter().map(detail_json).collect::<Vec<_>>(),
-    });
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/hal+json"),
-        )],
-        body.to_string(),
-    )
-        .into_response())
+    Ok(hal_page(
+        uri.path(),
+        &format!("state={wanted}&"),
+        &page,
+        rows.last().map(|r| r.id),
+        rows.iter().map(detail_json).collect(),
+        Some(("state", wanted.as_str().into())),
+    ))
 }
 
 /// The body of a resolution: `{"state": "deployed"}` or `{"state": "failed"}`, nothing else.

@@ -10,7 +10,12 @@
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use super::{AuditEvent, IdentityState, Store, StoreError, now_ms};
+// The rows as both schemas type them: every column the two share (an identity's `server_id` is
+// not read: only in-flight rows have one, and they arrive failed).
+use super::{
+    AuditKeys, AuditRow, DetailRow as IdentityRow, IdentityState, NewAudit, Store, StoreError,
+    now_ms, q,
+};
 
 /// Rows read per round trip.
 const PAGE: i64 = 1000;
@@ -39,39 +44,6 @@ impl MigrationReport {
     pub fn identities(&self) -> u64 {
         self.deployed + self.failed + self.in_doubt
     }
-}
-
-/// One identity row, every column the two schemas share (not `server_id`: only in-flight rows
-/// have one, and they arrive failed).
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct IdentityRow {
-    id: i64,
-    serial: String,
-    state: IdentityState,
-    gateway: String,
-    requester: String,
-    ou: String,
-    device_id: String,
-    hardware_version: String,
-    radio_config: String,
-    led_config: String,
-    category: String,
-    cloud_address: String,
-    api_address: String,
-    gateway_services_address: String,
-    verification_key: Option<String>,
-    enrollment_id: Option<String>,
-    cert_serial: Option<String>,
-    cert_not_after: Option<i64>,
-    fcc_status: Option<i64>,
-    fcc_info: Option<String>,
-    fcc_warnings: String,
-    last_error: Option<String>,
-    cert_der: Option<Vec<u8>>,
-    request_id: Option<String>,
-    attempts: i64,
-    created_at: i64,
-    updated_at: i64,
 }
 
 /// Binds the fields named, in order, to a query of either backend.
@@ -107,22 +79,6 @@ macro_rules! names {
     };
 }
 
-/// One audit row (`id` is `None` for the rows this copy adds).
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct AuditRow {
-    id: Option<i64>,
-    at_ms: i64,
-    serial: String,
-    gateway: String,
-    requester: String,
-    event: AuditEvent,
-    fcc_status: Option<i64>,
-    fcc_info: Option<String>,
-    fcc_warnings: String,
-    detail: Option<String>,
-    duration_ms: Option<i64>,
-}
-
 /// An open transaction on either backend.
 enum Tx {
     Sqlite(Transaction<'static, Sqlite>),
@@ -143,10 +99,6 @@ macro_rules! on_tx {
             }
         }
     };
-}
-
-fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { context, source }
 }
 
 /// `$1, $2, …, $n` (both backends, see `store::sql`).
@@ -202,26 +154,27 @@ impl Tx {
             .map_err(q("counting the rows of the target"))
     }
 
-    async fn identities_after(&mut self, after: i64) -> Result<Vec<IdentityRow>, StoreError> {
+    /// The next page of `table` (ids above `after`), its `columns` read as `T`.
+    async fn page_after<T>(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        after: i64,
+        context: &'static str,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + Unpin,
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
         let sql = format!(
-            "SELECT {} FROM identities WHERE id > $1 ORDER BY id LIMIT $2",
-            identity_columns!(names!()).join(", ")
+            "SELECT {} FROM {table} WHERE id > $1 ORDER BY id LIMIT $2",
+            columns.join(", ")
         );
         on_tx!(self, conn => {
             sqlx::query_as(&sql).bind(after).bind(PAGE).fetch_all(conn).await
         })
-        .map_err(q("reading identities from the source"))
-    }
-
-    async fn audit_after(&mut self, after: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let sql = format!(
-            "SELECT id, {} FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
-            audit_columns!(names!()).join(", ")
-        );
-        on_tx!(self, conn => {
-            sqlx::query_as(&sql).bind(after).bind(PAGE).fetch_all(conn).await
-        })
-        .map_err(q("reading the audit trail from the source"))
+        .map_err(q(context))
     }
 
     async fn insert_identity(&mut self, r: &IdentityRow) -> Result<(), StoreError> {
@@ -271,28 +224,31 @@ impl Tx {
         .map_err(q("writing the request keys to the target"))
     }
 
-    /// Inserts an audit row, keeping its id when it has one.
+    /// Inserts a copied audit row with its id.
     async fn insert_audit(&mut self, r: &AuditRow) -> Result<(), StoreError> {
         let columns = audit_columns!(names!());
-        // With an id, `id` is the last column (so that both forms bind the others alike).
-        let (id_column, n) = match r.id {
-            Some(_) => (", id", columns.len() + 1),
-            None => ("", columns.len()),
-        };
         let sql = format!(
-            "INSERT INTO audit ({}{id_column}) VALUES ({})",
+            "INSERT INTO audit ({}, id) VALUES ({})",
             columns.join(", "),
-            placeholders(n)
+            placeholders(columns.len() + 1)
         );
         on_tx!(self, conn => {
-            let query = audit_columns!(bind_fields!(sqlx::query(&sql), r,));
-            match r.id {
-                Some(id) => query.bind(id),
-                None => query,
-            }
-            .execute(conn)
-            .await
-            .map(drop)
+            audit_columns!(bind_fields!(sqlx::query(&sql), r,))
+                .bind(r.id)
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .map_err(q("writing the audit trail to the target"))
+    }
+
+    /// Appends an audit row this copy adds (a new id).
+    async fn append_audit(&mut self, a: &NewAudit<'_>) -> Result<(), StoreError> {
+        on_tx!(self, conn => {
+            insert_audit_query!(a)
+                .execute(conn)
+                .await
+                .map(drop)
         })
         .map_err(q("writing the audit trail to the target"))
     }
@@ -345,7 +301,14 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
 
     let mut after = i64::MIN;
     loop {
-        let page = source.identities_after(after).await?;
+        let page: Vec<IdentityRow> = source
+            .page_after(
+                "identities",
+                &identity_columns!(names!()),
+                after,
+                "reading identities from the source",
+            )
+            .await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for mut row in page {
@@ -355,34 +318,24 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
                 IdentityState::InDoubt => report.in_doubt += 1,
                 IdentityState::InFlight => {
                     // Written ahead: the identity may have reached the gateway.
-                    let (state, event, error) = if row.cert_der.is_some() {
+                    let (state, error) = if row.cert_der.is_some() {
                         report.in_doubt += 1;
-                        (IdentityState::InDoubt, AuditEvent::InDoubt, super::IN_DOUBT)
+                        (IdentityState::InDoubt, super::IN_DOUBT)
                     } else {
                         report.failed += 1;
-                        (
-                            IdentityState::Failed,
-                            AuditEvent::Interrupted,
-                            MIGRATED_IN_FLIGHT,
-                        )
+                        (IdentityState::Failed, MIGRATED_IN_FLIGHT)
                     };
                     report.interrupted += 1;
                     row.state = state;
                     row.last_error = Some(error.to_owned());
                     row.updated_at = now;
-                    interrupted.push(AuditRow {
-                        id: None,
-                        at_ms: now,
+                    let keys = AuditKeys {
                         serial: row.serial.clone(),
                         gateway: row.gateway.clone(),
                         requester: row.requester.clone(),
-                        event,
-                        fcc_status: None,
-                        fcc_info: None,
-                        fcc_warnings: String::new(),
-                        detail: Some(error.to_owned()),
-                        duration_ms: Some(now.saturating_sub(row.created_at)),
-                    });
+                        created_at: row.created_at,
+                    };
+                    interrupted.push((keys, state, error));
                 }
             }
             target.insert_identity(&row).await?;
@@ -391,11 +344,16 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
 
     let mut after = i64::MIN;
     loop {
-        let page = source.audit_after(after).await?;
+        let page: Vec<AuditRow> = source
+            .page_after(
+                "audit",
+                &audit_columns!(names!(id,)),
+                after,
+                "reading the audit trail from the source",
+            )
+            .await?;
         let Some(last) = page.last() else { break };
-        after = last
-            .id
-            .ok_or_else(|| StoreError::Corrupt("audit row without id".to_owned()))?;
+        after = last.id;
         for row in page {
             target.insert_audit(&row).await?;
             report.audit += 1;
@@ -414,8 +372,10 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
     source.commit().await?;
 
     target.advance_sequences().await?;
-    for row in &interrupted {
-        target.insert_audit(row).await?;
+    for (keys, state, error) in &interrupted {
+        target
+            .append_audit(&NewAudit::recovered(now, keys, *state, error))
+            .await?;
     }
     target.commit().await?;
     Ok(report)

@@ -15,6 +15,25 @@
 //! in flight for longer than [`StoreOptions::in_flight_lease`], so servers can start and stop
 //! independently while the others keep provisioning.
 
+/// `sql::INSERT_AUDIT` with a [`NewAudit`] bound: one binding for both sqlx backends (the
+/// servers' PostgreSQL writes and `migrate-store`'s added rows).
+macro_rules! insert_audit_query {
+    ($audit:expr) => {{
+        let a: &$crate::store::NewAudit<'_> = $audit;
+        sqlx::query($crate::store::sql::INSERT_AUDIT)
+            .bind(a.at_ms)
+            .bind(&a.keys.serial)
+            .bind(&a.keys.gateway)
+            .bind(&a.keys.requester)
+            .bind(a.event)
+            .bind(a.fcc_status.map(i64::from))
+            .bind(a.fcc_info)
+            .bind(a.fcc_warnings)
+            .bind(a.detail)
+            .bind(a.duration_ms)
+    }};
+}
+
 pub mod migrate;
 pub mod postgres;
 mod sql;
@@ -209,6 +228,36 @@ macro_rules! text_column {
     };
 }
 
+/// A text enum's one table of names: `as_str`, `FromStr` (an unknown text is an [`UnknownName`]
+/// naming `$what`) and its column type (`text_column!`).
+macro_rules! text_enum {
+    ($t:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $t {
+            /// The text stored in its column.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($t::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($name => Ok($t::$variant),)+
+                    other => Err(UnknownName {
+                        what: $what,
+                        text: other.to_owned(),
+                    }),
+                }
+            }
+        }
+        text_column!($t);
+    };
+}
+
 /// State of an identity row (the `state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdentityState {
@@ -224,35 +273,12 @@ pub enum IdentityState {
     InDoubt,
 }
 
-impl IdentityState {
-    /// The text stored in the `state` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdentityState::InFlight => "in_flight",
-            IdentityState::Deployed => "deployed",
-            IdentityState::Failed => "failed",
-            IdentityState::InDoubt => "in_doubt",
-        }
-    }
-}
-
-impl std::str::FromStr for IdentityState {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        match s {
-            "in_flight" => Ok(IdentityState::InFlight),
-            "deployed" => Ok(IdentityState::Deployed),
-            "failed" => Ok(IdentityState::Failed),
-            "in_doubt" => Ok(IdentityState::InDoubt),
-            other => Err(UnknownName {
-                what: "state",
-                text: other.to_owned(),
-            }),
-        }
-    }
-}
-text_column!(IdentityState);
+text_enum!(IdentityState, "state", {
+    InFlight => "in_flight",
+    Deployed => "deployed",
+    Failed => "failed",
+    InDoubt => "in_doubt",
+});
 
 /// What an audit row records (the `event` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -277,43 +303,16 @@ pub enum AuditEvent {
     Resolved,
 }
 
-impl AuditEvent {
-    /// The text stored in the `event` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditEvent::Attempt => "attempt",
-            AuditEvent::Deployed => "deployed",
-            AuditEvent::Failed => "failed",
-            AuditEvent::Conflict => "conflict",
-            AuditEvent::Interrupted => "interrupted",
-            AuditEvent::InDoubt => "in_doubt",
-            AuditEvent::Replay => "replay",
-            AuditEvent::Resolved => "resolved",
-        }
-    }
-}
-
-impl std::str::FromStr for AuditEvent {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        match s {
-            "attempt" => Ok(AuditEvent::Attempt),
-            "deployed" => Ok(AuditEvent::Deployed),
-            "failed" => Ok(AuditEvent::Failed),
-            "conflict" => Ok(AuditEvent::Conflict),
-            "interrupted" => Ok(AuditEvent::Interrupted),
-            "in_doubt" => Ok(AuditEvent::InDoubt),
-            "replay" => Ok(AuditEvent::Replay),
-            "resolved" => Ok(AuditEvent::Resolved),
-            other => Err(UnknownName {
-                what: "audit event",
-                text: other.to_owned(),
-            }),
-        }
-    }
-}
-text_column!(AuditEvent);
+text_enum!(AuditEvent, "audit event", {
+    Attempt => "attempt",
+    Deployed => "deployed",
+    Failed => "failed",
+    Conflict => "conflict",
+    Interrupted => "interrupted",
+    InDoubt => "in_doubt",
+    Replay => "replay",
+    Resolved => "resolved",
+});
 
 impl PartialEq<&str> for AuditEvent {
     fn eq(&self, other: &&str) -> bool {
@@ -415,12 +414,8 @@ pub struct IdentityDetail {
     pub cert_serial: Option<String>,
     /// Certificate notAfter (unix seconds) once deployed.
     pub cert_not_after: Option<i64>,
-    /// FCC ReturnStatus of the latest attempt, if FCC answered.
-    pub fcc_status: Option<u32>,
-    /// FCC's InfoMessage of the latest attempt, when FCC rejected it.
-    pub fcc_info: Option<String>,
-    /// FCC warnings of the latest attempt.
-    pub fcc_warnings: Vec<String>,
+    /// What FCC answered the latest attempt.
+    pub fcc: FccAnswer,
     /// Error of the latest failed attempt.
     pub last_error: Option<String>,
     /// The device certificate (DER), written ahead of the injection.
@@ -463,12 +458,8 @@ pub struct AuditEntry {
     pub requester: String,
     /// What happened.
     pub event: AuditEvent,
-    /// FCC ReturnStatus, when FCC answered.
-    pub fcc_status: Option<u32>,
-    /// FCC's InfoMessage, when FCC rejected the attempt.
-    pub fcc_info: Option<String>,
-    /// FCC's warnings (outcome rows).
-    pub fcc_warnings: Vec<String>,
+    /// What FCC answered (outcome rows).
+    pub fcc: FccAnswer,
     /// Error text or other detail.
     pub detail: Option<String>,
     /// Duration of the attempt, ms (outcome rows).
@@ -480,16 +471,30 @@ pub(crate) fn join_warnings(warnings: &[String]) -> String {
     warnings.join("\n")
 }
 
-fn split_warnings(s: &str) -> Vec<String> {
-    s.split('\n')
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// What FCC answered an attempt, as stored with an identity (its latest attempt) and an audit row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FccAnswer {
+    /// ReturnStatus, when FCC answered.
+    pub status: Option<u32>,
+    /// InfoMessage, when FCC rejected the attempt.
+    pub info: Option<String>,
+    /// Warnings, one per line of FCC's WarningInfo.
+    pub warnings: Vec<String>,
 }
 
-/// A stored FCC status (BIGINT / INTEGER) as the `u32` it was.
-fn fcc_status(stored: Option<i64>) -> Option<u32> {
-    stored.and_then(|s| u32::try_from(s).ok())
+impl FccAnswer {
+    /// From its three columns: the status as BIGINT / INTEGER, the warnings [`join_warnings`]ed.
+    fn stored(status: Option<i64>, info: Option<String>, warnings: &str) -> FccAnswer {
+        FccAnswer {
+            status: status.and_then(|s| u32::try_from(s).ok()),
+            info,
+            warnings: warnings
+                .split('\n')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
 }
 
 /// [`IdentityDetail`] as its columns are typed in both schemas.
@@ -545,9 +550,7 @@ impl From<DetailRow> for IdentityDetail {
             enrollment_id: r.enrollment_id,
             cert_serial: r.cert_serial,
             cert_not_after: r.cert_not_after,
-            fcc_status: fcc_status(r.fcc_status),
-            fcc_info: r.fcc_info,
-            fcc_warnings: split_warnings(&r.fcc_warnings),
+            fcc: FccAnswer::stored(r.fcc_status, r.fcc_info, &r.fcc_warnings),
             last_error: r.last_error,
             cert_der: r.cert_der,
             request_id: r.request_id,
@@ -583,9 +586,7 @@ impl From<AuditRow> for AuditEntry {
             gateway: r.gateway,
             requester: r.requester,
             event: r.event,
-            fcc_status: fcc_status(r.fcc_status),
-            fcc_info: r.fcc_info,
-            fcc_warnings: split_warnings(&r.fcc_warnings),
+            fcc: FccAnswer::stored(r.fcc_status, r.fcc_info, &r.fcc_warnings),
             detail: r.detail,
             duration_ms: r.duration_ms,
         }
@@ -687,15 +688,23 @@ pub(crate) struct ConflictRow {
     pub(crate) enrollment_id: Option<String>,
 }
 
-/// What a blocked reservation answers and audits (both backends): a replay when the request's key
-/// made the deployed attempt, a conflict otherwise.
-pub(crate) fn conflict_outcome(
-    row: &ConflictRow,
+/// What a reservation answers and audits (both backends): the row id when the upsert took the
+/// serial (`Ok`); for the row that blocked it (`Err`), a replay when the request's key made the
+/// deployed attempt, a conflict otherwise.
+pub(crate) fn reservation_outcome(
+    taken: Result<i64, ConflictRow>,
     key: Option<&str>,
-) -> (Reservation, AuditEvent, String) {
+) -> (Reservation, AuditEvent, Option<String>) {
+    let row = match taken {
+        Ok(id) => {
+            let detail = key.map(|k| format!("request key {k}"));
+            return (Reservation::Reserved { id }, AuditEvent::Attempt, detail);
+        }
+        Err(row) => row,
+    };
     let same_key = key.is_some() && row.request_id.as_deref() == key;
     let state = row.state;
-    match key {
+    let (result, event, detail) = match key {
         Some(key) if same_key && state == IdentityState::Deployed => (
             Reservation::Replay { id: row.id },
             AuditEvent::Replay,
@@ -714,7 +723,8 @@ pub(crate) fn conflict_outcome(
             AuditEvent::Conflict,
             format!("serial is {state}"),
         ),
-    }
+    };
+    (result, event, Some(detail))
 }
 
 /// The audit detail of a request key refused because it names another serial.
@@ -722,18 +732,43 @@ pub(crate) fn key_used_detail(key: &str) -> String {
     format!("request key {key} was used for another serial")
 }
 
-/// The `last_error` an operator's resolution leaves (none for `deployed`).
-pub(crate) fn resolved_error(state: IdentityState, who: &str) -> Option<String> {
-    (state != IdentityState::Deployed).then(|| {
-        format!(
-            "resolved failed by {who}: the gateway does not hold this identity; provision it again"
-        )
-    })
+/// An operator's decision on an in-doubt serial ([`Store::resolve`]), owned: the SQLite writer
+/// thread takes it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    /// The serial.
+    pub(crate) serial: String,
+    /// `deployed` or `failed`.
+    pub(crate) state: IdentityState,
+    /// Who decided (the audit row's requester).
+    pub(crate) who: String,
+    /// Now, ms since the epoch.
+    pub(crate) now_ms: i64,
 }
 
-/// The audit detail of an operator's resolution.
-pub(crate) fn resolved_detail(state: IdentityState, who: &str) -> String {
-    format!("in_doubt resolved {state} by {who}")
+impl Decision {
+    /// The `last_error` it leaves (none for `deployed`).
+    pub(crate) fn last_error(&self) -> Option<String> {
+        (self.state != IdentityState::Deployed).then(|| {
+            format!(
+                "resolved failed by {}: the gateway does not hold this identity; provision it again",
+                self.who
+            )
+        })
+    }
+
+    /// The audit row's detail.
+    pub(crate) fn detail(&self) -> String {
+        format!("in_doubt resolved {} by {}", self.state, self.who)
+    }
+
+    /// The audit keys of the resolved row, with the operator as the requester.
+    pub(crate) fn audit_keys(&self, row: AuditKeys) -> AuditKeys {
+        AuditKeys {
+            requester: self.who.clone(),
+            ..row
+        }
+    }
 }
 
 /// Outcome data of a successful injection.
@@ -752,6 +787,18 @@ pub struct DeployedOutcome<'a> {
 }
 
 impl DeployedOutcome<'_> {
+    /// Its audit row, with the stored `warnings` and [`DeployedOutcome::detail`].
+    pub(crate) fn outcome<'s>(&self, warnings: &'s str, detail: &'s str) -> Outcome<'s> {
+        Outcome {
+            event: AuditEvent::Deployed,
+            fcc_status: Some(0),
+            fcc_info: None,
+            fcc_warnings: warnings,
+            detail,
+            duration_ms: self.duration_ms,
+        }
+    }
+
     /// The audit row's detail: the enrollment ID, and the warnings if any.
     fn detail(&self) -> String {
         if self.fcc_warnings.is_empty() {
@@ -762,6 +809,105 @@ impl DeployedOutcome<'_> {
                 self.enrollment_id,
                 self.fcc_warnings.join("; ")
             )
+        }
+    }
+}
+
+/// The columns of an identity row its audit rows repeat (`RETURNING` of the updates, both
+/// backends).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct AuditKeys {
+    pub(crate) serial: String,
+    pub(crate) gateway: String,
+    pub(crate) requester: String,
+    pub(crate) created_at: i64,
+}
+
+impl AuditKeys {
+    /// The keys of a new attempt's row.
+    pub(crate) fn of(a: &NewAttempt) -> AuditKeys {
+        AuditKeys {
+            serial: a.params.serial_number.as_str().to_owned(),
+            gateway: a.params.gateway.to_string(),
+            requester: a.requester.clone(),
+            created_at: a.now_ms,
+        }
+    }
+}
+
+/// How an attempt ended, as its audit row records it (both backends).
+pub(crate) struct Outcome<'a> {
+    pub(crate) event: AuditEvent,
+    pub(crate) fcc_status: Option<u32>,
+    pub(crate) fcc_info: Option<&'a str>,
+    /// [`join_warnings`] of the warnings.
+    pub(crate) fcc_warnings: &'a str,
+    pub(crate) detail: &'a str,
+    pub(crate) duration_ms: i64,
+}
+
+/// One audit row to append with `sql::INSERT_AUDIT` (both backends).
+pub(crate) struct NewAudit<'a> {
+    pub(crate) at_ms: i64,
+    pub(crate) keys: &'a AuditKeys,
+    pub(crate) event: AuditEvent,
+    pub(crate) fcc_status: Option<u32>,
+    pub(crate) fcc_info: Option<&'a str>,
+    pub(crate) fcc_warnings: &'a str,
+    pub(crate) detail: Option<&'a str>,
+    pub(crate) duration_ms: Option<i64>,
+}
+
+impl<'a> NewAudit<'a> {
+    /// A row without an FCC answer or a duration (reservations, refusals, resolutions).
+    pub(crate) fn note(
+        at_ms: i64,
+        keys: &'a AuditKeys,
+        event: AuditEvent,
+        detail: Option<&'a str>,
+    ) -> Self {
+        NewAudit {
+            at_ms,
+            keys,
+            event,
+            fcc_status: None,
+            fcc_info: None,
+            fcc_warnings: "",
+            detail,
+            duration_ms: None,
+        }
+    }
+
+    /// The row of an attempt found in flight at start-up (or past its lease): `in_doubt` when its
+    /// identity could have reached FCC, else `interrupted`; `detail` is the error stored.
+    pub(crate) fn recovered(
+        at_ms: i64,
+        keys: &'a AuditKeys,
+        state: IdentityState,
+        detail: &'a str,
+    ) -> Self {
+        let event = if state == IdentityState::InDoubt {
+            AuditEvent::InDoubt
+        } else {
+            AuditEvent::Interrupted
+        };
+        NewAudit {
+            duration_ms: Some(at_ms.saturating_sub(keys.created_at)),
+            ..NewAudit::note(at_ms, keys, event, Some(detail))
+        }
+    }
+
+    /// The row that finishes an attempt.
+    pub(crate) fn outcome(at_ms: i64, keys: &'a AuditKeys, o: &Outcome<'a>) -> Self {
+        NewAudit {
+            at_ms,
+            keys,
+            event: o.event,
+            fcc_status: o.fcc_status,
+            fcc_info: o.fcc_info,
+            fcc_warnings: o.fcc_warnings,
+            detail: Some(o.detail),
+            duration_ms: Some(o.duration_ms),
         }
     }
 }
@@ -779,6 +925,23 @@ pub struct FailedOutcome<'a> {
     pub error: &'a str,
     /// Attempt duration, ms.
     pub duration_ms: i64,
+}
+
+impl<'a> FailedOutcome<'a> {
+    /// Its audit row, with the stored `warnings`.
+    pub(crate) fn outcome<'s>(&self, warnings: &'s str) -> Outcome<'s>
+    where
+        'a: 's,
+    {
+        Outcome {
+            event: AuditEvent::Failed,
+            fcc_status: self.fcc_status,
+            fcc_info: self.fcc_info,
+            fcc_warnings: warnings,
+            detail: self.error,
+            duration_ms: self.duration_ms,
+        }
+    }
 }
 
 /// The store (one variant per backend).
@@ -867,9 +1030,15 @@ impl Store {
                 "an in-doubt identity resolves deployed or failed, not {state}"
             )));
         }
+        let decision = Decision {
+            serial: serial.to_owned(),
+            state,
+            who: who.to_owned(),
+            now_ms: now_ms(),
+        };
         match self {
-            Store::Sqlite(s) => s.resolve(serial, state, who).await,
-            Store::Postgres(s) => s.resolve(serial, state, who).await,
+            Store::Sqlite(s) => s.resolve(decision).await,
+            Store::Postgres(s) => s.resolve(&decision).await,
         }
     }
 

@@ -20,9 +20,9 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::{
-    AuditEvent, ConflictRow, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, IdentityState,
-    NewAttempt, Reservation, Resolution, StoreError, WriteAhead, conflict_outcome, join_warnings,
-    now_ms, q, sql,
+    AuditEvent, AuditKeys, ConflictRow, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT,
+    INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, Reservation, Resolution, StoreError,
+    WriteAhead, join_warnings, now_ms, q, reservation_outcome, sql,
 };
 
 /// Default connections per server: PostgreSQL runs writes of different serials in parallel.
@@ -184,8 +184,8 @@ impl PostgresStore {
 
     pub(super) async fn reserve(&self, a: &NewAttempt) -> Result<Reservation, StoreError> {
         let p = &a.params;
-        let serial = p.serial_number.as_str();
-        let gateway = p.gateway.to_string();
+        let keys = AuditKeys::of(a);
+        let (serial, gateway) = (keys.serial.as_str(), &keys.gateway);
         let key = a.request_key.as_ref().map(|k| k.as_str());
         let mut tx = self
             .pool
@@ -208,22 +208,9 @@ impl PostgresStore {
                 .await
                 .map_err(q("reading the request key"))?;
             if owner != serial {
-                insert_audit(
-                    &mut tx,
-                    &AuditRow {
-                        at_ms: a.now_ms,
-                        serial,
-                        gateway: &gateway,
-                        requester: &a.requester,
-                        event: AuditEvent::Conflict,
-                        fcc_status: None,
-                        fcc_info: None,
-                        fcc_warnings: "",
-                        detail: Some(&super::key_used_detail(key)),
-                        duration_ms: None,
-                    },
-                )
-                .await?;
+                let detail = super::key_used_detail(key);
+                let audit = NewAudit::note(a.now_ms, &keys, AuditEvent::Conflict, Some(&detail));
+                insert_audit(&mut tx, &audit).await?;
                 tx.commit().await.map_err(q("committing the refusal"))?;
                 return Ok(Reservation::KeyUsed);
             }
@@ -232,7 +219,7 @@ impl PostgresStore {
         // the WHERE on the winner's row.
         let id: Option<i64> = sqlx::query_scalar(sql::RESERVE)
             .bind(serial)
-            .bind(&gateway)
+            .bind(gateway)
             .bind(&a.requester)
             .bind(&self.options.server_id)
             .bind(p.hardware_version.as_str())
@@ -249,12 +236,8 @@ impl PostgresStore {
             .await
             .map_err(q("reserving the serial"))?;
 
-        let (result, event, detail) = match id {
-            Some(id) => (
-                Reservation::Reserved { id },
-                AuditEvent::Attempt,
-                key.map(|k| format!("request key {k}")),
-            ),
+        let taken = match id {
+            Some(id) => Ok(id),
             None => {
                 // READ COMMITTED: this statement sees the committed row that blocked the upsert.
                 let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
@@ -262,29 +245,17 @@ impl PostgresStore {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(q("reading the conflicting row"))?;
-                let row = row.ok_or_else(|| {
+                Err(row.ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "serial `{serial}` conflicted but has no row (rows are never deleted)"
                     ))
-                })?;
-                let (result, event, detail) = conflict_outcome(&row, key);
-                (result, event, Some(detail))
+                })?)
             }
         };
+        let (result, event, detail) = reservation_outcome(taken, key);
         insert_audit(
             &mut tx,
-            &AuditRow {
-                at_ms: a.now_ms,
-                serial,
-                gateway: &gateway,
-                requester: &a.requester,
-                event,
-                fcc_status: None,
-                fcc_info: None,
-                fcc_warnings: "",
-                detail: detail.as_deref(),
-                duration_ms: None,
-            },
+            &NewAudit::note(a.now_ms, &keys, event, detail.as_deref()),
         )
         .await?;
         tx.commit().await.map_err(q("committing the reservation"))?;
@@ -298,42 +269,23 @@ impl PostgresStore {
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let warnings = join_warnings(o.fcc_warnings);
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
-        // `state = 'in_flight'` under the row lock: if another server expired this attempt in the
-        // meantime, nothing is updated and the caller learns it (NotInFlight).
-        let keys: AuditKeys = sqlx::query_as(sql::MARK_DEPLOYED)
+        let update = sqlx::query_as(sql::MARK_DEPLOYED)
             .bind(o.enrollment_id)
             .bind(o.cert_serial)
             .bind(o.cert_not_after)
             .bind(&warnings)
             .bind(now)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(q("marking the identity deployed"))?
-            .ok_or(StoreError::NotInFlight { id })?;
+            .bind(id);
         let detail = o.detail();
-        insert_audit(
-            &mut tx,
-            &AuditRow {
-                at_ms: now,
-                serial: &keys.serial,
-                gateway: &keys.gateway,
-                requester: &keys.requester,
-                event: AuditEvent::Deployed,
-                fcc_status: Some(0),
-                fcc_info: None,
-                fcc_warnings: &warnings,
-                detail: Some(&detail),
-                duration_ms: Some(o.duration_ms),
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(q("committing the deployment"))?;
+        let keys = self
+            .finish_attempt(
+                id,
+                now,
+                update,
+                &o.outcome(&warnings, &detail),
+                "marking the identity deployed",
+            )
+            .await?;
         Ok(keys.created_at)
     }
 
@@ -344,40 +296,52 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let warnings = join_warnings(o.fcc_warnings);
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
-        let keys: AuditKeys = sqlx::query_as(sql::MARK_FAILED)
+        let update = sqlx::query_as(sql::MARK_FAILED)
             .bind(o.fcc_status.map(i64::from))
             .bind(o.fcc_info)
             .bind(&warnings)
             .bind(o.error)
             .bind(now)
-            .bind(id)
+            .bind(id);
+        self.finish_attempt(
+            id,
+            now,
+            update,
+            &o.outcome(&warnings),
+            "marking the identity failed",
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Runs `update` (a `MARK_*` statement returning the row's [`AuditKeys`]) and audits
+    /// `outcome`, in one transaction. `state = 'in_flight'` under the row lock: if another server
+    /// expired this attempt in the meantime, nothing is updated and the caller learns it
+    /// (NotInFlight).
+    async fn finish_attempt(
+        &self,
+        id: i64,
+        now: i64,
+        update: sqlx::query::QueryAs<'_, sqlx::Postgres, AuditKeys, sqlx::postgres::PgArguments>,
+        outcome: &Outcome<'_>,
+        context: &'static str,
+    ) -> Result<AuditKeys, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("starting a transaction"))?;
+        let keys = update
             .fetch_optional(&mut *tx)
             .await
-            .map_err(q("marking the identity failed"))?
+            .map_err(q(context))?
             .ok_or(StoreError::NotInFlight { id })?;
-        insert_audit(
-            &mut tx,
-            &AuditRow {
-                at_ms: now,
-                serial: &keys.serial,
-                gateway: &keys.gateway,
-                requester: &keys.requester,
-                event: AuditEvent::Failed,
-                fcc_status: o.fcc_status,
-                fcc_info: o.fcc_info,
-                fcc_warnings: &warnings,
-                detail: Some(o.error),
-                duration_ms: Some(o.duration_ms),
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(q("committing the failure"))?;
-        Ok(())
+        insert_audit(&mut tx, &NewAudit::outcome(now, &keys, outcome)).await?;
+        tx.commit().await.map_err(q(match outcome.event {
+            AuditEvent::Deployed => "committing the deployment",
+            _ => "committing the failure",
+        }))?;
+        Ok(keys)
     }
 
     pub(super) async fn write_ahead(&self, id: i64, a: WriteAhead) -> Result<(), StoreError> {
@@ -398,29 +362,23 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn resolve(
-        &self,
-        serial: &str,
-        state: IdentityState,
-        who: &str,
-    ) -> Result<Resolution, StoreError> {
-        let now = now_ms();
+    pub(super) async fn resolve(&self, d: &Decision) -> Result<Resolution, StoreError> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(q("starting a transaction"))?;
         let keys: Option<AuditKeys> = sqlx::query_as(sql::RESOLVE)
-            .bind(state)
-            .bind(super::resolved_error(state, who))
-            .bind(now)
-            .bind(serial)
+            .bind(d.state)
+            .bind(d.last_error())
+            .bind(d.now_ms)
+            .bind(&d.serial)
             .fetch_optional(&mut *tx)
             .await
             .map_err(q("resolving an in-doubt identity"))?;
         let Some(keys) = keys else {
             let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
-                .bind(serial)
+                .bind(&d.serial)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(q("reading the identity to resolve"))?;
@@ -429,23 +387,9 @@ impl PostgresStore {
                 Some(row) => Resolution::NotInDoubt { state: row.state },
             });
         };
-        let detail = super::resolved_detail(state, who);
-        insert_audit(
-            &mut tx,
-            &AuditRow {
-                at_ms: now,
-                serial: &keys.serial,
-                gateway: &keys.gateway,
-                requester: who,
-                event: AuditEvent::Resolved,
-                fcc_status: None,
-                fcc_info: None,
-                fcc_warnings: "",
-                detail: Some(&detail),
-                duration_ms: None,
-            },
-        )
-        .await?;
+        let (keys, detail) = (d.audit_keys(keys), d.detail());
+        let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
+        insert_audit(&mut tx, &audit).await?;
         tx.commit().await.map_err(q("committing the resolution"))?;
         Ok(Resolution::Resolved)
     }
@@ -493,26 +437,8 @@ async fn recover(pool: &PgPool, options: &StoreOptions, which: Recover) -> Resul
         .await
         .map_err(q("recovering interrupted attempts"))?;
     for row in &rows {
-        insert_audit(
-            &mut tx,
-            &AuditRow {
-                at_ms: now,
-                serial: &row.keys.serial,
-                gateway: &row.keys.gateway,
-                requester: &row.keys.requester,
-                event: if row.state == IdentityState::InDoubt {
-                    AuditEvent::InDoubt
-                } else {
-                    AuditEvent::Interrupted
-                },
-                fcc_status: None,
-                fcc_info: None,
-                fcc_warnings: "",
-                detail: Some(&row.last_error),
-                duration_ms: Some(now.saturating_sub(row.keys.created_at)),
-            },
-        )
-        .await?;
+        let audit = NewAudit::recovered(now, &row.keys, row.state, &row.last_error);
+        insert_audit(&mut tx, &audit).await?;
     }
     tx.commit().await.map_err(q("committing the recovery"))?;
     Ok(rows.len() as u64)
@@ -554,14 +480,6 @@ pub(super) fn redact(url: &str) -> String {
 }
 
 /// The columns an audit row copies from its identity row (`RETURNING` of the updates).
-#[derive(sqlx::FromRow)]
-struct AuditKeys {
-    serial: String,
-    gateway: String,
-    requester: String,
-    created_at: i64,
-}
-
 /// A row the recovery marked failed.
 #[derive(sqlx::FromRow)]
 struct RecoveredRow {
@@ -571,34 +489,11 @@ struct RecoveredRow {
     state: IdentityState,
 }
 
-struct AuditRow<'a> {
-    at_ms: i64,
-    serial: &'a str,
-    gateway: &'a str,
-    requester: &'a str,
-    event: AuditEvent,
-    fcc_status: Option<u32>,
-    fcc_info: Option<&'a str>,
-    fcc_warnings: &'a str,
-    detail: Option<&'a str>,
-    duration_ms: Option<i64>,
-}
-
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    a: &AuditRow<'_>,
+    a: &NewAudit<'_>,
 ) -> Result<(), StoreError> {
-    sqlx::query(sql::INSERT_AUDIT)
-        .bind(a.at_ms)
-        .bind(a.serial)
-        .bind(a.gateway)
-        .bind(a.requester)
-        .bind(a.event)
-        .bind(a.fcc_status.map(i64::from))
-        .bind(a.fcc_info)
-        .bind(a.fcc_warnings)
-        .bind(a.detail)
-        .bind(a.duration_ms)
+    insert_audit_query!(a)
         .execute(&mut **tx)
         .await
         .map_err(q("appending to the audit trail"))?;

@@ -21,6 +21,24 @@ macro_rules! audit_columns {
     };
 }
 
+/// The columns of [`super::IdentityDetail`] (every column but `server_id`).
+macro_rules! detail_columns {
+    () => {
+        "id, serial, state, gateway, requester, ou, device_id, hardware_version, radio_config, \
+         led_config, category, cloud_address, api_address, gateway_services_address, \
+         verification_key, enrollment_id, cert_serial, cert_not_after, fcc_status, fcc_info, \
+         fcc_warnings, last_error, cert_der, request_id, attempts, created_at, updated_at"
+    };
+}
+
+/// `SELECT` the columns of one row type (`record_columns`, `audit_columns`, `detail_columns`),
+/// then `$rest`.
+macro_rules! select {
+    ($columns:ident, $rest:literal) => {
+        concat!("SELECT ", $columns!(), " ", $rest)
+    };
+}
+
 /// Reserve a serial: insert it in flight, or revive a `failed` row; a deployed or in-flight one is
 /// left alone (no row returned). The UNIQUE(serial) constraint decides races, never a
 /// check-then-insert. `$4` is the reserving server (PostgreSQL; NULL with SQLite), `$14` the
@@ -123,52 +141,38 @@ pub(super) const VERIFICATION_KEY: &str = "SELECT verification_key FROM identiti
 /// Deployed identities after a cursor, oldest first. Keyset paging on the integer primary key
 /// (through the partial index of deployed rows): a page costs the same at row 10 and at row 10
 /// million.
-pub(super) const LIST_DEPLOYED_ASC: &str = concat!(
-    "SELECT ",
-    record_columns!(),
-    " FROM identities WHERE state = 'deployed' AND id > $1 ORDER BY id ASC LIMIT $2"
+pub(super) const LIST_DEPLOYED_ASC: &str = select!(
+    record_columns,
+    "FROM identities WHERE state = 'deployed' AND id > $1 ORDER BY id ASC LIMIT $2"
 );
 
 /// Deployed identities before a cursor, newest first.
-pub(super) const LIST_DEPLOYED_DESC: &str = concat!(
-    "SELECT ",
-    record_columns!(),
-    " FROM identities WHERE state = 'deployed' AND id < $1 ORDER BY id DESC LIMIT $2"
+pub(super) const LIST_DEPLOYED_DESC: &str = select!(
+    record_columns,
+    "FROM identities WHERE state = 'deployed' AND id < $1 ORDER BY id DESC LIMIT $2"
 );
 
 /// Rows per state.
 pub(super) const STATS: &str = "SELECT state, COUNT(*) FROM identities GROUP BY state";
 
 /// Everything about one serial.
-pub(super) const IDENTITY: &str = "SELECT id, serial, state, gateway, requester, ou, device_id, \
-         hardware_version, radio_config, led_config, category, cloud_address, api_address, \
-         gateway_services_address, verification_key, enrollment_id, cert_serial, cert_not_after, \
-         fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id, attempts, \
-         created_at, updated_at \
-     FROM identities WHERE serial = $1";
+pub(super) const IDENTITY: &str = select!(detail_columns, "FROM identities WHERE serial = $1");
 
 /// Rows in one state after a cursor, oldest first (the `(state, id)` index).
-pub(super) const LIST_BY_STATE_ASC: &str = "SELECT id, serial, state, gateway, requester, ou, \
-         device_id, hardware_version, radio_config, led_config, category, cloud_address, \
-         api_address, gateway_services_address, verification_key, enrollment_id, cert_serial, \
-         cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id, \
-         attempts, created_at, updated_at \
-     FROM identities WHERE state = $1 AND id > $2 ORDER BY id ASC LIMIT $3";
+pub(super) const LIST_BY_STATE_ASC: &str = select!(
+    detail_columns,
+    "FROM identities WHERE state = $1 AND id > $2 ORDER BY id ASC LIMIT $3"
+);
 
 /// Rows in one state before a cursor, newest first.
-pub(super) const LIST_BY_STATE_DESC: &str = "SELECT id, serial, state, gateway, requester, ou, \
-         device_id, hardware_version, radio_config, led_config, category, cloud_address, \
-         api_address, gateway_services_address, verification_key, enrollment_id, cert_serial, \
-         cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id, \
-         attempts, created_at, updated_at \
-     FROM identities WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+pub(super) const LIST_BY_STATE_DESC: &str = select!(
+    detail_columns,
+    "FROM identities WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+);
 
 /// The audit trail of one serial, oldest first.
-pub(super) const AUDIT_FOR: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM audit WHERE serial = $1 ORDER BY id"
-);
+pub(super) const AUDIT_FOR: &str =
+    select!(audit_columns, "FROM audit WHERE serial = $1 ORDER BY id");
 
 /// Outcomes since a time (`FILTER`: PostgreSQL, and SQLite since 3.30).
 pub(super) const OUTCOME_COUNTS: &str = "SELECT COUNT(*) FILTER (WHERE event = 'deployed'), \
@@ -183,26 +187,23 @@ pub(super) const OUTCOMES_PER_MINUTE: &str = "SELECT at_ms / 60000 AS minute, \
      GROUP BY minute ORDER BY minute";
 
 /// The latest outcome rows.
-pub(super) const RECENT_OUTCOMES: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM audit WHERE event IN ('deployed', 'failed', 'interrupted', 'in_doubt', 'resolved') \
+pub(super) const RECENT_OUTCOMES: &str = select!(
+    audit_columns,
+    "FROM audit WHERE event IN ('deployed', 'failed', 'interrupted', 'in_doubt', 'resolved') \
      ORDER BY id DESC LIMIT $1"
 );
 
 /// SQLite: a prefix search as a range on the (serial, id) index — every string starting with `$1`
 /// sorts between `$1` and `$2` = `$1` + U+10FFFF (BINARY collation compares UTF-8 bytes).
-pub(super) const AUDIT_BY_PREFIX_SQLITE: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM audit WHERE serial >= $1 AND serial < $2 ORDER BY id DESC LIMIT $3"
+pub(super) const AUDIT_BY_PREFIX_SQLITE: &str = select!(
+    audit_columns,
+    "FROM audit WHERE serial >= $1 AND serial < $2 ORDER BY id DESC LIMIT $3"
 );
 
 /// PostgreSQL: `starts_with`, not a range: the database's collation may not sort by code point.
-pub(super) const AUDIT_BY_PREFIX_POSTGRES: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM audit WHERE starts_with(serial, $1) ORDER BY id DESC LIMIT $2"
+pub(super) const AUDIT_BY_PREFIX_POSTGRES: &str = select!(
+    audit_columns,
+    "FROM audit WHERE starts_with(serial, $1) ORDER BY id DESC LIMIT $2"
 );
 
 /// PostgreSQL: this session's `synchronous_commit`.

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 
 use super::sqlite_writer::{SqliteWriter, Write, Written};
 use super::{
-    DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, IdentityState, NewAttempt, Reservation,
+    Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt, Reservation,
     Resolution, StoreError, WriteAhead, join_warnings, now_ms,
 };
 
@@ -237,19 +237,8 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn resolve(
-        &self,
-        serial: &str,
-        state: IdentityState,
-        who: &str,
-    ) -> Result<Resolution, StoreError> {
-        let write = Write::Resolve {
-            serial: serial.to_owned(),
-            state,
-            who: who.to_owned(),
-            now_ms: now_ms(),
-        };
-        match self.writer.write(write).await? {
+    pub(super) async fn resolve(&self, decision: Decision) -> Result<Resolution, StoreError> {
+        match self.writer.write(Write::Resolve(decision)).await? {
             Written::Resolved(r) => Ok(r),
             other => Err(unexpected(&other)),
         }

@@ -27,8 +27,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AuditEvent, IdentityState, NewAttempt, Reservation, Resolution, StoreError, WriteAhead,
-    conflict_outcome, sql,
+    AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, Reservation,
+    Resolution, StoreError, WriteAhead, sql,
 };
 
 /// Most writes one transaction carries. Bounds how long a caller waits behind others' writes.
@@ -65,12 +65,7 @@ pub(super) enum Write {
     /// The certificate of in-flight row `id`, before its first byte goes to FCC (no audit row).
     Ahead { id: i64, ahead: Box<WriteAhead> },
     /// An operator's resolution of an in-doubt serial; audit `resolved`.
-    Resolve {
-        serial: String,
-        state: IdentityState,
-        who: String,
-        now_ms: i64,
-    },
+    Resolve(Decision),
     /// Every `in_flight` row → `in_doubt` (certificate written ahead: `in_doubt` text) or
     /// `failed` (`error`); audit each as `in_doubt` or `interrupted`.
     RecoverInterrupted {
@@ -289,8 +284,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                 now_ms,
                 id
             ],
-            Outcome {
-                at_ms: *now_ms,
+            *now_ms,
+            &Outcome {
                 event: AuditEvent::Deployed,
                 fcc_status: Some(0),
                 fcc_info: None,
@@ -316,8 +311,8 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             "marking the identity failed",
             sql::MARK_FAILED,
             params![fcc_status, fcc_info, fcc_warnings, error, now_ms, id],
-            Outcome {
-                at_ms: *now_ms,
+            *now_ms,
+            &Outcome {
                 event: AuditEvent::Failed,
                 fcc_status: *fcc_status,
                 fcc_info: fcc_info.as_deref(),
@@ -348,12 +343,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             }
             Ok(Written::Ahead)
         }
-        Write::Resolve {
-            serial,
-            state,
-            who,
-            now_ms,
-        } => resolve(conn, serial, *state, who, *now_ms).map(Written::Resolved),
+        Write::Resolve(decision) => resolve(conn, decision).map(Written::Resolved),
         Write::RecoverInterrupted {
             in_doubt,
             error,
@@ -369,24 +359,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                 })
                 .map_err(write_error("recovering interrupted attempts"))?;
             for (row, last_error, state) in &rows {
-                let event = if *state == IdentityState::InDoubt {
-                    AuditEvent::InDoubt
-                } else {
-                    AuditEvent::Interrupted
-                };
-                insert_audit(
-                    conn,
-                    &AuditRow {
-                        at_ms: *now_ms,
-                        keys: row,
-                        event,
-                        fcc_status: None,
-                        fcc_info: None,
-                        fcc_warnings: "",
-                        detail: Some(last_error),
-                        duration_ms: Some(now_ms.saturating_sub(row.created_at)),
-                    },
-                )?;
+                insert_audit(conn, &NewAudit::recovered(*now_ms, row, *state, last_error))?;
             }
             Ok(Written::Recovered(rows.len() as u64))
         }
@@ -394,16 +367,6 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
 }
 
 /// The audit row of an attempt's outcome.
-struct Outcome<'a> {
-    at_ms: i64,
-    event: AuditEvent,
-    fcc_status: Option<u32>,
-    fcc_info: Option<&'a str>,
-    fcc_warnings: &'a str,
-    detail: &'a str,
-    duration_ms: i64,
-}
-
 /// Moves the in-flight row `id` to its outcome with `update` (an `UPDATE … WHERE id = … AND
 /// state = 'in_flight' RETURNING serial, gateway, requester, created_at`) and appends the outcome's
 /// audit row. A row that is no longer in flight is [`StoreError::NotInFlight`], with nothing written.
@@ -413,87 +376,51 @@ fn finish_attempt(
     context: &'static str,
     update: &str,
     params: impl rusqlite::Params,
-    outcome: Outcome<'_>,
+    at_ms: i64,
+    outcome: &Outcome<'_>,
 ) -> Result<AuditKeys, StoreError> {
     let keys = conn
         .prepare_cached(update)
         .and_then(|mut s| s.query_row(params, audit_keys).optional())
         .map_err(write_error(context))?
         .ok_or(StoreError::NotInFlight { id })?;
-    insert_audit(
-        conn,
-        &AuditRow {
-            at_ms: outcome.at_ms,
-            keys: &keys,
-            event: outcome.event,
-            fcc_status: outcome.fcc_status,
-            fcc_info: outcome.fcc_info,
-            fcc_warnings: outcome.fcc_warnings,
-            detail: Some(outcome.detail),
-            duration_ms: Some(outcome.duration_ms),
-        },
-    )?;
+    insert_audit(conn, &NewAudit::outcome(at_ms, &keys, outcome))?;
     Ok(keys)
 }
 
 /// `in_doubt` → `state` for `serial`, audited with who asked; or why not.
-fn resolve(
-    conn: &Connection,
-    serial: &str,
-    state: IdentityState,
-    who: &str,
-    now_ms: i64,
-) -> Result<Resolution, StoreError> {
-    let last_error = super::resolved_error(state, who);
+fn resolve(conn: &Connection, d: &Decision) -> Result<Resolution, StoreError> {
     let keys = conn
         .prepare_cached(sql::RESOLVE)
         .and_then(|mut s| {
-            s.query_row(params![state, last_error, now_ms, serial], audit_keys)
-                .optional()
+            s.query_row(
+                params![d.state, d.last_error(), d.now_ms, d.serial],
+                audit_keys,
+            )
+            .optional()
         })
         .map_err(write_error("resolving an in-doubt identity"))?;
     let Some(keys) = keys else {
         let found: Option<IdentityState> = conn
             .prepare_cached(sql::CONFLICT_STATE)
-            .and_then(|mut s| s.query_row(params![serial], |r| r.get(1)).optional())
+            .and_then(|mut s| s.query_row(params![d.serial], |r| r.get(1)).optional())
             .map_err(write_error("reading the identity to resolve"))?;
         return Ok(match found {
             None => Resolution::Unknown,
             Some(state) => Resolution::NotInDoubt { state },
         });
     };
-    let detail = super::resolved_detail(state, who);
-    let keys = AuditKeys {
-        requester: who.to_owned(),
-        ..keys
-    };
-    insert_audit(
-        conn,
-        &AuditRow {
-            at_ms: now_ms,
-            keys: &keys,
-            event: AuditEvent::Resolved,
-            fcc_status: None,
-            fcc_info: None,
-            fcc_warnings: "",
-            detail: Some(&detail),
-            duration_ms: None,
-        },
-    )?;
+    let (keys, detail) = (d.audit_keys(keys), d.detail());
+    let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
+    insert_audit(conn, &audit)?;
     Ok(Resolution::Resolved)
 }
 
 fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError> {
     let p = &a.params;
-    let serial = p.serial_number.as_str();
-    let gateway = p.gateway.to_string();
+    let keys = AuditKeys::of(a);
+    let (serial, gateway) = (keys.serial.as_str(), &keys.gateway);
     let key = a.request_key.as_ref().map(|k| k.as_str());
-    let keys = AuditKeys {
-        serial: serial.to_owned(),
-        gateway: gateway.clone(),
-        requester: a.requester.clone(),
-        created_at: a.now_ms,
-    };
     if let Some(key) = key {
         let owner: String = conn
             .prepare_cached(sql::CLAIM_KEY)
@@ -504,19 +431,9 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
             })
             .map_err(write_error("recording the request key"))?;
         if owner != serial {
-            insert_audit(
-                conn,
-                &AuditRow {
-                    at_ms: a.now_ms,
-                    keys: &keys,
-                    event: AuditEvent::Conflict,
-                    fcc_status: None,
-                    fcc_info: None,
-                    fcc_warnings: "",
-                    detail: Some(&super::key_used_detail(key)),
-                    duration_ms: None,
-                },
-            )?;
+            let detail = super::key_used_detail(key);
+            let audit = NewAudit::note(a.now_ms, &keys, AuditEvent::Conflict, Some(&detail));
+            insert_audit(conn, &audit)?;
             return Ok(Reservation::KeyUsed);
         }
     }
@@ -545,55 +462,31 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
             .optional()
         })
         .map_err(write_error("reserving the serial"))?;
-    let (result, event, detail) = match id {
-        Some(id) => (
-            Reservation::Reserved { id },
-            AuditEvent::Attempt,
-            key.map(|k| format!("request key {k}")),
-        ),
-        None => {
-            let row = conn
-                .prepare_cached(sql::CONFLICT_STATE)
-                .and_then(|mut s| {
-                    s.query_row(params![serial], |r| {
-                        Ok(super::ConflictRow {
-                            id: r.get(0)?,
-                            state: r.get(1)?,
-                            request_id: r.get(2)?,
-                            enrollment_id: r.get(3)?,
-                        })
+    let taken = match id {
+        Some(id) => Ok(id),
+        None => Err(conn
+            .prepare_cached(sql::CONFLICT_STATE)
+            .and_then(|mut s| {
+                s.query_row(params![serial], |r| {
+                    Ok(super::ConflictRow {
+                        id: r.get(0)?,
+                        state: r.get(1)?,
+                        request_id: r.get(2)?,
+                        enrollment_id: r.get(3)?,
                     })
                 })
-                .map_err(write_error("reading the conflicting row"))?;
-            let (result, event, detail) = conflict_outcome(&row, key);
-            (result, event, Some(detail))
-        }
+            })
+            .map_err(write_error("reading the conflicting row"))?),
     };
+    let (result, event, detail) = super::reservation_outcome(taken, key);
     insert_audit(
         conn,
-        &AuditRow {
-            at_ms: a.now_ms,
-            keys: &keys,
-            event,
-            fcc_status: None,
-            fcc_info: None,
-            fcc_warnings: "",
-            detail: detail.as_deref(),
-            duration_ms: None,
-        },
+        &NewAudit::note(a.now_ms, &keys, event, detail.as_deref()),
     )?;
     Ok(result)
 }
 
 /// The columns an audit row copies from its identity row.
-#[derive(Clone)]
-struct AuditKeys {
-    serial: String,
-    gateway: String,
-    requester: String,
-    created_at: i64,
-}
-
 fn audit_keys(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditKeys> {
     Ok(AuditKeys {
         serial: row.get(0)?,
@@ -603,18 +496,7 @@ fn audit_keys(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditKeys> {
     })
 }
 
-struct AuditRow<'a> {
-    at_ms: i64,
-    keys: &'a AuditKeys,
-    event: AuditEvent,
-    fcc_status: Option<u32>,
-    fcc_info: Option<&'a str>,
-    fcc_warnings: &'a str,
-    detail: Option<&'a str>,
-    duration_ms: Option<i64>,
-}
-
-fn insert_audit(conn: &Connection, a: &AuditRow<'_>) -> Result<(), StoreError> {
+fn insert_audit(conn: &Connection, a: &NewAudit<'_>) -> Result<(), StoreError> {
     conn.prepare_cached(sql::INSERT_AUDIT)
         .and_then(|mut s| {
             s.execute(params![

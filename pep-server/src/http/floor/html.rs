@@ -209,6 +209,17 @@ fn history(rows: &[AuditRow], offset: i32) -> Markup {
 
 /// The `head` of both pages: `title`, the embedded style sheet and, for a page that shows data,
 /// a refresh every 30 s when scripts are off (with them, the event stream keeps it current).
+/// One counter tile: its title, the big number (`id` for the live update) and a line below.
+fn tile(class: &str, title: &str, id: &str, value: impl maud::Render, sub: Markup) -> Markup {
+    html! {
+        div class=(class) {
+            h2 { (title) }
+            p class="big" id=(id) { (value) }
+            p class="sub" { (sub) }
+        }
+    }
+}
+
 fn head(title: &str, refresh_without_script: bool) -> Markup {
     html! {
         head {
@@ -264,34 +275,18 @@ pub fn page(
                 }
                 main {
                     section class="counters" aria-label="Counters" {
-                        div class="tile good" {
-                            h2 { "Deployed today" }
-                            p class="big" id="c-deployed-today" { (c.deployed_today) }
-                            p class="sub" { "total " span id="c-deployed-total" { (c.deployed_total) } }
-                        }
-                        div class="tile bad" {
-                            h2 { "Failed today" }
-                            p class="big" id="c-failed-today" { (c.failed_today) }
-                            p class="sub" { "attempts, retryable" }
-                        }
-                        div class="tile busy" {
-                            h2 { "In flight" }
-                            p class="big" id="c-in-flight" { (c.in_flight) }
-                            p class="sub" { "injecting now" }
-                        }
-                        div class="tile bad" {
-                            h2 { "In doubt" }
-                            p class="big" id="c-in-doubt" { (c.in_doubt) }
-                            p class="sub" { "may be on the gateway: resolve" }
-                        }
-                        div class="tile" {
-                            h2 { "Per minute" }
-                            p class="big" id="c-rate1" { (format!("{:.1}", c.rate1)) }
-                            p class="sub" {
-                                "5 min " span id="c-rate5" { (format!("{:.1}", c.rate5)) }
-                                " · 15 min " span id="c-rate15" { (format!("{:.1}", c.rate15)) }
-                            }
-                        }
+                        (tile("tile good", "Deployed today", "c-deployed-today", c.deployed_today,
+                            html! { "total " span id="c-deployed-total" { (c.deployed_total) } }))
+                        (tile("tile bad", "Failed today", "c-failed-today", c.failed_today,
+                            html! { "attempts, retryable" }))
+                        (tile("tile busy", "In flight", "c-in-flight", c.in_flight,
+                            html! { "injecting now" }))
+                        (tile("tile bad", "In doubt", "c-in-doubt", c.in_doubt,
+                            html! { "may be on the gateway: resolve" }))
+                        (tile("tile", "Per minute", "c-rate1", format!("{:.1}", c.rate1), html! {
+                            "5 min " span id="c-rate5" { (format!("{:.1}", c.rate5)) }
+                            " · 15 min " span id="c-rate15" { (format!("{:.1}", c.rate15)) }
+                        }))
                         div class="tile chart" {
                             h2 { "Last hour, per minute" }
                             (chart(live, offset))

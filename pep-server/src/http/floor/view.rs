@@ -185,7 +185,7 @@ pub fn event_text(e: &AuditEntry) -> &str {
 /// What to show of an audit row's detail: FCC's own words (its InfoMessage, stored in its own
 /// column) when FCC answered, else the whole detail; `None` without either.
 pub fn audit_message(e: &AuditEntry) -> Option<String> {
-    shown_words(e.fcc_info.as_deref(), e.detail.as_deref())
+    shown_words(e.fcc.info.as_deref(), e.detail.as_deref())
 }
 
 /// FCC's InfoMessage when it gave one, else the error text.
@@ -227,8 +227,8 @@ pub fn row_of_audit(e: &AuditEntry) -> AttemptRow {
         serial: e.serial.clone(),
         gateway: e.gateway.clone(),
         result,
-        fcc_status: e.fcc_status,
-        fcc_status_name: status_name(e.fcc_status),
+        fcc_status: e.fcc.status,
+        fcc_status_name: status_name(e.fcc.status),
         message,
         detail,
         duration_ms: e.duration_ms,
@@ -321,11 +321,13 @@ mod tests {
             gateway: "127.0.0.1:4000".into(),
             requester: "line1".into(),
             event,
-            fcc_status,
-            fcc_info: detail
-                .and_then(|d| d.split_once("): "))
-                .map(|(_, info)| info.to_owned()),
-            fcc_warnings: Vec::new(),
+            fcc: crate::store::FccAnswer {
+                status: fcc_status,
+                info: detail
+                    .and_then(|d| d.split_once("): "))
+                    .map(|(_, info)| info.to_owned()),
+                warnings: Vec::new(),
+            },
             detail: detail.map(str::to_owned),
             duration_ms: Some(850),
         }
