@@ -478,16 +478,7 @@ impl FactoryCa {
                 .map_err(|_| CaError::Crypto {
                     operation: "signing with the CA key",
                 }),
-            Signer::Pkcs11(key) => {
-                let digest = ring::digest::digest(&ring::digest::SHA256, message);
-                let raw = key.sign_digest(digest.as_ref())?;
-                // CKM_ECDSA answers r || s; X.509 wants the DER SEQUENCE of the two INTEGERs.
-                p256::ecdsa::Signature::from_slice(&raw)
-                    .map(|s| s.to_der().as_bytes().to_vec())
-                    .map_err(|_| CaError::Crypto {
-                        operation: "reading the token's signature",
-                    })
-            }
+            Signer::Pkcs11(key) => key.sign_der(message),
         }
     }
 

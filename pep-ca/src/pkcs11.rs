@@ -353,6 +353,18 @@ impl Pkcs11Key {
     }
 
     /// Signs `digest` (a SHA-256) with `CKM_ECDSA`; returns `r || s` (64 bytes).
+    /// Signs `message` (ECDSA P-256 with SHA-256, hashed here) and returns the signature as
+    /// X.509 wants it: the DER SEQUENCE of r and s (`CKM_ECDSA` answers r || s).
+    pub(crate) fn sign_der(&self, message: &[u8]) -> Result<Vec<u8>, CaError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, message);
+        let raw = self.sign_digest(digest.as_ref())?;
+        p256::ecdsa::Signature::from_slice(&raw)
+            .map(|s| s.to_der().as_bytes().to_vec())
+            .map_err(|_| CaError::Crypto {
+                operation: "reading the token's signature",
+            })
+    }
+
     pub(crate) fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, CaError> {
         let lease = self.checkout()?;
         match lease.session.sign(&Mechanism::Ecdsa, lease.key, digest) {
@@ -531,29 +543,9 @@ impl Pkcs11Key {
 
     /// Loads and initialises the module, finds the token, logs in, finds and checks the key.
     fn connect(&self) -> Result<(Live, Session), CaError> {
-        let module = self.module.display().to_string();
-        let ctx = Pkcs11::new(&self.module).map_err(|e| CaError::Pkcs11Module {
-            module: module.clone(),
-            detail: e.to_string(),
-        })?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) => {}
-            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(CaError::Pkcs11Module {
-                    module,
-                    detail: e.to_string(),
-                });
-            }
-        }
+        let ctx = load_module(&self.module)?;
         let slot = find_token(&ctx, &self.uri)?;
-        let session = ctx
-            .open_ro_session(slot)
-            .map_err(|source| CaError::Pkcs11 {
-                operation: "opening a session",
-                source,
-            })?;
-        login(&session, &self.uri, &self.pin)?;
+        let session = logged_in_session(&ctx, slot, &self.uri, &self.pin, false)?;
         let key = find_private_key(&session, &self.uri)?;
         Ok((
             Live {
@@ -707,6 +699,46 @@ pub struct GeneratedKey {
     pub id: Vec<u8>,
 }
 
+/// A session on the token in `slot`, logged in as the user: read-only for signing, read-write
+/// for generating a key.
+fn logged_in_session(
+    ctx: &Pkcs11,
+    slot: Slot,
+    uri: &Pkcs11Uri,
+    pin: &str,
+    read_write: bool,
+) -> Result<Session, CaError> {
+    let session = if read_write {
+        ctx.open_rw_session(slot)
+    } else {
+        ctx.open_ro_session(slot)
+    }
+    .map_err(|source| CaError::Pkcs11 {
+        operation: if read_write {
+            "opening a read-write session"
+        } else {
+            "opening a session"
+        },
+        source,
+    })?;
+    login(&session, uri, pin)?;
+    Ok(session)
+}
+
+/// Loads the PKCS#11 module at `path` and initialises it (thread-safe, OS locking). A module
+/// that this process already initialised (another CA or the key generator) is used as it is.
+fn load_module(path: &Path) -> Result<Pkcs11, CaError> {
+    let module_error = |e: CkError| CaError::Pkcs11Module {
+        module: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let ctx = Pkcs11::new(path).map_err(module_error)?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
+        Err(e) => Err(module_error(e)),
+    }
+}
+
 /// Generates a P-256 key pair in the token labelled `token`, both halves labelled `label`,
 /// the private key `CKA_SENSITIVE = true`, `CKA_EXTRACTABLE = false` (it never leaves the
 /// token). Refuses when a key with that label exists already.
@@ -725,24 +757,8 @@ pub fn generate_key(
         manufacturer: None,
         model: None,
     };
-    let module_name = module.display().to_string();
-    let ctx = Pkcs11::new(module).map_err(|e| CaError::Pkcs11Module {
-        module: module_name.clone(),
-        detail: e.to_string(),
-    })?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| CaError::Pkcs11Module {
-            module: module_name,
-            detail: e.to_string(),
-        })?;
-    let slot = find_token(&ctx, &uri)?;
-    let session = ctx
-        .open_rw_session(slot)
-        .map_err(|source| CaError::Pkcs11 {
-            operation: "opening a read-write session",
-            source,
-        })?;
-    login(&session, &uri, pin)?;
+    let ctx = load_module(module)?;
+    let session = logged_in_session(&ctx, find_token(&ctx, &uri)?, &uri, pin, true)?;
     let existing = session
         .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
         .map_err(|source| CaError::Pkcs11 {

@@ -122,15 +122,7 @@ pub fn new_token_ca(
         pin: Zeroizing::new(pin.to_owned()),
         sessions: 1,
     })?;
-    let sign = |message: &[u8]| {
-        let digest = ring::digest::digest(&ring::digest::SHA256, message);
-        let raw = key.sign_digest(digest.as_ref())?;
-        p256::ecdsa::Signature::from_slice(&raw)
-            .map(|s| s.to_der().as_bytes().to_vec())
-            .map_err(|_| CaError::Crypto {
-                operation: "reading the token's signature",
-            })
-    };
+    let sign = |message: &[u8]| key.sign_der(message);
     let output_der = build(name, &generated.public_point, request, &sign)?;
     Ok(TokenCa {
         uri: uri.as_str().to_owned(),

@@ -70,15 +70,8 @@ enum CaCommand {
         /// The directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// The CA's common name, e.g. "ACME Factory CA 2027".
-        #[arg(long)]
-        name: String,
-        /// Days the self-signed certificate is valid.
-        #[arg(long, default_value_t = pep_ca::setup::DEFAULT_CA_DAYS)]
-        days: u32,
-        /// Write a certificate request for an external root instead of a self-signed certificate.
-        #[arg(long)]
-        csr: bool,
+        #[command(flatten)]
+        new_ca: NewCaArgs,
     },
     /// Generate a non-extractable P-256 key in a PKCS#11 token and write the CA certificate
     /// (self-signed in the token) or, with --csr, a request for an external root into DIR. The
@@ -94,15 +87,8 @@ enum CaCommand {
         /// The label of the new key.
         #[arg(long)]
         label: String,
-        /// The CA's common name.
-        #[arg(long)]
-        name: String,
-        /// Days the self-signed certificate is valid.
-        #[arg(long, default_value_t = pep_ca::setup::DEFAULT_CA_DAYS)]
-        days: u32,
-        /// Write a certificate request for an external root instead of a self-signed certificate.
-        #[arg(long)]
-        csr: bool,
+        #[command(flatten)]
+        new_ca: NewCaArgs,
         /// The directory for CA_cert.pem or CA_csr.pem (created if missing).
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
@@ -110,6 +96,20 @@ enum CaCommand {
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
     },
+}
+
+/// What both `ca` commands make: the CA's name, and a self-signed certificate or a request.
+#[derive(Debug, clap::Args)]
+struct NewCaArgs {
+    /// The CA's common name, e.g. "ACME Factory CA 2027".
+    #[arg(long)]
+    name: String,
+    /// Days the self-signed certificate is valid.
+    #[arg(long, default_value_t = pep_ca::setup::DEFAULT_CA_DAYS)]
+    days: u32,
+    /// Write a certificate request for an external root instead of a self-signed certificate.
+    #[arg(long)]
+    csr: bool,
 }
 
 fn main() -> ExitCode {
@@ -229,9 +229,7 @@ fn ca_command(command: CaCommand) -> Result<(), String> {
     match command {
         CaCommand::Init {
             out,
-            name,
-            days,
-            csr,
+            new_ca: NewCaArgs { name, days, csr },
         } => {
             let made = setup::new_file_ca(&name, request(csr, days)).map_err(|e| e.to_string())?;
             std::fs::create_dir_all(&out)
@@ -269,9 +267,7 @@ fn ca_command(command: CaCommand) -> Result<(), String> {
             module,
             token,
             label,
-            name,
-            days,
-            csr,
+            new_ca: NewCaArgs { name, days, csr },
             out,
             pin_file,
         } => {
