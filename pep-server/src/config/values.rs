@@ -90,18 +90,6 @@ impl FromStr for UtcOffset {
     }
 }
 
-impl fmt::Display for UtcOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl From<UtcOffset> for String {
-    fn from(o: UtcOffset) -> String {
-        o.text
-    }
-}
-
 /// `bootstrap.uri`: the bootstrap server, a `coaps://` (or, unencrypted, `coap://`) URI with a
 /// host, at most 255 characters, no control characters.
 ///
@@ -191,22 +179,20 @@ impl FromStr for BootstrapUri {
     }
 }
 
-impl fmt::Display for BootstrapUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl From<BootstrapUri> for String {
-    fn from(u: BootstrapUri) -> String {
-        u.text
-    }
-}
-
-/// Serde for the text-backed values: written as their text, read through `FromStr` so the
-/// message is the type's own.
+/// The text-backed values (a `text` field kept as written): shown and serialized as their text,
+/// read through `FromStr` so the message is the type's own.
 macro_rules! text_serde {
     ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.text)
+            }
+        }
+        impl From<$t> for String {
+            fn from(value: $t) -> String {
+                value.text
+            }
+        }
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
