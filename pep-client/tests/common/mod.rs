@@ -115,6 +115,8 @@ class_id = "4d4f4e44-4159-204d-4f52-4e494e472e2e"
 connect_timeout_ms = 5000
 write_timeout_ms = 10000
 read_timeout_ms = 30000
+# The fake gateways listen on loopback, which the default allowlist refuses.
+allowed_networks = ["127.0.0.0/8", "::1"]
 
 {extra}
 "#,

@@ -187,6 +187,17 @@ impl Config {
             if !seen.insert(t.token.as_str()) {
                 r.error(&field, "is the same token as an earlier entry");
             }
+            for (j, prefix) in t.serial_prefixes.iter().enumerate() {
+                let field = format!("tokens[{i}].serial_prefixes[{j}]");
+                if prefix.is_empty() {
+                    r.error(
+                        &field,
+                        "is empty (remove serial_prefixes to allow every serial)",
+                    );
+                } else {
+                    check_text(&field, prefix, 64, r);
+                }
+            }
             if t.roles.is_empty() {
                 r.error(
                     &format!("tokens[{i}].roles"),

@@ -200,6 +200,10 @@ pub struct TokenConfig {
     /// An optional name used in logs and the audit trail instead of the secret.
     #[serde(default)]
     pub name: Option<String>,
+    /// The serials this token may provision: those starting with one of these prefixes (403
+    /// otherwise). Empty (default): every serial. Reading is not limited.
+    #[serde(default)]
+    pub serial_prefixes: Vec<String>,
 }
 
 impl fmt::Debug for TokenConfig {
@@ -209,6 +213,7 @@ impl fmt::Debug for TokenConfig {
             .field("token", &"<redacted>")
             .field("roles", &self.roles)
             .field("name", &self.name)
+            .field("serial_prefixes", &self.serial_prefixes)
             .finish()
     }
 }
@@ -376,6 +381,12 @@ pub struct FccConfig {
     pub max_concurrent_injections: usize,
     /// `none` (default) or `random`: inject `Entropy` and `ROT`.
     pub entropy_rot: EntropyMode,
+    /// The networks the server may connect to for an injection (CIDR or single addresses).
+    /// Default: RFC 1918 and ULA. Loopback, link-local and the server's own addresses need an
+    /// entry of their own (see [`crate::netpolicy`]).
+    pub allowed_networks: Vec<crate::netpolicy::Network>,
+    /// The gateway `ip` must be the requester's own address (the gateway asks for itself).
+    pub require_peer_ip: bool,
 }
 
 impl Default for FccConfig {
@@ -386,6 +397,8 @@ impl Default for FccConfig {
             read_timeout_ms: 60_000,
             max_concurrent_injections: 64,
             entropy_rot: EntropyMode::default(),
+            allowed_networks: crate::netpolicy::default_allowed_networks(),
+            require_peer_ip: false,
         }
     }
 }
@@ -624,6 +637,14 @@ impl Config {
         }
     }
 
+    /// The gateway network policy of `[fcc]`.
+    pub fn network_policy(&self) -> crate::netpolicy::NetworkPolicy {
+        crate::netpolicy::NetworkPolicy::new(
+            self.fcc.allowed_networks.clone(),
+            self.fcc.require_peer_ip,
+        )
+    }
+
     /// The `pep-ca` certificate profile of `[certificate]`.
     pub fn cert_profile(&self) -> pep_ca::CertProfile {
         let c = &self.certificate;
@@ -784,6 +805,7 @@ mod tests {
             token: "super-secret-token-value".into(),
             roles: vec![Role::Read],
             name: None,
+            serial_prefixes: Vec::new(),
         };
         assert!(!format!("{t:?}").contains("super-secret"));
     }

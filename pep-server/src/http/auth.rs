@@ -43,6 +43,29 @@ pub struct Token {
     secret: Zeroizing<Vec<u8>>,
     provision: bool,
     read: bool,
+    scope: SerialScope,
+}
+
+/// The serials a caller may provision: the `serial_prefixes` of its token (issue #14 §3). Empty
+/// means every serial. Reading is not scoped (it stays role-based).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SerialScope(std::sync::Arc<[String]>);
+
+impl SerialScope {
+    /// The scope of these prefixes (none: every serial).
+    pub fn new(prefixes: Vec<String>) -> SerialScope {
+        SerialScope(prefixes.into())
+    }
+
+    /// True when `serial` starts with one of the prefixes, or there is none.
+    pub fn allows(&self, serial: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| serial.starts_with(p.as_str()))
+    }
+
+    /// The prefixes, for messages.
+    pub fn prefixes(&self) -> &[String] {
+        &self.0
+    }
 }
 
 impl Token {
@@ -53,7 +76,14 @@ impl Token {
             secret: Zeroizing::new(secret.as_bytes().to_vec()),
             provision: roles.contains(&Role::Provision),
             read: roles.contains(&Role::Read),
+            scope: SerialScope::default(),
         }
+    }
+
+    /// This token limited to the serials starting with one of `prefixes` (none: every serial).
+    pub fn with_serial_prefixes(mut self, prefixes: Vec<String>) -> Token {
+        self.scope = SerialScope::new(prefixes);
+        self
     }
 
     fn has(&self, role: Role) -> bool {
@@ -71,6 +101,7 @@ impl std::fmt::Debug for Token {
             .field("secret", &"<redacted>")
             .field("provision", &self.provision)
             .field("read", &self.read)
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -100,6 +131,7 @@ impl Auth {
                             .clone()
                             .unwrap_or_else(|| format!("token #{}", i + 1));
                         Token::new(name, &t.token, &t.roles)
+                            .with_serial_prefixes(t.serial_prefixes.clone())
                     })
                     .collect();
                 Ok(Auth::Bearer(tokens))
@@ -163,9 +195,17 @@ pub(super) fn authorize_headers(
     }
 }
 
-/// Who made a request: the configured name of the token, or `anonymous` when auth is disabled.
+/// Who made a request: the configured name of the token (or `anonymous` when auth is disabled),
+/// and the serials it may provision.
 #[derive(Debug, Clone)]
-pub struct Principal(pub String);
+pub struct Principal(pub String, pub SerialScope);
+
+impl Principal {
+    /// Anyone, when authentication is disabled: every serial.
+    fn anonymous() -> Principal {
+        Principal("anonymous".into(), SerialScope::default())
+    }
+}
 
 impl Auth {
     /// Checks the `Authorization` header value for `role`: 401 without a valid token, 403 with a
@@ -176,7 +216,7 @@ impl Auth {
         role: Role,
     ) -> Result<Principal, ApiError> {
         let tokens = match self {
-            Auth::Disabled => return Ok(Principal("anonymous".into())),
+            Auth::Disabled => return Ok(Principal::anonymous()),
             Auth::Bearer(tokens) => tokens,
         };
         let Some(value) = authorization else {
@@ -196,7 +236,7 @@ impl Auth {
     /// value of the session cookie to set. `Ok(None)` when authentication is disabled.
     pub fn login(&self, token: &[u8], role: Role) -> Result<(Principal, Option<String>), ApiError> {
         let tokens = match self {
-            Auth::Disabled => return Ok((Principal("anonymous".into()), None)),
+            Auth::Disabled => return Ok((Principal::anonymous(), None)),
             Auth::Bearer(tokens) => tokens,
         };
         let token = token.trim_ascii();
@@ -210,7 +250,7 @@ impl Auth {
     /// role only: asking for `provision` is refused whatever the token could do.
     pub fn authorize_session(&self, session: &[u8], role: Role) -> Result<Principal, ApiError> {
         let tokens = match self {
-            Auth::Disabled => return Ok(Principal("anonymous".into())),
+            Auth::Disabled => return Ok(Principal::anonymous()),
             Auth::Bearer(tokens) => tokens,
         };
         if role != Role::Read {
@@ -256,7 +296,7 @@ fn check_role(token: &Token, role: Role) -> Result<Principal, ApiError> {
             role_name(role)
         )));
     }
-    Ok(Principal(token.name.clone()))
+    Ok(Principal(token.name.clone(), token.scope.clone()))
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, per RFC 7235).

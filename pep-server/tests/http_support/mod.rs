@@ -91,6 +91,8 @@ connect_timeout_ms = {ct}
 write_timeout_ms = {wt}
 read_timeout_ms = {rt}
 max_concurrent_injections = {mc}
+# The fake gateways of the tests listen on loopback, which the default allowlist refuses.
+allowed_networks = ["127.0.0.0/8", "::1"]
 "#,
         db = dir.join("pep.sqlite").display(),
         deadline = o.request_deadline_ms,

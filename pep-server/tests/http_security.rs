@@ -1,0 +1,209 @@
+//! Issue #14, "Lock the doors": each attack on the API as someone on the factory LAN would try it,
+//! against the real `pep-server` binary. docs/robustness.md lists each attack with its test here.
+
+mod http_support;
+
+use std::net::{SocketAddr, TcpListener};
+
+use fake_fcc::Sessions;
+use http_support::*;
+
+/// The test config with `allowed_networks` replaced by `networks` (a TOML line, or "" for the
+/// default) and `extra` appended to `[fcc]`.
+fn fcc_config(dir: &std::path::Path, networks: &str, extra: &str) -> String {
+    let text = config_toml(dir, &Options::default());
+    let line = "allowed_networks = [\"127.0.0.0/8\", \"::1\"]\n";
+    assert!(text.contains(line), "the harness config changed");
+    text.replace(line, &format!("{networks}\n{extra}\n"))
+}
+
+async fn start_with(networks: &str, extra: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pep.toml"),
+        fcc_config(dir.path(), networks, extra),
+    )
+    .unwrap();
+    Server::start_in(dir).await
+}
+
+/// A listening socket that must see no connection: after the answer, a non-blocking accept finds
+/// nothing in its backlog (a connect would have completed there before the server answered).
+fn trap(ip: &str) -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+fn assert_untouched(l: &TcpListener) {
+    match l.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, from)) => panic!("the server connected to the refused target (from {from})"),
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
+/// §2: with the default allowlist (RFC 1918 + ULA) loopback, link-local and public targets are
+/// 403 naming `fcc.allowed_networks`, no connection is attempted, nothing is stored, and the
+/// refusal is in the audit log.
+#[tokio::test]
+async fn default_allowlist_refuses_loopback_link_local_and_outside_targets_without_connecting() {
+    let server = start_with("", "").await;
+    let (listener, addr) = trap("127.0.0.1");
+    let (status, body) = server.identity("GW-NET-1", addr).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["rule"], "fcc.allowed_networks", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("loopback"),
+        "{body}"
+    );
+    assert_untouched(&listener);
+
+    // POST takes the same path.
+    let r = server
+        .client
+        .post(format!("{}/v3/identities", server.base))
+        .bearer_auth(BOTH)
+        .json(&serde_json::json!({
+            "serialNumber": "GW-NET-2", "ip": "127.0.0.1", "port": addr.port()
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_untouched(&listener);
+
+    for (ip, needle) in [
+        ("169.254.169.254", "link-local"),
+        ("8.8.8.8", "outside the allowed networks"),
+        ("100.64.0.1", "outside the allowed networks"),
+    ] {
+        let gw: SocketAddr = format!("{ip}:80").parse().unwrap();
+        let (status, body) = server.identity("GW-NET-3", gw).await;
+        assert_eq!(status, 403, "{ip}: {body}");
+        assert_eq!(body["rule"], "fcc.allowed_networks", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{ip}: {body}"
+        );
+    }
+    // Nothing was reserved: the serials are unknown.
+    let (status, _) = server
+        .get_text("/v3/enrollment-id?serialNumber=GW-NET-1", Some(READ))
+        .await;
+    assert_eq!(status, 404);
+    let log = server.log();
+    assert!(
+        log.contains("gateway address refused") && log.contains("GW-NET-1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("rule=\"fcc.allowed_networks\"") || log.contains("rule=fcc.allowed_networks"),
+        "{log}"
+    );
+}
+
+/// §2: `require_peer_ip = true` refuses a target that is not the requester's own address (before
+/// connecting), and lets the gateway ask for itself.
+#[tokio::test]
+async fn require_peer_ip_refuses_other_targets() {
+    let server = start_with(
+        "allowed_networks = [\"127.0.0.0/8\"]",
+        "require_peer_ip = true",
+    )
+    .await;
+    // The test client connects from 127.0.0.1; 127.0.0.2 is another (loopback) host.
+    let (listener, addr) = trap("127.0.0.2");
+    let (status, body) = server.identity("GW-PEER-1", addr).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["rule"], "fcc.require_peer_ip", "{body}");
+    assert_untouched(&listener);
+
+    let (gw, _handle) = gateway(Sessions::Forever, &[]).await;
+    let (status, body) = server.identity("GW-PEER-2", gw).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// §2: a bad `allowed_networks` entry stops the server at load, naming the field.
+#[tokio::test]
+async fn a_bad_network_is_a_load_error_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pep.toml");
+    std::fs::write(
+        &path,
+        fcc_config(dir.path(), "allowed_networks = [\"10.1.2.3/8\"]", ""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pep-server"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("fcc.allowed_networks") && text.contains("host bits set"),
+        "{text}"
+    );
+}
+
+/// §3: a token with `serial_prefixes` provisions only serials starting with one of them (403,
+/// before anything is reserved or connected); reading is not limited by the scope.
+#[tokio::test]
+async fn serial_prefixes_scope_provisioning_not_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let scoped = "test-token-line1-0123456789abcdef";
+    let text = config_toml(dir.path(), &Options::default()).replace(
+        "[ca]\n",
+        &format!(
+            "[[tokens]]\nname = \"line1\"\ntoken = \"{scoped}\"\nroles = [\"provision\", \"read\"]\n\
+             serial_prefixes = [\"GW-LINE1-\", \"GW-SPARE-\"]\n\n[ca]\n"
+        ),
+    );
+    std::fs::write(dir.path().join("pep.toml"), text).unwrap();
+    let server = Server::start_in(dir).await;
+    let (gw, _handle) = gateway(Sessions::Forever, &[]).await;
+
+    let (status, body) = server
+        .get_json(&identity_path("GW-LINE2-0001", gw), Some(scoped))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("`line1`") && message.contains("`GW-LINE1-`, `GW-SPARE-`"),
+        "{body}"
+    );
+    assert_eq!(body["serialNumber"], "GW-LINE2-0001");
+    // POST is scoped the same way.
+    let r = server
+        .client
+        .post(format!("{}/v3/identities", server.base))
+        .bearer_auth(scoped)
+        .json(&serde_json::json!({
+            "serialNumber": "GW-LINE2-0002", "ip": gw.ip().to_string(), "port": gw.port()
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let (status, body) = server
+        .get_json(&identity_path("GW-SPARE-0001", gw), Some(scoped))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // An unscoped token provisions the other line; the scoped one still reads it.
+    let (status, body) = server.identity("GW-LINE2-0001", gw).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .get_text("/v3/enrollment-id?serialNumber=GW-LINE2-0001", Some(scoped))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("A-"), "{body}");
+    // The refused serial was never reserved: nothing of GW-LINE2-0002 exists.
+    let (status, _) = server
+        .get_text("/v3/enrollment-id?serialNumber=GW-LINE2-0002", Some(READ))
+        .await;
+    assert_eq!(status, 404);
+}
