@@ -207,3 +207,24 @@ async fn serial_prefixes_scope_provisioning_not_reading() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// §6: a token given as `token_sha256` authenticates with its plaintext; the hash itself does not.
+#[tokio::test]
+async fn hashed_tokens_authenticate() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "5d41402abc4b2a76b9719d911017c592aa";
+    let digest = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+    let text = config_toml(dir.path(), &Options::default()).replace(
+        "[ca]\n",
+        &format!(
+            "[[tokens]]\nname = \"hashed\"\ntoken_sha256 = \"{digest}\"\nroles = [\"read\"]\n\n[ca]\n"
+        ),
+    );
+    std::fs::write(dir.path().join("pep.toml"), text).unwrap();
+    let server = Server::start_in(dir).await;
+    let (status, _) = server.get_text("/v3/enrollment-ids", Some(secret)).await;
+    assert_eq!(status, 200);
+    let (status, _) = server.get_text("/v3/enrollment-ids", Some(&digest)).await;
+    assert_eq!(status, 401);
+}

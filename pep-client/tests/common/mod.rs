@@ -100,6 +100,8 @@ roles = ["provision", "read"]
 [ca]
 cert = "{root}/fixtures/ca/CA_cert.pem"
 key = "{root}/fixtures/ca/CA_private.pem"
+# The repository's test CA: git leaves its key 0644.
+allow_insecure_key_permissions = true
 
 [bootstrap]
 uri = "coaps://bootstrap.us-east-1.mbedcloud.com:5684"

@@ -4,14 +4,13 @@
 //! exactly what was checked and reads each file once. Single values were already parsed to their
 //! types when the file was loaded (see [`super::values`]).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{AuthMode, CaExpiry, Config, MIN_TOKEN_LEN, path_for_people};
+use super::{AuthMode, CaExpiry, Config, path_for_people};
 
 /// Ten years, in seconds: FCC warns about a certificate that ends sooner.
 const TEN_YEARS_S: i64 = 315_360_000;
@@ -46,14 +45,14 @@ impl CheckReport {
         self.errors.is_empty()
     }
 
-    fn error(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
         self.errors.push(CheckIssue {
             field: field.to_owned(),
             message: message.into(),
         });
     }
 
-    fn warn(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, field: &str, message: impl Into<String>) {
         self.warnings.push(CheckIssue {
             field: field.to_owned(),
             message: message.into(),
@@ -171,22 +170,8 @@ impl Config {
                 }
             }
         }
-        let mut seen = BTreeSet::new();
+        self.check_token_secrets(&tokens, r);
         for (i, t) in tokens.iter().enumerate() {
-            let field = format!("tokens[{i}].token");
-            if t.token.trim().is_empty() {
-                r.error(&field, "is empty");
-            } else if t.token.chars().count() < MIN_TOKEN_LEN {
-                r.error(
-                    &field,
-                    format!("is shorter than {MIN_TOKEN_LEN} characters"),
-                );
-            } else if t.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                r.error(&field, "contains whitespace or control characters");
-            }
-            if !seen.insert(t.token.as_str()) {
-                r.error(&field, "is the same token as an earlier entry");
-            }
             for (j, prefix) in t.serial_prefixes.iter().enumerate() {
                 let field = format!("tokens[{i}].serial_prefixes[{j}]");
                 if prefix.is_empty() {
@@ -221,9 +206,7 @@ impl Config {
         }
         match pep_ca::FactoryCa::load(&self.ca.cert, &self.ca.key) {
             Ok(loaded) => {
-                for w in &loaded.warnings {
-                    r.warn("ca", w.to_string());
-                }
+                self.check_ca_secrets(Some(&loaded.ca), &loaded.warnings, r);
                 Some(Arc::new(loaded.ca))
             }
             Err(e) => {

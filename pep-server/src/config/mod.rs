@@ -19,6 +19,7 @@
 //! documents every field; `pep-server/pep.example.toml` is a complete, commented, valid example.
 
 mod check;
+pub mod security;
 pub mod values;
 
 use std::fmt;
@@ -48,8 +49,8 @@ pub const DEFAULT_HARDWARE_VERSION: &str = "arm-pelion-edge-gateway";
 pub const DEFAULT_RADIO_CONFIG: &str = "00";
 /// Default status-LED configuration.
 pub const DEFAULT_LED_CONFIG: &str = "01";
-/// Minimum length of an API token. 12 admits the README's demo token (`pep-demo-token`, demo only);
-/// production tokens should be long random strings.
+/// Minimum length of an API token. Tokens also need [`security::MIN_TOKEN_BITS`] of estimated
+/// entropy; the README's demo token (`pep-demo-token`) is accepted on loopback only.
 pub const MIN_TOKEN_LEN: usize = 12;
 
 /// The whole `pep.toml`.
@@ -116,6 +117,10 @@ pub struct Config {
     /// The identity store's guarantees.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
+    /// of the secrets it holds.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[store]`: how the identity store commits.
@@ -189,12 +194,18 @@ pub enum Role {
     Read,
 }
 
-/// One API token.
+/// One API token: `token` (plaintext) or `token_sha256` (its SHA-256, hex), not both.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The secret bearer token (at least [`MIN_TOKEN_LEN`] characters).
-    pub token: String,
+    /// The secret bearer token (at least [`MIN_TOKEN_LEN`] characters and
+    /// [`security::MIN_TOKEN_BITS`] of estimated entropy).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Instead of `token`: the SHA-256 of the token, 64 hex characters
+    /// (`printf %s "$t" | sha256sum`), so the file holds no usable secret.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
     /// The roles it grants.
     pub roles: Vec<Role>,
     /// An optional name used in logs and the audit trail instead of the secret.
@@ -211,6 +222,7 @@ impl fmt::Debug for TokenConfig {
         // The token is a secret: never print it.
         f.debug_struct("TokenConfig")
             .field("token", &"<redacted>")
+            .field("token_sha256", &self.token_sha256.as_ref().map(|_| "<set>"))
             .field("roles", &self.roles)
             .field("name", &self.name)
             .field("serial_prefixes", &self.serial_prefixes)
@@ -234,6 +246,9 @@ pub struct CaConfig {
     pub cert: PathBuf,
     /// CA private key, PEM (SEC1 or PKCS#8, P-256).
     pub key: PathBuf,
+    /// Accept a key file that group or others can read (test CAs only; otherwise an error).
+    #[serde(default)]
+    pub allow_insecure_key_permissions: bool,
 }
 
 /// What to do when a certificate would outlive the CA.
@@ -537,11 +552,14 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        parse_toml(&text).map_err(|(field, source)| ConfigError::Parse {
-            path: path.to_owned(),
-            field,
-            source,
-        })
+        let mut config: Config =
+            parse_toml(&text).map_err(|(field, source)| ConfigError::Parse {
+                path: path.to_owned(),
+                field,
+                source,
+            })?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses a configuration from TOML text.
@@ -671,6 +689,8 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut c = Config::load(dir.join("pep.example.toml")).unwrap();
         c.resolve_relative_to(dir.parent().unwrap());
+        // The fixture key's mode depends on the checkout's umask; config/security has the tests.
+        c.ca.allow_insecure_key_permissions = true;
         c
     }
 
@@ -684,7 +704,10 @@ mod tests {
         let warnings: Vec<_> = report
             .warnings
             .iter()
-            .filter(|w| !(w.field == "ca" && w.message.contains("accessible by group or others")))
+            .filter(|w| {
+                !(w.field == "ca" && w.message.contains("accessible by group or others")
+                    || w.field == "tokens" && w.message.contains("group or others can read"))
+            })
             .collect();
         assert!(warnings.is_empty(), "{report}");
         assert_eq!(c.key_mode, KeyMode::ByTool);
@@ -802,7 +825,8 @@ mod tests {
     #[test]
     fn token_debug_is_redacted() {
         let t = TokenConfig {
-            token: "super-secret-token-value".into(),
+            token: Some("super-secret-token-value".into()),
+            token_sha256: None,
             roles: vec![Role::Read],
             name: None,
             serial_prefixes: Vec::new(),

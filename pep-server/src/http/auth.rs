@@ -40,7 +40,9 @@ pub(super) fn role_name(role: Role) -> &'static str {
 /// One configured token.
 pub struct Token {
     name: String,
-    secret: Zeroizing<Vec<u8>>,
+    /// SHA-256 of the secret: the server never needs the token itself (`token_sha256` configs
+    /// do not even have it), and a presented token is hashed once and compared in constant time.
+    digest: Zeroizing<[u8; 32]>,
     provision: bool,
     read: bool,
     scope: SerialScope,
@@ -71,9 +73,18 @@ impl SerialScope {
 impl Token {
     /// A token named `name` (for logs) with secret `secret` and the given roles.
     pub fn new(name: impl Into<String>, secret: &str, roles: &[Role]) -> Token {
+        Token::from_digest(
+            name,
+            crate::config::security::token_digest(secret.as_bytes()),
+            roles,
+        )
+    }
+
+    /// A token given by the SHA-256 of its secret (`token_sha256`).
+    pub fn from_digest(name: impl Into<String>, digest: [u8; 32], roles: &[Role]) -> Token {
         Token {
             name: name.into(),
-            secret: Zeroizing::new(secret.as_bytes().to_vec()),
+            digest: Zeroizing::new(digest),
             provision: roles.contains(&Role::Provision),
             read: roles.contains(&Role::Read),
             scope: SerialScope::default(),
@@ -121,17 +132,21 @@ impl Auth {
         match config.auth {
             crate::config::AuthMode::None => Ok(Auth::Disabled),
             crate::config::AuthMode::Tokens => {
+                // An entry without a usable secret was refused by the check; it grants nothing.
                 let tokens = config
                     .load_tokens()?
                     .iter()
                     .enumerate()
-                    .map(|(i, t)| {
+                    .filter_map(|(i, t)| {
+                        let digest = crate::config::security::entry_digest(t)?;
                         let name = t
                             .name
                             .clone()
                             .unwrap_or_else(|| format!("token #{}", i + 1));
-                        Token::new(name, &t.token, &t.roles)
-                            .with_serial_prefixes(t.serial_prefixes.clone())
+                        Some(
+                            Token::from_digest(name, digest, &t.roles)
+                                .with_serial_prefixes(t.serial_prefixes.clone()),
+                        )
                     })
                     .collect();
                 Ok(Auth::Bearer(tokens))
@@ -227,7 +242,8 @@ impl Auth {
         let presented = strip_bearer(value).ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
         })?;
-        let token = find_token(tokens, |t| t.secret.as_slice().ct_eq(presented))
+        let presented = crate::config::security::token_digest(presented);
+        let token = find_token(tokens, |t| t.digest.as_slice().ct_eq(&presented))
             .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
         check_role(token, role)
     }
@@ -240,10 +256,11 @@ impl Auth {
             Auth::Bearer(tokens) => tokens,
         };
         let token = token.trim_ascii();
-        let found = find_token(tokens, |t| t.secret.as_slice().ct_eq(token))
+        let digest = Zeroizing::new(crate::config::security::token_digest(token));
+        let found = find_token(tokens, |t| t.digest.as_slice().ct_eq(digest.as_slice()))
             .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
         let principal = check_role(found, role)?;
-        Ok((principal, Some(hex::encode(session_mac(token)))))
+        Ok((principal, Some(hex::encode(session_mac(digest.as_slice())))))
     }
 
     /// Checks a session cookie value (from [`Auth::login`]) for `role`. Sessions carry the `read`
@@ -264,8 +281,10 @@ impl Auth {
                 "the session is not valid; log in again",
             ));
         }
-        let found = find_token(tokens, |t| session_mac(&t.secret).ct_eq(&presented))
-            .ok_or_else(|| ApiError::unauthorized("the session is not valid; log in again"))?;
+        let found = find_token(tokens, |t| {
+            session_mac(t.digest.as_slice()).ct_eq(&presented)
+        })
+        .ok_or_else(|| ApiError::unauthorized("the session is not valid; log in again"))?;
         check_role(found, role)
     }
 }

@@ -76,6 +76,8 @@ roles = ["provision"]
 [ca]
 cert = "{ca_cert}"
 key = "{ca_key}"
+# The repository's test CA: git leaves its key 0644.
+allow_insecure_key_permissions = true
 
 [bootstrap]
 uri = "coaps://bootstrap.example.com:5684"
