@@ -642,7 +642,7 @@ impl Inner {
             .ca
             .issue_at(&job.serial_number, &self.profile, self.clock.now())
             .map_err(AttemptError::Ca)?;
-        let mut bundle = self.final_bundle(job, sid, &issued.certificate);
+        let mut bundle = Wiped(self.final_bundle(job, sid, &issued.certificate));
         bundle.keys.push(KeyItem::private(
             names::BOOTSTRAP_DEVICE_PRIVATE_KEY,
             issued.private_key.to_der(),
@@ -670,7 +670,7 @@ impl Inner {
     ) -> Result<Injected, AttemptError> {
         let mut client = FccClient::connect(job.gateway, self.timeouts).await?;
         // Message 1 (keep-alive): the device generates the key and answers with a CSR.
-        let mut first = Bundle {
+        let mut first = Wiped(Bundle {
             sid: Some(sid.clone()),
             csr_requests: vec![CsrRequest {
                 private_key_name: names::BOOTSTRAP_DEVICE_PRIVATE_KEY.to_owned(),
@@ -682,7 +682,7 @@ impl Inner {
             verify: Some(false),
             keep_alive: Some(true),
             ..Bundle::default()
-        };
+        });
         first.entropy_and_rot(self.config.fcc.entropy_rot);
         let response = client.send(&first).await?;
         drop(first);
@@ -800,6 +800,39 @@ fn escape_subject_value(v: &str) -> String {
     v.replace(',', "\\,")
 }
 
+/// A bundle whose entropy and root of trust are zeroized when it drops, on every path (sent,
+/// refused, or never sent because the connection failed): they seed the device's secrets.
+struct Wiped(Bundle);
+
+impl std::ops::Deref for Wiped {
+    type Target = Bundle;
+    fn deref(&self) -> &Bundle {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Wiped {
+    fn deref_mut(&mut self) -> &mut Bundle {
+        &mut self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        wipe_entropy_and_rot(&mut self.0);
+    }
+}
+
+fn wipe_entropy_and_rot(bundle: &mut Bundle) {
+    use zeroize::Zeroize as _;
+    if let Some(e) = bundle.entropy.as_mut() {
+        e.zeroize();
+    }
+    if let Some(r) = bundle.rot.as_mut() {
+        r.zeroize();
+    }
+}
+
 /// Entropy and root of trust for the first message of a session.
 trait EntropyAndRot {
     fn entropy_and_rot(&mut self, mode: EntropyMode);
@@ -809,12 +842,11 @@ impl EntropyAndRot for Bundle {
     fn entropy_and_rot(&mut self, mode: EntropyMode) {
         if mode == EntropyMode::Random {
             use rand::RngCore;
-            let mut entropy = [0u8; 48];
-            let mut rot = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut entropy);
-            rand::rngs::OsRng.fill_bytes(&mut rot);
-            self.entropy = Some(entropy);
-            self.rot = Some(rot);
+            // Drawn straight into the bundle: no stack copy is left behind.
+            let entropy = self.entropy.insert([0u8; 48]);
+            rand::rngs::OsRng.fill_bytes(entropy);
+            let rot = self.rot.insert([0u8; 16]);
+            rand::rngs::OsRng.fill_bytes(rot);
         }
     }
 }
@@ -872,6 +904,18 @@ mod tests {
             e.to_string(),
             "FCC at 127.0.0.1:1 failed: no CSR; check the FCC process on the gateway"
         );
+    }
+
+    #[test]
+    fn entropy_and_rot_are_zeroized_on_drop() {
+        let mut b = Bundle::default();
+        b.entropy_and_rot(EntropyMode::Random);
+        assert!(b.entropy.is_some_and(|e| e != [0; 48]));
+        assert!(b.rot.is_some_and(|r| r != [0; 16]));
+        // What `Wiped`'s Drop runs.
+        wipe_entropy_and_rot(&mut b);
+        assert_eq!(b.entropy, Some([0; 48]));
+        assert_eq!(b.rot, Some([0; 16]));
     }
 
     #[test]
