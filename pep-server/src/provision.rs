@@ -684,7 +684,7 @@ impl Inner {
             ..Bundle::default()
         });
         first.entropy_and_rot(self.config.fcc.entropy_rot);
-        let response = client.send(&first).await?;
+        let response = sanitized(client.send(&first).await?);
         drop(first);
         if !response.is_success() {
             return Err(AttemptError::Rejected {
@@ -784,8 +784,36 @@ impl Inner {
     }
 }
 
-/// ReturnStatus 0 → the warnings; anything else → rejected.
+/// The most of FCC's `InfoMessage` and of each `WarningInfo` that is kept, in bytes.
+pub const MAX_FCC_TEXT: usize = 512;
+
+/// FCC's words as the server keeps them: control characters removed (a gateway must not be able to
+/// forge log lines, terminal escapes or page content) and cut to [`MAX_FCC_TEXT`] bytes at a
+/// character boundary, before they are stored, logged, returned or rendered.
+pub fn fcc_text(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+    if out.len() > MAX_FCC_TEXT {
+        let mut cut = MAX_FCC_TEXT;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+/// `response` with its `InfoMessage` and warnings passed through [`fcc_text`].
+fn sanitized(mut response: Response) -> Response {
+    response.info_message = fcc_text(&response.info_message);
+    for w in &mut response.warnings {
+        *w = fcc_text(w);
+    }
+    response
+}
+
+/// ReturnStatus 0 → the warnings; anything else → rejected. FCC's texts are sanitized first.
 fn accept(response: Response) -> Result<Vec<String>, AttemptError> {
+    let response = sanitized(response);
     if response.is_success() {
         Ok(response.warnings)
     } else {
@@ -916,6 +944,28 @@ mod tests {
         wipe_entropy_and_rot(&mut b);
         assert_eq!(b.entropy, Some([0; 48]));
         assert_eq!(b.rot, Some([0; 16]));
+    }
+
+    #[test]
+    fn fcc_texts_are_stripped_and_bounded() {
+        assert_eq!(
+            fcc_text("bad\u{1b}[31m red\r\nforged: line\0"),
+            "bad[31m redforged: line"
+        );
+        let long = "é".repeat(400); // 800 bytes
+        let cut = fcc_text(&long);
+        assert!(
+            cut.len() <= MAX_FCC_TEXT && cut.len() >= MAX_FCC_TEXT - 1,
+            "{}",
+            cut.len()
+        );
+        assert!(cut.chars().all(|c| c == 'é'));
+        let mut r = Response::error(None, FccStatus::from_u32(13), "x".repeat(2000));
+        r.warnings = vec!["w\n".repeat(600)];
+        let r = sanitized(r);
+        assert_eq!(r.info_message.len(), MAX_FCC_TEXT);
+        assert_eq!(r.warnings[0].len(), MAX_FCC_TEXT);
+        assert!(!r.warnings[0].contains('\n'));
     }
 
     #[test]
