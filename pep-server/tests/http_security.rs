@@ -228,3 +228,96 @@ async fn hashed_tokens_authenticate() {
     let (status, _) = server.get_text("/v3/enrollment-ids", Some(&digest)).await;
     assert_eq!(status, 401);
 }
+
+/// §5: connections over `[http] max_connections` are answered 503 at once and closed (not queued);
+/// once the held connections go, requests are served again.
+#[tokio::test]
+async fn excess_connections_are_refused_cleanly() {
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[http]\nmax_connections = 4\n",
+        config_toml(dir.path(), &Options::default())
+    );
+    std::fs::write(dir.path().join("pep.toml"), text).unwrap();
+    let server = Server::start_in(dir).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // Four idle connections take every slot (the header timeout would close them after 10 s).
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Give the server's accept loop the time to take them (not a timing assert: the loop below
+    // waits for the refusal, whatever it takes).
+    let mut refused = None;
+    for _ in 0..50 {
+        let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut answer = String::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            extra.read_to_string(&mut answer),
+        )
+        .await;
+        if matches!(read, Ok(Ok(_))) && answer.starts_with("HTTP/1.1 503") {
+            refused = Some(answer);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let answer = refused.expect("no connection was refused with 503");
+    assert!(
+        answer.contains("connection: close") && answer.contains("limit"),
+        "{answer}"
+    );
+    drop(held);
+    // Slots come back: a normal request is served.
+    let mut ok = false;
+    for _ in 0..100 {
+        if server
+            .client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        ok,
+        "the server did not serve again after the held connections closed"
+    );
+    assert!(server.log().contains("too many open connections"));
+}
+
+/// §5: a client that sends its head and then stalls in the body is answered and dropped (body-read
+/// timeout, 10 s) instead of holding its connection and a task forever.
+#[tokio::test]
+async fn a_stalled_body_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = Server::start(Options::default()).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v3/identities HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {BOTH}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"serialNumber\""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    // Generous bound: the point is that it ends at all.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        s.read_to_string(&mut answer),
+    )
+    .await
+    .expect("the server kept a stalled body's connection open for 60 s")
+    .unwrap();
+    let status: u16 = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!((400..500).contains(&status), "{answer}");
+}

@@ -119,6 +119,11 @@ impl Config {
             r.error("request_deadline_ms", "must be greater than 0");
         }
         self.check_auth(&mut r);
+        if self.http.max_connections == 0 {
+            r.error("http.max_connections", "must be greater than 0");
+        } else if self.http.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            r.error("http.max_connections", "is too large");
+        }
 
         let ca = self.check_ca(&mut r);
         self.check_certificate(ca.as_ref().map(|ca| ca.not_after()), &mut r);

@@ -117,6 +117,9 @@ pub struct Config {
     /// The identity store's guarantees.
     #[serde(default)]
     pub store: StoreConfig,
+    /// HTTP connection bounds.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
     /// of the secrets it holds.
     #[serde(skip)]
@@ -130,6 +133,22 @@ pub struct StoreConfig {
     /// `full` (default: power-loss safe, every acknowledged identity is on disk) or `normal`
     /// (survives a crash of the process, not a power cut; labs only, `check` warns).
     pub durability: crate::store::Durability,
+}
+
+/// `[http]`: connection bounds of the API server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once (default 1024); more are answered 503 and closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: crate::http::limits::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// The defaults of the fields whose struct cannot have a `Default` (it holds required fields).
