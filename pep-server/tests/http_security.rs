@@ -321,3 +321,42 @@ async fn a_stalled_body_is_cut_off() {
         .unwrap_or(0);
     assert!((400..500).contains(&status), "{answer}");
 }
+
+/// §5 and §4: after repeated 401s (bearer or floor login) one client address gets 429 with
+/// `Retry-After`, even with a valid token, while every other address is served as usual.
+#[tokio::test]
+async fn repeated_401s_back_off_that_address_only() {
+    let server = Server::start(Options::default()).await;
+    let attacker = reqwest::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap();
+    let url = format!("{}/v3/enrollment-ids", server.base);
+    let mut statuses = Vec::new();
+    for i in 0..14 {
+        let r = attacker
+            .get(&url)
+            .bearer_auth(format!("guess-{i:04}-0123456789abcdef"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses[..11].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[11..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Even the right token waits out the backoff from that address...
+    let r = attacker.get(&url).bearer_auth(READ).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    // ...and the floor login from there too.
+    let r = attacker
+        .post(format!("{}/floor/login", server.base))
+        .form(&[("token", READ)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // Everyone else is served.
+    let (status, _) = server.get_text("/v3/enrollment-ids", Some(READ)).await;
+    assert_eq!(status, 200);
+}

@@ -24,6 +24,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroizing;
 
 use super::AppState;
+use super::backoff::BACKOFF;
 use super::error::ApiError;
 use super::floor;
 
@@ -344,13 +345,49 @@ pub(super) async fn require_role(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = std::time::Instant::now();
+    if let Some(ip) = client
+        && let Err(wait) = BACKOFF.check(ip, now)
+    {
+        return too_many_failures(wait);
+    }
     match authorize_headers(&required.auth, request.headers(), required.role) {
         Ok(principal) => {
+            if let Some(ip) = client {
+                BACKOFF.succeeded(ip);
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if let Some(ip) = client
+                && e.status() == axum::http::StatusCode::UNAUTHORIZED
+            {
+                BACKOFF.failed(ip, now);
+            }
+            e.into_response()
+        }
     }
+}
+
+/// 429 for a client backing off after repeated authentication failures.
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut response = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many failed authentications from this address; retry in {secs} s with a valid token"
+        ),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// The login form's fields.
@@ -389,11 +426,33 @@ fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u32, secu
 )]
 pub(super) async fn login(
     State(state): State<AppState>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let token = Zeroizing::new(form.token);
-    match state.auth.login(token.as_bytes(), Role::Read) {
+    let client = connect.map(|c| c.0.0.ip());
+    let now = std::time::Instant::now();
+    if let Some(ip) = client
+        && let Err(wait) = BACKOFF.check(ip, now)
+    {
+        let secs = wait.as_secs().max(1);
+        return floor::login_page(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "too many failed logins from this address; try again in {secs} s"
+            )),
+        );
+    }
+    let result = state.auth.login(token.as_bytes(), Role::Read);
+    if let Some(ip) = client {
+        match &result {
+            Ok(_) => BACKOFF.succeeded(ip),
+            Err(e) if e.status() == axum::http::StatusCode::UNAUTHORIZED => BACKOFF.failed(ip, now),
+            Err(_) => {}
+        }
+    }
+    match result {
         Ok((principal, session)) => {
             tracing::info!(token = %principal.0, "floor page: logged in");
             let mut response = Redirect::to("/floor/").into_response();

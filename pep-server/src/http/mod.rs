@@ -10,6 +10,7 @@
 //! → per-request deadline (504) → per-route authentication (401/403) → handler.
 
 mod auth;
+mod backoff;
 mod error;
 pub mod events;
 pub mod floor;
