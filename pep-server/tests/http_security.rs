@@ -360,3 +360,55 @@ async fn repeated_401s_back_off_that_address_only() {
     let (status, _) = server.get_text("/v3/enrollment-ids", Some(READ)).await;
     assert_eq!(status, 200);
 }
+
+/// §4: a floor session is a random server-side ID: logout revokes it (the old cookie → 401), and a
+/// new login rotates it (the cookie presented at login → 401 afterwards).
+#[tokio::test]
+async fn sessions_end_at_logout_and_rotate_at_login() {
+    let server = Server::start(Options::default()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |cookie: Option<String>| {
+        let mut rb = client
+            .post(format!("{}/floor/login", server.base))
+            .form(&[("token", READ)]);
+        if let Some(c) = cookie {
+            rb = rb.header("cookie", c);
+        }
+        async move {
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), 303);
+            let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+            set.split(';').next().unwrap().to_owned()
+        }
+    };
+    let read = |cookie: String| {
+        let rb = client
+            .get(format!("{}/v3/enrollment-ids", server.base))
+            .header("cookie", cookie);
+        async move { rb.send().await.unwrap().status().as_u16() }
+    };
+    let first = login(None).await;
+    let value = first.trim_start_matches("pep_session=");
+    assert_eq!(value.len(), 64, "{first}");
+    assert_eq!(read(first.clone()).await, 200);
+    // Two logins with the same token get different sessions (not a function of the token).
+    let second = login(None).await;
+    assert_ne!(first, second);
+    // Rotation: logging in while presenting `first` ends `first`.
+    let third = login(Some(first.clone())).await;
+    assert_eq!(read(first.clone()).await, 401);
+    assert_eq!(read(third.clone()).await, 200);
+    // Logout revokes on the server: the cookie kept elsewhere is worth nothing.
+    let r = client
+        .post(format!("{}/floor/logout", server.base))
+        .header("cookie", third.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(read(third).await, 401);
+    assert_eq!(read(second).await, 200);
+}

@@ -7,19 +7,17 @@
 //!
 //! The factory-floor page (a browser cannot send a bearer header on navigation) logs in once with a
 //! `read` token and then carries a session cookie ([`SESSION_COOKIE`], HttpOnly, SameSite=Strict):
-//! its value is an HMAC of the token under a key drawn at process start, never the token itself, and
-//! is checked in constant time against every token like a bearer token. A session grants the `read`
-//! role only, never `provision`, and ends when the server restarts. The login form posts to
-//! [`login`]; [`logout`] clears the cookie.
+//! its value is a random session ID held server-side ([`super::sessions`]) with an absolute expiry
+//! of 12 hours, never the token itself. A session grants the `read` role only, never `provision`,
+//! is replaced at each login, revoked at logout, and ends when the server restarts. The login form
+//! posts to [`login`]; [`logout`] ends the session.
 
 use axum::Form;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroizing;
 
@@ -27,6 +25,7 @@ use super::AppState;
 use super::backoff::BACKOFF;
 use super::error::ApiError;
 use super::floor;
+use super::sessions::{SESSION_LIFETIME, SESSIONS};
 
 pub use crate::config::Role;
 
@@ -158,29 +157,9 @@ impl Auth {
 
 /// The name of the floor page's session cookie.
 pub(super) const SESSION_COOKIE: &str = "pep_session";
-/// Session cookie lifetime (a shift and a half); the server's restart ends it earlier.
-const SESSION_MAX_AGE_S: u32 = 12 * 3600;
-
-/// The key of the session HMAC: random per process, so a restart ends every session.
-static SESSION_KEY: std::sync::LazyLock<Zeroizing<[u8; 32]>> = std::sync::LazyLock::new(|| {
-    use rand::RngCore;
-    let mut key = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(key.as_mut());
-    key
-});
-
-/// The session value of a token secret: HMAC-SHA256 under [`SESSION_KEY`].
-fn session_mac(secret: &[u8]) -> [u8; 32] {
-    // A 32-byte key is always accepted by HMAC; the fallback only satisfies the type.
-    match Hmac::<Sha256>::new_from_slice(SESSION_KEY.as_slice()) {
-        Ok(mut mac) => {
-            mac.update(b"pep floor session v1\0");
-            mac.update(secret);
-            mac.finalize().into_bytes().into()
-        }
-        Err(_) => [0u8; 32],
-    }
-}
+/// Session cookie lifetime: the server-side expiry ([`SESSION_LIFETIME`]), so the browser drops
+/// the cookie when the server stops accepting it.
+const SESSION_MAX_AGE_S: u64 = SESSION_LIFETIME.as_secs();
 
 /// The session cookie value sent by the browser, if the `Cookie` headers carry one.
 pub(super) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
@@ -261,32 +240,28 @@ impl Auth {
         let found = find_token(tokens, |t| t.digest.as_slice().ct_eq(digest.as_slice()))
             .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
         let principal = check_role(found, role)?;
-        Ok((principal, Some(hex::encode(session_mac(digest.as_slice())))))
+        let id = SESSIONS.create(principal.clone(), std::time::Instant::now());
+        Ok((principal, Some(id)))
     }
 
     /// Checks a session cookie value (from [`Auth::login`]) for `role`. Sessions carry the `read`
     /// role only: asking for `provision` is refused whatever the token could do.
     pub fn authorize_session(&self, session: &[u8], role: Role) -> Result<Principal, ApiError> {
-        let tokens = match self {
-            Auth::Disabled => return Ok(Principal::anonymous()),
-            Auth::Bearer(tokens) => tokens,
-        };
+        if matches!(self, Auth::Disabled) {
+            return Ok(Principal::anonymous());
+        }
         if role != Role::Read {
             return Err(ApiError::unauthorized(
                 "a browser session only reads: send `Authorization: Bearer <token>`",
             ));
         }
-        let mut presented = [0u8; 32];
-        if hex::decode_to_slice(session, &mut presented).is_err() {
-            return Err(ApiError::unauthorized(
-                "the session is not valid; log in again",
-            ));
-        }
-        let found = find_token(tokens, |t| {
-            session_mac(t.digest.as_slice()).ct_eq(&presented)
-        })
-        .ok_or_else(|| ApiError::unauthorized("the session is not valid; log in again"))?;
-        check_role(found, role)
+        // Sessions are created only for tokens holding the read role (see `login`); the table
+        // lookup is by the SHA-256 of the ID, so its timing tells nothing about stored IDs.
+        SESSIONS
+            .get(session, std::time::Instant::now())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the session is not valid or has expired; log in again")
+            })
     }
 }
 
@@ -397,7 +372,7 @@ pub(super) struct LoginForm {
 }
 
 /// `Set-Cookie` of the session: `value` for `max_age_s` seconds.
-fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u32, secure: bool) {
+fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u64, secure: bool) {
     let cookie = format!(
         "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
         if secure { "; Secure" } else { "" }
@@ -455,6 +430,11 @@ pub(super) async fn login(
     match result {
         Ok((principal, session)) => {
             tracing::info!(token = %principal.0, "floor page: logged in");
+            // Rotation: the session the browser had before this login (if any) ends now, so a
+            // cookie planted before the login (session fixation) is worth nothing after it.
+            if let Some(old) = session_cookie(&headers) {
+                SESSIONS.revoke(old);
+            }
             let mut response = Redirect::to("/floor/").into_response();
             if let Some(session) = session {
                 // Secure only behind a TLS proxy: over plain HTTP the browser would drop the cookie.
@@ -472,17 +452,21 @@ pub(super) async fn login(
     }
 }
 
-/// `POST /floor/logout`: clears the session cookie.
+/// `POST /floor/logout`: ends the session on the server and clears the cookie.
 #[utoipa::path(
     post,
     path = "/floor/logout",
     tag = "floor",
     operation_id = "floorLogout",
-    summary = "Clears the floor page's session cookie",
+    summary = "Ends the floor page's session and clears its cookie",
     security(()),
     responses((status = 303, description = "Logged out; go to /floor/.")),
 )]
-pub(super) async fn logout() -> Response {
+pub(super) async fn logout(headers: HeaderMap) -> Response {
+    // Revoked server-side: a copy of the cookie kept elsewhere no longer opens anything.
+    if let Some(session) = session_cookie(&headers) {
+        SESSIONS.revoke(session);
+    }
     let mut response = Redirect::to("/floor/").into_response();
     set_session_cookie(&mut response, "", 0, false);
     response

@@ -20,6 +20,7 @@ pub mod openapi;
 mod ops;
 mod query;
 mod read;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
