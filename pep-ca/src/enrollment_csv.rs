@@ -5,7 +5,13 @@
 //! ten [`Column`] names), then one row per gateway; every field double-quoted with inner quotes
 //! doubled, lines ended by CRLF (RFC 4180). The cloud reads the first column of every line after
 //! the header.
+//!
+//! Formula injection: a spreadsheet opening the file runs a cell that starts with `=`, `+`, `-`,
+//! `@` (or a tab or carriage return) as a formula. The free-text columns ([`Column::is_free_text`]:
+//! the values a requester chose, such as `hardwareVersion`) get a leading `'` in that case; the
+//! enrollment ID and the serial number, which the bulk upload reads, are never changed.
 
+use std::borrow::Cow;
 use std::io;
 
 /// A failure to write the CSV (only the output's I/O can fail).
@@ -54,6 +60,19 @@ impl Column {
         Column::CreatedAt,
     ];
 
+    /// True for the columns holding text a requester chose (hardware version, radio and LED
+    /// configuration, the two addresses), which are neutralised against formula injection.
+    pub const fn is_free_text(self) -> bool {
+        matches!(
+            self,
+            Column::GatewayServicesAddress
+                | Column::ApiAddress
+                | Column::HardwareVersion
+                | Column::RadioConfig
+                | Column::LedConfig
+        )
+    }
+
     /// The column's name in the header, which is also the field name of the JSON listing
     /// (`GET /v3/enrollment-ids`) its values come from.
     pub const fn name(self) -> &'static str {
@@ -96,8 +115,16 @@ impl<W: io::Write> Writer<W> {
     /// Writes one gateway's line: `cells` holds the value of each column of [`Column::ALL`], in
     /// that order (build it with `Column::ALL.map(..)`).
     pub fn row<T: AsRef<str>>(&mut self, cells: [T; COLUMN_COUNT]) -> Result<(), Error> {
+        let cells = Column::ALL.iter().zip(cells.iter()).map(|(col, c)| {
+            let c = c.as_ref();
+            if col.is_free_text() {
+                neutralise_formula(c)
+            } else {
+                Cow::Borrowed(c)
+            }
+        });
         self.inner
-            .write_record(cells.iter().map(|c| c.as_ref().as_bytes()))
+            .write_record(cells.collect::<Vec<_>>().iter().map(|c| c.as_bytes()))
     }
 
     /// Flushes and returns the output.
@@ -105,6 +132,15 @@ impl<W: io::Write> Writer<W> {
         self.inner
             .into_inner()
             .map_err(|e| Error::from(io::Error::new(e.error().kind(), e.error().to_string())))
+    }
+}
+
+/// `cell` with a leading `'` when a spreadsheet would take it for a formula (OWASP's advice).
+pub fn neutralise_formula(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
     }
 }
 
@@ -123,6 +159,28 @@ mod tests {
         let mut w = Writer::in_memory();
         write(&mut w).unwrap();
         String::from_utf8(w.into_inner().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn formulas_are_neutralised_in_free_text_only() {
+        let cells = [
+            "-A-00",
+            "=GW-1",
+            "https://g",
+            "https://a",
+            "=cmd|' /C calc'!A0",
+            "+1",
+            "@SUM(1)",
+            "production",
+            "true",
+            "1",
+        ];
+        assert_eq!(
+            bytes(|w| w.row(cells)),
+            "\"-A-00\",\"=GW-1\",\"https://g\",\"https://a\",\"'=cmd|' /C calc'!A0\",\"'+1\",\"'@SUM(1)\",\"production\",\"true\",\"1\"\r\n"
+        );
+        assert_eq!(neutralise_formula("-1"), "'-1");
+        assert_eq!(neutralise_formula("arm-pelion"), "arm-pelion");
     }
 
     #[test]

@@ -224,8 +224,21 @@ impl InstallPlan {
             moved_aside.push((dest.clone(), aside));
         }
 
-        // 4. pal/ into place (a rename: the staging dir is on the same filesystem).
+        // 4. pal/ into place (a rename: the staging dir is on the same filesystem). It holds the
+        // device's private key: owner-only before it appears at its destination.
         fault(4)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(staged_pal, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| {
+                    CliError::io(
+                        format!("cannot restrict {} to 0700", staged_pal.display()),
+                        e,
+                    )
+                },
+            )?;
+        }
         std::fs::rename(staged_pal, &self.pal_dest).map_err(|e| {
             CliError::io(
                 format!(
@@ -371,6 +384,9 @@ mod tests {
         );
         assert!(!pal.exists());
         assert!(done.moved_aside.is_empty());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&done.pal).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ fn provisioning(c: &mut Criterion) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut config = Config::load(manifest.join("pep.example.toml")).expect("example config");
     config.resolve_relative_to(manifest.parent().expect("workspace root"));
+    // The repository's test CA: git checks its key out readable by all.
+    config.ca.allow_insecure_key_permissions = true;
     config.database_url = format!("sqlite://{}", dir.path().join("pep.sqlite").display());
     let (provisioner, gateway, _handle) = runtime.block_on(async move {
         let store = Store::open(&config.database_url).await.expect("store");

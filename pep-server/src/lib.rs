@@ -64,5 +64,6 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod netpolicy;
 pub mod provision;
 pub mod store;

@@ -429,6 +429,7 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
         );
     }
     let listen = config.listen;
+    let config_max_connections = config.http.max_connections;
     let limits = Limits {
         request_deadline: config.request_deadline() + HTTP_DEADLINE_GRACE,
     };
@@ -456,7 +457,10 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
         metrics: Arc::new(Metrics::new()),
         limits,
     };
-    http::serve(listener, http::router(state), shutdown_signal())
+    let options = http::ServeOptions {
+        max_connections: config_max_connections,
+    };
+    http::serve_with(listener, http::router(state), shutdown_signal(), options)
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");

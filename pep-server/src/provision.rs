@@ -805,7 +805,7 @@ impl Inner {
             .with_ca(move |ca| ca.issue_at(&serial, &profile, now))
             .await
             .map_err(AttemptError::Ca)?;
-        let mut bundle = self.final_bundle(job, sid, &issued.certificate);
+        let mut bundle = Wiped(self.final_bundle(job, sid, &issued.certificate));
         bundle.keys.push(KeyItem::private(
             names::BOOTSTRAP_DEVICE_PRIVATE_KEY,
             issued.private_key.to_der(),
@@ -836,7 +836,7 @@ impl Inner {
     ) -> Result<Injected, AttemptError> {
         let mut client = FccClient::connect(job.gateway, self.timeouts).await?;
         // Message 1 (keep-alive): the device generates the key and answers with a CSR.
-        let mut first = Bundle {
+        let mut first = Wiped(Bundle {
             sid: Some(sid.clone()),
             csr_requests: vec![CsrRequest {
                 private_key_name: names::BOOTSTRAP_DEVICE_PRIVATE_KEY.to_owned(),
@@ -848,9 +848,9 @@ impl Inner {
             verify: Some(false),
             keep_alive: Some(true),
             ..Bundle::default()
-        };
+        });
         first.entropy_and_rot(self.config.fcc.entropy_rot);
-        let response = client.send(&first).await?;
+        let response = sanitized(client.send(&first).await?);
         drop(first);
         if !response.is_success() {
             return Err(AttemptError::Rejected {
@@ -978,8 +978,36 @@ impl Inner {
     }
 }
 
-/// ReturnStatus 0 → the warnings; anything else → rejected.
+/// The most of FCC's `InfoMessage` and of each `WarningInfo` that is kept, in bytes.
+pub const MAX_FCC_TEXT: usize = 512;
+
+/// FCC's words as the server keeps them: control characters removed (a gateway must not be able to
+/// forge log lines, terminal escapes or page content) and cut to [`MAX_FCC_TEXT`] bytes at a
+/// character boundary, before they are stored, logged, returned or rendered.
+pub fn fcc_text(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+    if out.len() > MAX_FCC_TEXT {
+        let mut cut = MAX_FCC_TEXT;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+/// `response` with its `InfoMessage` and warnings passed through [`fcc_text`].
+fn sanitized(mut response: Response) -> Response {
+    response.info_message = fcc_text(&response.info_message);
+    for w in &mut response.warnings {
+        *w = fcc_text(w);
+    }
+    response
+}
+
+/// ReturnStatus 0 → the warnings; anything else → rejected. FCC's texts are sanitized first.
 fn accept(response: Response) -> Result<Vec<String>, AttemptError> {
+    let response = sanitized(response);
     if response.is_success() {
         Ok(response.warnings)
     } else {
@@ -994,6 +1022,39 @@ fn escape_subject_value(v: &str) -> String {
     v.replace(',', "\\,")
 }
 
+/// A bundle whose entropy and root of trust are zeroized when it drops, on every path (sent,
+/// refused, or never sent because the connection failed): they seed the device's secrets.
+struct Wiped(Bundle);
+
+impl std::ops::Deref for Wiped {
+    type Target = Bundle;
+    fn deref(&self) -> &Bundle {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Wiped {
+    fn deref_mut(&mut self) -> &mut Bundle {
+        &mut self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        wipe_entropy_and_rot(&mut self.0);
+    }
+}
+
+fn wipe_entropy_and_rot(bundle: &mut Bundle) {
+    use zeroize::Zeroize as _;
+    if let Some(e) = bundle.entropy.as_mut() {
+        e.zeroize();
+    }
+    if let Some(r) = bundle.rot.as_mut() {
+        r.zeroize();
+    }
+}
+
 /// Entropy and root of trust for the first message of a session.
 trait EntropyAndRot {
     fn entropy_and_rot(&mut self, mode: EntropyMode);
@@ -1003,12 +1064,11 @@ impl EntropyAndRot for Bundle {
     fn entropy_and_rot(&mut self, mode: EntropyMode) {
         if mode == EntropyMode::Random {
             use rand::RngCore;
-            let mut entropy = [0u8; 48];
-            let mut rot = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut entropy);
-            rand::rngs::OsRng.fill_bytes(&mut rot);
-            self.entropy = Some(entropy);
-            self.rot = Some(rot);
+            // Drawn straight into the bundle: no stack copy is left behind.
+            let entropy = self.entropy.insert([0u8; 48]);
+            rand::rngs::OsRng.fill_bytes(entropy);
+            let rot = self.rot.insert([0u8; 16]);
+            rand::rngs::OsRng.fill_bytes(rot);
         }
     }
 }
@@ -1070,6 +1130,40 @@ mod tests {
             e.to_string(),
             "FCC at 127.0.0.1:1 failed: no CSR; check the FCC process on the gateway"
         );
+    }
+
+    #[test]
+    fn entropy_and_rot_are_zeroized_on_drop() {
+        let mut b = Bundle::default();
+        b.entropy_and_rot(EntropyMode::Random);
+        assert!(b.entropy.is_some_and(|e| e != [0; 48]));
+        assert!(b.rot.is_some_and(|r| r != [0; 16]));
+        // What `Wiped`'s Drop runs.
+        wipe_entropy_and_rot(&mut b);
+        assert_eq!(b.entropy, Some([0; 48]));
+        assert_eq!(b.rot, Some([0; 16]));
+    }
+
+    #[test]
+    fn fcc_texts_are_stripped_and_bounded() {
+        assert_eq!(
+            fcc_text("bad\u{1b}[31m red\r\nforged: line\0"),
+            "bad[31m redforged: line"
+        );
+        let long = "é".repeat(400); // 800 bytes
+        let cut = fcc_text(&long);
+        assert!(
+            cut.len() <= MAX_FCC_TEXT && cut.len() >= MAX_FCC_TEXT - 1,
+            "{}",
+            cut.len()
+        );
+        assert!(cut.chars().all(|c| c == 'é'));
+        let mut r = Response::error(None, FccStatus::from_u32(13), "x".repeat(2000));
+        r.warnings = vec!["w\n".repeat(600)];
+        let r = sanitized(r);
+        assert_eq!(r.info_message.len(), MAX_FCC_TEXT);
+        assert_eq!(r.warnings[0].len(), MAX_FCC_TEXT);
+        assert!(!r.warnings[0].contains('\n'));
     }
 
     #[test]

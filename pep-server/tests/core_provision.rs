@@ -42,6 +42,8 @@ fn config(db: &Path, key_mode: KeyMode, tweak: impl FnOnce(&mut Config)) -> Conf
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut c = Config::load(manifest.join("pep.example.toml")).unwrap();
     c.resolve_relative_to(manifest.parent().unwrap());
+    // The repository's test CA: git checks its key out readable by all.
+    c.ca.allow_insecure_key_permissions = true;
     c.database_url = format!("sqlite://{}", db.display());
     c.key_mode = key_mode;
     c.fcc.connect_timeout_ms = 2_000;

@@ -311,6 +311,13 @@ async fn with_javascript_off_the_page_is_a_complete_snapshot() {
     browser.goto(&format!("{}/", server.base)).await;
     browser.type_into("#token", READ).await;
     browser.click("form button").await;
+    // The click returns before the login's redirect has always been followed: wait for the page.
+    for _ in 0..100 {
+        if browser.source().await.contains("id=\"serial\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     browser.type_into("#serial", "NOJS-BAD").await;
     browser.click("#search button").await;
     // The click returns before the form's navigation has always finished: wait for the new URL.

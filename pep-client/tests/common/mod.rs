@@ -100,6 +100,8 @@ roles = ["provision", "read"]
 [ca]
 cert = "{root}/fixtures/ca/CA_cert.pem"
 key = "{root}/fixtures/ca/CA_private.pem"
+# The repository's test CA: git leaves its key 0644.
+allow_insecure_key_permissions = true
 
 [bootstrap]
 uri = "coaps://bootstrap.us-east-1.mbedcloud.com:5684"
@@ -115,6 +117,8 @@ class_id = "4d4f4e44-4159-204d-4f52-4e494e472e2e"
 connect_timeout_ms = 5000
 write_timeout_ms = 10000
 read_timeout_ms = 30000
+# The fake gateways listen on loopback, which the default allowlist refuses.
+allowed_networks = ["127.0.0.0/8", "::1"]
 
 {extra}
 "#,

@@ -4,7 +4,6 @@
 //! exactly what was checked and reads each file once. Single values were already parsed to their
 //! types when the file was loaded (see [`super::values`]).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use sha2::Digest as _;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::{AuthMode, CaExpiry, Config, MIN_TOKEN_LEN, path_for_people};
+use super::{AuthMode, CaExpiry, Config, path_for_people};
 
 /// Ten years, in seconds: FCC warns about a certificate that ends sooner.
 const TEN_YEARS_S: i64 = 315_360_000;
@@ -48,14 +47,14 @@ impl CheckReport {
         self.errors.is_empty()
     }
 
-    fn error(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
         self.errors.push(CheckIssue {
             field: field.to_owned(),
             message: message.into(),
         });
     }
 
-    fn warn(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, field: &str, message: impl Into<String>) {
         self.warnings.push(CheckIssue {
             field: field.to_owned(),
             message: message.into(),
@@ -192,6 +191,11 @@ impl Config {
             r.error("request_deadline_ms", "must be greater than 0");
         }
         self.check_auth(&mut r);
+        if self.http.max_connections == 0 {
+            r.error("http.max_connections", "must be greater than 0");
+        } else if self.http.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            r.error("http.max_connections", "is too large");
+        }
 
         let ca = self.check_ca(&mut r);
         self.check_certificate(ca.as_ref().map(|ca| ca.not_after()), &mut r);
@@ -243,21 +247,18 @@ impl Config {
                 }
             }
         }
-        let mut seen = BTreeSet::new();
+        self.check_token_secrets(&tokens, r);
         for (i, t) in tokens.iter().enumerate() {
-            let field = format!("tokens[{i}].token");
-            if t.token.trim().is_empty() {
-                r.error(&field, "is empty");
-            } else if t.token.chars().count() < MIN_TOKEN_LEN {
-                r.error(
-                    &field,
-                    format!("is shorter than {MIN_TOKEN_LEN} characters"),
-                );
-            } else if t.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                r.error(&field, "contains whitespace or control characters");
-            }
-            if !seen.insert(t.token.as_str()) {
-                r.error(&field, "is the same token as an earlier entry");
+            for (j, prefix) in t.serial_prefixes.iter().enumerate() {
+                let field = format!("tokens[{i}].serial_prefixes[{j}]");
+                if prefix.is_empty() {
+                    r.error(
+                        &field,
+                        "is empty (remove serial_prefixes to allow every serial)",
+                    );
+                } else {
+                    check_text(&field, prefix, 64, r);
+                }
             }
             if t.roles.is_empty() {
                 r.error(
@@ -293,11 +294,18 @@ impl Config {
         if !readable {
             return None;
         }
-        match pep_ca::FactoryCa::load(&self.ca.cert, &self.ca.key) {
+        self.loaded_ca(pep_ca::FactoryCa::load(&self.ca.cert, &self.ca.key), r)
+    }
+
+    /// The CA `pep-ca` loaded (its warnings and the secrets rules reported), or its error.
+    fn loaded_ca(
+        &self,
+        loaded: Result<pep_ca::LoadedCa, pep_ca::CaError>,
+        r: &mut CheckReport,
+    ) -> Option<Arc<pep_ca::FactoryCa>> {
+        match loaded {
             Ok(loaded) => {
-                for w in &loaded.warnings {
-                    r.warn("ca", w.to_string());
-                }
+                self.check_ca_secrets(Some(&loaded.ca), &loaded.warnings, r);
                 Some(Arc::new(loaded.ca))
             }
             Err(e) => {
@@ -350,18 +358,7 @@ impl Config {
             pin,
             sessions: pep_ca::pkcs11::DEFAULT_SESSIONS,
         };
-        match pep_ca::FactoryCa::load_pkcs11(&self.ca.cert, config) {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    r.warn("ca", w.to_string());
-                }
-                Some(Arc::new(loaded.ca))
-            }
-            Err(e) => {
-                r.error("ca", e.to_string());
-                None
-            }
-        }
+        self.loaded_ca(pep_ca::FactoryCa::load_pkcs11(&self.ca.cert, config), r)
     }
 
     /// The token's user PIN: `PEP_PKCS11_PIN`, else the first line of `ca.pin_file`. Never in

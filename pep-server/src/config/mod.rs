@@ -19,6 +19,7 @@
 //! documents every field; `pep-server/pep.example.toml` is a complete, commented, valid example.
 
 mod check;
+pub mod security;
 pub mod values;
 
 use std::fmt;
@@ -48,8 +49,8 @@ pub const DEFAULT_HARDWARE_VERSION: &str = "arm-pelion-edge-gateway";
 pub const DEFAULT_RADIO_CONFIG: &str = "00";
 /// Default status-LED configuration.
 pub const DEFAULT_LED_CONFIG: &str = "01";
-/// Minimum length of an API token. 12 admits the README's demo token (`pep-demo-token`, demo only);
-/// production tokens should be long random strings.
+/// Minimum length of an API token. Tokens also need [`security::MIN_TOKEN_BITS`] of estimated
+/// entropy; the README's demo token (`pep-demo-token`) is accepted on loopback only.
 pub const MIN_TOKEN_LEN: usize = 12;
 
 /// The whole `pep.toml`.
@@ -116,6 +117,13 @@ pub struct Config {
     /// The identity store's guarantees.
     #[serde(default)]
     pub store: StoreConfig,
+    /// HTTP connection bounds.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
+    /// of the secrets it holds.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[store]`: how the identity store commits.
@@ -125,6 +133,22 @@ pub struct StoreConfig {
     /// `full` (default: power-loss safe, every acknowledged identity is on disk) or `normal`
     /// (survives a crash of the process, not a power cut; labs only, `check` warns).
     pub durability: crate::store::Durability,
+}
+
+/// `[http]`: connection bounds of the API server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once (default 1024); more are answered 503 and closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: crate::http::limits::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// The defaults of the fields whose struct cannot have a `Default` (it holds required fields).
@@ -189,17 +213,27 @@ pub enum Role {
     Read,
 }
 
-/// One API token.
+/// One API token: `token` (plaintext) or `token_sha256` (its SHA-256, hex), not both.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The secret bearer token (at least [`MIN_TOKEN_LEN`] characters).
-    pub token: String,
+    /// The secret bearer token (at least [`MIN_TOKEN_LEN`] characters and
+    /// [`security::MIN_TOKEN_BITS`] of estimated entropy).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Instead of `token`: the SHA-256 of the token, 64 hex characters
+    /// (`printf %s "$t" | sha256sum`), so the file holds no usable secret.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
     /// The roles it grants.
     pub roles: Vec<Role>,
     /// An optional name used in logs and the audit trail instead of the secret.
     #[serde(default)]
     pub name: Option<String>,
+    /// The serials this token may provision: those starting with one of these prefixes (403
+    /// otherwise). Empty (default): every serial. Reading is not limited.
+    #[serde(default)]
+    pub serial_prefixes: Vec<String>,
 }
 
 impl fmt::Debug for TokenConfig {
@@ -207,8 +241,10 @@ impl fmt::Debug for TokenConfig {
         // The token is a secret: never print it.
         f.debug_struct("TokenConfig")
             .field("token", &"<redacted>")
+            .field("token_sha256", &self.token_sha256.as_ref().map(|_| "<set>"))
             .field("roles", &self.roles)
             .field("name", &self.name)
+            .field("serial_prefixes", &self.serial_prefixes)
             .finish()
     }
 }
@@ -237,6 +273,9 @@ pub struct CaConfig {
     /// [`PKCS11_PIN_ENV`] overrides it. The PIN is never written in the configuration itself.
     #[serde(default)]
     pub pin_file: Option<PathBuf>,
+    /// Accept a key file that group or others can read (test CAs only; otherwise an error).
+    #[serde(default)]
+    pub allow_insecure_key_permissions: bool,
 }
 
 /// The environment variable holding the PKCS#11 user PIN (overrides `ca.pin_file`).
@@ -396,6 +435,12 @@ pub struct FccConfig {
     pub max_concurrent_injections: usize,
     /// `none` (default) or `random`: inject `Entropy` and `ROT`.
     pub entropy_rot: EntropyMode,
+    /// The networks the server may connect to for an injection (CIDR or single addresses).
+    /// Default: RFC 1918 and ULA. Loopback, link-local and the server's own addresses need an
+    /// entry of their own (see [`crate::netpolicy`]).
+    pub allowed_networks: Vec<crate::netpolicy::Network>,
+    /// The gateway `ip` must be the requester's own address (the gateway asks for itself).
+    pub require_peer_ip: bool,
 }
 
 impl Default for FccConfig {
@@ -406,6 +451,8 @@ impl Default for FccConfig {
             read_timeout_ms: 60_000,
             max_concurrent_injections: 64,
             entropy_rot: EntropyMode::default(),
+            allowed_networks: crate::netpolicy::default_allowed_networks(),
+            require_peer_ip: false,
         }
     }
 }
@@ -544,11 +591,14 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        parse_toml(&text).map_err(|(field, source)| ConfigError::Parse {
-            path: path.to_owned(),
-            field,
-            source,
-        })
+        let mut config: Config =
+            parse_toml(&text).map_err(|(field, source)| ConfigError::Parse {
+                path: path.to_owned(),
+                field,
+                source,
+            })?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses a configuration from TOML text.
@@ -653,6 +703,14 @@ impl Config {
         }
     }
 
+    /// The gateway network policy of `[fcc]`.
+    pub fn network_policy(&self) -> crate::netpolicy::NetworkPolicy {
+        crate::netpolicy::NetworkPolicy::new(
+            self.fcc.allowed_networks.clone(),
+            self.fcc.require_peer_ip,
+        )
+    }
+
     /// The `pep-ca` certificate profile of `[certificate]`.
     pub fn cert_profile(&self) -> pep_ca::CertProfile {
         let c = &self.certificate;
@@ -679,6 +737,8 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut c = Config::load(dir.join("pep.example.toml")).unwrap();
         c.resolve_relative_to(dir.parent().unwrap());
+        // The fixture key's mode depends on the checkout's umask; config/security has the tests.
+        c.ca.allow_insecure_key_permissions = true;
         c
     }
 
@@ -692,7 +752,10 @@ mod tests {
         let warnings: Vec<_> = report
             .warnings
             .iter()
-            .filter(|w| !(w.field == "ca" && w.message.contains("accessible by group or others")))
+            .filter(|w| {
+                !(w.field == "ca" && w.message.contains("accessible by group or others")
+                    || w.field == "tokens" && w.message.contains("group or others can read"))
+            })
             .collect();
         assert!(warnings.is_empty(), "{report}");
         assert_eq!(c.key_mode, KeyMode::ByTool);
@@ -810,9 +873,11 @@ mod tests {
     #[test]
     fn token_debug_is_redacted() {
         let t = TokenConfig {
-            token: "super-secret-token-value".into(),
+            token: Some("super-secret-token-value".into()),
+            token_sha256: None,
             roles: vec![Role::Read],
             name: None,
+            serial_prefixes: Vec::new(),
         };
         assert!(!format!("{t:?}").contains("super-secret"));
     }

@@ -7,25 +7,25 @@
 //!
 //! The factory-floor page (a browser cannot send a bearer header on navigation) logs in once with a
 //! `read` token and then carries a session cookie ([`SESSION_COOKIE`], HttpOnly, SameSite=Strict):
-//! its value is an HMAC of the token under a key drawn at process start, never the token itself, and
-//! is checked in constant time against every token like a bearer token. A session grants the `read`
-//! role only, never `provision`, and ends when the server restarts. The login form posts to
-//! [`login`]; [`logout`] clears the cookie.
+//! its value is a random session ID held server-side ([`super::sessions`]) with an absolute expiry
+//! of 12 hours, never the token itself. A session grants the `read` role only, never `provision`,
+//! is replaced at each login, revoked at logout, and ends when the server restarts. The login form
+//! posts to [`login`]; [`logout`] ends the session.
 
 use axum::Form;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroizing;
 
 use super::AppState;
+use super::backoff::BACKOFF;
 use super::error::ApiError;
 use super::floor;
+use super::sessions::{SESSION_LIFETIME, SESSIONS};
 
 pub use crate::config::Role;
 
@@ -40,20 +40,61 @@ pub(super) fn role_name(role: Role) -> &'static str {
 /// One configured token.
 pub struct Token {
     name: String,
-    secret: Zeroizing<Vec<u8>>,
+    /// SHA-256 of the secret: the server never needs the token itself (`token_sha256` configs
+    /// do not even have it), and a presented token is hashed once and compared in constant time.
+    digest: Zeroizing<[u8; 32]>,
     provision: bool,
     read: bool,
+    scope: SerialScope,
+}
+
+/// The serials a caller may provision: the `serial_prefixes` of its token (issue #14 §3). Empty
+/// means every serial. Reading is not scoped (it stays role-based).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SerialScope(std::sync::Arc<[String]>);
+
+impl SerialScope {
+    /// The scope of these prefixes (none: every serial).
+    pub fn new(prefixes: Vec<String>) -> SerialScope {
+        SerialScope(prefixes.into())
+    }
+
+    /// True when `serial` starts with one of the prefixes, or there is none.
+    pub fn allows(&self, serial: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| serial.starts_with(p.as_str()))
+    }
+
+    /// The prefixes, for messages.
+    pub fn prefixes(&self) -> &[String] {
+        &self.0
+    }
 }
 
 impl Token {
     /// A token named `name` (for logs) with secret `secret` and the given roles.
     pub fn new(name: impl Into<String>, secret: &str, roles: &[Role]) -> Token {
+        Token::from_digest(
+            name,
+            crate::config::security::token_digest(secret.as_bytes()),
+            roles,
+        )
+    }
+
+    /// A token given by the SHA-256 of its secret (`token_sha256`).
+    pub fn from_digest(name: impl Into<String>, digest: [u8; 32], roles: &[Role]) -> Token {
         Token {
             name: name.into(),
-            secret: Zeroizing::new(secret.as_bytes().to_vec()),
+            digest: Zeroizing::new(digest),
             provision: roles.contains(&Role::Provision),
             read: roles.contains(&Role::Read),
+            scope: SerialScope::default(),
         }
+    }
+
+    /// This token limited to the serials starting with one of `prefixes` (none: every serial).
+    pub fn with_serial_prefixes(mut self, prefixes: Vec<String>) -> Token {
+        self.scope = SerialScope::new(prefixes);
+        self
     }
 
     fn has(&self, role: Role) -> bool {
@@ -71,6 +112,7 @@ impl std::fmt::Debug for Token {
             .field("secret", &"<redacted>")
             .field("provision", &self.provision)
             .field("read", &self.read)
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -90,16 +132,21 @@ impl Auth {
         match config.auth {
             crate::config::AuthMode::None => Ok(Auth::Disabled),
             crate::config::AuthMode::Tokens => {
+                // An entry without a usable secret was refused by the check; it grants nothing.
                 let tokens = config
                     .load_tokens()?
                     .iter()
                     .enumerate()
-                    .map(|(i, t)| {
+                    .filter_map(|(i, t)| {
+                        let digest = crate::config::security::entry_digest(t)?;
                         let name = t
                             .name
                             .clone()
                             .unwrap_or_else(|| format!("token #{}", i + 1));
-                        Token::new(name, &t.token, &t.roles)
+                        Some(
+                            Token::from_digest(name, digest, &t.roles)
+                                .with_serial_prefixes(t.serial_prefixes.clone()),
+                        )
                     })
                     .collect();
                 Ok(Auth::Bearer(tokens))
@@ -110,29 +157,9 @@ impl Auth {
 
 /// The name of the floor page's session cookie.
 pub(super) const SESSION_COOKIE: &str = "pep_session";
-/// Session cookie lifetime (a shift and a half); the server's restart ends it earlier.
-const SESSION_MAX_AGE_S: u32 = 12 * 3600;
-
-/// The key of the session HMAC: random per process, so a restart ends every session.
-static SESSION_KEY: std::sync::LazyLock<Zeroizing<[u8; 32]>> = std::sync::LazyLock::new(|| {
-    use rand::RngCore;
-    let mut key = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(key.as_mut());
-    key
-});
-
-/// The session value of a token secret: HMAC-SHA256 under [`SESSION_KEY`].
-fn session_mac(secret: &[u8]) -> [u8; 32] {
-    // A 32-byte key is always accepted by HMAC; the fallback only satisfies the type.
-    match Hmac::<Sha256>::new_from_slice(SESSION_KEY.as_slice()) {
-        Ok(mut mac) => {
-            mac.update(b"pep floor session v1\0");
-            mac.update(secret);
-            mac.finalize().into_bytes().into()
-        }
-        Err(_) => [0u8; 32],
-    }
-}
+/// Session cookie lifetime: the server-side expiry ([`SESSION_LIFETIME`]), so the browser drops
+/// the cookie when the server stops accepting it.
+const SESSION_MAX_AGE_S: u64 = SESSION_LIFETIME.as_secs();
 
 /// The session cookie value sent by the browser, if the `Cookie` headers carry one.
 pub(super) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
@@ -163,9 +190,17 @@ pub(super) fn authorize_headers(
     }
 }
 
-/// Who made a request: the configured name of the token, or `anonymous` when auth is disabled.
+/// Who made a request: the configured name of the token (or `anonymous` when auth is disabled),
+/// and the serials it may provision.
 #[derive(Debug, Clone)]
-pub struct Principal(pub String);
+pub struct Principal(pub String, pub SerialScope);
+
+impl Principal {
+    /// Anyone, when authentication is disabled: every serial.
+    fn anonymous() -> Principal {
+        Principal("anonymous".into(), SerialScope::default())
+    }
+}
 
 impl Auth {
     /// Checks the `Authorization` header value for `role`: 401 without a valid token, 403 with a
@@ -176,7 +211,7 @@ impl Auth {
         role: Role,
     ) -> Result<Principal, ApiError> {
         let tokens = match self {
-            Auth::Disabled => return Ok(Principal("anonymous".into())),
+            Auth::Disabled => return Ok(Principal::anonymous()),
             Auth::Bearer(tokens) => tokens,
         };
         let Some(value) = authorization else {
@@ -187,7 +222,8 @@ impl Auth {
         let presented = strip_bearer(value).ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
         })?;
-        let token = find_token(tokens, |t| t.secret.as_slice().ct_eq(presented))
+        let presented = crate::config::security::token_digest(presented);
+        let token = find_token(tokens, |t| t.digest.as_slice().ct_eq(&presented))
             .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
         check_role(token, role)
     }
@@ -196,37 +232,36 @@ impl Auth {
     /// value of the session cookie to set. `Ok(None)` when authentication is disabled.
     pub fn login(&self, token: &[u8], role: Role) -> Result<(Principal, Option<String>), ApiError> {
         let tokens = match self {
-            Auth::Disabled => return Ok((Principal("anonymous".into()), None)),
+            Auth::Disabled => return Ok((Principal::anonymous(), None)),
             Auth::Bearer(tokens) => tokens,
         };
         let token = token.trim_ascii();
-        let found = find_token(tokens, |t| t.secret.as_slice().ct_eq(token))
+        let digest = Zeroizing::new(crate::config::security::token_digest(token));
+        let found = find_token(tokens, |t| t.digest.as_slice().ct_eq(digest.as_slice()))
             .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
         let principal = check_role(found, role)?;
-        Ok((principal, Some(hex::encode(session_mac(token)))))
+        let id = SESSIONS.create(principal.clone(), std::time::Instant::now());
+        Ok((principal, Some(id)))
     }
 
     /// Checks a session cookie value (from [`Auth::login`]) for `role`. Sessions carry the `read`
     /// role only: asking for `provision` is refused whatever the token could do.
     pub fn authorize_session(&self, session: &[u8], role: Role) -> Result<Principal, ApiError> {
-        let tokens = match self {
-            Auth::Disabled => return Ok(Principal("anonymous".into())),
-            Auth::Bearer(tokens) => tokens,
-        };
+        if matches!(self, Auth::Disabled) {
+            return Ok(Principal::anonymous());
+        }
         if role != Role::Read {
             return Err(ApiError::unauthorized(
                 "a browser session only reads: send `Authorization: Bearer <token>`",
             ));
         }
-        let mut presented = [0u8; 32];
-        if hex::decode_to_slice(session, &mut presented).is_err() {
-            return Err(ApiError::unauthorized(
-                "the session is not valid; log in again",
-            ));
-        }
-        let found = find_token(tokens, |t| session_mac(&t.secret).ct_eq(&presented))
-            .ok_or_else(|| ApiError::unauthorized("the session is not valid; log in again"))?;
-        check_role(found, role)
+        // Sessions are created only for tokens holding the read role (see `login`); the table
+        // lookup is by the SHA-256 of the ID, so its timing tells nothing about stored IDs.
+        SESSIONS
+            .get(session, std::time::Instant::now())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the session is not valid or has expired; log in again")
+            })
     }
 }
 
@@ -256,7 +291,7 @@ fn check_role(token: &Token, role: Role) -> Result<Principal, ApiError> {
             role_name(role)
         )));
     }
-    Ok(Principal(token.name.clone()))
+    Ok(Principal(token.name.clone(), token.scope.clone()))
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, per RFC 7235).
@@ -285,13 +320,49 @@ pub(super) async fn require_role(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = std::time::Instant::now();
+    if let Some(ip) = client
+        && let Err(wait) = BACKOFF.check(ip, now)
+    {
+        return too_many_failures(wait);
+    }
     match authorize_headers(&required.auth, request.headers(), required.role) {
         Ok(principal) => {
+            if let Some(ip) = client {
+                BACKOFF.succeeded(ip);
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if let Some(ip) = client
+                && e.status() == axum::http::StatusCode::UNAUTHORIZED
+            {
+                BACKOFF.failed(ip, now);
+            }
+            e.into_response()
+        }
     }
+}
+
+/// 429 for a client backing off after repeated authentication failures.
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut response = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many failed authentications from this address; retry in {secs} s with a valid token"
+        ),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// The login form's fields.
@@ -301,7 +372,7 @@ pub(super) struct LoginForm {
 }
 
 /// `Set-Cookie` of the session: `value` for `max_age_s` seconds.
-fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u32, secure: bool) {
+fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u64, secure: bool) {
     let cookie = format!(
         "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
         if secure { "; Secure" } else { "" }
@@ -330,13 +401,40 @@ fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u32, secu
 )]
 pub(super) async fn login(
     State(state): State<AppState>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let token = Zeroizing::new(form.token);
-    match state.auth.login(token.as_bytes(), Role::Read) {
+    let client = connect.map(|c| c.0.0.ip());
+    let now = std::time::Instant::now();
+    if let Some(ip) = client
+        && let Err(wait) = BACKOFF.check(ip, now)
+    {
+        let secs = wait.as_secs().max(1);
+        return floor::login_page(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "too many failed logins from this address; try again in {secs} s"
+            )),
+        );
+    }
+    let result = state.auth.login(token.as_bytes(), Role::Read);
+    if let Some(ip) = client {
+        match &result {
+            Ok(_) => BACKOFF.succeeded(ip),
+            Err(e) if e.status() == axum::http::StatusCode::UNAUTHORIZED => BACKOFF.failed(ip, now),
+            Err(_) => {}
+        }
+    }
+    match result {
         Ok((principal, session)) => {
             tracing::info!(token = %principal.0, "floor page: logged in");
+            // Rotation: the session the browser had before this login (if any) ends now, so a
+            // cookie planted before the login (session fixation) is worth nothing after it.
+            if let Some(old) = session_cookie(&headers) {
+                SESSIONS.revoke(old);
+            }
             let mut response = Redirect::to("/floor/").into_response();
             if let Some(session) = session {
                 // Secure only behind a TLS proxy: over plain HTTP the browser would drop the cookie.
@@ -354,17 +452,21 @@ pub(super) async fn login(
     }
 }
 
-/// `POST /floor/logout`: clears the session cookie.
+/// `POST /floor/logout`: ends the session on the server and clears the cookie.
 #[utoipa::path(
     post,
     path = "/floor/logout",
     tag = "floor",
     operation_id = "floorLogout",
-    summary = "Clears the floor page's session cookie",
+    summary = "Ends the floor page's session and clears its cookie",
     security(()),
     responses((status = 303, description = "Logged out; go to /floor/.")),
 )]
-pub(super) async fn logout() -> Response {
+pub(super) async fn logout(headers: HeaderMap) -> Response {
+    // Revoked server-side: a copy of the cookie kept elsewhere no longer opens anything.
+    if let Some(session) = session_cookie(&headers) {
+        SESSIONS.revoke(session);
+    }
     let mut response = Redirect::to("/floor/").into_response();
     set_session_cookie(&mut response, "", 0, false);
     response

@@ -57,7 +57,9 @@ pub(super) async fn get_identity(
         Err(e) => return invalid(&state, e),
     };
     let defaults = state.provisioner.gateway_defaults();
-    match build_request(params, &headers, peer, principal.map(|p| p.0), defaults) {
+    match build_request(params, &headers, peer, principal.map(|p| p.0), defaults)
+        .and_then(|request| allowed_target(&state, request, peer))
+    {
         Ok(request) => provision(&state, request, StatusCode::OK).await,
         Err(e) => invalid(&state, e),
     }
@@ -109,7 +111,8 @@ pub(super) async fn post_identities(
         .and_then(|params| {
             let defaults = state.provisioner.gateway_defaults();
             build_request(params, &headers, peer, principal.map(|p| p.0), defaults)
-        });
+        })
+        .and_then(|request| allowed_target(&state, request, peer));
     match parsed {
         Ok(request) => provision(&state, request, StatusCode::CREATED).await,
         Err(e) => invalid(&state, e),
@@ -129,6 +132,35 @@ pub fn parse_identity_query(
 ) -> Result<ProvisionRequest, ApiError> {
     let params = QueryParams::parse(raw)?;
     build_request(params, &HeaderMap::new(), peer, principal, defaults)
+}
+
+/// The gateway network policy (`[fcc] allowed_networks`, `require_peer_ip`), decided before any
+/// connection: a refused target is 403 naming the rule, and an audit line in the log (who asked,
+/// for which serial and address, which rule refused).
+fn allowed_target(
+    state: &AppState,
+    request: ProvisionRequest,
+    peer: SocketAddr,
+) -> Result<ProvisionRequest, ApiError> {
+    let gateway = request.params.gateway;
+    match state
+        .provisioner
+        .config()
+        .network_policy()
+        .check(gateway, Some(peer.ip()))
+    {
+        Ok(()) => Ok(request),
+        Err(refusal) => {
+            tracing::warn!(target: "pep::audit", event = "gateway_refused",
+                serial = request.params.serial_number.as_str(), %gateway,
+                requester = %request.requester, rule = refusal.rule,
+                "gateway address refused: {}", refusal.reason);
+            Err(ApiError::forbidden(refusal.to_string())
+                .with("rule", refusal.rule)
+                .with("gateway", gateway.to_string())
+                .with("retryable", false))
+        }
+    }
 }
 
 /// Counts a request refused by the HTTP layer's own checks and answers it.
@@ -233,6 +265,21 @@ fn build_request(
         .gateway_fields()?
         .into_params(Some(peer.ip()), defaults)
         .map_err(|e| ApiError::bad_param(e.field, e.reason))?;
+    if let Some(Principal(name, scope)) = &principal
+        && !scope.allows(params.serial_number.as_str())
+    {
+        // Per-station scope (issue #14 §3): refused before anything is reserved or connected.
+        return Err(ApiError::forbidden(format!(
+            "token `{name}` may provision only serials starting with {}",
+            scope
+                .prefixes()
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with("serialNumber", params.serial_number.as_str()));
+    }
     let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0);
     Ok(ProvisionRequest {
         params,

@@ -10,15 +10,18 @@
 //! → per-request deadline (504) → per-route authentication (401/403) → handler.
 
 mod auth;
+mod backoff;
 mod error;
 pub mod events;
 pub mod floor;
 mod identity;
+pub mod limits;
 pub mod openapi;
 mod ops;
 mod query;
 mod read;
 mod resolve;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use tracing::Span;
 pub use auth::{Auth, Principal, Role, Token};
 pub use error::ApiError;
 pub use identity::parse_identity_query;
+pub use limits::ServeOptions;
 
 use crate::metrics::Metrics;
 use crate::provision::Provisioner;
@@ -368,11 +372,24 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with the connection bounds of `[http]` (see [`limits`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let app = app.layer(axum::Extension(events::Shutdown(stopped)));
+    let app = app.layer(axum::Extension(events::Shutdown(stopped))).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(limits::BODY_READ_TIMEOUT),
+    );
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -393,6 +410,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            limits::refuse_connection(stream, remote, options.max_connections);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service =
@@ -409,6 +430,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

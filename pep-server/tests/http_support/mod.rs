@@ -76,6 +76,8 @@ roles = ["provision"]
 [ca]
 cert = "{ca_cert}"
 key = "{ca_key}"
+# The repository's test CA: git leaves its key 0644.
+allow_insecure_key_permissions = true
 
 [bootstrap]
 uri = "coaps://bootstrap.example.com:5684"
@@ -91,6 +93,8 @@ connect_timeout_ms = {ct}
 write_timeout_ms = {wt}
 read_timeout_ms = {rt}
 max_concurrent_injections = {mc}
+# The fake gateways of the tests listen on loopback, which the default allowlist refuses.
+allowed_networks = ["127.0.0.0/8", "::1"]
 "#,
         db = dir.join("pep.sqlite").display(),
         deadline = o.request_deadline_ms,
