@@ -93,6 +93,34 @@ async fn default_allowlist_refuses_loopback_link_local_and_outside_targets_witho
         .get_text("/v3/enrollment-id?serialNumber=GW-NET-1", Some(READ))
         .await;
     assert_eq!(status, 404);
+    // Each refusal is a `refused` row of the audit trail (written off the request's path: poll),
+    // shown by the floor page's search; still no identity row (the 404 above).
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        let (status, body) = server
+            .get_text("/v3/audit?serialPrefix=GW-NET-1", Some(READ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        entries = v["entries"].as_array().unwrap().clone();
+        if !entries.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["event"], "refused");
+    assert_eq!(entries[0]["gateway"], addr.to_string());
+    assert!(
+        entries[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("fcc.allowed_networks"),
+        "{entries:?}"
+    );
+    let (status, page) = server.get_text("/floor/?serial=GW-NET-1", Some(READ)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Refused address"), "{page}");
     let log = server.log();
     assert!(
         log.contains("gateway address refused") && log.contains("GW-NET-1"),

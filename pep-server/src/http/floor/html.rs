@@ -99,6 +99,7 @@ pub fn result_label(result: &str) -> &'static str {
         "in_progress" => "⟳ In progress",
         "attempt" => "→ Attempt",
         "conflict" => "⚠ Conflict",
+        "refused" => "⛔ Refused address",
         _ => "• Other",
     }
 }
