@@ -15,7 +15,7 @@ use std::time::Duration;
 use fake_fcc::{FaultKind, Sessions};
 use fcc_proto::FccStatus;
 use floor_support::{Browser, READ_COUNTERS_JS, db_counters};
-use http_support::{BOTH, Options, PROV, READ, Server, dead_port, gateway};
+use http_support::{BOTH, Options, PROV, READ, Server, dead_port, floor_login, gateway};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -429,15 +429,10 @@ async fn login_sets_a_read_only_session_cookie_that_is_not_the_token() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let login = |token: &'static str| {
-        plain
-            .post(format!("{}/floor/login", server.base))
-            .form(&[("token", token)])
-            .send()
-    };
-    assert_eq!(login("wrong-token-0123456789").await.unwrap().status(), 401);
-    assert_eq!(login(PROV).await.unwrap().status(), 403);
-    let r = login(READ).await.unwrap();
+    let login = |token: &'static str| floor_login(&plain, &server.base, token);
+    assert_eq!(login("wrong-token-0123456789").await.status(), 401);
+    assert_eq!(login(PROV).await.status(), 403);
+    let r = login(READ).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/floor/");
     let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -487,7 +482,7 @@ async fn login_sets_a_read_only_session_cookie_that_is_not_the_token() {
             .starts_with("A-")
     );
     // A session reads, never provisions, even when the token could (the `both` token here).
-    let r = login(BOTH).await.unwrap();
+    let r = login(BOTH).await;
     let both_cookie = r.headers()["set-cookie"]
         .to_str()
         .unwrap()

@@ -93,6 +93,34 @@ async fn default_allowlist_refuses_loopback_link_local_and_outside_targets_witho
         .get_text("/v3/enrollment-id?serialNumber=GW-NET-1", Some(READ))
         .await;
     assert_eq!(status, 404);
+    // Each refusal is a `refused` row of the audit trail (written off the request's path: poll),
+    // shown by the floor page's search; still no identity row (the 404 above).
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        let (status, body) = server
+            .get_text("/v3/audit?serialPrefix=GW-NET-1", Some(READ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        entries = v["entries"].as_array().unwrap().clone();
+        if !entries.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["event"], "refused");
+    assert_eq!(entries[0]["gateway"], addr.to_string());
+    assert!(
+        entries[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("fcc.allowed_networks"),
+        "{entries:?}"
+    );
+    let (status, page) = server.get_text("/floor/?serial=GW-NET-1", Some(READ)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Refused address"), "{page}");
     let log = server.log();
     assert!(
         log.contains("gateway address refused") && log.contains("GW-NET-1"),
@@ -371,14 +399,20 @@ async fn sessions_end_at_logout_and_rotate_at_login() {
         .build()
         .unwrap();
     let login = |cookie: Option<String>| {
-        let mut rb = client
-            .post(format!("{}/floor/login", server.base))
-            .form(&[("token", READ)]);
-        if let Some(c) = cookie {
-            rb = rb.header("cookie", c);
-        }
+        let (client, base) = (client.clone(), server.base.clone());
         async move {
-            let r = rb.send().await.unwrap();
+            let (csrf, form_cookie) = login_form(&client, &base).await;
+            let cookies = match cookie {
+                Some(c) => format!("{form_cookie}; {c}"),
+                None => form_cookie,
+            };
+            let r = client
+                .post(format!("{base}/floor/login"))
+                .header("cookie", cookies)
+                .form(&[("token", READ), ("csrf", csrf.as_str())])
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 303);
             let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
             set.split(';').next().unwrap().to_owned()
@@ -402,13 +436,209 @@ async fn sessions_end_at_logout_and_rotate_at_login() {
     assert_eq!(read(first.clone()).await, 401);
     assert_eq!(read(third.clone()).await, 200);
     // Logout revokes on the server: the cookie kept elsewhere is worth nothing.
+    let page = client
+        .get(format!("{}/floor/", server.base))
+        .header("cookie", third.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf = csrf_field(&page.text().await.unwrap());
     let r = client
         .post(format!("{}/floor/logout", server.base))
         .header("cookie", third.clone())
+        .form(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(read(third).await, 401);
     assert_eq!(read(second).await, 200);
+}
+
+/// §4 CSRF: the login needs the one-use token of a form this server rendered together with its
+/// pre-session cookie, from the same origin; anything else is 403 and logs nobody in.
+#[tokio::test]
+async fn login_without_the_forms_csrf_token_is_refused() {
+    let server = Server::start(Options::default()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("{}/floor/login", server.base);
+    let post = |cookie: Option<String>, fields: Vec<(&'static str, String)>| {
+        let mut rb = client.post(&url).form(&fields);
+        if let Some(c) = cookie {
+            rb = rb.header("cookie", c);
+        }
+        rb
+    };
+    let refused = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 403);
+        assert!(
+            r.headers()
+                .get_all("set-cookie")
+                .iter()
+                .all(|c| !c.to_str().unwrap().starts_with("pep_session=")),
+            "no session for a refused login"
+        );
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("CSRF") || body.contains("cross-origin"),
+            "{body}"
+        );
+        // The refusal renders a fresh form, so the operator can just try again.
+        assert_eq!(csrf_field(&body).len(), 64);
+    };
+    let token = || ("token", READ.to_owned());
+    // No token at all, neither field nor cookie.
+    refused(post(None, vec![token()]).send().await.unwrap()).await;
+    // The cookie without the field, and the field without the cookie.
+    let (csrf, cookie) = login_form(&client, &server.base).await;
+    refused(
+        post(Some(cookie.clone()), vec![token()])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (csrf2, _) = login_form(&client, &server.base).await;
+    refused(
+        post(None, vec![token(), ("csrf", csrf2.clone())])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // A wrong token (the same in field and cookie, but never issued by this server).
+    let forged = "ab".repeat(32);
+    refused(
+        post(
+            Some(format!("pep_login={forged}")),
+            vec![token(), ("csrf", forged)],
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    // Another form's token in the field: a mismatch with the cookie.
+    let (_, cookie3) = login_form(&client, &server.base).await;
+    refused(
+        post(Some(cookie3), vec![token(), ("csrf", csrf.clone())])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // A cross-origin post with an otherwise perfect form.
+    let (csrf4, cookie4) = login_form(&client, &server.base).await;
+    refused(
+        post(Some(cookie4), vec![token(), ("csrf", csrf4)])
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // A same-origin post with a fresh form works...
+    let (csrf5, cookie5) = login_form(&client, &server.base).await;
+    let origin = server.base.clone();
+    let r = post(
+        Some(cookie5.clone()),
+        vec![token(), ("csrf", csrf5.clone())],
+    )
+    .header("origin", origin)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    // ...once: the same form and cookie again after the login are refused.
+    refused(
+        post(Some(cookie5), vec![token(), ("csrf", csrf5)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+}
+
+/// §4 CSRF: logging out needs the session page's token and the same origin; without it the
+/// answer is 403 and the session stays valid.
+#[tokio::test]
+async fn logout_without_the_pages_csrf_token_is_refused_and_the_session_lives() {
+    let server = Server::start(Options::default()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = floor_login(&client, &server.base, READ).await;
+    assert_eq!(r.status(), 303);
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let read = || {
+        client
+            .get(format!("{}/floor/", server.base))
+            .header("cookie", session.clone())
+            .send()
+    };
+    let page = read().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf = csrf_field(&page.text().await.unwrap());
+    assert_eq!(csrf.len(), 64);
+    assert!(
+        !session.contains(&csrf),
+        "the page's token is not the session ID"
+    );
+    let logout = |fields: Vec<(&'static str, String)>| {
+        client
+            .post(format!("{}/floor/logout", server.base))
+            .header("cookie", session.clone())
+            .form(&fields)
+    };
+    for (what, rb) in [
+        ("no token", logout(vec![])),
+        ("empty token", logout(vec![("csrf", String::new())])),
+        ("wrong token", logout(vec![("csrf", "00".repeat(32))])),
+        (
+            "cross-origin",
+            logout(vec![("csrf", csrf.clone())]).header("origin", "http://evil.example"),
+        ),
+        (
+            "cross-site fetch",
+            logout(vec![("csrf", csrf.clone())]).header("sec-fetch-site", "cross-site"),
+        ),
+    ] {
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{what}");
+        assert!(r.headers().get("set-cookie").is_none(), "{what}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("CSRF") || body.contains("cross-origin"),
+            "{what}: {body}"
+        );
+        assert_eq!(
+            read().await.unwrap().status(),
+            200,
+            "{what}: the session lives"
+        );
+    }
+    // A bare body-less post (what a cross-site <form> without the field would look like).
+    let r = client
+        .post(format!("{}/floor/logout", server.base))
+        .header("cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(read().await.unwrap().status(), 200);
+    // The page's own form ends it.
+    let r = logout(vec![("csrf", csrf)]).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(read().await.unwrap().status(), 401);
 }

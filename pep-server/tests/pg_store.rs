@@ -672,3 +672,34 @@ async fn pg_request_keys_hold_across_servers() {
     a.close().await;
     b.close().await;
 }
+
+/// #14 §2: a refused gateway address is one `refused` audit row (who, serial, address, rule) and
+/// no identity row, on PostgreSQL as on SQLite (`http_security.rs` covers SQLite end to end).
+#[tokio::test]
+async fn pg_refused_gateway_is_audited_without_an_identity_row() {
+    let db = TestDb::create().await;
+    let store = open_as(&db, "s").await;
+    store
+        .audit_refused(
+            "GW-REFUSED-1",
+            "169.254.169.254:80",
+            "line1",
+            "fcc.allowed_networks: link-local",
+        )
+        .await
+        .unwrap();
+    let rows = store.audit_for("GW-REFUSED-1").await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].event, "refused");
+    assert_eq!(rows[0].gateway, "169.254.169.254:80");
+    assert_eq!(rows[0].requester, "line1");
+    assert_eq!(
+        rows[0].detail.as_deref(),
+        Some("fcc.allowed_networks: link-local")
+    );
+    assert!(store.identity("GW-REFUSED-1").await.unwrap().is_none());
+    assert_eq!(store.stats().await.unwrap(), Default::default());
+    // The search of the floor page finds it like any other row.
+    let found = store.audit_by_prefix("GW-REFUSED", 10).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+}

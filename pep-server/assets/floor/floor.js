@@ -8,6 +8,7 @@
     deployed: '\u2714 Deployed', failed: '\u2716 Failed', interrupted: '\u2716 Interrupted',
     in_doubt: '\u26a0 In doubt', resolved: '\u2714 Resolved',
     in_progress: '\u27f3 In progress', attempt: '\u2192 Attempt', conflict: '\u26a0 Conflict',
+    refused: '\u26d4 Refused address',
     other: '\u2022 Other'
   };
   var body = document.body;
@@ -231,7 +232,7 @@
     var tb = table.createTBody();
     data.entries.forEach(function (r) {
       var kind = { attempt: 'attempt', deployed: 'deployed', failed: 'failed',
-        interrupted: 'interrupted', conflict: 'conflict' }[r.event] || 'other';
+        interrupted: 'interrupted', conflict: 'conflict', refused: 'refused' }[r.event] || 'other';
       var tr = document.createElement('tr');
       tr.className = 'r-' + kind;
       tr.setAttribute('data-serial', r.serial);

@@ -11,6 +11,11 @@
 //! of 12 hours, never the token itself. A session grants the `read` role only, never `provision`,
 //! is replaced at each login, revoked at logout, and ends when the server restarts. The login form
 //! posts to [`login`]; [`logout`] ends the session.
+//!
+//! Both posts are same-origin only (CSRF, §4): a cross-origin `Origin` (or `Sec-Fetch-Site`) is
+//! refused, the login needs the one-use token of a form this server rendered together with the
+//! pre-session cookie [`LOGIN_COOKIE`] set with that form, and the logout needs the token of the
+//! session's page. A refusal is 403 and changes nothing.
 
 use axum::Form;
 use axum::extract::{Request, State};
@@ -25,7 +30,7 @@ use super::AppState;
 use super::backoff::BACKOFF;
 use super::error::ApiError;
 use super::floor;
-use super::sessions::{SESSION_LIFETIME, SESSIONS};
+use super::sessions::{LOGIN_FORM_LIFETIME, LOGIN_FORMS, SESSION_LIFETIME, SESSIONS, session_csrf};
 
 pub use crate::config::Role;
 
@@ -161,19 +166,103 @@ pub(super) const SESSION_COOKIE: &str = "pep_session";
 /// the cookie when the server stops accepting it.
 const SESSION_MAX_AGE_S: u64 = SESSION_LIFETIME.as_secs();
 
+/// The name of the login form's pre-session cookie: the form's CSRF token, which the post must
+/// repeat in its `csrf` field.
+pub(super) const LOGIN_COOKIE: &str = "pep_login";
+
 /// The session cookie value sent by the browser, if the `Cookie` headers carry one.
 pub(super) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `wanted`, if the `Cookie` headers carry one.
+fn cookie<'h>(headers: &'h axum::http::HeaderMap, wanted: &str) -> Option<&'h [u8]> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .find_map(|pair| {
             let pair = pair.trim_ascii();
-            let (name, value) = pair.split_at_checked(SESSION_COOKIE.len())?;
-            (name == SESSION_COOKIE.as_bytes())
+            let (name, value) = pair.split_at_checked(wanted.len())?;
+            (name == wanted.as_bytes())
                 .then(|| value.strip_prefix(b"="))
                 .flatten()
         })
+}
+
+/// The CSRF token for the logout form of a page shown to this request: the session's, when it
+/// came with a session cookie.
+pub(super) fn logout_csrf(headers: &HeaderMap) -> Option<String> {
+    session_cookie(headers).map(session_csrf)
+}
+
+/// A fresh login form's CSRF token and the `Set-Cookie` value that goes with it.
+pub(super) fn new_login_form(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    let token = LOGIN_FORMS.issue(std::time::Instant::now());
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/floor/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        LOGIN_FORM_LIFETIME.as_secs(),
+        if forwarded_https(headers) {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    (token, HeaderValue::from_str(&cookie).ok())
+}
+
+/// True behind a TLS proxy that says so: over plain HTTP the browser would drop a Secure cookie.
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+/// Refuses a post that a browser says comes from another site: an `Origin` whose host is not the
+/// `Host` the request was sent to, or `Sec-Fetch-Site` other than same-origin/none. Without those
+/// headers (scripts, old browsers) the CSRF token alone decides. `Origin: null` is what browsers
+/// send from our own pages under their `Referrer-Policy: no-referrer`, so it proves nothing either
+/// way and is left to `Sec-Fetch-Site` and the token.
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refused = || {
+        ApiError::forbidden(
+            "this form posts from the pep server's own page only (cross-origin request refused)",
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(refused());
+    }
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .filter(|o| o.as_bytes() != b"null")
+    else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).map(|h| h.as_bytes());
+    let origin_host = origin
+        .as_bytes()
+        .split_at_checked(
+            origin
+                .as_bytes()
+                .windows(3)
+                .position(|w| w == b"://")
+                .map_or(usize::MAX, |i| i + 3),
+        )
+        .map(|(_, rest)| rest);
+    match (origin_host, host) {
+        (Some(o), Some(h)) if !o.is_empty() && o.eq_ignore_ascii_case(h) => Ok(()),
+        _ => Err(refused()),
+    }
+}
+
+/// 403 for a post without the right CSRF token.
+fn csrf_refused(what: &str) -> ApiError {
+    ApiError::forbidden(format!(
+        "{what}: the form's CSRF token is missing, wrong, used or expired; \
+         reload the page and try again"
+    ))
 }
 
 /// Checks a request's headers for `role`: the bearer token of the `Authorization` header, else,
@@ -369,6 +458,33 @@ fn too_many_failures(wait: std::time::Duration) -> Response {
 #[derive(Deserialize)]
 pub(super) struct LoginForm {
     token: String,
+    /// The form's CSRF token (also the `pep_login` cookie).
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The logout form's fields.
+#[derive(Deserialize)]
+pub(super) struct LogoutForm {
+    /// The session page's CSRF token.
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Checks the login post's CSRF token: same origin, the form field equal to the pre-session
+/// cookie, and a form this server rendered, not used before and not expired (used up here).
+fn check_login_csrf(headers: &HeaderMap, form_token: &str) -> Result<(), ApiError> {
+    same_origin(headers)?;
+    let from_cookie = cookie(headers, LOGIN_COOKIE).unwrap_or_default();
+    let form_token = form_token.as_bytes();
+    let matches = !form_token.is_empty() && bool::from(form_token.ct_eq(from_cookie));
+    // Used up even when the cookie does not match: a token seen once is never good again.
+    let known = LOGIN_FORMS.take(form_token, std::time::Instant::now());
+    if matches && known {
+        Ok(())
+    } else {
+        Err(csrf_refused("login refused"))
+    }
 }
 
 /// `Set-Cookie` of the session: `value` for `max_age_s` seconds.
@@ -396,7 +512,7 @@ fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u64, secu
     responses(
         (status = 303, description = "Logged in; go to /floor/."),
         (status = 401, description = "The token is not valid (login form, HTML)."),
-        (status = 403, description = "The token lacks the read role (login form, HTML)."),
+        (status = 403, description = "The token lacks the read role, or the CSRF check failed: cross-origin, or the form's token is missing, wrong, used or expired (login form, HTML, with a fresh token)."),
     ),
 )]
 pub(super) async fn login(
@@ -417,7 +533,12 @@ pub(super) async fn login(
             Some(&format!(
                 "too many failed logins from this address; try again in {secs} s"
             )),
+            &headers,
         );
+    }
+    if let Err(e) = check_login_csrf(&headers, &form.csrf) {
+        tracing::info!("floor page: login refused by the CSRF check");
+        return floor::login_page(e.status(), Some(e.message()), &headers);
     }
     let result = state.auth.login(token.as_bytes(), Role::Read);
     if let Some(ip) = client {
@@ -438,16 +559,14 @@ pub(super) async fn login(
             let mut response = Redirect::to("/floor/").into_response();
             if let Some(session) = session {
                 // Secure only behind a TLS proxy: over plain HTTP the browser would drop the cookie.
-                let secure = headers
-                    .get("x-forwarded-proto")
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+                let secure = forwarded_https(&headers);
                 set_session_cookie(&mut response, &session, SESSION_MAX_AGE_S, secure);
             }
             response
         }
         Err(e) => {
             tracing::info!(status = e.status().as_u16(), "floor page: login refused");
-            floor::login_page(e.status(), Some(e.message()))
+            floor::login_page(e.status(), Some(e.message()), &headers)
         }
     }
 }
@@ -459,12 +578,32 @@ pub(super) async fn login(
     tag = "floor",
     operation_id = "floorLogout",
     summary = "Ends the floor page's session and clears its cookie",
+    description = super::openapi::LOGOUT_DESCRIPTION,
     security(()),
-    responses((status = 303, description = "Logged out; go to /floor/.")),
+    request_body(content = super::openapi::LogoutFields, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged out; go to /floor/."),
+        (status = 403, description = "Cross-origin, or the CSRF token of the session's page is missing or wrong: nothing changed."),
+    ),
 )]
-pub(super) async fn logout(headers: HeaderMap) -> Response {
-    // Revoked server-side: a copy of the cookie kept elsewhere no longer opens anything.
-    if let Some(session) = session_cookie(&headers) {
+pub(super) async fn logout(
+    headers: HeaderMap,
+    form: Result<Form<LogoutForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let presented = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    if let Err(e) = same_origin(&headers) {
+        return e.into_response();
+    }
+    // Revoked server-side: a copy of the cookie kept elsewhere no longer opens anything. Only a
+    // live session has something to end, so only its page's token is asked for.
+    if let Some(session) = session_cookie(&headers)
+        && SESSIONS.get(session, std::time::Instant::now()).is_some()
+    {
+        let expected = session_csrf(session);
+        if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            tracing::info!("floor page: logout refused by the CSRF check");
+            return csrf_refused("logout refused").into_response();
+        }
         SESSIONS.revoke(session);
     }
     let mut response = Redirect::to("/floor/").into_response();

@@ -33,9 +33,19 @@ use super::error::ApiError;
 use super::query::QueryParams;
 use super::read;
 
-/// The login page (401/403): a form and, maybe, why the last try failed. No data at all.
-pub(super) fn login_page(status: StatusCode, problem: Option<&str>) -> Response {
-    let mut response = html::html_response(status, html::login(problem));
+/// The login page (401/403): a form and, maybe, why the last try failed. No data at all. Each
+/// rendering carries a fresh one-use CSRF token, also set as the pre-session cookie (`headers`:
+/// the request's, for the cookie's Secure flag).
+pub(super) fn login_page(
+    status: StatusCode,
+    problem: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    let (csrf, cookie) = auth::new_login_form(headers);
+    let mut response = html::html_response(status, html::login(problem, &csrf));
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -82,7 +92,7 @@ pub async fn page(
 ) -> Response {
     if let Err(e) = auth::authorize_headers(&state.auth, &headers, Role::Read) {
         let problem = (e.status() == StatusCode::FORBIDDEN).then(|| e.message().to_owned());
-        return login_page(e.status(), problem.as_deref());
+        return login_page(e.status(), problem.as_deref(), &headers);
     }
     let offset = state.provisioner.config().time.utc_offset.minutes();
     let snap = match snapshot(state.provisioner.store(), offset).await {
@@ -116,6 +126,7 @@ pub async fn page(
             wanted.as_deref(),
             search_result.as_ref(),
             ca_unavailable.as_deref(),
+            auth::logout_csrf(&headers).as_deref(),
         ),
     )
 }

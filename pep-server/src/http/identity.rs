@@ -135,8 +135,9 @@ pub fn parse_identity_query(
 }
 
 /// The gateway network policy (`[fcc] allowed_networks`, `require_peer_ip`), decided before any
-/// connection: a refused target is 403 naming the rule, and an audit line in the log (who asked,
-/// for which serial and address, which rule refused).
+/// connection: a refused target is 403 naming the rule, a `refused` row of the audit trail and an
+/// audit line in the log (who asked, for which serial and address, which rule refused). The row is
+/// written by a spawned task: only refused requests pay for it, and the 403 does not wait.
 fn allowed_target(
     state: &AppState,
     request: ProvisionRequest,
@@ -155,6 +156,20 @@ fn allowed_target(
                 serial = request.params.serial_number.as_str(), %gateway,
                 requester = %request.requester, rule = refusal.rule,
                 "gateway address refused: {}", refusal.reason);
+            let store = state.provisioner.store().clone();
+            let (serial, requester) = (
+                request.params.serial_number.as_str().to_owned(),
+                request.requester.clone(),
+            );
+            let detail = format!("{}: {}", refusal.rule, refusal.reason);
+            tokio::spawn(async move {
+                if let Err(e) = store
+                    .audit_refused(&serial, &gateway.to_string(), &requester, &detail)
+                    .await
+                {
+                    tracing::error!(error = %e, "auditing a refused gateway address failed");
+                }
+            });
             Err(ApiError::forbidden(refusal.to_string())
                 .with("rule", refusal.rule)
                 .with("gateway", gateway.to_string())

@@ -349,6 +349,16 @@ pub(crate) struct FloorQuery {
 pub(crate) struct LoginFields {
     /// A token with the read role.
     token: String,
+    /// The CSRF token of the login form (its hidden field; the same as the `pep_login` cookie).
+    csrf: String,
+}
+
+/// The form of `POST /floor/logout`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct LogoutFields {
+    /// The CSRF token of the session's page (its hidden field).
+    csrf: String,
 }
 
 /// The path parameter of `GET /docs/{file}`.
@@ -562,12 +572,21 @@ reads the first value of each line after the header and accepts files up to 10 M
 gateways): split larger exports. Needs the read role.";
 
 /// `POST /floor/login`.
-pub(crate) const LOGIN_DESCRIPTION: &str = "Form field token \
-(application/x-www-form-urlencoded). A valid read token answers 303 to /floor/ with Set-Cookie \
-pep_session=<HMAC of the token under a per-process key>; HttpOnly; SameSite=Strict; Path=/; \
-Max-Age=43200 (plus Secure behind a proxy sending X-Forwarded-Proto: https). The session only \
-reads and ends when the server restarts. A wrong token: 401 with the form again; a token without \
-the read role: 403.";
+pub(crate) const LOGIN_DESCRIPTION: &str = "Form fields token and csrf \
+(application/x-www-form-urlencoded). The form (the 401 page of /floor/) carries a one-use csrf \
+token, valid 10 minutes, also set as the cookie pep_login (HttpOnly; SameSite=Strict; \
+Path=/floor/): the post must send both, from the same origin (a cross-origin Origin or \
+Sec-Fetch-Site is refused). A valid read token answers 303 to /floor/ with Set-Cookie \
+pep_session=<random session ID>; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200 (plus Secure \
+behind a proxy sending X-Forwarded-Proto: https). The session only reads, ends after 12 hours, at \
+logout, at the next login or when the server restarts. A wrong token: 401 with the form again; a \
+token without the read role, or a failed CSRF check: 403 with a fresh form.";
+
+/// `POST /floor/logout`.
+pub(crate) const LOGOUT_DESCRIPTION: &str = "Form field csrf: the token of the session's page \
+(its Log out form). Same origin only. With a live session cookie and the right token the session \
+ends on the server and the cookie is cleared (303); a missing or wrong token, or a cross-origin \
+post, is 403 and the session stays valid. Without a live session there is nothing to end: 303.";
 
 /// `GET /floor/`.
 pub(crate) const FLOOR_DESCRIPTION: &str = "Counters (deployed today and in total, failed \

@@ -469,7 +469,8 @@ pub struct AuditRow {
     pub gateway: String,
     /// Who asked (token name and address).
     pub requester: String,
-    /// `attempt`, `deployed`, `failed`, `conflict` or `interrupted`.
+    /// `attempt`, `deployed`, `failed`, `conflict`, `interrupted`, `in_doubt`, `replay`,
+    /// `resolved` or `refused` (a gateway address the network policy refused).
     pub event: String,
     /// FCC's ReturnStatus when FCC answered.
     pub fcc_status: Option<u32>,

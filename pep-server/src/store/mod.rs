@@ -301,6 +301,9 @@ pub enum AuditEvent {
     Replay,
     /// An operator resolved an in-doubt row (`deployed` or `failed`).
     Resolved,
+    /// The gateway address was refused by the network policy (`[fcc] allowed_networks`,
+    /// `require_peer_ip`) before any connection: no identity row exists or changes for it.
+    Refused,
 }
 
 text_enum!(AuditEvent, "audit event", {
@@ -312,6 +315,7 @@ text_enum!(AuditEvent, "audit event", {
     InDoubt => "in_doubt",
     Replay => "replay",
     Resolved => "resolved",
+    Refused => "refused",
 });
 
 impl PartialEq<&str> for AuditEvent {
@@ -1039,6 +1043,28 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.resolve(decision).await,
             Store::Postgres(s) => s.resolve(&decision).await,
+        }
+    }
+
+    /// Audits a request whose gateway address the network policy refused (`refused`, with `detail`
+    /// naming the rule). Only the audit trail is written: no identity row is created or changed.
+    pub async fn audit_refused(
+        &self,
+        serial: &str,
+        gateway: &str,
+        requester: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let keys = AuditKeys {
+            serial: serial.to_owned(),
+            gateway: gateway.to_owned(),
+            requester: requester.to_owned(),
+            created_at: now,
+        };
+        match self {
+            Store::Sqlite(s) => s.audit_refused(keys, detail.to_owned(), now).await,
+            Store::Postgres(s) => s.audit_refused(&keys, detail, now).await,
         }
     }
 

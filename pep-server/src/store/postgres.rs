@@ -394,6 +394,21 @@ impl PostgresStore {
         Ok(Resolution::Resolved)
     }
 
+    /// Audits a refused gateway address (`refused`): one audit row, no identity row.
+    pub(super) async fn audit_refused(
+        &self,
+        keys: &AuditKeys,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let audit = NewAudit::note(now_ms, keys, AuditEvent::Refused, Some(detail));
+        insert_audit_query!(&audit)
+            .execute(&self.pool)
+            .await
+            .map_err(q("appending to the audit trail"))?;
+        Ok(())
+    }
+
     /// Marks failed this server's in-flight rows and every row in flight for longer than the lease.
     /// Rows of other live servers are left alone, so this is safe while they run — but not while
     /// *this* server has attempts running.

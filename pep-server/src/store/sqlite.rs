@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 
 use super::sqlite_writer::{SqliteWriter, Write, Written};
 use super::{
-    Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt, Reservation,
-    Resolution, StoreError, WriteAhead, join_warnings, now_ms,
+    AuditKeys, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt,
+    Reservation, Resolution, StoreError, WriteAhead, join_warnings, now_ms,
 };
 
 /// How durable a commit is before the store reports it done (`[store] durability`).
@@ -240,6 +240,23 @@ impl SqliteStore {
     pub(super) async fn resolve(&self, decision: Decision) -> Result<Resolution, StoreError> {
         match self.writer.write(Write::Resolve(decision)).await? {
             Written::Resolved(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn audit_refused(
+        &self,
+        keys: AuditKeys,
+        detail: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let write = Write::Refused {
+            keys: Box::new(keys),
+            detail,
+            now_ms,
+        };
+        match self.writer.write(write).await? {
+            Written::Refused => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

@@ -66,6 +66,12 @@ pub(super) enum Write {
     Ahead { id: i64, ahead: Box<WriteAhead> },
     /// An operator's resolution of an in-doubt serial; audit `resolved`.
     Resolve(Decision),
+    /// A refused gateway address: audit `refused` only (no identity row).
+    Refused {
+        keys: Box<AuditKeys>,
+        detail: String,
+        now_ms: i64,
+    },
     /// Every `in_flight` row → `in_doubt` (certificate written ahead: `in_doubt` text) or
     /// `failed` (`error`); audit each as `in_doubt` or `interrupted`.
     RecoverInterrupted {
@@ -88,6 +94,8 @@ pub(super) enum Written {
     Ahead,
     /// Of [`Write::Resolve`].
     Resolved(Resolution),
+    /// Of [`Write::Refused`].
+    Refused,
     /// Of [`Write::RecoverInterrupted`]: rows recovered.
     Recovered(u64),
 }
@@ -344,6 +352,14 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             Ok(Written::Ahead)
         }
         Write::Resolve(decision) => resolve(conn, decision).map(Written::Resolved),
+        Write::Refused {
+            keys,
+            detail,
+            now_ms,
+        } => {
+            let audit = NewAudit::note(*now_ms, keys, AuditEvent::Refused, Some(detail));
+            insert_audit(conn, &audit).map(|()| Written::Refused)
+        }
         Write::RecoverInterrupted {
             in_doubt,
             error,

@@ -357,3 +357,45 @@ pub(crate) fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// The value of the hidden `csrf` field of a floor page or login form (issue #14 §4).
+pub(crate) fn csrf_field(html: &str) -> String {
+    let (_, rest) = html
+        .split_once(r#"name="csrf" value=""#)
+        .unwrap_or_else(|| panic!("no csrf field in {html}"));
+    rest.split('"').next().unwrap().to_owned()
+}
+
+/// A fresh floor login form, as a browser gets it: its CSRF token and the `pep_login=<token>`
+/// cookie set with it. A login posts both.
+pub(crate) async fn login_form(client: &reqwest::Client, base: &str) -> (String, String) {
+    let r = client.get(format!("{base}/floor/")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("pep_login="))
+        .expect("the login form sets pep_login");
+    let csrf = csrf_field(&r.text().await.unwrap());
+    assert_eq!(cookie, format!("pep_login={csrf}"));
+    (csrf, cookie)
+}
+
+/// Posts the floor login form with `token`, as a browser does after [`login_form`]; returns the
+/// response (303 with the session cookie when it worked).
+pub(crate) async fn floor_login(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> reqwest::Response {
+    let (csrf, cookie) = login_form(client, base).await;
+    client
+        .post(format!("{base}/floor/login"))
+        .header("cookie", cookie)
+        .form(&[("token", token), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap()
+}

@@ -99,6 +99,7 @@ pub fn result_label(result: &str) -> &'static str {
         "in_progress" => "⟳ In progress",
         "attempt" => "→ Attempt",
         "conflict" => "⚠ Conflict",
+        "refused" => "⛔ Refused address",
         _ => "• Other",
     }
 }
@@ -240,6 +241,7 @@ pub fn page(
     wanted: Option<&str>,
     search_result: Option<&Result<Vec<AuditRow>, ApiError>>,
     ca_unavailable: Option<&str>,
+    logout_csrf: Option<&str>,
 ) -> Markup {
     let live = &snap.live;
     let c = &live.counters;
@@ -263,6 +265,7 @@ pub fn page(
                         }
                         a class="btn" href="/v3/inventory.json" download { "⬇ Inventory (JSON)" }
                         form method="post" action="/floor/logout" {
+                            input type="hidden" name="csrf" value=(logout_csrf.unwrap_or(""));
                             button type="submit" class="btn quiet" { "Log out" }
                         }
                     }
@@ -344,8 +347,9 @@ pub fn page(
     }
 }
 
-/// The login page (401/403): a form and, maybe, why the last try failed. No data at all.
-pub fn login(problem: Option<&str>) -> Markup {
+/// The login page (401/403): a form with its CSRF token and, maybe, why the last try failed. No
+/// data at all.
+pub fn login(problem: Option<&str>, csrf: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -354,6 +358,7 @@ pub fn login(problem: Option<&str>) -> Markup {
                 main {
                     h1 { "pep " span { "factory floor" } }
                     form method="post" action="/floor/login" {
+                        input type="hidden" name="csrf" value=(csrf);
                         label for="token" { "Access token (read role)" }
                         input id="token" name="token" type="password"
                             autocomplete="current-password" required autofocus;
@@ -449,7 +454,14 @@ mod tests {
             message: Some(HOSTILE.into()),
             duration_ms: None,
         }]);
-        let html = page(&snapshot(vec![row]), Some(HOSTILE), Some(&search), None).into_string();
+        let html = page(
+            &snapshot(vec![row]),
+            Some(HOSTILE),
+            Some(&search),
+            None,
+            None,
+        )
+        .into_string();
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;'"));
         assert!(html.contains(
@@ -463,7 +475,7 @@ mod tests {
             html.starts_with("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">")
         );
 
-        let login = login(Some(HOSTILE)).into_string();
+        let login = login(Some(HOSTILE), "00").into_string();
         assert!(login.contains("✖ </span>&lt;script&gt;"), "{login}");
         assert!(login.contains("<code>Authorization: Bearer &lt;token&gt;</code>"));
     }

@@ -206,6 +206,7 @@ pub(super) fn result_of_event(event: &str) -> &'static str {
         "resolved" => "resolved",
         "attempt" => "in_progress",
         "conflict" => "conflict",
+        "refused" => "refused",
         _ => "other",
     }
 }
