@@ -286,10 +286,7 @@ impl Auth {
             Auth::Disabled => return Ok(Principal::anonymous()),
             Auth::Bearer(_, stations) => stations,
         };
-        let Some(station) = stations
-            .iter()
-            .find(|s| client.names.iter().any(|n| *n == s.subject))
-        else {
+        let Some(station) = stations.iter().find(|s| client.names.contains(&s.subject)) else {
             return Err(ApiError::forbidden(format!(
                 "the client certificate ({}) matches no [[stations]] subject: it grants no role; \
                  send `Authorization: Bearer <token>`",
