@@ -370,3 +370,44 @@ fn a_next_link_to_another_origin_is_refused_and_gets_no_token() {
         other_seen.lock().unwrap()
     );
 }
+
+#[test]
+fn a_redirect_to_another_origin_is_followed_without_the_token() {
+    let (other_port, other_seen) = http_server(|_| ENROLLMENT_ID.to_owned());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            log.lock().unwrap().push(read_head(&mut conn));
+            let _ = conn.write_all(
+                format!(
+                    "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{other_port}/v3/enrollment-id?serialNumber=GW-1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = common::cli(&format!("http://127.0.0.1:{port}"), dir.path());
+    clean_env(&mut cmd);
+    cmd.args(["get-enrollment-id", "-s", "GW-1"]);
+    let out = common::run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.len() == 1
+            && seen[0]
+                .to_ascii_lowercase()
+                .contains("authorization: bearer"),
+        "{seen:?}"
+    );
+    let other = other_seen.lock().unwrap();
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert!(
+        !other[0].to_ascii_lowercase().contains("authorization"),
+        "the token went to another origin: {other:?}"
+    );
+}
