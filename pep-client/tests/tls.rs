@@ -3,56 +3,17 @@
 
 mod common;
 
+use common::pki::{Pki, make_pki};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use tokio_rustls::rustls;
 
 const ENROLLMENT_ID: &str = "A-35:7f:83:36:9b:b2:9a:7f:e7:49:ee:ea:28:01:5c:72:8d:6f:97:8b:cf:91:83:62:2a:45:e1:35:95:3a:a1:be";
-
-/// A CA and one certificate it signed, as PEM files in `dir`.
-struct Pki {
-    ca_pem: PathBuf,
-    cert_pem: PathBuf,
-    key_pem: PathBuf,
-    cert_der: Vec<u8>,
-    key_der: Vec<u8>,
-    ca_der: Vec<u8>,
-}
-
-fn make_pki(dir: &Path, name: &str, sans: &[&str]) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-    let mut params = CertificateParams::new(sans).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let write = |file: String, text: String| {
-        let path = dir.join(file);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    Pki {
-        ca_pem: write(format!("{name}-ca.pem"), ca.pem()),
-        cert_pem: write(format!("{name}.pem"), cert.pem()),
-        key_pem: write(format!("{name}.key"), key.serialize_pem()),
-        cert_der: cert.der().to_vec(),
-        key_der: key.serialize_der(),
-        ca_der: ca.der().to_vec(),
-    }
-}
 
 /// A test-only HTTPS server on 127.0.0.1: answers every request with the enrollment ID, and
 /// requires a client certificate signed by `client_ca` when given.
