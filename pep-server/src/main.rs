@@ -430,6 +430,12 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
     }
     let listen = config.listen;
     let config_max_connections = config.http.max_connections;
+    // Loaded once more here (the check already read the files): what is served is what was read
+    // last, and a file changed in between is reported by its own error.
+    let tls = match &config.tls {
+        Some(tls) => Some(http::ServerTls::new(tls).map_err(|e| format!("tls: {e}"))?),
+        None => None,
+    };
     let limits = Limits {
         request_deadline: config.request_deadline() + HTTP_DEADLINE_GRACE,
     };
@@ -447,9 +453,13 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
-    tracing::info!(address = %bound, "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %bound, scheme, "listening");
     // On stdout too, for scripts and tests that started the server on port 0.
     println!("listening on {bound}");
+    if let Some(tls) = &tls {
+        tokio::spawn(reload_on_hangup(tls.certs.clone()));
+    }
 
     let state = AppState {
         provisioner: Arc::new(provisioner),
@@ -459,12 +469,41 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
     };
     let options = http::ServeOptions {
         max_connections: config_max_connections,
+        tls,
     };
     http::serve_with(listener, http::router(state), shutdown_signal(), options)
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the TLS certificate and key at each SIGHUP (rotation without downtime: open connections
+/// keep their session, new handshakes get the new pair). A pair that does not load is logged with
+/// the file at fault, and the one in service stays.
+async fn reload_on_hangup(certs: Arc<http::tls::CertStore>) {
+    #[cfg(unix)]
+    {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: no certificate reload");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            match certs.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded, the previous one stays in service"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = certs;
 }
 
 /// Completes at SIGINT or SIGTERM. In-flight requests then finish before the process exits.

@@ -97,6 +97,8 @@ pub struct CheckSummary {
     pub tokens: usize,
     /// Of them, the stations: tokens with the `provision` role.
     pub stations: usize,
+    /// `[[stations]]`: client certificate subjects mapped to roles (mTLS).
+    pub certificate_stations: usize,
 }
 
 impl fmt::Display for CheckSummary {
@@ -114,8 +116,8 @@ impl fmt::Display for CheckSummary {
         writeln!(f, "tokens:         {}", self.tokens)?;
         writeln!(
             f,
-            "stations:       {} (tokens with the provision role)",
-            self.stations
+            "stations:       {} (tokens with the provision role), {} by client certificate",
+            self.stations, self.certificate_stations
         )
     }
 }
@@ -151,13 +153,18 @@ impl Config {
                 ca_fingerprint: fingerprint,
                 ca_not_after: p.ca.not_after(),
                 ca_key: p.ca.key_location().to_owned(),
-                listen: format!("http://{}", self.listen),
+                listen: format!(
+                    "{}://{}",
+                    if self.tls.is_some() { "https" } else { "http" },
+                    self.listen
+                ),
                 database: redacted_database_url(&self.database_url),
                 stations: tokens
                     .iter()
                     .filter(|t| t.roles.contains(&super::Role::Provision))
                     .count(),
                 tokens: tokens.len(),
+                certificate_stations: self.stations.len(),
             }
         });
         (report, summary)
@@ -191,6 +198,7 @@ impl Config {
             r.error("request_deadline_ms", "must be greater than 0");
         }
         self.check_auth(&mut r);
+        self.check_tls(&mut r);
         if self.http.max_connections == 0 {
             r.error("http.max_connections", "must be greater than 0");
         } else if self.http.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
@@ -218,6 +226,73 @@ impl Config {
             _ => None,
         };
         (r, prepared)
+    }
+
+    /// `[tls]`: its files load; and plain HTTP beyond loopback only with `allow_plain_http`.
+    fn check_tls(&self, r: &mut CheckReport) {
+        match &self.tls {
+            Some(tls) => {
+                if let Err(e) = crate::http::ServerTls::new(tls) {
+                    // The field of the file at fault: the error names its path.
+                    let field = match e.path() {
+                        Some(p) if p == tls.cert => "tls.cert",
+                        Some(p) if p == tls.key => "tls.key",
+                        Some(_) => "tls.client_ca",
+                        None => "tls",
+                    };
+                    r.error(field, e.to_string());
+                }
+                if let Some(mode) = super::security::shared_mode(&tls.key) {
+                    r.warn(
+                        "tls.key",
+                        format!(
+                            "{} is readable by group or others (mode {mode:04o}): chmod 600 it",
+                            tls.key.display()
+                        ),
+                    );
+                }
+            }
+            None if !self.listen.ip().is_loopback() && !self.allow_plain_http => r.error(
+                "listen",
+                format!(
+                    "is {}, beyond loopback, without [tls]: bearer tokens and identities would \
+                     cross the network in clear text, for anyone on it to read. Add [tls] cert \
+                     and key, or set allow_plain_http = true (behind a TLS proxy, or a network \
+                     you trust)",
+                    self.listen
+                ),
+            ),
+            None => {}
+        }
+        if !self.stations.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            r.warn(
+                "stations",
+                "[[stations]] are set but [tls] client_ca is not: no client certificate is \
+                 requested, so no station can authenticate",
+            );
+        }
+        for (i, s) in self.stations.iter().enumerate() {
+            if s.subject.trim().is_empty() {
+                r.error(&format!("stations[{i}].subject"), "is empty");
+            }
+            if s.roles.is_empty() {
+                r.error(
+                    &format!("stations[{i}].roles"),
+                    "is empty: give `provision` and/or `read`",
+                );
+            }
+            for (j, prefix) in s.serial_prefixes.iter().enumerate() {
+                let field = format!("stations[{i}].serial_prefixes[{j}]");
+                if prefix.is_empty() {
+                    r.error(
+                        &field,
+                        "is empty (remove serial_prefixes to allow every serial)",
+                    );
+                } else {
+                    check_text(&field, prefix, 64, r);
+                }
+            }
+        }
     }
 
     fn check_auth(&self, r: &mut CheckReport) {

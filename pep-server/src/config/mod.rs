@@ -120,6 +120,18 @@ pub struct Config {
     /// HTTP connection bounds.
     #[serde(default)]
     pub http: HttpConfig,
+    /// HTTPS: the server's certificate and key, and optionally the CA of station (client)
+    /// certificates. Without it the API is plain HTTP, refused beyond loopback unless
+    /// `allow_plain_http`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve plain HTTP on a listen address that is not loopback (behind a TLS proxy, or on a
+    /// network where everyone may read the tokens). Default false: such a config is refused.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// Stations authenticated by a client certificate (`[tls] client_ca`): subject → roles.
+    #[serde(default)]
+    pub stations: Vec<StationConfig>,
     /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
     /// of the secrets it holds.
     #[serde(skip)]
@@ -149,6 +161,35 @@ impl Default for HttpConfig {
             max_connections: crate::http::limits::DEFAULT_MAX_CONNECTIONS,
         }
     }
+}
+
+/// `[tls]`: HTTPS on the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM (leaf first). Reloaded on SIGHUP.
+    pub cert: PathBuf,
+    /// The server's private key, PEM (PKCS#8, SEC1 or PKCS#1; P-256, P-384, RSA or Ed25519).
+    /// Reloaded on SIGHUP.
+    pub key: PathBuf,
+    /// The CA of station certificates, PEM. When set, clients are asked for a certificate (not
+    /// required: bearer tokens keep working); one signed by this CA authenticates its station
+    /// (`[[stations]]`). Unset: no client certificate is requested.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One `[[stations]]` entry: a client certificate subject and what it may do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// The certificate's subject CN or one of its SAN DNS names.
+    pub subject: String,
+    /// The roles it grants.
+    pub roles: Vec<Role>,
+    /// The serials it may provision, as for tokens (empty: every serial).
+    #[serde(default)]
+    pub serial_prefixes: Vec<String>,
 }
 
 /// The defaults of the fields whose struct cannot have a `Default` (it holds required fields).
@@ -610,7 +651,8 @@ impl Config {
         })
     }
 
-    /// Rebases every relative file path (CA, bootstrap CA, update-auth certificate, token file and a
+    /// Rebases every relative file path (CA, bootstrap CA, update-auth certificate, token file, TLS
+    /// files and a
     /// relative `sqlite://` database path) on `base`.
     pub fn resolve_relative_to(&mut self, base: &Path) {
         fn rebase(p: &mut PathBuf, base: &Path) {
@@ -635,6 +677,13 @@ impl Config {
         }
         if let Some(p) = self.token_file.as_mut() {
             rebase(p, base);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            rebase(&mut tls.cert, base);
+            rebase(&mut tls.key, base);
+            if let Some(p) = tls.client_ca.as_mut() {
+                rebase(p, base);
+            }
         }
         if let Some(rest) = self.database_url.strip_prefix("sqlite://") {
             let (path, query) = match rest.split_once('?') {

@@ -26,6 +26,7 @@ use super::backoff::BACKOFF;
 use super::error::ApiError;
 use super::floor;
 use super::sessions::{SESSION_LIFETIME, SESSIONS};
+use super::tls::{ClientCertificate, ServedOverTls};
 
 pub use crate::config::Role;
 
@@ -117,13 +118,34 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// One `[[stations]]` entry: a client certificate subject (CN or SAN DNS name) and its roles.
+#[derive(Debug, Clone)]
+pub struct Station {
+    subject: String,
+    roles: Vec<Role>,
+    scope: SerialScope,
+}
+
+impl Station {
+    /// The station of certificates whose CN or a SAN DNS name is `subject`.
+    pub fn new(subject: impl Into<String>, roles: &[Role], prefixes: Vec<String>) -> Station {
+        Station {
+            subject: subject.into(),
+            roles: roles.to_vec(),
+            scope: SerialScope::new(prefixes),
+        }
+    }
+}
+
 /// The authentication policy of the server.
 #[derive(Debug)]
 pub enum Auth {
     /// Every request is allowed with every role (lab use only; the daemon warns at each start).
     Disabled,
-    /// `Authorization: Bearer <token>` required, matched against these tokens.
-    Bearer(Vec<Token>),
+    /// `Authorization: Bearer <token>` required, matched against these tokens; or, without a
+    /// bearer token, a client certificate (`[tls] client_ca`) whose subject is one of these
+    /// stations.
+    Bearer(Vec<Token>, Vec<Station>),
 }
 
 impl Auth {
@@ -149,7 +171,12 @@ impl Auth {
                         )
                     })
                     .collect();
-                Ok(Auth::Bearer(tokens))
+                let stations = config
+                    .stations
+                    .iter()
+                    .map(|s| Station::new(&s.subject, &s.roles, s.serial_prefixes.clone()))
+                    .collect();
+                Ok(Auth::Bearer(tokens, stations))
             }
         }
     }
@@ -176,16 +203,19 @@ pub(super) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
         })
 }
 
-/// Checks a request's headers for `role`: the bearer token of the `Authorization` header, else,
-/// for the `read` role, the floor page's session cookie.
+/// Checks a request for `role`: the bearer token of the `Authorization` header; else the verified
+/// client certificate (`client`, over mTLS); else, for the `read` role, the floor page's session
+/// cookie.
 pub(super) fn authorize_headers(
     auth: &Auth,
     headers: &HeaderMap,
+    client: Option<&ClientCertificate>,
     role: Role,
 ) -> Result<Principal, ApiError> {
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    match (header, session_cookie(headers)) {
-        (None, Some(session)) if role == Role::Read => auth.authorize_session(session, role),
+    match (header, client, session_cookie(headers)) {
+        (None, Some(client), _) => auth.authorize_station(client, role),
+        (None, None, Some(session)) if role == Role::Read => auth.authorize_session(session, role),
         _ => auth.authorize(header, role),
     }
 }
@@ -212,7 +242,7 @@ impl Auth {
     ) -> Result<Principal, ApiError> {
         let tokens = match self {
             Auth::Disabled => return Ok(Principal::anonymous()),
-            Auth::Bearer(tokens) => tokens,
+            Auth::Bearer(tokens, _) => tokens,
         };
         let Some(value) = authorization else {
             return Err(ApiError::unauthorized(
@@ -233,7 +263,7 @@ impl Auth {
     pub fn login(&self, token: &[u8], role: Role) -> Result<(Principal, Option<String>), ApiError> {
         let tokens = match self {
             Auth::Disabled => return Ok((Principal::anonymous(), None)),
-            Auth::Bearer(tokens) => tokens,
+            Auth::Bearer(tokens, _) => tokens,
         };
         let token = token.trim_ascii();
         let digest = Zeroizing::new(crate::config::security::token_digest(token));
@@ -242,6 +272,41 @@ impl Auth {
         let principal = check_role(found, role)?;
         let id = SESSIONS.create(principal.clone(), std::time::Instant::now());
         Ok((principal, Some(id)))
+    }
+
+    /// Checks a verified client certificate for `role`: the first `[[stations]]` entry whose
+    /// subject is the certificate's CN or one of its SAN DNS names. A certificate that maps to no
+    /// station gets no role (403: the CA vouched for it, but this server gives it nothing).
+    pub fn authorize_station(
+        &self,
+        client: &ClientCertificate,
+        role: Role,
+    ) -> Result<Principal, ApiError> {
+        let stations = match self {
+            Auth::Disabled => return Ok(Principal::anonymous()),
+            Auth::Bearer(_, stations) => stations,
+        };
+        let Some(station) = stations
+            .iter()
+            .find(|s| client.names.iter().any(|n| *n == s.subject))
+        else {
+            return Err(ApiError::forbidden(format!(
+                "the client certificate ({}) matches no [[stations]] subject: it grants no role; \
+                 send `Authorization: Bearer <token>`",
+                client.names.join(", ")
+            )));
+        };
+        if !station.roles.contains(&role) {
+            return Err(ApiError::forbidden(format!(
+                "station `{}` lacks the `{}` role needed here",
+                station.subject,
+                role_name(role)
+            )));
+        }
+        Ok(Principal(
+            format!("station {}", station.subject),
+            station.scope.clone(),
+        ))
     }
 
     /// Checks a session cookie value (from [`Auth::login`]) for `role`. Sessions carry the `read`
@@ -330,7 +395,13 @@ pub(super) async fn require_role(
     {
         return too_many_failures(wait);
     }
-    match authorize_headers(&required.auth, request.headers(), required.role) {
+    let client_cert = request.extensions().get::<ClientCertificate>();
+    match authorize_headers(
+        &required.auth,
+        request.headers(),
+        client_cert,
+        required.role,
+    ) {
         Ok(principal) => {
             if let Some(ip) = client {
                 BACKOFF.succeeded(ip);
@@ -402,6 +473,7 @@ fn set_session_cookie(response: &mut Response, value: &str, max_age_s: u64, secu
 pub(super) async fn login(
     State(state): State<AppState>,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    served_over_tls: Option<axum::Extension<ServedOverTls>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -437,10 +509,12 @@ pub(super) async fn login(
             }
             let mut response = Redirect::to("/floor/").into_response();
             if let Some(session) = session {
-                // Secure only behind a TLS proxy: over plain HTTP the browser would drop the cookie.
-                let secure = headers
-                    .get("x-forwarded-proto")
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+                // Secure whenever the browser came over TLS: served by this process, or by a TLS
+                // proxy in front. Not over plain HTTP, where the browser would drop the cookie.
+                let secure = served_over_tls.is_some()
+                    || headers
+                        .get("x-forwarded-proto")
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
                 set_session_cookie(&mut response, &session, SESSION_MAX_AGE_S, secure);
             }
             response
@@ -462,13 +536,16 @@ pub(super) async fn login(
     security(()),
     responses((status = 303, description = "Logged out; go to /floor/.")),
 )]
-pub(super) async fn logout(headers: HeaderMap) -> Response {
+pub(super) async fn logout(
+    served_over_tls: Option<axum::Extension<ServedOverTls>>,
+    headers: HeaderMap,
+) -> Response {
     // Revoked server-side: a copy of the cookie kept elsewhere no longer opens anything.
     if let Some(session) = session_cookie(&headers) {
         SESSIONS.revoke(session);
     }
     let mut response = Redirect::to("/floor/").into_response();
-    set_session_cookie(&mut response, "", 0, false);
+    set_session_cookie(&mut response, "", 0, served_over_tls.is_some());
     response
 }
 
@@ -478,11 +555,45 @@ mod tests {
     use axum::http::StatusCode;
 
     fn auth() -> Auth {
-        Auth::Bearer(vec![
-            Token::new("line1", "secret-provision", &[Role::Provision]),
-            Token::new("export", "secret-read", &[Role::Read]),
-            Token::new("both", "secret-both", &[Role::Provision, Role::Read]),
-        ])
+        Auth::Bearer(
+            vec![
+                Token::new("line1", "secret-provision", &[Role::Provision]),
+                Token::new("export", "secret-read", &[Role::Read]),
+                Token::new("both", "secret-both", &[Role::Provision, Role::Read]),
+            ],
+            vec![Station::new(
+                "station-1.factory",
+                &[Role::Provision],
+                vec!["GW-LINE1-".into()],
+            )],
+        )
+    }
+
+    #[test]
+    fn stations_by_cn_or_san() {
+        let a = auth();
+        let cert = |names: &[&str]| ClientCertificate {
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+        };
+        let p = a
+            .authorize_station(&cert(&["x", "station-1.factory"]), Role::Provision)
+            .unwrap();
+        assert_eq!(p.0, "station station-1.factory");
+        assert!(p.1.allows("GW-LINE1-7") && !p.1.allows("GW-LINE2-7"));
+        let e = a
+            .authorize_station(&cert(&["station-1.factory"]), Role::Read)
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        let e = a
+            .authorize_station(&cert(&["station-2.factory"]), Role::Provision)
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert!(e.message().contains("station-2.factory"));
+        // A bearer token wins over the certificate.
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer secret-read".parse().unwrap());
+        let p = authorize_headers(&a, &h, Some(&cert(&["station-1.factory"])), Role::Read).unwrap();
+        assert_eq!(p.0, "export");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub async fn page(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    if let Err(e) = auth::authorize_headers(&state.auth, &headers, Role::Read) {
+    if let Err(e) = auth::authorize_headers(&state.auth, &headers, None, Role::Read) {
         let problem = (e.status() == StatusCode::FORBIDDEN).then(|| e.message().to_owned());
         return login_page(e.status(), problem.as_deref());
     }

@@ -19,17 +19,20 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the refusal of an excess connection may take to write.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Bounds of [`super::serve_with`].
-#[derive(Debug, Clone, Copy)]
+/// Bounds of [`super::serve_with`], and whether it serves HTTPS.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Serve HTTPS with this (`[tls]`); `None`: plain HTTP.
+    pub tls: Option<super::ServerTls>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
         }
     }
 }

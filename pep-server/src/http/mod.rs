@@ -22,6 +22,7 @@ mod query;
 mod read;
 mod resolve;
 mod sessions;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,10 +37,11 @@ use axum::routing::{MethodRouter, on};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-pub use auth::{Auth, Principal, Role, Token};
+pub use auth::{Auth, Principal, Role, Station, Token};
 pub use error::ApiError;
 pub use identity::parse_identity_query;
 pub use limits::ServeOptions;
+pub use tls::{ServerTls, TlsError};
 
 use crate::metrics::Metrics;
 use crate::provision::Provisioner;
@@ -383,7 +385,6 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let app = app.layer(axum::Extension(events::Shutdown(stopped))).layer(
@@ -416,18 +417,49 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                // What `into_make_service_with_connect_info` would insert, for `ConnectInfo`.
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(remote));
-                app.clone().oneshot(request.map(axum::body::Body::new))
-            });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = options.tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let result = match tls {
+                None => {
+                    let service = connection_service(app, remote, None);
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    // The handshake is bounded like a request head: a client that connects and
+                    // stays silent must not hold its slot.
+                    let stream = match tokio::time::timeout(
+                        HEADER_READ_TIMEOUT,
+                        tls.acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let client = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| tls::ClientCertificate::from_der(leaf).unwrap_or_default());
+                    let service = connection_service(app, remote, Some(client));
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
             drop(slot);
@@ -437,6 +469,32 @@ pub async fn serve_with(
     let _ = stop.send(true);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The hyper service of one connection: the app, with what axum's `ConnectInfo` would hold and,
+/// over TLS ([`tls::ServedOverTls`]), the verified client certificate if one was sent.
+fn connection_service(
+    app: Router,
+    remote: SocketAddr,
+    tls: Option<Option<tls::ClientCertificate>>,
+) -> impl hyper::service::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone {
+    use tower::ServiceExt;
+    hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        let extensions = request.extensions_mut();
+        extensions.insert(axum::extract::ConnectInfo(remote));
+        if let Some(client) = &tls {
+            extensions.insert(tls::ServedOverTls);
+            if let Some(client) = client {
+                extensions.insert(client.clone());
+            }
+        }
+        app.clone().oneshot(request.map(axum::body::Body::new))
+    })
 }
 
 async fn limit_query(request: Request, next: Next) -> Response {

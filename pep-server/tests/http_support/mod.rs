@@ -205,6 +205,16 @@ impl Server {
         (status, self.log())
     }
 
+    /// Sends `signal` (`HUP`, `TERM`…) to the server process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let kill = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    }
+
     /// The server's log so far (stderr).
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
