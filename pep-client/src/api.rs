@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -224,6 +225,107 @@ struct Href {
     href: String,
 }
 
+/// How `pep-cli` trusts an `https://` server and, for mutual TLS, proves its station's identity.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM files of CA certificates to trust (`--ca-cert`, one or more certificates each).
+    pub ca_certs: Vec<PathBuf>,
+    /// Trust only `ca_certs`, not the built-in Mozilla roots (`--ca-cert-only`, pinning).
+    pub ca_cert_only: bool,
+    /// The station's certificate chain (PEM, `--client-cert`), for a server with `[tls] client_ca`.
+    pub client_cert: Option<PathBuf>,
+    /// The private key of `client_cert` (PEM, `--client-key`).
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// Adds the roots and the client identity to `builder`; every bad file is a usage error that
+    /// names it (never its contents: the key file holds a secret).
+    fn apply(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, CliError> {
+        if self.ca_cert_only && self.ca_certs.is_empty() {
+            return Err(CliError::Usage(
+                "--ca-cert-only trusts only the CA given with --ca-cert FILE, and none was given"
+                    .to_owned(),
+            ));
+        }
+        for path in &self.ca_certs {
+            for cert in read_certificates("--ca-cert", path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if self.ca_cert_only {
+            builder = builder.tls_built_in_root_certs(false);
+        }
+        match (&self.client_cert, &self.client_key) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(CliError::Usage(
+                    "--client-cert needs its private key: --client-key FILE is missing".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(CliError::Usage(
+                    "--client-key needs its certificate: --client-cert FILE is missing".to_owned(),
+                ));
+            }
+            (Some(cert), Some(key)) => {
+                // Checked apart first, so that a bad file is named on its own.
+                read_certificates("--client-cert", cert)?;
+                let mut pem = read_file("--client-key", key)?;
+                pem.push(b'\n');
+                pem.extend(read_file("--client-cert", cert)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                    CliError::Usage(format!(
+                        "--client-key {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file",
+                        key.display()
+                    ))
+                })?;
+                builder = builder.identity(identity);
+            }
+        }
+        Ok(builder)
+    }
+
+    /// The client certificate and key files, for a message about a failed set-up.
+    fn client_files(&self) -> String {
+        match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => format!(
+                " with --client-cert {} and --client-key {} (does the key belong to the certificate?)",
+                c.display(),
+                k.display()
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The bytes of a file given with `flag`.
+fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {flag} {}: {e}", path.display())))
+}
+
+/// The PEM certificates of a file given with `flag`: at least one.
+fn read_certificates(flag: &str, path: &Path) -> Result<Vec<reqwest::Certificate>, CliError> {
+    let pem = read_file(flag, path)?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        CliError::Usage(format!(
+            "{flag} {}: not PEM certificates: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{flag} {}: no PEM certificate in the file",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// A client of one pep server.
 #[derive(Debug, Clone)]
 pub struct PepApi {
@@ -239,16 +341,15 @@ impl PepApi {
         token: Option<Token>,
         timeout: Duration,
     ) -> Result<Self, CliError> {
-        Self::with_ca(server_url, token, timeout, None)
+        Self::with_tls(server_url, token, timeout, &TlsOptions::default())
     }
 
-    /// Like [`PepApi::new`], also trusting the PEM CA certificate(s) in `ca_cert` for HTTPS (a
-    /// factory server behind a private CA).
-    pub fn with_ca(
+    /// Like [`PepApi::new`], with the HTTPS trust and client identity of `tls`.
+    pub fn with_tls(
         server_url: &str,
         token: Option<Token>,
         timeout: Duration,
-        ca_cert: Option<&std::path::Path>,
+        tls: &TlsOptions,
     ) -> Result<Self, CliError> {
         let mut base = Url::parse(server_url.trim()).map_err(|e| {
             CliError::Usage(format!(
@@ -265,33 +366,19 @@ impl PepApi {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .timeout(timeout)
             .user_agent(concat!("pep-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path).map_err(|e| {
-                CliError::Usage(format!("cannot read --ca-cert {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                CliError::Usage(format!(
-                    "--ca-cert {}: not PEM certificates: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(CliError::Usage(format!(
-                    "--ca-cert {}: no PEM certificate in the file",
-                    path.display()
-                )));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
+        let builder = tls.apply(builder)?;
+        let http = builder.build().map_err(|e| {
+            use std::error::Error as _;
+            let cause = e.source().map(|s| format!(": {s}")).unwrap_or_default();
+            CliError::Usage(format!(
+                "cannot set up the HTTP client{}: {e}{cause}",
+                tls.client_files()
+            ))
+        })?;
         Ok(Self { http, base, token })
     }
 
@@ -387,7 +474,10 @@ impl PepApi {
         url.set_query(None);
         let _ = url.set_password(None);
         let url = url.as_str().trim_end_matches('/').to_owned();
-        let detail = one_line(&detail);
+        let mut detail = one_line(&detail);
+        if self.base.scheme() == "https" {
+            detail.push_str(tls_hint(&detail));
+        }
         // A time-out is a lost answer even while connecting: the two cannot be told apart.
         if maybe_sent || e.is_timeout() {
             CliError::NoAnswer { url, detail }
@@ -482,6 +572,22 @@ impl PepApi {
                 detail: format!("bad next link {href:?}: {e}"),
             })?),
         };
+        // The token goes to the configured server only: a next link to another scheme, host or
+        // port (a compromised or misconfigured server, a proxy's rewrite) is refused rather than
+        // followed with the token (or silently without it, which would hide the problem).
+        if let Some(next) = &next
+            && next.origin() != self.base.origin()
+        {
+            return Err(CliError::BadAnswer {
+                what: what.to_owned(),
+                detail: format!(
+                    "the next link {} leaves the server {}: not followed, so the API token \
+                         is not sent to another origin",
+                    redact(next),
+                    self.base.origin().ascii_serialization()
+                ),
+            });
+        }
         Ok(Page {
             body,
             results: parsed.results,
@@ -545,6 +651,18 @@ fn error_text(status: reqwest::StatusCode, body: &[u8]) -> String {
             .to_owned()
     } else {
         one_line(&text)
+    }
+}
+
+/// What to do about a failed TLS handshake, from rustls' words for it.
+fn tls_hint(detail: &str) -> &'static str {
+    if detail.contains("UnknownIssuer") || detail.contains("invalid peer certificate") {
+        " (the server's certificate is not signed by a trusted CA: pass its CA with --ca-cert FILE \
+         or PEP_CA_CERT)"
+    } else if detail.contains("CertificateRequired") || detail.contains("BadCertificate") {
+        " (the server wants a client certificate it trusts: --client-cert FILE --client-key FILE)"
+    } else {
+        ""
     }
 }
 
@@ -692,14 +810,69 @@ mod tests {
         let ca =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ca/CA_cert.pem");
         let t = Duration::from_secs(5);
-        assert!(PepApi::with_ca("https://h:1", None, t, Some(&ca)).is_ok());
+        let with = |ca_certs: Vec<PathBuf>| TlsOptions {
+            ca_certs,
+            ..TlsOptions::default()
+        };
+        assert!(PepApi::with_tls("https://h:1", None, t, &with(vec![ca.clone()])).is_ok());
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate").unwrap();
-        let err = PepApi::with_ca("https://h:1", None, t, Some(&junk)).unwrap_err();
+        let err =
+            PepApi::with_tls("https://h:1", None, t, &with(vec![ca.clone(), junk])).unwrap_err();
         assert!(err.to_string().contains("junk.pem"), "{err}");
+        assert_eq!(err.exit_code(), crate::error::exit::USAGE);
         let missing = dir.path().join("missing.pem");
-        let err = PepApi::with_ca("https://h:1", None, t, Some(&missing)).unwrap_err();
+        let err = PepApi::with_tls("https://h:1", None, t, &with(vec![missing])).unwrap_err();
         assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn tls_options_are_checked_before_any_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ca/CA_cert.pem");
+        let t = Duration::from_secs(5);
+        let fails = |tls: TlsOptions| {
+            let err = PepApi::with_tls("https://h:1", None, t, &tls).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::exit::USAGE, "{err}");
+            err.to_string()
+        };
+        let pinned = TlsOptions {
+            ca_cert_only: true,
+            ..TlsOptions::default()
+        };
+        assert!(fails(pinned).contains("--ca-cert FILE"));
+        let cert_only = TlsOptions {
+            client_cert: Some(ca.clone()),
+            ..TlsOptions::default()
+        };
+        assert!(fails(cert_only).contains("--client-key FILE is missing"));
+        let key_only = TlsOptions {
+            client_key: Some(ca.clone()),
+            ..TlsOptions::default()
+        };
+        assert!(fails(key_only).contains("--client-cert FILE is missing"));
+        // A "key" file holding no key is named; its contents never are.
+        let key = dir.path().join("station.key");
+        std::fs::write(&key, "secret-looking junk").unwrap();
+        let bad_key = TlsOptions {
+            client_cert: Some(ca.clone()),
+            client_key: Some(key),
+            ..TlsOptions::default()
+        };
+        let msg = fails(bad_key);
+        assert!(
+            msg.contains("station.key") && !msg.contains("secret-looking"),
+            "{msg}"
+        );
+        let junk_cert = dir.path().join("station.pem");
+        std::fs::write(&junk_cert, "junk").unwrap();
+        let bad_cert = TlsOptions {
+            client_cert: Some(junk_cert),
+            client_key: Some(ca),
+            ..TlsOptions::default()
+        };
+        assert!(fails(bad_cert).contains("--client-cert"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub const DEFAULT_LIST_OUTPUT: &str = "enrollment_ids_list";
     name = "pep-cli",
     disable_version_flag = true,
     after_help = "Environment: PEP_SERVER_URL (default http://localhost:5151), PEP_API_TOKEN, \
-                  PEP_JOURNALCTL, DEBUG. Exit codes: see docs/pep-cli.md."
+                  PEP_CA_CERT, PEP_CA_CERT_ONLY, PEP_CLIENT_CERT, PEP_CLIENT_KEY, PEP_JOURNALCTL, DEBUG. Exit codes: see docs/pep-cli.md."
 )]
 pub struct Cli {
     /// Output the version number.
@@ -47,14 +47,44 @@ pub struct GlobalArgs {
     #[arg(long = "token-file", global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
-    /// Trust this PEM CA certificate (bundle) for an https:// server, besides the built-in Mozilla roots.
+    /// Trust this PEM CA certificate (bundle) for an https:// server, besides the built-in Mozilla
+    /// roots (repeatable).
     #[arg(
         long = "ca-cert",
         global = true,
         env = "PEP_CA_CERT",
+        value_name = "PEM",
+        action = clap::ArgAction::Append
+    )]
+    pub ca_cert: Vec<PathBuf>,
+
+    /// Trust only the --ca-cert CA(s), not the built-in roots (pinning the factory CA).
+    #[arg(
+        long = "ca-cert-only",
+        global = true,
+        env = "PEP_CA_CERT_ONLY",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    pub ca_cert_only: bool,
+
+    /// The station's PEM certificate (chain) for mutual TLS; needs --client-key.
+    #[arg(
+        long = "client-cert",
+        global = true,
+        env = "PEP_CLIENT_CERT",
         value_name = "PEM"
     )]
-    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+
+    /// The PEM private key of --client-cert.
+    #[arg(
+        long = "client-key",
+        global = true,
+        env = "PEP_CLIENT_KEY",
+        value_name = "PEM"
+    )]
+    pub client_key: Option<PathBuf>,
 
     /// Give up on a request after this many seconds (an injection can take a while).
     #[arg(long = "http-timeout", global = true, default_value_t = 130, value_name = "SECONDS",

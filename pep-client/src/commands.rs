@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::{IdentityRequest, Order, PepApi, RequestKey, Token};
+use crate::api::{IdentityRequest, Order, PepApi, RequestKey, TlsOptions, Token};
 use crate::cli::{
     Command, ExportFormat, GetOneIdentity, GlobalArgs, IdentityOptions, ListEnrollmentIds,
     Provision,
@@ -26,11 +26,17 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
     if let Command::Docs(docs) = &command {
         return crate::completions::run(docs);
     }
-    let api = PepApi::with_ca(
+    let tls = TlsOptions {
+        ca_certs: global.ca_cert.clone(),
+        ca_cert_only: global.ca_cert_only,
+        client_cert: global.client_cert.clone(),
+        client_key: global.client_key.clone(),
+    };
+    let api = PepApi::with_tls(
         &global.server,
         token(global)?,
         Duration::from_secs(global.http_timeout),
-        global.ca_cert.as_deref(),
+        &tls,
     )?;
     match command {
         Command::GetOneIdentity(args) => get_one_identity(&api, args).await,

@@ -3,6 +3,8 @@
 //! `pep-server` and `fake-fcc` come from `workspace_bins` (next to `pep-cli`, rebuilt when stale).
 #![allow(dead_code)]
 
+pub(crate) mod pki;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
