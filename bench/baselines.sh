@@ -19,6 +19,9 @@
 #   SERVER_LOG []      RUST_LOG of the server; empty = its default (`info`, the README's command)
 #   PAUSE [65]         seconds of rest before each fleet run: the previous run's TIME_WAIT sockets
 #                      expire (60 s), and on a shared VM the CPU recovers from the previous load
+#   TLS [0]            1: the API over HTTPS (`[tls] cert`/`key` from a throw-away test CA made
+#                      with openssl in the work dir; the fleet uses --ca-cert, keeps its
+#                      connections alive and resumes TLS sessions); compare with a TLS=0 run
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 

@@ -6,7 +6,11 @@
 # DEMO_CONFIG [<repo>/fixtures/demo/pep.toml]: the config the runs start from (an older server
 # needs its own tree's, without the newer keys),
 # DURABILITY []: `full` or `normal` sets `[store] durability` (empty: the server's default; a
-# server older than that setting must run with it empty).
+# server older than that setting must run with it empty),
+# TLS [0]: 1 serves the API over HTTPS: a throw-away test CA and a server certificate for
+# 127.0.0.1 are made with the openssl CLI in the work dir, the server's config gets `[tls] cert`
+# and `key`, and the fleet talks https with `--ca-cert` (it keeps its connections alive and
+# resumes TLS sessions, as workstations would). The server must have the `[tls]` settings.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -14,6 +18,7 @@ BIN="$TARGET/release"
 SERVER_BIN="${SERVER_BIN:-$BIN/pep-server}"
 DEMO_CONFIG="${DEMO_CONFIG:-$ROOT/fixtures/demo/pep.toml}"
 TOKEN="pep-demo-token"
+TLS="${TLS:-0}"
 DATABASE="${DATABASE:-sqlite}"
 SERVER_LOG="${SERVER_LOG:-}"
 PG_DB=""
@@ -37,10 +42,29 @@ jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1]));
 for k in sys.argv[2].split("."): d=d[k]
 print(d)' "$1" "$2"; }
 
+SCHEME=http
+FLEET_TLS_ARGS=()
+if [[ "$TLS" == 1 ]]; then
+    # P-256 like the factory CA; the key files are PKCS#8 ("BEGIN PRIVATE KEY"), which rustls reads.
+    tls="$WORK/tls"; mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=pep bench test CA" -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName = IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n' > "$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+        -days 2 -sha256 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+    chmod 600 "$tls/ca.key" "$tls/server.key"
+    SCHEME=https
+    FLEET_TLS_ARGS=(--ca-cert "$tls/ca.pem")
+elif [[ "$TLS" != 0 ]]; then
+    echo "TLS must be 0 or 1, not \`$TLS\`" >&2; exit 2
+fi
+
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen)
-echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}"
+echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME"
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -59,6 +83,7 @@ start_server() {
         -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
         "$DEMO_CONFIG" > "$dir/pep.toml"
     if [[ -n "${DURABILITY:-}" ]]; then printf '\n[store]\ndurability = "%s"\n' "$DURABILITY" >> "$dir/pep.toml"; fi
+    if [[ "$TLS" == 1 ]]; then printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/tls/server.pem" "$WORK/tls/server.key" >> "$dir/pep.toml"; fi
     if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
     "$SERVER_BIN" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
     SERVER_PID=$!
@@ -67,6 +92,8 @@ start_server() {
         sleep 0.1
     done
     ADDR="$(sed -n 's/^listening on //p' "$dir/server.out")"
+    # host:port, whether or not the server names its scheme
+    ADDR="${ADDR#*://}"
     [[ -n "$ADDR" ]] || { echo "pep-server did not start:"; cat "$dir/server.err"; exit 1; }
 }
 stop_server() {
@@ -85,5 +112,5 @@ subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"))
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("%.3f" % (r.ru_utime + r.ru_stime), file=sys.stderr)' "$dir/fleet.out" \
         "$BIN/pep-fleet" --gateways "$n" --concurrency "${CONCURRENCY:-64}" --threads "${FLEET_THREADS:-1}" \
-        --server "http://$ADDR" --token "$TOKEN" --prefix "$prefix" --json "$dir/fleet.json" 2> "$dir/fleet.cpu" || true
+        --server "$SCHEME://$ADDR" "${FLEET_TLS_ARGS[@]}" --token "$TOKEN" --prefix "$prefix" --json "$dir/fleet.json" 2> "$dir/fleet.cpu" || true
 }

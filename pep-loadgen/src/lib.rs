@@ -55,6 +55,23 @@ pub enum LoadgenError {
         /// What is wrong with its value.
         reason: String,
     },
+    /// The `--ca-cert` file could not be read.
+    #[error("--ca-cert: cannot read {}: {source}", path.display())]
+    CaCertRead {
+        /// The file named by `--ca-cert`.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--ca-cert` file holds no usable PEM certificate.
+    #[error("--ca-cert: {} holds no usable PEM certificate: {reason}", path.display())]
+    CaCertPem {
+        /// The file named by `--ca-cert`.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),

@@ -2,6 +2,7 @@
 //! command line ([`FleetArgs`]) that builds them.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -100,8 +101,12 @@ pub struct FleetOptions {
     pub gateways: u64,
     /// Requests (and listening gateways) at once.
     pub concurrency: usize,
-    /// The server's base URL, e.g. `http://127.0.0.1:5151`.
+    /// The server's base URL, e.g. `http://127.0.0.1:5151` or `https://127.0.0.1:5151`.
     pub server: String,
+    /// A PEM file of CA certificates trusted for an `https://` server besides the built-in roots
+    /// (a test or factory CA). Read when the run starts.
+    #[serde(skip)]
+    pub ca_cert: Option<PathBuf>,
     /// Bearer token (`None` = no Authorization header). A secret: never serialized.
     #[serde(skip)]
     pub token: Option<String>,
@@ -148,7 +153,16 @@ impl FleetOptions {
             ));
         }
         match url::Url::parse(&self.server) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "https" => {}
+            // A CA for a plain-HTTP server would be silently unused: most likely `http://` was
+            // meant to be `https://`.
+            Ok(_) if self.ca_cert.is_some() => {
+                return Err(bad(
+                    "--ca-cert",
+                    format!("`{}` is not an https:// URL", self.server),
+                ));
+            }
+            Ok(u) if u.scheme() == "http" => {}
             Ok(u) => {
                 return Err(bad(
                     "--server",
@@ -242,9 +256,14 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
 
-    /// The pep-server base URL.
+    /// The pep-server base URL (`http://` or `https://`).
     #[arg(long, default_value = "http://127.0.0.1:5151")]
     pub server: String,
+
+    /// PEM file of CA certificates to trust for an `https://` server (besides the built-in
+    /// roots), e.g. the CA that signed the server's `[tls] cert`.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 
     /// Bearer token with the `provision` role.
     #[arg(long, env = "PEP_TOKEN", hide_env_values = true)]
@@ -310,6 +329,7 @@ impl FleetArgs {
             gateways: self.gateways,
             concurrency: self.concurrency,
             server: self.server.clone(),
+            ca_cert: self.ca_cert.clone(),
             token: self.token.clone(),
             fault_rate: self.fault_rate,
             seed: self.seed,
@@ -335,6 +355,7 @@ pub(crate) mod tests {
             gateways: 10,
             concurrency: 2,
             server: "http://127.0.0.1:1".to_owned(),
+            ca_cert: None,
             token: None,
             fault_rate: 0.0,
             seed: 1,
@@ -430,6 +451,44 @@ pub(crate) mod tests {
             assert!(e.contains(option), "{option}: {e}");
         }
         options().validate().unwrap();
+    }
+
+    #[test]
+    fn https_servers_and_ca_certs_parse() {
+        use clap::Parser;
+        let args = FleetArgs::try_parse_from([
+            "pep-fleet",
+            "--gateways",
+            "3",
+            "--server",
+            "https://127.0.0.1:5151",
+            "--ca-cert",
+            "/etc/pep/ca.pem",
+        ])
+        .unwrap();
+        let o = args.options();
+        assert_eq!(o.server, "https://127.0.0.1:5151");
+        assert_eq!(o.ca_cert, Some(PathBuf::from("/etc/pep/ca.pem")));
+        o.validate().unwrap();
+        // The CA is optional for https (built-in roots), and absent by default.
+        let plain = FleetArgs::try_parse_from(["pep-fleet", "--gateways", "3"]).unwrap();
+        assert_eq!(plain.options().ca_cert, None);
+        let https = FleetOptions {
+            server: "https://pep.example:443".into(),
+            ..options()
+        };
+        https.validate().unwrap();
+        // `--ca-cert` without a file is a command-line error.
+        assert!(FleetArgs::try_parse_from(["pep-fleet", "--gateways", "3", "--ca-cert"]).is_err());
+        // A CA for a plain-HTTP server would go unused: refused, naming the option.
+        let e = FleetOptions {
+            ca_cert: Some("ca.pem".into()),
+            ..options()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--ca-cert") && e.contains("https://"), "{e}");
     }
 
     #[test]

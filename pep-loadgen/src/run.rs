@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -36,11 +37,23 @@ const MAX_PORT_TRIES: u32 = 256;
 /// Runs the fleet: provisions `options.gateways` gateways and checks each one.
 pub async fn run(options: FleetOptions) -> Result<FleetReport, LoadgenError> {
     options.validate()?;
+    // Over https the cost of a handshake must not be measured on every request, as a fleet of
+    // real workstations would not pay it either: the client keeps its connections alive (up to
+    // `concurrency` idle ones per host, so every request in flight finds one), and a connection
+    // that is opened anyway (the server closed one) resumes its TLS session: reqwest's rustls
+    // config keeps rustls' default in-memory session cache (`Resumption::default()`, 256
+    // sessions), which the `https_fleet_*` test of `tests/fleet_tls.rs` checks on the server side.
     let mut builder = reqwest::Client::builder()
         .no_proxy()
+        .use_rustls_tls()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(options.concurrency)
         .timeout(options.request_timeout);
+    if let Some(path) = &options.ca_cert {
+        for certificate in load_ca_certs(path)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
     if let Some(token) = &options.token {
         let mut headers = reqwest::header::HeaderMap::new();
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -423,6 +436,37 @@ async fn lost_answer_certificate(handle: Option<&mut GatewayHandle>) -> Option<S
 }
 
 /// An error with its sources, on one line.
+/// The certificates of a PEM file (`--ca-cert`). A file that cannot be read or holds no PEM
+/// certificate is an error here that names it, not a TLS failure on every request (a section
+/// that is PEM but not X.509 makes the client's build fail).
+fn load_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, LoadgenError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bad = |reason: String| LoadgenError::CaCertPem {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|source| LoadgenError::CaCertRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut certificates = Vec::new();
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der = der.map_err(|e| match e {
+            // Its own Display prints the marker as a list of bytes.
+            rustls_pki_types::pem::Error::MissingSectionEnd { .. } => {
+                bad("a PEM section has no `-----END` line".to_owned())
+            }
+            e => bad(e.to_string()),
+        })?;
+        certificates.push(reqwest::Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?);
+    }
+    if certificates.is_empty() {
+        return Err(bad("no `BEGIN CERTIFICATE` section".to_owned()));
+    }
+    Ok(certificates)
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -439,6 +483,64 @@ mod tests {
     use super::*;
     use crate::options::PortRange;
     use crate::options::tests::options;
+
+    #[test]
+    fn ca_cert_files_load_and_bad_ones_say_which_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["test CA".to_owned()]).unwrap();
+        let good = dir.path().join("ca.pem");
+        // Two certificates (a bundle) and text around them, as PEM files often have.
+        std::fs::write(
+            &good,
+            format!("# test CA\n{}\n{}", ca.cert.pem(), ca.cert.pem()),
+        )
+        .unwrap();
+        assert_eq!(load_ca_certs(&good).unwrap().len(), 2);
+
+        let missing = dir.path().join("missing.pem");
+        let e = load_ca_certs(&missing).unwrap_err();
+        assert!(matches!(e, LoadgenError::CaCertRead { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("--ca-cert: cannot read ") && text.contains("missing.pem"),
+            "{text}"
+        );
+
+        for (name, content, says) in [
+            ("empty.pem", String::new(), "no `BEGIN CERTIFICATE`"),
+            (
+                "key.pem",
+                ca.key_pair.serialize_pem(),
+                "no `BEGIN CERTIFICATE`",
+            ),
+            (
+                "cut.pem",
+                ca.cert.pem().lines().take(3).collect::<Vec<_>>().join("\n"),
+                "END",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let e = load_ca_certs(&path).unwrap_err();
+            assert!(matches!(e, LoadgenError::CaCertPem { .. }), "{name}: {e:?}");
+            let text = e.to_string();
+            assert!(text.contains(name) && text.contains(says), "{name}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ca_cert_stops_the_run_before_any_request() {
+        let o = FleetOptions {
+            server: "https://127.0.0.1:1".into(),
+            ca_cert: Some("/nonexistent/ca.pem".into()),
+            ..options()
+        };
+        let e = run(o).await.unwrap_err().to_string();
+        assert!(
+            e.contains("--ca-cert") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+    }
 
     #[tokio::test]
     async fn gateways_skip_ports_in_use_and_stay_in_the_range() {
