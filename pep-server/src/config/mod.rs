@@ -652,8 +652,7 @@ impl Config {
     }
 
     /// Rebases every relative file path (CA, bootstrap CA, update-auth certificate, token file, TLS
-    /// files and a
-    /// relative `sqlite://` database path) on `base`.
+    /// files and a relative `sqlite://` database path) on `base`.
     pub fn resolve_relative_to(&mut self, base: &Path) {
         fn rebase(p: &mut PathBuf, base: &Path) {
             if p.is_relative() {
