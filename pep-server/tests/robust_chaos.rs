@@ -387,6 +387,7 @@ async fn chaos_fleet_with_kill_9_loses_nothing() {
         gateways,
         concurrency,
         server: base,
+        ca_cert: None,
         token: Some(BOTH.to_owned()),
         fault_rate: 0.2,
         seed,
