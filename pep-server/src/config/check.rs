@@ -281,17 +281,7 @@ impl Config {
                     "is empty: give `provision` and/or `read`",
                 );
             }
-            for (j, prefix) in s.serial_prefixes.iter().enumerate() {
-                let field = format!("stations[{i}].serial_prefixes[{j}]");
-                if prefix.is_empty() {
-                    r.error(
-                        &field,
-                        "is empty (remove serial_prefixes to allow every serial)",
-                    );
-                } else {
-                    check_text(&field, prefix, 64, r);
-                }
-            }
+            check_serial_prefixes(&format!("stations[{i}]"), &s.serial_prefixes, r);
         }
     }
 
@@ -324,17 +314,7 @@ impl Config {
         }
         self.check_token_secrets(&tokens, r);
         for (i, t) in tokens.iter().enumerate() {
-            for (j, prefix) in t.serial_prefixes.iter().enumerate() {
-                let field = format!("tokens[{i}].serial_prefixes[{j}]");
-                if prefix.is_empty() {
-                    r.error(
-                        &field,
-                        "is empty (remove serial_prefixes to allow every serial)",
-                    );
-                } else {
-                    check_text(&field, prefix, 64, r);
-                }
-            }
+            check_serial_prefixes(&format!("tokens[{i}]"), &t.serial_prefixes, r);
             if t.roles.is_empty() {
                 r.error(
                     &format!("tokens[{i}].roles"),
@@ -778,4 +758,20 @@ fn read_p256_certificate(field: &str, path: &Path, r: &mut CheckReport) -> Optio
         );
     }
     Some(cert.into_der().to_vec())
+}
+
+/// The `serial_prefixes` of a token or station (`owner`, e.g. `tokens[0]`): none empty, each a
+/// short printable text.
+fn check_serial_prefixes(owner: &str, prefixes: &[String], r: &mut CheckReport) {
+    for (j, prefix) in prefixes.iter().enumerate() {
+        let field = format!("{owner}.serial_prefixes[{j}]");
+        if prefix.is_empty() {
+            r.error(
+                &field,
+                "is empty (remove serial_prefixes to allow every serial)",
+            );
+        } else {
+            check_text(&field, prefix, 64, r);
+        }
+    }
 }

@@ -9,7 +9,7 @@
 //!
 //! With `[tls] client_ca`, clients are asked for a certificate but not required to send one (bearer
 //! tokens keep working beside station certificates); one that rustls verified against that CA is
-//! handed to the request as [`ClientCertificate`], for [`super::auth`] to map to its station.
+//! handed to the request as [`ClientCertificate`], for `http::auth` to map to its station.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
