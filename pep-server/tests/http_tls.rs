@@ -442,3 +442,43 @@ fn bad_tls_files_are_refused_at_start_naming_them() {
         );
     }
 }
+
+/// The floor session cookie is `Secure` when the server itself serves TLS (and not over plain
+/// HTTP, where the browser would drop it).
+#[tokio::test]
+async fn the_floor_session_cookie_is_secure_under_tls() {
+    let ca = TestCa::new("pep test CA");
+    let (_server, addr) = start_tls(&ca, "").await;
+    let no_redirect = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let session_cookie = |r: &reqwest::Response| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| !c.starts_with("pep_login="))
+            .unwrap_or_else(|| panic!("no session cookie in {:?}", r.headers()))
+    };
+    let base = format!("https://localhost:{}", addr.port());
+    let r = http_support::floor_login(&no_redirect, &base, BOTH).await;
+    assert_eq!(r.status(), 303);
+    let cookie = session_cookie(&r);
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    // The same login over plain HTTP: no Secure flag.
+    let plain = Server::start(Options::default()).await;
+    let plain_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http_support::floor_login(&plain_client, &plain.base, BOTH).await;
+    assert_eq!(r.status(), 303);
+    let cookie = session_cookie(&r);
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
