@@ -482,3 +482,43 @@ async fn the_floor_session_cookie_is_secure_under_tls() {
     let cookie = session_cookie(&r);
     assert!(!cookie.contains("Secure"), "{cookie}");
 }
+
+/// `check-config`'s summary names the https scheme and counts the certificate stations.
+#[test]
+fn check_config_summary_shows_https_and_the_stations() {
+    let ca = TestCa::new("pep test CA");
+    let stations = TestCa::new("station CA");
+    let dir = tempfile::tempdir().unwrap();
+    write_server_cert(&ca, dir.path(), 1);
+    let client_ca = dir.path().join("stations.pem");
+    std::fs::write(&client_ca, stations.pem()).unwrap();
+    let config = format!(
+        "{}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n[[stations]]\nsubject = \"station-1.factory\"\nroles = [\"provision\"]\n\n[[stations]]\nsubject = \"reader.factory\"\nroles = [\"read\"]\n",
+        config_toml(dir.path(), &Options::default()),
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display(),
+        client_ca.display(),
+    );
+    std::fs::write(dir.path().join("pep.toml"), config).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_pep-server"))
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("pep.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{text}");
+    let listen = text
+        .lines()
+        .find(|l| l.starts_with("listen:"))
+        .unwrap_or_else(|| panic!("no listen line in {text}"));
+    assert!(listen.contains("https://127.0.0.1:"), "{listen}");
+    let stations = text
+        .lines()
+        .find(|l| l.starts_with("stations:"))
+        .unwrap_or_else(|| panic!("no stations line in {text}"));
+    assert!(
+        stations.ends_with(", 2 by client certificate"),
+        "{stations}"
+    );
+}
