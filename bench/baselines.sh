@@ -22,6 +22,9 @@
 #   TLS [0]            1: the API over HTTPS (`[tls] cert`/`key` from a throw-away test CA made
 #                      with openssl in the work dir; the fleet uses --ca-cert, keeps its
 #                      connections alive and resumes TLS sessions); compare with a TLS=0 run
+#   WEBHOOKS [0]       1: an event webhook (deployed, failed) to a local receiver
+#                      (bench/hook_receiver.py, verifies every signature); compare with a
+#                      WEBHOOKS=0 run (issue #17: the rate with webhooks stays >= 70 %)
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 

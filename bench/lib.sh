@@ -11,6 +11,10 @@
 # 127.0.0.1 are made with the openssl CLI in the work dir, the server's config gets `[tls] cert`
 # and `key`, and the fleet talks https with `--ca-cert` (it keeps its connections alive and
 # resumes TLS sessions, as workstations would). The server must have the `[tls]` settings.
+# WEBHOOKS [0]: 1 adds an event webhook (`[[hooks.events]]`, deployed + failed) to each run's
+# server, received by bench/hook_receiver.py on 127.0.0.1 (it verifies every signature); the
+# rate then includes writing the outbox and sending it. stop_server prints what the receiver got.
+# The server must have the `[hooks]` settings.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -19,6 +23,9 @@ SERVER_BIN="${SERVER_BIN:-$BIN/pep-server}"
 DEMO_CONFIG="${DEMO_CONFIG:-$ROOT/fixtures/demo/pep.toml}"
 TOKEN="pep-demo-token"
 TLS="${TLS:-0}"
+WEBHOOKS="${WEBHOOKS:-0}"
+HOOK_PID=""
+HOOK_COUNT=""
 DATABASE="${DATABASE:-sqlite}"
 SERVER_LOG="${SERVER_LOG:-}"
 PG_DB=""
@@ -29,6 +36,7 @@ WORK="$(mktemp -d)"
 SERVER_PID=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    if [[ -n "$HOOK_PID" ]]; then kill "$HOOK_PID" 2>/dev/null || true; wait "$HOOK_PID" 2>/dev/null || true; fi
     if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
@@ -60,11 +68,14 @@ if [[ "$TLS" == 1 ]]; then
 elif [[ "$TLS" != 0 ]]; then
     echo "TLS must be 0 or 1, not \`$TLS\`" >&2; exit 2
 fi
+if [[ "$WEBHOOKS" != 0 && "$WEBHOOKS" != 1 ]]; then
+    echo "WEBHOOKS must be 0 or 1, not \`$WEBHOOKS\`" >&2; exit 2
+fi
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen)
-echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME"
+echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME, webhooks $([[ "$WEBHOOKS" == 1 ]] && echo on || echo off)"
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -84,6 +95,16 @@ start_server() {
         "$DEMO_CONFIG" > "$dir/pep.toml"
     if [[ -n "${DURABILITY:-}" ]]; then printf '\n[store]\ndurability = "%s"\n' "$DURABILITY" >> "$dir/pep.toml"; fi
     if [[ "$TLS" == 1 ]]; then printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/tls/server.pem" "$WORK/tls/server.key" >> "$dir/pep.toml"; fi
+    if [[ "$WEBHOOKS" == 1 ]]; then
+        openssl rand -hex 32 > "$dir/hook.secret"; chmod 600 "$dir/hook.secret"
+        python3 "$ROOT/bench/hook_receiver.py" "$dir/hook.secret" "$dir/hook.port" "$dir/hook.count" &
+        HOOK_PID=$!
+        HOOK_COUNT="$dir/hook.count"
+        for _ in $(seq 1 50); do [[ -s "$dir/hook.port" ]] && break; sleep 0.1; done
+        [[ -s "$dir/hook.port" ]] || { echo "bench/hook_receiver.py did not start"; exit 1; }
+        printf '\n[[hooks.events]]\nname = "bench"\nurl = "http://127.0.0.1:%s/hook"\nevents = ["deployed", "failed"]\nsecret_file = "%s"\n' \
+            "$(cat "$dir/hook.port")" "$dir/hook.secret" >> "$dir/pep.toml"
+    fi
     if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
     "$SERVER_BIN" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
     SERVER_PID=$!
@@ -98,6 +119,11 @@ start_server() {
 }
 stop_server() {
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    if [[ -n "$HOOK_PID" ]]; then
+        kill "$HOOK_PID"; wait "$HOOK_PID" 2>/dev/null || true; HOOK_PID=""
+        # What arrived by the time the server stopped; the rest waits in the run's outbox.
+        echo "   webhook receiver: $(cat "$HOOK_COUNT" 2>/dev/null || echo 'no count written')"
+    fi
     if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null; PG_DB=""; fi
 }
 

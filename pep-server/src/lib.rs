@@ -8,6 +8,7 @@
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
 //! - [`metrics`]: Prometheus counters, written out by hand.
+//! - [`hooks`]: the event webhooks' delivery task (the outbox it sends is the store's).
 //!
 //! # Example
 //!
@@ -61,6 +62,7 @@ pub mod activity;
 pub mod category;
 pub mod clock;
 pub mod config;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod model;

@@ -440,10 +440,29 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
         request_deadline: config.request_deadline() + HTTP_DEADLINE_GRACE,
     };
 
+    // Checked above; read again here so that what is served is what was read last.
+    let receivers = config.hooks.receivers()?;
+    let delivery = pep_server::hooks::DeliverySettings {
+        concurrency: config.hooks.delivery.concurrency,
+        poll: std::time::Duration::from_millis(config.hooks.delivery.poll_ms),
+    };
+    let server_id = config.server_id();
+
     // The server id marks this server's attempts in a shared (PostgreSQL) database.
     let store = Store::open_with(&config.database_url, config.store_options())
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
+    // The webhook outbox is sent by one task beside the server; provisioning never waits for it.
+    let (stop_hooks, hooks_stopped) = tokio::sync::watch::channel(false);
+    let deliverer = if receivers.is_empty() {
+        None
+    } else {
+        tracing::info!(receivers = receivers.len(), "webhooks: delivering events");
+        let deliverer =
+            pep_server::hooks::Deliverer::new(store.clone(), receivers, delivery, server_id)
+                .map_err(|e| e.to_string())?;
+        Some(tokio::spawn(deliverer.run(hooks_stopped)))
+    };
     let provisioner = Provisioner::new(Arc::new(config), store)
         .map_err(|e| format!("cannot start the provisioner: {e}"))?;
 
@@ -471,9 +490,14 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
         max_connections: config_max_connections,
         tls,
     };
-    http::serve_with(listener, http::router(state), shutdown_signal(), options)
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    let served = http::serve_with(listener, http::router(state), shutdown_signal(), options).await;
+    // After the last request: its events are in the outbox; the POSTs under way end, the rest
+    // wait in the outbox for the next start.
+    let _ = stop_hooks.send(true);
+    if let Some(deliverer) = deliverer {
+        let _ = deliverer.await;
+    }
+    served.map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,13 +6,34 @@
 //! - `pep_provision_duration_seconds` — histogram of the time one provisioning took in the core, any
 //!   outcome (requests the HTTP layer refuses before calling the core are counted, not timed);
 //! - `pep_fcc_status_total{code,status}` — counter of the `ReturnStatus` values gateways answered;
-//! - `pep_provisions_in_flight` — gauge of provisionings running right now.
+//! - `pep_provisions_in_flight` — gauge of provisionings running right now;
+//! - `pep_hook_deliveries{state}` — gauge of the webhook outbox's rows by delivery state, read from
+//!   the store at each scrape ([`render_hook_deliveries`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fcc_proto::FccStatus;
+
+/// `pep_hook_deliveries{state}`: the webhook outbox's rows per state (pending, delivered,
+/// failing, dead), appended to `out`.
+pub fn render_hook_deliveries(counts: &crate::store::DeliveryCounts, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP pep_hook_deliveries Webhook deliveries in the outbox by state (failing: being \
+         retried; dead: given up)."
+    );
+    let _ = writeln!(out, "# TYPE pep_hook_deliveries gauge");
+    for state in crate::store::DeliveryState::ALL {
+        let _ = writeln!(
+            out,
+            "pep_hook_deliveries{{state=\"{}\"}} {}",
+            state.as_str(),
+            counts.of(state)
+        );
+    }
+}
 
 /// How one provisioning ended, as counted by `pep_provisions_total{result=...}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

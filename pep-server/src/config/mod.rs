@@ -19,6 +19,7 @@
 //! documents every field; `pep-server/pep.example.toml` is a complete, commented, valid example.
 
 mod check;
+pub mod hooks;
 pub mod security;
 pub mod values;
 
@@ -132,6 +133,9 @@ pub struct Config {
     /// Stations authenticated by a client certificate (`[tls] client_ca`): subject → roles.
     #[serde(default)]
     pub stations: Vec<StationConfig>,
+    /// `[hooks]`: the event webhooks (`[[hooks.events]]`) and their delivery.
+    #[serde(default)]
+    pub hooks: hooks::HooksConfig,
     /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
     /// of the secrets it holds.
     #[serde(skip)]
@@ -652,7 +656,7 @@ impl Config {
     }
 
     /// Rebases every relative file path (CA, bootstrap CA, update-auth certificate, token file, TLS
-    /// files and a relative `sqlite://` database path) on `base`.
+    /// files, webhook secret files and a relative `sqlite://` database path) on `base`.
     pub fn resolve_relative_to(&mut self, base: &Path) {
         fn rebase(p: &mut PathBuf, base: &Path) {
             if p.is_relative() {
@@ -677,6 +681,7 @@ impl Config {
         if let Some(p) = self.token_file.as_mut() {
             rebase(p, base);
         }
+        self.hooks.resolve_relative_to(base);
         if let Some(tls) = self.tls.as_mut() {
             rebase(&mut tls.cert, base);
             rebase(&mut tls.key, base);
@@ -747,6 +752,7 @@ impl Config {
             server_id: self.server_id(),
             in_flight_lease: Duration::from_millis(longest_ms.saturating_mul(10)),
             durability: self.store.durability,
+            event_routes: self.hooks.event_routes(),
             ..crate::store::StoreOptions::default()
         }
     }

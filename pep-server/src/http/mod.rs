@@ -14,6 +14,7 @@ mod backoff;
 mod error;
 pub mod events;
 pub mod floor;
+mod hooks;
 mod identity;
 pub mod limits;
 pub mod openapi;
@@ -131,6 +132,8 @@ pub enum Endpoint {
     IdentitiesList,
     /// `POST /v3/identities/{serial}/resolve`.
     Resolve,
+    /// `GET /v3/hooks/deliveries?state=`.
+    HookDeliveries,
 }
 
 /// One route of the API.
@@ -260,6 +263,12 @@ pub const ROUTES: &[RouteSpec] = &[
         PROVISION,
         Endpoint::Resolve,
     ),
+    route(
+        "GET",
+        "/v3/hooks/deliveries",
+        READ,
+        Endpoint::HookDeliveries,
+    ),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -292,6 +301,7 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::Inventory => on(method, read::inventory),
         Endpoint::IdentitiesList => on(method, resolve::identities),
         Endpoint::Resolve => on(method, resolve::resolve),
+        Endpoint::HookDeliveries => on(method, hooks::deliveries),
     }
 }
 

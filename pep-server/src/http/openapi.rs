@@ -20,7 +20,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{ROUTES, auth, events, floor, identity, ops, read, resolve};
+use super::{ROUTES, auth, events, floor, hooks, identity, ops, read, resolve};
 
 /// The document. `paths(...)` lists every handler; [`Aliases`] adds the paths without `/v3`.
 #[derive(OpenApi)]
@@ -55,6 +55,7 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
         read::inventory,
         resolve::identities,
         resolve::resolve,
+        hooks::deliveries,
         floor::to_floor,
         floor::page,
         auth::login,
@@ -66,6 +67,7 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
             EnrollmentEntry,
             EnrollmentPage,
             IdentityPage,
+            DeliveryPage,
             AuditPage,
             floor::Snapshot,
             floor::AttemptRow,
@@ -286,6 +288,15 @@ pub(crate) struct StateQuery {
     state: String,
 }
 
+/// The state parameter of `GET /v3/hooks/deliveries`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct DeliveryStateQuery {
+    /// pending, delivered, failing or dead.
+    state: String,
+}
+
 /// The body of `POST /v3/identities/{serial}/resolve`.
 #[derive(ToSchema)]
 #[allow(dead_code)] // read by the document only
@@ -479,6 +490,29 @@ pub(crate) struct IdentityPage {
     /// The entries: serialNumber, state, gateway, requester, the gateway fields, enrollmentID,
     /// certificateSerial, certificateNotAfter, certificate (base64 DER), requestId, lastError,
     /// attempts, createdAt, updatedAt.
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<serde_json::Value>,
+}
+
+/// One page of `/v3/hooks/deliveries?state=` (HAL).
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)] // read by the document only
+pub(crate) struct DeliveryPage {
+    /// self and, when the page is not empty, next.
+    #[schema(inline)]
+    _links: PageLinks,
+    /// The state listed.
+    state: String,
+    /// Entries in this page.
+    total_count: u32,
+    /// The page size asked for.
+    limit: u32,
+    /// ASC or DESC.
+    #[schema(inline)]
+    order: OrderName,
+    /// The entries: _id, eventId, receiver, serialNumber, event, state, attempts, nextAttemptAt,
+    /// lastError, createdAt, updatedAt, deliveredAt (ms since the epoch) and payload (the JSON
+    /// the receiver gets).
     #[schema(value_type = Vec<Object>)]
     results: Vec<serde_json::Value>,
 }

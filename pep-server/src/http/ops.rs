@@ -93,7 +93,8 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
         pep_provision_duration_seconds (histogram), pep_fcc_status_total{code,status}, \
         pep_provisions_in_flight, pep_store_identities{state} (deployed, failed, in_flight, \
         in_doubt: identities an operator must resolve), pep_ca_available (0 while the CA key's \
-        token is away). Needs the read role (the counts \
+        token is away), pep_hook_deliveries{state} (the webhook outbox: pending, delivered, \
+        failing, dead). Needs the read role (the counts \
         describe production).",
     responses(
         (status = 200, description = "The metrics.", body = String,
@@ -125,6 +126,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             ));
         }
         Err(e) => tracing::warn!(error = %e, "metrics: the store does not answer"),
+    }
+    match state.provisioner.store().delivery_counts().await {
+        Ok(counts) => crate::metrics::render_hook_deliveries(&counts, &mut text),
+        Err(e) => tracing::warn!(error = %e, "metrics: the webhook outbox does not answer"),
     }
     (
         [(

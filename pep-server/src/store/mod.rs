@@ -258,6 +258,13 @@ macro_rules! text_enum {
     };
 }
 
+pub mod outbox;
+
+pub use outbox::{
+    Claim, Delivery, DeliveryCounts, DeliveryState, EventRoute, EventRoutes, HookEvent, NewEvent,
+    Settle, Settlement,
+};
+
 /// State of an identity row (the `state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdentityState {
@@ -970,7 +977,7 @@ impl Store {
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(
-                SqliteStore::open(url, options.durability).await?,
+                SqliteStore::open(url, options.durability, options.event_routes).await?,
             ))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PostgresStore::open(url, options).await?))

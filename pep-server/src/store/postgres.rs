@@ -19,6 +19,7 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+use super::outbox::{EventRoutes, HookEvent, NewEvent};
 use super::{
     AuditEvent, AuditKeys, ConflictRow, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT,
     INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, Reservation, Resolution, StoreError,
@@ -49,6 +50,9 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How durable a commit is before it is acknowledged (`[store] durability`; both backends).
     pub durability: super::Durability,
+    /// The webhook receivers (`[[hooks.events]]`; both backends): each outcome puts its event
+    /// into their outbox in its own transaction. Empty (default): no outbox row is written.
+    pub event_routes: EventRoutes,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +62,7 @@ impl Default for StoreOptions {
             in_flight_lease: DEFAULT_IN_FLIGHT_LEASE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             durability: super::Durability::default(),
+            event_routes: EventRoutes::default(),
         }
     }
 }
@@ -284,6 +289,15 @@ impl PostgresStore {
                 update,
                 &o.outcome(&warnings, &detail),
                 "marking the identity deployed",
+                |keys| NewEvent {
+                    event: HookEvent::Deployed,
+                    serial: keys.serial.clone(),
+                    enrollment_id: Some(o.enrollment_id.to_owned()),
+                    gateway: keys.gateway.clone(),
+                    at_ms: now,
+                    fcc_status: Some(0),
+                    detail: None,
+                },
             )
             .await?;
         Ok(keys.created_at)
@@ -309,13 +323,22 @@ impl PostgresStore {
             update,
             &o.outcome(&warnings),
             "marking the identity failed",
+            |keys| NewEvent {
+                event: HookEvent::Failed,
+                serial: keys.serial.clone(),
+                enrollment_id: None,
+                gateway: keys.gateway.clone(),
+                at_ms: now,
+                fcc_status: o.fcc_status,
+                detail: Some(o.error.to_owned()),
+            },
         )
         .await
         .map(drop)
     }
 
-    /// Runs `update` (a `MARK_*` statement returning the row's [`AuditKeys`]) and audits
-    /// `outcome`, in one transaction. `state = 'in_flight'` under the row lock: if another server
+    /// Runs `update` (a `MARK_*` statement returning the row's [`AuditKeys`]), audits `outcome`
+    /// and puts its webhook `event` into the outbox, in one transaction. `state = 'in_flight'` under the row lock: if another server
     /// expired this attempt in the meantime, nothing is updated and the caller learns it
     /// (NotInFlight).
     async fn finish_attempt(
@@ -325,6 +348,7 @@ impl PostgresStore {
         update: sqlx::query::QueryAs<'_, sqlx::Postgres, AuditKeys, sqlx::postgres::PgArguments>,
         outcome: &Outcome<'_>,
         context: &'static str,
+        event: impl FnOnce(&AuditKeys) -> NewEvent,
     ) -> Result<AuditKeys, StoreError> {
         let mut tx = self
             .pool
@@ -337,6 +361,7 @@ impl PostgresStore {
             .map_err(q(context))?
             .ok_or(StoreError::NotInFlight { id })?;
         insert_audit(&mut tx, &NewAudit::outcome(now, &keys, outcome)).await?;
+        enqueue(&mut tx, &self.options.event_routes, &event(&keys)).await?;
         tx.commit().await.map_err(q(match outcome.event {
             AuditEvent::Deployed => "committing the deployment",
             _ => "committing the failure",
@@ -423,6 +448,19 @@ impl PostgresStore {
 
     async fn recover(&self, which: Recover) -> Result<u64, StoreError> {
         recover(&self.pool, &self.options, which).await
+    }
+
+    pub(super) async fn enqueue_event(&self, event: &NewEvent) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("starting a transaction"))?;
+        let n = enqueue(&mut tx, &self.options.event_routes, event).await?;
+        tx.commit()
+            .await
+            .map_err(q("committing the webhook outbox"))?;
+        Ok(n)
     }
 
     pub(super) async fn close(&self) {
@@ -513,4 +551,30 @@ async fn insert_audit(
         .await
         .map_err(q("appending to the audit trail"))?;
     Ok(())
+}
+
+/// Puts `event` into the outbox for every receiver subscribed to it, inside `tx` (the
+/// transaction of the state change it reports). Nothing without receivers. The revocation's
+/// transaction calls it too.
+pub(super) async fn enqueue(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    routes: &EventRoutes,
+    event: &NewEvent,
+) -> Result<u64, StoreError> {
+    let Some(rows) = event.rows(routes) else {
+        return Ok(0);
+    };
+    for receiver in &rows.receivers {
+        sqlx::query(sql::INSERT_DELIVERY)
+            .bind(&rows.event_id)
+            .bind(*receiver)
+            .bind(&event.serial)
+            .bind(event.event)
+            .bind(&rows.payload)
+            .bind(event.at_ms)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("writing the webhook outbox"))?;
+    }
+    Ok(rows.receivers.len() as u64)
 }

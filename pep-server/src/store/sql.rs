@@ -206,6 +206,93 @@ pub(super) const AUDIT_BY_PREFIX_POSTGRES: &str = select!(
     "FROM audit WHERE starts_with(serial, $1) ORDER BY id DESC LIMIT $2"
 );
 
+/// The columns of a [`super::outbox::Delivery`].
+macro_rules! delivery_columns {
+    () => {
+        "id, event_id, receiver, serial, event, payload, state, attempts, next_attempt_at, \
+         last_error, created_at, updated_at, delivered_at"
+    };
+}
+
+/// Outbox: one event for one receiver, `pending`, due at once. In the transaction of the state
+/// change it reports (or of [`super::Store::enqueue_event`]).
+pub(super) const INSERT_DELIVERY: &str = "INSERT INTO hook_deliveries (event_id, receiver, \
+         serial, event, payload, state, attempts, next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)";
+
+/// SQLite: leases (`$1` owner, `$2` until) up to `$5` due rows (`$3` now) of the receivers named
+/// in the JSON array `$4`, oldest first — only the oldest open row of each (receiver, serial), so
+/// a later event of a serial never goes out before an earlier one is delivered (or dead). One
+/// server per SQLite file: no row locks needed.
+pub(super) const CLAIM_DELIVERIES_SQLITE: &str = concat!(
+    "UPDATE hook_deliveries SET lease_owner = $1, lease_until = $2 \
+     WHERE id IN (SELECT d.id FROM hook_deliveries d \
+         WHERE d.state IN ('pending', 'failing') AND d.next_attempt_at <= $3 \
+             AND (d.lease_until IS NULL OR d.lease_until < $3) \
+             AND d.receiver IN (SELECT value FROM json_each($4)) \
+             AND NOT EXISTS (SELECT 1 FROM hook_deliveries e \
+                 WHERE e.receiver = d.receiver AND e.serial = d.serial AND e.id < d.id \
+                     AND e.state IN ('pending', 'failing')) \
+         ORDER BY d.id LIMIT $5) \
+     RETURNING ",
+    delivery_columns!()
+);
+
+/// PostgreSQL: [`CLAIM_DELIVERIES_SQLITE`] for servers sharing the table: `FOR UPDATE SKIP
+/// LOCKED` lets concurrent claims pass each other without taking the same row, and the lease
+/// keeps the row from other servers while this one sends it (a server that dies loses its
+/// leases when they expire). `$4` is the JSON array as text.
+pub(super) const CLAIM_DELIVERIES_POSTGRES: &str = concat!(
+    "UPDATE hook_deliveries SET lease_owner = $1, lease_until = $2 \
+     WHERE id IN (SELECT d.id FROM hook_deliveries d \
+         WHERE d.state IN ('pending', 'failing') AND d.next_attempt_at <= $3 \
+             AND (d.lease_until IS NULL OR d.lease_until < $3) \
+             AND d.receiver IN (SELECT jsonb_array_elements_text($4::jsonb)) \
+             AND NOT EXISTS (SELECT 1 FROM hook_deliveries e \
+                 WHERE e.receiver = d.receiver AND e.serial = d.serial AND e.id < d.id \
+                     AND e.state IN ('pending', 'failing')) \
+         ORDER BY d.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+     RETURNING ",
+    delivery_columns!()
+);
+
+/// A leased row was delivered (only while the lease is still `$3`'s: a server whose lease
+/// expired and was taken over writes nothing).
+pub(super) const DELIVERY_DELIVERED: &str = "UPDATE hook_deliveries SET state = 'delivered', \
+         attempts = attempts + 1, last_error = NULL, delivered_at = $1, updated_at = $1, \
+         lease_owner = NULL, lease_until = NULL \
+     WHERE id = $2 AND lease_owner = $3";
+
+/// A leased row's attempt failed: `$1` is `failing` (retried at `$2`) or `dead`.
+pub(super) const DELIVERY_FAILED: &str = "UPDATE hook_deliveries SET state = $1, \
+         attempts = attempts + 1, next_attempt_at = $2, last_error = $3, updated_at = $4, \
+         lease_owner = NULL, lease_until = NULL \
+     WHERE id = $5 AND lease_owner = $6";
+
+/// Gives up the leases of `$1` (a server starting again after it was killed while sending).
+pub(super) const RELEASE_DELIVERY_LEASES: &str = "UPDATE hook_deliveries \
+     SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1";
+
+/// Outbox rows in one state after a cursor, oldest first.
+pub(super) const LIST_DELIVERIES_ASC: &str = select!(
+    delivery_columns,
+    "FROM hook_deliveries WHERE state = $1 AND id > $2 ORDER BY id ASC LIMIT $3"
+);
+
+/// Outbox rows in one state before a cursor, newest first.
+pub(super) const LIST_DELIVERIES_DESC: &str = select!(
+    delivery_columns,
+    "FROM hook_deliveries WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+);
+
+/// Outbox rows per state.
+pub(super) const DELIVERY_COUNTS: &str =
+    "SELECT state, COUNT(*) FROM hook_deliveries GROUP BY state";
+
+/// The outbox rows of one serial, oldest first.
+pub(super) const DELIVERIES_FOR: &str =
+    select!(delivery_columns, "FROM hook_deliveries WHERE serial = $1 ORDER BY id");
+
 /// PostgreSQL: this session's `synchronous_commit`.
 pub(super) const PG_SHOW_SYNCHRONOUS_COMMIT: &str = "SELECT current_setting('synchronous_commit')";
 
@@ -248,6 +335,16 @@ mod tests {
             RECENT_OUTCOMES,
             AUDIT_BY_PREFIX_SQLITE,
             AUDIT_BY_PREFIX_POSTGRES,
+            INSERT_DELIVERY,
+            CLAIM_DELIVERIES_SQLITE,
+            CLAIM_DELIVERIES_POSTGRES,
+            DELIVERY_DELIVERED,
+            DELIVERY_FAILED,
+            RELEASE_DELIVERY_LEASES,
+            LIST_DELIVERIES_ASC,
+            LIST_DELIVERIES_DESC,
+            DELIVERY_COUNTS,
+            DELIVERIES_FOR,
         ] {
             let mut seen = 0;
             let mut rest = sql;

@@ -16,7 +16,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sqlite_writer::{SqliteWriter, Write, Written};
+use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle};
+use super::sqlite_writer::{OutboxWrite, SqliteWriter, Write, Written};
 use super::{
     AuditKeys, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt,
     Reservation, Resolution, StoreError, WriteAhead, join_warnings, now_ms,
@@ -106,7 +107,12 @@ fn lock_database(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
 impl SqliteStore {
     /// Opens (creating if missing) the database, takes its lock, runs the migrations, recovers
     /// interrupted attempts. Fails with [`StoreError::Locked`] while another process has it open.
-    pub async fn open(url: &str, durability: Durability) -> Result<SqliteStore, StoreError> {
+    /// Deployed and failed outcomes put events into the webhook outbox for `routes`.
+    pub async fn open(
+        url: &str,
+        durability: Durability,
+        routes: EventRoutes,
+    ) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open {
             url: url.to_owned(),
             source,
@@ -154,7 +160,7 @@ impl SqliteStore {
             .await
             .map_err(open_err)?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        let writer = SqliteWriter::start(&path, BUSY_TIMEOUT, durability)?;
+        let writer = SqliteWriter::start(&path, BUSY_TIMEOUT, durability, routes)?;
         let store = SqliteStore {
             pool,
             writer,
@@ -271,6 +277,36 @@ impl SqliteStore {
             Written::Recovered(n) => Ok(n),
             other => Err(unexpected(&other)),
         }
+    }
+
+    async fn outbox(&self, write: OutboxWrite) -> Result<u64, StoreError> {
+        match self.writer.write(Write::Outbox(Box::new(write))).await? {
+            Written::Outbox(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn enqueue_event(&self, event: NewEvent) -> Result<u64, StoreError> {
+        self.outbox(OutboxWrite::Enqueue(event)).await
+    }
+
+    pub(super) async fn claim_deliveries(&self, claim: Claim) -> Result<Vec<Delivery>, StoreError> {
+        match self
+            .writer
+            .write(Write::Outbox(Box::new(OutboxWrite::Claim(claim))))
+            .await?
+        {
+            Written::Claimed(rows) => Ok(rows),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn settle_delivery(&self, settle: Settle) -> Result<bool, StoreError> {
+        Ok(self.outbox(OutboxWrite::Settle(settle)).await? > 0)
+    }
+
+    pub(super) async fn release_delivery_leases(&self, owner: String) -> Result<u64, StoreError> {
+        self.outbox(OutboxWrite::Release(owner)).await
     }
 
     pub(super) async fn close(&self) {

@@ -26,6 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbox::{Claim, Delivery, EventRoutes, HookEvent, NewEvent, Settle, Settlement};
 use super::{
     AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, Reservation,
     Resolution, StoreError, WriteAhead, sql,
@@ -79,6 +80,21 @@ pub(super) enum Write {
         error: &'static str,
         now_ms: i64,
     },
+    /// The webhook outbox (`store::outbox`).
+    Outbox(Box<OutboxWrite>),
+}
+
+/// A write of the webhook outbox.
+#[derive(Debug)]
+pub(super) enum OutboxWrite {
+    /// An event in a transaction of its own ([`super::Store::enqueue_event`]).
+    Enqueue(NewEvent),
+    /// Lease due rows.
+    Claim(Claim),
+    /// Record an attempt's outcome.
+    Settle(Settle),
+    /// Give up an owner's leases.
+    Release(String),
 }
 
 /// What a committed write returns.
@@ -98,6 +114,10 @@ pub(super) enum Written {
     Refused,
     /// Of [`Write::RecoverInterrupted`]: rows recovered.
     Recovered(u64),
+    /// Of an [`OutboxWrite`] other than a claim: rows written.
+    Outbox(u64),
+    /// Of [`OutboxWrite::Claim`]: the leased rows.
+    Claimed(Vec<Delivery>),
 }
 
 enum Command {
@@ -130,6 +150,7 @@ impl SqliteWriter {
         path: &Path,
         busy_timeout: Duration,
         durability: super::sqlite::Durability,
+        routes: EventRoutes,
     ) -> Result<SqliteWriter, StoreError> {
         let open = write_error("opening the writer connection");
         let conn = Connection::open_with_flags(
@@ -154,7 +175,7 @@ impl SqliteWriter {
         let (commands, queue) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("pep-sqlite-writer".to_owned())
-            .spawn(move || run(conn, queue))
+            .spawn(move || run(conn, queue, &routes))
             .map_err(|e| StoreError::Write {
                 context: "starting the writer thread",
                 reason: e.to_string(),
@@ -181,7 +202,11 @@ impl SqliteWriter {
 }
 
 /// The writer thread: takes what is queued, commits it as one batch, answers, repeats.
-fn run(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Command>) {
+fn run(
+    mut conn: Connection,
+    mut queue: mpsc::UnboundedReceiver<Command>,
+    routes: &EventRoutes,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut close = None;
     while close.is_none() {
@@ -202,7 +227,7 @@ fn run(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Command>) {
             }
         }
         if !batch.is_empty() {
-            let results = commit_batch(&mut conn, batch.iter().map(|(w, _)| w));
+            let results = commit_batch(&mut conn, routes, batch.iter().map(|(w, _)| w));
             for ((_, reply), result) in batch.drain(..).zip(results) {
                 // A caller that gave up is not an error: its write is committed all the same.
                 let _ = reply.send(result);
@@ -220,6 +245,7 @@ fn run(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Command>) {
 /// Runs `writes` in one transaction, each in its own savepoint. One result per write, in order.
 fn commit_batch<'a>(
     conn: &mut Connection,
+    routes: &EventRoutes,
     writes: impl ExactSizeIterator<Item = &'a Write>,
 ) -> Vec<Result<Written, StoreError>> {
     let n = writes.len();
@@ -241,7 +267,7 @@ fn commit_batch<'a>(
     for write in writes {
         let result = run_cached(conn, "SAVEPOINT write")
             .map_err(write_error("starting a savepoint"))
-            .and_then(|()| apply(conn, write));
+            .and_then(|()| apply(conn, routes, write));
         let end = if result.is_ok() {
             run_cached(conn, "RELEASE write")
         } else {
@@ -267,7 +293,7 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
+fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Written, StoreError> {
     match write {
         Write::Reserve(a) => reserve(conn, a).map(Written::Reservation),
         Write::Deployed {
@@ -302,8 +328,20 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                 duration_ms: *duration_ms,
             },
         )
-        .map(|keys| Written::Deployed {
-            created_at: keys.created_at,
+        .and_then(|keys| {
+            let event = NewEvent {
+                event: HookEvent::Deployed,
+                serial: keys.serial,
+                enrollment_id: Some(enrollment_id.clone()),
+                gateway: keys.gateway,
+                at_ms: *now_ms,
+                fcc_status: Some(0),
+                detail: None,
+            };
+            enqueue(conn, routes, &event)?;
+            Ok(Written::Deployed {
+                created_at: keys.created_at,
+            })
         }),
         Write::Failed {
             id,
@@ -329,7 +367,19 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                 duration_ms: *duration_ms,
             },
         )
-        .map(|_| Written::Failed),
+        .and_then(|keys| {
+            let event = NewEvent {
+                event: HookEvent::Failed,
+                serial: keys.serial,
+                enrollment_id: None,
+                gateway: keys.gateway,
+                at_ms: *now_ms,
+                fcc_status: *fcc_status,
+                detail: Some(error.clone()),
+            };
+            enqueue(conn, routes, &event)?;
+            Ok(Written::Failed)
+        }),
         Write::Ahead { id, ahead } => {
             let n = conn
                 .prepare_cached(sql::WRITE_AHEAD)
@@ -379,7 +429,104 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             }
             Ok(Written::Recovered(rows.len() as u64))
         }
+        Write::Outbox(o) => outbox(conn, routes, o),
     }
+}
+
+/// Puts `event` into the outbox for every receiver subscribed to it, inside the transaction of
+/// `conn` (the writer's batch: the same transaction as the state change it reports). Nothing
+/// without receivers. The revocation's write calls it too.
+pub(super) fn enqueue(
+    conn: &Connection,
+    routes: &EventRoutes,
+    event: &NewEvent,
+) -> Result<u64, StoreError> {
+    let Some(rows) = event.rows(routes) else {
+        return Ok(0);
+    };
+    let mut insert = conn
+        .prepare_cached(sql::INSERT_DELIVERY)
+        .map_err(write_error("writing the webhook outbox"))?;
+    for receiver in &rows.receivers {
+        insert
+            .execute(params![
+                rows.event_id,
+                receiver,
+                event.serial,
+                event.event,
+                rows.payload,
+                event.at_ms
+            ])
+            .map_err(write_error("writing the webhook outbox"))?;
+    }
+    Ok(rows.receivers.len() as u64)
+}
+
+fn outbox(conn: &Connection, routes: &EventRoutes, o: &OutboxWrite) -> Result<Written, StoreError> {
+    match o {
+        OutboxWrite::Enqueue(event) => enqueue(conn, routes, event).map(Written::Outbox),
+        OutboxWrite::Claim(c) => conn
+            .prepare_cached(sql::CLAIM_DELIVERIES_SQLITE)
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        c.owner,
+                        c.lease_until_ms,
+                        c.now_ms,
+                        c.receivers_json(),
+                        i64::from(c.limit)
+                    ],
+                    delivery,
+                )?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map(|mut rows| {
+                // RETURNING gives no order: the delivery task starts the oldest first.
+                rows.sort_by_key(|d| d.id);
+                Written::Claimed(rows)
+            })
+            .map_err(write_error("claiming webhook deliveries")),
+        OutboxWrite::Settle(s) => {
+            let done = match &s.outcome {
+                Settlement::Delivered => conn
+                    .prepare_cached(sql::DELIVERY_DELIVERED)
+                    .and_then(|mut st| st.execute(params![s.now_ms, s.id, s.owner])),
+                Settlement::Failed {
+                    state,
+                    next_attempt_ms,
+                    error,
+                } => conn.prepare_cached(sql::DELIVERY_FAILED).and_then(|mut st| {
+                    st.execute(params![state, next_attempt_ms, error, s.now_ms, s.id, s.owner])
+                }),
+            }
+            .map_err(write_error("recording a webhook delivery"))?;
+            Ok(Written::Outbox(done as u64))
+        }
+        OutboxWrite::Release(owner) => conn
+            .prepare_cached(sql::RELEASE_DELIVERY_LEASES)
+            .and_then(|mut st| st.execute(params![owner]))
+            .map(|n| Written::Outbox(n as u64))
+            .map_err(write_error("releasing webhook leases")),
+    }
+}
+
+/// A [`Delivery`] from the columns of `sql::delivery_columns`, in order.
+fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        receiver: r.get(2)?,
+        serial: r.get(3)?,
+        event: r.get(4)?,
+        payload: r.get(5)?,
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        last_error: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        delivered_at: r.get(12)?,
+    })
 }
 
 /// The audit row of an attempt's outcome.
@@ -550,6 +697,10 @@ mod tests {
             .unwrap();
         conn.execute_batch(include_str!("../../migrations/sqlite/0004_write_ahead.sql"))
             .unwrap();
+        conn.execute_batch(include_str!(
+            "../../migrations/sqlite/0009_hook_deliveries.sql"
+        ))
+        .unwrap();
         conn
     }
 
@@ -603,7 +754,7 @@ mod tests {
             attempt("B"),
             attempt("A"),
         ];
-        let results = commit_batch(&mut conn, writes.iter());
+        let results = commit_batch(&mut conn, &EventRoutes::default(), writes.iter());
         assert!(matches!(
             results[0],
             Ok(Written::Reservation(Reservation::Reserved { .. }))
@@ -645,7 +796,7 @@ mod tests {
         let mut conn = schema();
         conn.execute_batch("BEGIN").unwrap(); // BEGIN IMMEDIATE inside a transaction fails
         let writes = [attempt("A"), attempt("B")];
-        let results = commit_batch(&mut conn, writes.iter());
+        let results = commit_batch(&mut conn, &EventRoutes::default(), writes.iter());
         assert_eq!(results.len(), 2);
         for r in &results {
             let e = r.as_ref().unwrap_err().to_string();
