@@ -24,8 +24,8 @@ use fcc_proto::FccStatus;
 use http_support::{Options, READ, Server, config_toml, dead_port, gateway};
 use pep_server::hooks::{self, Deliverer, DeliverySettings, Receiver as HookReceiver, Secret};
 use pep_server::store::{
-    Claim, DeliveryState, EventRoute, EventRoutes, HookEvent, NewEvent, Settle, Settlement,
-    Store, StoreOptions,
+    Claim, DeliveryState, EventRoute, EventRoutes, HookEvent, NewEvent, Settle, Settlement, Store,
+    StoreOptions,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -278,7 +278,10 @@ fn assert_each_once(got: &[Got]) {
         *seen.entry(g.event_id.as_str()).or_default() += 1;
     }
     let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(repeated.is_empty(), "delivered more than once: {repeated:?}");
+    assert!(
+        repeated.is_empty(),
+        "delivered more than once: {repeated:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +318,10 @@ async fn events_are_delivered_signed_and_in_order_and_listed() {
     let (status, b) = server.identity("HOOK-B", ok_gw).await;
     assert_eq!(status, 200, "{b}");
 
-    wait_for("three events at the receiver", || async { receiver.got().len() >= 3 }).await;
+    wait_for("three events at the receiver", || async {
+        receiver.got().len() >= 3
+    })
+    .await;
     let got = receiver.got();
     assert_eq!(got.len(), 3, "{got:?}");
     assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
@@ -323,11 +329,18 @@ async fn events_are_delivered_signed_and_in_order_and_listed() {
     assert_eq!(events_of(&got, "HOOK-A"), ["deployed"]);
     assert_eq!(events_of(&got, "HOOK-B"), ["failed", "deployed"]);
     for g in &got {
-        assert_eq!(g.body["eventId"], g.event_id.as_str(), "header and field agree");
+        assert_eq!(
+            g.body["eventId"],
+            g.event_id.as_str(),
+            "header and field agree"
+        );
         assert_eq!(g.body["event"], g.event.as_str());
         assert!(g.body["at"].as_str().unwrap().ends_with('Z'), "{}", g.body);
     }
-    let deployed_a = got.iter().find(|g| g.body["serialNumber"] == "HOOK-A").unwrap();
+    let deployed_a = got
+        .iter()
+        .find(|g| g.body["serialNumber"] == "HOOK-A")
+        .unwrap();
     assert_eq!(deployed_a.body["enrollmentID"], a["enrollmentID"], "{a}");
     assert_eq!(deployed_a.body["gateway"], ok_gw.to_string());
     let failed_b = got.iter().find(|g| g.event == "failed").unwrap();
@@ -336,7 +349,10 @@ async fn events_are_delivered_signed_and_in_order_and_listed() {
         FccStatus::ExpiredCertificate.as_u32()
     );
     assert!(
-        failed_b.body["error"].as_str().unwrap().contains(&bad_gw.to_string()),
+        failed_b.body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&bad_gw.to_string()),
         "{}",
         failed_b.body
     );
@@ -367,7 +383,9 @@ async fn events_are_delivered_signed_and_in_order_and_listed() {
     assert!(body["error"].as_str().unwrap().contains("state"), "{body}");
     let (status, _) = server.get_json("/v3/hooks/deliveries", Some(READ)).await;
     assert_eq!(status, 400);
-    let (status, _) = server.get_text("/v3/hooks/deliveries?state=dead", None).await;
+    let (status, _) = server
+        .get_text("/v3/hooks/deliveries?state=dead", None)
+        .await;
     assert_eq!(status, 401);
     let (status, _) = server
         .get_text("/v3/hooks/deliveries?state=dead", Some(http_support::PROV))
@@ -421,7 +439,10 @@ async fn a_receiver_with_another_secret_refuses_and_the_event_stays_failing() {
 
     // The receiver learns the right secret: the retry is delivered.
     receiver.inbox.lock().unwrap().secret = SECRET.as_bytes().to_vec();
-    wait_for("the retry delivered", || async { receiver.got().len() == 1 }).await;
+    wait_for("the retry delivered", || async {
+        receiver.got().len() == 1
+    })
+    .await;
     wait_for("recorded delivered", || async {
         hook_metric(&server, "delivered").await == 1.0
     })
@@ -635,7 +656,10 @@ async fn an_event_older_than_max_age_is_given_up_as_dead() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["serialNumber"], "HOOK-DEAD");
     assert!(
-        dead[0]["lastError"].as_str().unwrap().contains("cannot connect"),
+        dead[0]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
         "{}",
         dead[0]
     );
@@ -655,8 +679,7 @@ fn check_config(dir: &Path) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 
@@ -690,7 +713,7 @@ async fn config_mistakes_are_clear_errors() {
         ),
         (
             format!("url = \"https://mes.example/x\"\nevents = [\"deployed\", \"deploy\"]\nsecret_file = \"{}\"", secret.display()),
-            "hooks.events[0].events[1]: unknown variant `deploy`",
+            "unknown variant `deploy`, expected one of `deployed`, `failed`, `revoked`",
         ),
         (
             format!("url = \"https://mes.example/x\"\nevents = []\nsecret_file = \"{}\"", secret.display()),
@@ -715,6 +738,10 @@ async fn config_mistakes_are_clear_errors() {
         let (code, out) = check_config(dir.path());
         assert_eq!(code, 1, "{hook}: {out}");
         assert!(out.contains(needle), "expected `{needle}` in:\n{out}");
+        assert!(
+            out.contains("hooks.events[0]."),
+            "the field is named:\n{out}"
+        );
         assert!(!out.contains(SECRET), "{out}");
     }
 
@@ -758,7 +785,10 @@ async fn config_mistakes_are_clear_errors() {
     .unwrap();
     let (code, out) = check_config(dir.path());
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("hooks.events[1].name: `mes` names another receiver"), "{out}");
+    assert!(
+        out.contains("hooks.events[1].name: `mes` names another receiver"),
+        "{out}"
+    );
 }
 
 /// PostgreSQL, two servers' delivery tasks on one outbox: claims never overlap
@@ -818,10 +848,8 @@ async fn postgres_two_delivery_tasks_share_the_outbox_and_send_each_event_once()
         receivers: vec!["mes".into()],
         limit: 100,
     };
-    let (ca, cb) = tokio::join!(
-        a.claim_deliveries(&claim("server-a")),
-        b.claim_deliveries(&claim("server-b"))
-    );
+    let (claim_a, claim_b) = (claim("server-a"), claim("server-b"));
+    let (ca, cb) = tokio::join!(a.claim_deliveries(&claim_a), b.claim_deliveries(&claim_b));
     let (ca, cb) = (ca.unwrap(), cb.unwrap());
     assert_eq!(ca.len() + cb.len(), 8, "one per serial: {ca:?} {cb:?}");
     let mut ids: Vec<i64> = ca.iter().chain(&cb).map(|d| d.id).collect();
@@ -830,7 +858,12 @@ async fn postgres_two_delivery_tasks_share_the_outbox_and_send_each_event_once()
     assert_eq!(ids.len(), 8, "no row claimed twice");
     assert!(ca.iter().chain(&cb).all(|d| d.event == HookEvent::Deployed));
     // Leased: nothing more to claim while the first events are out.
-    assert!(a.claim_deliveries(&claim("server-a")).await.unwrap().is_empty());
+    assert!(
+        a.claim_deliveries(&claim("server-a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A settle by the wrong owner writes nothing.
     let row = ca.first().or(cb.first()).unwrap();
     let stolen = Settle {
@@ -888,7 +921,12 @@ async fn postgres_two_delivery_tasks_share_the_outbox_and_send_each_event_once()
     assert_eq!(revoked.body["reason"], "key compromise");
     let counts = b.delivery_counts().await.unwrap();
     assert_eq!(
-        (counts.pending, counts.failing, counts.dead, counts.delivered),
+        (
+            counts.pending,
+            counts.failing,
+            counts.dead,
+            counts.delivered
+        ),
         (0, 0, 0, 24)
     );
     assert!(

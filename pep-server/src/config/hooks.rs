@@ -160,7 +160,9 @@ impl EventHookConfig {
             ));
         }
         let name = self.receiver_name();
-        if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control)
+        if name.trim().is_empty()
+            || name.chars().count() > 200
+            || name.chars().any(char::is_control)
         {
             return Err(issue(
                 "name",
@@ -177,10 +179,7 @@ impl EventHookConfig {
             return Err(issue("retry_initial_ms", "must be greater than 0"));
         }
         if self.retry_max_ms < self.retry_initial_ms {
-            return Err(issue(
-                "retry_max_ms",
-                "must be at least retry_initial_ms",
-            ));
+            return Err(issue("retry_max_ms", "must be at least retry_initial_ms"));
         }
         let secret = read_secret(&self.secret_file)?;
         Ok(Receiver {
@@ -217,7 +216,11 @@ fn read_secret(path: &std::path::Path) -> Result<Secret, HookConfigIssue> {
             format!(
                 "the secret in {} is {} (at least {MIN_HOOK_SECRET_BYTES} bytes needed)",
                 path_for_people(path),
-                if line.is_empty() { "empty".to_owned() } else { "too short".to_owned() }
+                if line.is_empty() {
+                    "empty".to_owned()
+                } else {
+                    "too short".to_owned()
+                }
             ),
         ));
     }

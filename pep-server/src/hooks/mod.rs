@@ -26,9 +26,7 @@ use tokio::task::JoinSet;
 
 pub use sign::{Secret, VerifyError, verify};
 
-use crate::store::{
-    Claim, Delivery, DeliveryState, HookEvent, Settle, Settlement, Store, now_ms,
-};
+use crate::store::{Claim, Delivery, DeliveryState, HookEvent, Settle, Settlement, Store, now_ms};
 
 /// Most characters of a receiver's answer kept in `last_error`.
 const ERROR_ANSWER_CHARS: usize = 200;
@@ -68,7 +66,9 @@ impl Receiver {
             .saturating_mul(1u32 << doublings)
             .min(self.retry_max);
         let half = full / 2;
-        half + full.saturating_sub(half).mul_f64(rand::thread_rng().r#gen::<f64>())
+        half + full
+            .saturating_sub(half)
+            .mul_f64(rand::thread_rng().r#gen::<f64>())
     }
 }
 
@@ -110,7 +110,11 @@ impl Deliverer {
             // A receiver's redirect is its answer (a failure), never followed: the signature is
             // for the configured URL.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pep-server/", env!("CARGO_PKG_VERSION"), " webhooks"))
+            .user_agent(concat!(
+                "pep-server/",
+                env!("CARGO_PKG_VERSION"),
+                " webhooks"
+            ))
             .build()
             .map_err(HookError::Client)?;
         Ok(Deliverer {
@@ -336,8 +340,13 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_maximum_with_jitter_in_the_upper_half() {
         let r = receiver(1_000, 60_000);
-        for (attempts, full_ms) in [(1, 1_000), (2, 2_000), (3, 4_000), (7, 60_000), (500, 60_000)]
-        {
+        for (attempts, full_ms) in [
+            (1, 1_000),
+            (2, 2_000),
+            (3, 4_000),
+            (7, 60_000),
+            (500, 60_000),
+        ] {
             for _ in 0..50 {
                 let d = r.backoff(attempts).as_millis() as u64;
                 assert!(

@@ -141,7 +141,14 @@ mod tests {
             Err(VerifyError::Mismatch)
         );
         assert_eq!(
-            verify(b"another-secret-0000", Some("1000"), Some(&sig), body, 1010, 300),
+            verify(
+                b"another-secret-0000",
+                Some("1000"),
+                Some(&sig),
+                body,
+                1010,
+                300
+            ),
             Err(VerifyError::Mismatch)
         );
         assert_eq!(
@@ -151,9 +158,18 @@ mod tests {
                 tolerance_s: 300
             })
         );
-        assert_eq!(ok(None, Some(&sig), body, 1010), Err(VerifyError::Timestamp));
-        assert_eq!(ok(Some("x"), Some(&sig), body, 1010), Err(VerifyError::Timestamp));
-        assert_eq!(ok(Some("1000"), None, body, 1010), Err(VerifyError::Malformed));
+        assert_eq!(
+            ok(None, Some(&sig), body, 1010),
+            Err(VerifyError::Timestamp)
+        );
+        assert_eq!(
+            ok(Some("x"), Some(&sig), body, 1010),
+            Err(VerifyError::Timestamp)
+        );
+        assert_eq!(
+            ok(Some("1000"), None, body, 1010),
+            Err(VerifyError::Malformed)
+        );
         assert_eq!(
             ok(Some("1000"), Some("v2=00"), body, 1010),
             Err(VerifyError::Malformed)

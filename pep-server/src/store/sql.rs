@@ -290,8 +290,10 @@ pub(super) const DELIVERY_COUNTS: &str =
     "SELECT state, COUNT(*) FROM hook_deliveries GROUP BY state";
 
 /// The outbox rows of one serial, oldest first.
-pub(super) const DELIVERIES_FOR: &str =
-    select!(delivery_columns, "FROM hook_deliveries WHERE serial = $1 ORDER BY id");
+pub(super) const DELIVERIES_FOR: &str = select!(
+    delivery_columns,
+    "FROM hook_deliveries WHERE serial = $1 ORDER BY id"
+);
 
 /// PostgreSQL: this session's `synchronous_commit`.
 pub(super) const PG_SHOW_SYNCHRONOUS_COMMIT: &str = "SELECT current_setting('synchronous_commit')";

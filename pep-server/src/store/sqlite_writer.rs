@@ -202,11 +202,7 @@ impl SqliteWriter {
 }
 
 /// The writer thread: takes what is queued, commits it as one batch, answers, repeats.
-fn run(
-    mut conn: Connection,
-    mut queue: mpsc::UnboundedReceiver<Command>,
-    routes: &EventRoutes,
-) {
+fn run(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Command>, routes: &EventRoutes) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut close = None;
     while close.is_none() {
@@ -495,9 +491,18 @@ fn outbox(conn: &Connection, routes: &EventRoutes, o: &OutboxWrite) -> Result<Wr
                     state,
                     next_attempt_ms,
                     error,
-                } => conn.prepare_cached(sql::DELIVERY_FAILED).and_then(|mut st| {
-                    st.execute(params![state, next_attempt_ms, error, s.now_ms, s.id, s.owner])
-                }),
+                } => conn
+                    .prepare_cached(sql::DELIVERY_FAILED)
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            state,
+                            next_attempt_ms,
+                            error,
+                            s.now_ms,
+                            s.id,
+                            s.owner
+                        ])
+                    }),
             }
             .map_err(write_error("recording a webhook delivery"))?;
             Ok(Written::Outbox(done as u64))
