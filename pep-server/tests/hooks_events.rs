@@ -818,11 +818,10 @@ async fn postgres_two_delivery_tasks_share_the_outbox_and_send_each_event_once()
     // 8 serials × 3 events each, interleaved, from both servers.
     let kinds = [HookEvent::Deployed, HookEvent::Revoked, HookEvent::Failed];
     let mut expected: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for round in 0..3 {
+    for kind in kinds {
         for i in 0..8 {
             let serial = format!("PG-HOOK-{i}");
             let store = if i % 2 == 0 { &a } else { &b };
-            let kind = kinds[round];
             let n = store
                 .enqueue_event(&NewEvent {
                     event: kind,

@@ -796,6 +796,77 @@ mod tests {
         assert!(conn.is_autocommit(), "the batch's transaction is closed");
     }
 
+    fn deployed(id: i64) -> Write {
+        Write::Deployed {
+            id,
+            enrollment_id: format!("A-{id}"),
+            cert_serial: "01".to_owned(),
+            cert_not_after: 2,
+            fcc_warnings: String::new(),
+            detail: String::new(),
+            duration_ms: 1,
+            now_ms: 3,
+        }
+    }
+
+    /// The outcome and its webhook event are one write: both are kept, or neither.
+    #[test]
+    fn an_outcome_and_its_outbox_rows_commit_together_or_not_at_all() {
+        let mut conn = schema();
+        let routes = EventRoutes {
+            routes: vec![super::super::EventRoute {
+                receiver: "mes".into(),
+                events: [HookEvent::Deployed].into(),
+            }],
+        };
+        let reserved = commit_batch(&mut conn, &routes, [attempt("A"), attempt("B")].iter());
+        assert!(reserved.iter().all(Result::is_ok), "{reserved:?}");
+        let results = commit_batch(&mut conn, &routes, [deployed(1)].iter());
+        assert!(results[0].is_ok(), "{results:?}");
+        let (serial, event, state, payload): (String, String, String, String) = conn
+            .query_row(
+                "SELECT serial, event, state, payload FROM hook_deliveries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (serial.as_str(), event.as_str(), state.as_str()),
+            ("A", "deployed", "pending")
+        );
+        assert!(payload.contains("\"enrollmentID\":\"A-1\""), "{payload}");
+
+        // The outbox refuses the next row: the state change is undone with it.
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_outbox BEFORE INSERT ON hook_deliveries \
+             BEGIN SELECT RAISE(ABORT, 'outbox full'); END;",
+        )
+        .unwrap();
+        let results = commit_batch(&mut conn, &routes, [deployed(2)].iter());
+        let e = results[0].as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("webhook outbox") && e.contains("outbox full"),
+            "{e}"
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM identities WHERE serial = 'B' AND state = 'in_flight'"
+            ),
+            1
+        );
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM audit WHERE event = 'deployed'"),
+            1
+        );
+
+        // Without receivers no row is written at all.
+        let none = EventRoutes::default();
+        let results = commit_batch(&mut conn, &none, [deployed(2)].iter());
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(count(&conn, "SELECT count(*) FROM hook_deliveries"), 1);
+    }
+
     #[test]
     fn a_batch_that_cannot_begin_fails_every_write() {
         let mut conn = schema();
