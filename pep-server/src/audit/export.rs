@@ -123,9 +123,8 @@ fn read_lines(path: &Path, mut f: impl FnMut(ExportLine)) -> Result<(), AuditErr
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut line_no = 0u64;
-    for line in std::io::BufReader::new(file).lines() {
-        line_no += 1;
+    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line_no = index as u64 + 1;
         let line = line.map_err(io)?;
         if line.trim().is_empty() {
             continue;
