@@ -42,6 +42,22 @@ impl P256Certificate {
     pub fn not_after(&self) -> OffsetDateTime {
         self.not_after
     }
+
+    /// True when `signature` (ECDSA P-256 with SHA-256, DER, as [`crate::FactoryCa::sign`] makes)
+    /// is a signature of `message` by this certificate's key. For what the CA signed besides
+    /// certificates (pep-server's audit checkpoints).
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(cert) = Certificate::from_der(self.der.as_ref()) else {
+            return false;
+        };
+        let spki = &cert.tbs_certificate.subject_public_key_info;
+        let Some(point) = spki.subject_public_key.as_bytes() else {
+            return false;
+        };
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
+            .verify(message, signature)
+            .is_ok()
+    }
 }
 
 /// Reads the first certificate of `path` (PEM `CERTIFICATE` blocks, or one raw DER certificate)

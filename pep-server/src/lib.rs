@@ -5,6 +5,7 @@
 //! - [`clock`]: the time the core reads ([`clock::Clock`]).
 //! - [`store`]: the identity store (SQLite, or PostgreSQL shared by several servers; all SQL lives there).
 //! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP.
+//! - [`audit`]: the tamper-evident audit trail's checkpoints, verification and export.
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
 //! - [`metrics`]: Prometheus counters, written out by hand.
@@ -59,6 +60,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod activity;
+pub mod audit;
 pub mod category;
 pub mod clock;
 pub mod config;

@@ -53,12 +53,53 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// The tamper-evident audit trail: verify its hash chains and signed checkpoints, export it.
+    /// Reads the database only (a running server may keep writing).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Set up the factory CA: a new key and CA certificate (or a request for an external root),
     /// in files or in a PKCS#11 token. Does not read the config.
     #[command(subcommand)]
     Ca(CaCommand),
     #[command(flatten)]
     Docs(completions::DocsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk every audit chain (or an export) and check each row's hash, its link to the row before,
+    /// and the CA's signed checkpoints. Prints the first broken link of each chain (row id, what
+    /// changed). Exit 0 only if everything is intact, 1 if not, 2 if it could not be checked.
+    Verify {
+        /// The database URL (`sqlite://PATH` or `postgres://...`).
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
+        database: Option<String>,
+        /// An `audit export` file (JSON Lines) to check without the database.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The factory CA certificate that signed the checkpoints [default: `[ca] cert` of the
+        /// --config file].
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+    },
+    /// Write the audit chains as JSON Lines with their hashes and signed checkpoints: in each
+    /// chain, the first row at or after --since and every row after it.
+    Export {
+        /// The database URL (`sqlite://PATH` or `postgres://...`).
+        #[arg(long, value_name = "URL")]
+        database: String,
+        /// RFC 3339 time (2026-12-07T08:00:00Z) or ms since the epoch.
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// The file to write (replaced only once complete) [default: stdout].
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +164,7 @@ fn main() -> ExitCode {
             }
         },
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
+        Command::Audit(command) => audit_command(command, cli.config),
         Command::Ca(command) => match ca_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
@@ -401,6 +443,159 @@ fn migrate_store(from: &str, to: &str) -> ExitCode {
     }
 }
 
+/// `audit verify` and `audit export`.
+fn audit_command(command: AuditCommand, config: Option<PathBuf>) -> ExitCode {
+    init_tracing(LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pep-server: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        AuditCommand::Verify {
+            database,
+            file,
+            ca_cert,
+        } => runtime.block_on(audit_verify(database, file, ca_cert, config)),
+        AuditCommand::Export {
+            database,
+            since,
+            output,
+        } => match runtime.block_on(audit_export(&database, &since, output.as_deref())) {
+            Ok(summary) => {
+                eprintln!(
+                    "exported {} audit row(s) of {} chain(s) and {} checkpoint(s)",
+                    summary.rows, summary.chains, summary.checkpoints
+                );
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("pep-server: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `audit verify`: the report on stdout; exit 0 intact, 1 not intact, 2 not checked.
+async fn audit_verify(
+    database: Option<String>,
+    file: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    use pep_server::audit::export::{verify_database, verify_file};
+    let ca_path = match (ca_cert, config) {
+        (Some(path), _) => path,
+        (None, Some(config)) => match pep_server::config::Config::load(&config) {
+            Ok(config) => config.ca.cert,
+            Err(e) => {
+                eprintln!("pep-server: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!(
+                "pep-server: audit verify checks the checkpoints' signatures with the CA \
+                 certificate: give --ca-cert FILE or --config FILE"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let ca = match pep_ca::pem::read_p256_certificate(&ca_path) {
+        Ok(ca) => ca,
+        Err(e) => {
+            eprintln!("pep-server: the CA certificate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match (database, file) {
+        (_, Some(file)) => verify_file(&file, &ca),
+        (Some(url), None) => match pep_server::store::AuditSource::open(&url).await {
+            Ok(source) => {
+                let report = verify_database(&source, &ca).await;
+                source.close().await;
+                report
+            }
+            Err(e) => Err(e.into()),
+        },
+        (None, None) => {
+            eprintln!("pep-server: give --database URL or --file FILE");
+            return ExitCode::from(2);
+        }
+    };
+    match report {
+        Ok(report) => {
+            print!("{report}");
+            if report.intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("pep-server: audit not verified: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `audit export`: to `output` (written beside it, renamed into place once complete) or stdout.
+async fn audit_export(
+    database: &str,
+    since: &str,
+    output: Option<&Path>,
+) -> Result<pep_server::audit::export::ExportSummary, String> {
+    use pep_server::audit::export::{export, parse_since};
+    use std::io::Write as _;
+    let since_ms = parse_since(since).map_err(|e| e.to_string())?;
+    let source = pep_server::store::AuditSource::open(database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = match output {
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            export(&source, since_ms, &mut out, Path::new("<stdout>")).await
+        }
+        Some(path) => {
+            let mut partial = path.as_os_str().to_owned();
+            partial.push(".partial");
+            let partial = PathBuf::from(partial);
+            let written = async {
+                let file = std::fs::File::create(&partial).map_err(|source| {
+                    pep_server::audit::AuditError::Io {
+                        path: partial.clone(),
+                        source,
+                    }
+                })?;
+                let mut out = std::io::BufWriter::new(file);
+                let summary = export(&source, since_ms, &mut out, &partial).await?;
+                out.into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|mut f| f.flush().and_then(|()| f.sync_all()))
+                    .and_then(|()| std::fs::rename(&partial, path))
+                    .map_err(|source| pep_server::audit::AuditError::Io {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                Ok::<_, pep_server::audit::AuditError>(summary)
+            }
+            .await;
+            if written.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            written
+        }
+    };
+    source.close().await;
+    result.map_err(|e| format!("audit export failed, nothing written: {e}"))
+}
+
 /// The daemon: refuses to start on any config error, then serves until a shutdown signal.
 async fn serve(path: &Path, config: Config) -> Result<(), String> {
     // Checked here, before the database is opened, to refuse a bad config early; the warnings
@@ -463,8 +658,22 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         Some(tokio::spawn(deliverer.run(hooks_stopped)))
     };
+    let checkpoint_interval = config.audit.checkpoint_interval();
     let provisioner = Provisioner::new(Arc::new(config), store)
         .map_err(|e| format!("cannot start the provisioner: {e}"))?;
+    // The audit chain heads are signed now (covering the recovery rows of the open), before the
+    // first request; then periodically, and once more at shutdown below.
+    let (checkpoint_store, checkpoint_ca) = (provisioner.store().clone(), provisioner.ca());
+    if let Err(e) =
+        pep_server::audit::checkpoint::checkpoint(&checkpoint_store, &checkpoint_ca).await
+    {
+        tracing::warn!(error = %e, "no audit checkpoint at start");
+    }
+    let checkpoints = tokio::spawn(pep_server::audit::checkpoint::run(
+        checkpoint_store.clone(),
+        Arc::clone(&checkpoint_ca),
+        checkpoint_interval,
+    ));
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -496,6 +705,12 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
     let _ = stop_hooks.send(true);
     if let Some(deliverer) = deliverer {
         let _ = deliverer.await;
+    }
+    checkpoints.abort();
+    if let Err(e) =
+        pep_server::audit::checkpoint::checkpoint(&checkpoint_store, &checkpoint_ca).await
+    {
+        tracing::error!(error = %e, "no audit checkpoint at shutdown");
     }
     served.map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");

@@ -461,6 +461,12 @@ impl Provisioner {
             .unwrap_or(false)
     }
 
+    /// The factory CA, to sign what the server signs besides certificates (the audit
+    /// checkpoints).
+    pub fn ca(&self) -> Arc<FactoryCa> {
+        Arc::clone(&self.inner.ca)
+    }
+
     /// Where the CA key is, for people (file or PKCS#11 token).
     pub fn ca_key_location(&self) -> &str {
         self.inner.ca.key_location()

@@ -14,7 +14,8 @@
 //!   resolved by the operator (here: `failed`, so the retries provision it again), audited once;
 //! * `/metrics` (store gauges and the counters of the last server process) agrees with the
 //!   database;
-//! * the SQLite file passes `PRAGMA integrity_check` after every kill and at the end.
+//! * the SQLite file passes `PRAGMA integrity_check` after every kill and at the end;
+//! * the audit hash chain passes `pep-server audit verify` at the end (issue #16).
 //!
 //! Defaults are sized for CI (2,000 gateways, one kill). The documented run (docs/robustness.md,
 //! `bench/chaos.sh`) uses the same test with `PEP_CHAOS_GATEWAYS=20000 PEP_CHAOS_KILLS=3` in a
@@ -428,9 +429,29 @@ async fn chaos_fleet_with_kill_9_loses_nothing() {
     let figures = verify(&server, &report, gateways, last_start).await;
     let check = integrity_check(&server.dir.path().join("pep.sqlite")).await;
     assert_eq!(check, "ok", "integrity_check at the end");
-    let (status, log) = server.terminate().await;
+    let (status, log, dir) = server.stop().await;
     assert!(status.success(), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+    // The audit hash chain (issue #16) survived every kill -9 and restart: it verifies, with the
+    // checkpoints every start and the last shutdown signed.
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_pep-server"))
+        .arg("audit")
+        .arg("verify")
+        .arg("--database")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("pep.sqlite").display()
+        ))
+        .arg("--ca-cert")
+        .arg(fixtures().join("ca/CA_cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "audit verify after the chaos run:\n{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
     println!(
         "chaos: {figures}; kills: {kill_log:?}; total {:.1} s",
         started.elapsed().as_secs_f64()

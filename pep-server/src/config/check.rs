@@ -199,6 +199,21 @@ impl Config {
         }
         self.check_auth(&mut r);
         self.check_tls(&mut r);
+        if self.audit.checkpoint_interval_s == 0 {
+            r.error(
+                "audit.checkpoint_interval_s",
+                "must be at least 1 (seconds between two signed audit checkpoints)",
+            );
+        } else if self.audit.checkpoint_interval_s > super::MAX_CHECKPOINT_INTERVAL_S {
+            r.error(
+                "audit.checkpoint_interval_s",
+                format!(
+                    "must be at most {} (a day): rows after the latest checkpoint can be cut off \
+                     unseen",
+                    super::MAX_CHECKPOINT_INTERVAL_S
+                ),
+            );
+        }
         if self.http.max_connections == 0 {
             r.error("http.max_connections", "must be greater than 0");
         } else if self.http.max_connections > tokio::sync::Semaphore::MAX_PERMITS {

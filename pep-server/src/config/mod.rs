@@ -121,6 +121,9 @@ pub struct Config {
     /// HTTP connection bounds.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The tamper-evident audit trail: how often its chain heads are signed.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// HTTPS: the server's certificate and key, and optionally the CA of station (client)
     /// certificates. Without it the API is plain HTTP, refused beyond loopback unless
     /// `allow_plain_http`.
@@ -149,6 +152,36 @@ pub struct StoreConfig {
     /// `full` (default: power-loss safe, every acknowledged identity is on disk) or `normal`
     /// (survives a crash of the process, not a power cut; labs only, `check` warns).
     pub durability: crate::store::Durability,
+}
+
+/// `[audit]`: the signed checkpoints of the audit hash chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Seconds between two checkpoints (default 3600: hourly): the head of each audit chain this
+    /// server writes is signed by the CA key, stored and logged; also at start and at shutdown.
+    /// Rows after the latest checkpoint are what a truncation of the tail could remove unseen.
+    pub checkpoint_interval_s: u64,
+}
+
+/// Default `[audit] checkpoint_interval_s`: hourly.
+pub const DEFAULT_CHECKPOINT_INTERVAL_S: u64 = 3600;
+/// Largest `[audit] checkpoint_interval_s`: a day.
+pub const MAX_CHECKPOINT_INTERVAL_S: u64 = 86_400;
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_interval_s: DEFAULT_CHECKPOINT_INTERVAL_S,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The checkpoint period.
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_secs(self.checkpoint_interval_s)
+    }
 }
 
 /// `[http]`: connection bounds of the API server.

@@ -5,16 +5,21 @@
 //! audit order stay valid. Rows still `in_flight` in the source cannot be finished by anyone after
 //! the move: they arrive `failed` (retryable) with an `interrupted` audit row. The target must be
 //! empty (no identity, no audit row); the copy is one transaction on the target, so it lands
-//! completely or not at all. The source is read in one consistent snapshot; stop the servers using
+//! completely or not at all.
+//!
+//! The audit hash chains arrive as they are (every chain column, and the signed checkpoints), so
+//! `audit verify` checks the target as it checked the source; the `interrupted` rows this copy adds
+//! are appended to the default chain (`server_id = ''`, the chain of SQLite). The source is read in one consistent snapshot; stop the servers using
 //! it first.
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
 // The rows as both schemas type them: every column the two share (an identity's `server_id` is
 // not read: only in-flight rows have one, and they arrive failed).
+use super::chain::{ChainHead, DEFAULT_CHAIN};
 use super::{
-    AuditKeys, AuditRow, DetailRow as IdentityRow, IdentityState, NewAudit, Store, StoreError,
-    now_ms, q,
+    AuditKeys, ChainRow, Checkpoint, DetailRow as IdentityRow, IdentityState, NewAudit, Store,
+    StoreError, now_ms, q,
 };
 
 /// Rows read per round trip.
@@ -64,11 +69,18 @@ macro_rules! identity_columns {
     };
 }
 
-/// The columns of [`AuditRow`] but `id`, in order.
+/// The columns of [`ChainRow`] but `id`, in order.
 macro_rules! audit_columns {
     ($m:ident!($($args:tt)*)) => {
         $m!($($args)* at_ms, serial, gateway, requester, event, fcc_status, fcc_info,
-            fcc_warnings, detail, duration_ms)
+            fcc_warnings, detail, duration_ms, server_id, seq, prev_hash, hash)
+    };
+}
+
+/// The columns of [`Checkpoint`] but `id`, in order.
+macro_rules! checkpoint_columns {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* server_id, seq, audit_id, hash, at_ms, signature)
     };
 }
 
@@ -224,8 +236,41 @@ impl Tx {
         .map_err(q("writing the request keys to the target"))
     }
 
+    /// Inserts a copied checkpoint with its id.
+    async fn insert_checkpoint(&mut self, r: &Checkpoint) -> Result<(), StoreError> {
+        let columns = checkpoint_columns!(names!());
+        let sql = format!(
+            "INSERT INTO audit_checkpoints ({}, id) VALUES ({})",
+            columns.join(", "),
+            placeholders(columns.len() + 1)
+        );
+        on_tx!(self, conn => {
+            checkpoint_columns!(bind_fields!(sqlx::query(&sql), r,))
+                .bind(r.id)
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .map_err(q("writing the audit checkpoints to the target"))
+    }
+
+    /// The head of the default chain as copied so far.
+    async fn default_head(&mut self) -> Result<ChainHead, StoreError> {
+        let row: Option<(i64, i64, Vec<u8>)> = on_tx!(self, conn => {
+            sqlx::query_as(super::sql::CHAIN_HEAD)
+                .bind(DEFAULT_CHAIN)
+                .fetch_optional(conn)
+                .await
+        })
+        .map_err(q("reading the head of the audit chain of the target"))?;
+        match row {
+            Some((seq, id, hash)) => ChainHead::stored(seq, id, &hash),
+            None => Ok(ChainHead::default()),
+        }
+    }
+
     /// Inserts a copied audit row with its id.
-    async fn insert_audit(&mut self, r: &AuditRow) -> Result<(), StoreError> {
+    async fn insert_audit(&mut self, r: &ChainRow) -> Result<(), StoreError> {
         let columns = audit_columns!(names!());
         let sql = format!(
             "INSERT INTO audit ({}, id) VALUES ({})",
@@ -242,22 +287,28 @@ impl Tx {
         .map_err(q("writing the audit trail to the target"))
     }
 
-    /// Appends an audit row this copy adds (a new id).
-    async fn append_audit(&mut self, a: &NewAudit<'_>) -> Result<(), StoreError> {
-        on_tx!(self, conn => {
-            insert_audit_query!(a)
-                .execute(conn)
+    /// Appends an audit row this copy adds (a new id) to the default chain after `head`.
+    async fn append_audit(
+        &mut self,
+        head: &mut ChainHead,
+        a: &NewAudit<'_>,
+    ) -> Result<(), StoreError> {
+        let link = a.link(DEFAULT_CHAIN, head);
+        let id = on_tx!(self, conn => {
+            insert_audit_query!(a, DEFAULT_CHAIN, &link)
+                .fetch_one(conn)
                 .await
-                .map(drop)
         })
-        .map_err(q("writing the audit trail to the target"))
+        .map_err(q("writing the audit trail to the target"))?;
+        *head = ChainHead::after(&link, id);
+        Ok(())
     }
 
     /// After explicit ids: PostgreSQL's identity sequences continue above the highest id (SQLite's
     /// `INTEGER PRIMARY KEY` does so by itself).
     async fn advance_sequences(&mut self) -> Result<(), StoreError> {
         if let Tx::Postgres(tx) = self {
-            for table in ["identities", "audit"] {
+            for table in ["identities", "audit", "audit_checkpoints"] {
                 let sql = format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                          COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
@@ -344,7 +395,7 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
 
     let mut after = i64::MIN;
     loop {
-        let page: Vec<AuditRow> = source
+        let page: Vec<ChainRow> = source
             .page_after(
                 "audit",
                 &audit_columns!(names!(id,)),
@@ -357,6 +408,22 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         for row in page {
             target.insert_audit(&row).await?;
             report.audit += 1;
+        }
+    }
+    let mut after = i64::MIN;
+    loop {
+        let page: Vec<Checkpoint> = source
+            .page_after(
+                "audit_checkpoints",
+                &checkpoint_columns!(names!(id,)),
+                after,
+                "reading the audit checkpoints from the source",
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for row in &page {
+            target.insert_checkpoint(row).await?;
         }
     }
     // Every request key ever used names its serial in the target too (a key is never reused).
@@ -372,9 +439,10 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
     source.commit().await?;
 
     target.advance_sequences().await?;
+    let mut head = target.default_head().await?;
     for (keys, state, error) in &interrupted {
         target
-            .append_audit(&NewAudit::recovered(now, keys, *state, error))
+            .append_audit(&mut head, &NewAudit::recovered(now, keys, *state, error))
             .await?;
     }
     target.commit().await?;

@@ -15,12 +15,14 @@
 //! in flight for longer than [`StoreOptions::in_flight_lease`], so servers can start and stop
 //! independently while the others keep provisioning.
 
-/// `sql::INSERT_AUDIT` with a [`NewAudit`] bound: one binding for both sqlx backends (the
-/// servers' PostgreSQL writes and `migrate-store`'s added rows).
+/// `sql::INSERT_AUDIT` with a [`NewAudit`] and its chain [`chain::Link`] bound (returning the new
+/// row's id): one binding for both sqlx backends (the servers' PostgreSQL writes and
+/// `migrate-store`'s added rows).
 macro_rules! insert_audit_query {
-    ($audit:expr) => {{
+    ($audit:expr, $server_id:expr, $link:expr) => {{
         let a: &$crate::store::NewAudit<'_> = $audit;
-        sqlx::query($crate::store::sql::INSERT_AUDIT)
+        let link: &$crate::store::chain::Link = $link;
+        sqlx::query_scalar::<_, i64>($crate::store::sql::INSERT_AUDIT)
             .bind(a.at_ms)
             .bind(&a.keys.serial)
             .bind(&a.keys.gateway)
@@ -31,18 +33,12 @@ macro_rules! insert_audit_query {
             .bind(a.fcc_warnings)
             .bind(a.detail)
             .bind(a.duration_ms)
+            .bind($server_id)
+            .bind(link.seq)
+            .bind(&link.prev_hash[..])
+            .bind(&link.hash[..])
     }};
 }
-
-pub mod migrate;
-pub mod postgres;
-mod sql;
-pub mod sqlite;
-mod sqlite_writer;
-
-use std::fmt;
-
-use crate::model::{GatewayParams, RequestKey};
 
 /// Runs `$body` with `$pool` bound to the pool of whichever backend `$store` is: one query text
 /// and one row mapping, compiled for both.
@@ -61,10 +57,23 @@ macro_rules! on_pool {
     };
 }
 
+pub mod audit_log;
+pub mod chain;
+pub mod migrate;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+mod sqlite_writer;
+
+use std::fmt;
+
+use crate::model::{GatewayParams, RequestKey};
+
 fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { context, source }
 }
 
+pub use audit_log::{AuditSource, ChainRow, Checkpoint};
 pub use migrate::{MigrationReport, migrate_store};
 pub use postgres::{PostgresStore, StoreOptions, default_server_id};
 pub use sqlite::{Durability, SqliteStore};
@@ -870,6 +879,29 @@ pub(crate) struct NewAudit<'a> {
 }
 
 impl<'a> NewAudit<'a> {
+    /// Its hashed columns as row `seq` of chain `server_id`.
+    pub(crate) fn fields(&self, server_id: &'a str, seq: i64) -> chain::RowFields<'a> {
+        chain::RowFields {
+            server_id,
+            seq,
+            at_ms: self.at_ms,
+            serial: &self.keys.serial,
+            gateway: &self.keys.gateway,
+            requester: &self.keys.requester,
+            event: self.event.as_str(),
+            fcc_status: self.fcc_status.map(i64::from),
+            fcc_info: self.fcc_info,
+            fcc_warnings: self.fcc_warnings,
+            detail: self.detail,
+            duration_ms: self.duration_ms,
+        }
+    }
+
+    /// Its link after `head` on chain `server_id`.
+    pub(crate) fn link(&self, server_id: &'a str, head: &chain::ChainHead) -> chain::Link {
+        head.link(&self.fields(server_id, head.next_seq()))
+    }
+
     /// A row without an FCC answer or a duration (reservations, refusals, resolutions).
     pub(crate) fn note(
         at_ms: i64,

@@ -12,6 +12,13 @@
 //! of any server in flight for longer than [`StoreOptions::in_flight_lease`]; a background sweep
 //! repeats the lease check, so the serials of a server that died and never came back become
 //! retryable without anyone restarting. A live server's running attempts are never touched.
+//!
+//! **Each server appends to its own audit chain** (store/chain.rs, `server_id`), so servers never
+//! wait for each other. Within a server, the chain's head is in memory and one lock orders the
+//! appends: a transaction takes it after its row updates, right before its audit insert, and holds
+//! it through its commit. So the chain's order is the commit order, and a transaction that rolls
+//! back leaves no gap. The lease sweep's rows (other servers' expired attempts) go to the chain of
+//! the server that sweeps: it is their writer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +27,8 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::outbox::{EventRoutes, HookEvent, NewEvent};
+use super::audit_log::{backfill_postgres, head_postgres};
+use super::chain::ChainHead;
 use super::{
     AuditEvent, AuditKeys, ConflictRow, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT,
     INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, Reservation, Resolution, StoreError,
@@ -91,11 +100,20 @@ impl Drop for SweepGuard {
     }
 }
 
+/// This server's audit chain: its head, `None` after a failure left it unknown (re-read from the
+/// database before the next append). The lock is held from a transaction's audit insert through
+/// its commit.
+#[derive(Debug)]
+struct Chain {
+    head: tokio::sync::Mutex<Option<ChainHead>>,
+}
+
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     options: Arc<StoreOptions>,
+    chain: Arc<Chain>,
     sweep: Arc<SweepGuard>,
 }
 
@@ -145,11 +163,22 @@ impl PostgresStore {
             .await
             .map_err(open_err)?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        backfill_postgres(&pool).await?;
+        // This server is the only writer of its chain: its head, read once, stays in memory.
+        let head = head_postgres(&pool, &options.server_id).await?;
+        let chain = Arc::new(Chain {
+            head: tokio::sync::Mutex::new(Some(head)),
+        });
         let options = Arc::new(options);
-        let sweep = tokio::spawn(sweep_loop(pool.clone(), Arc::clone(&options)));
+        let sweep = tokio::spawn(sweep_loop(
+            pool.clone(),
+            Arc::clone(&options),
+            Arc::clone(&chain),
+        ));
         let store = PostgresStore {
             pool,
             options,
+            chain,
             sweep: Arc::new(SweepGuard(sweep)),
         };
         let synchronous_commit = store.synchronous_commit().await?;
@@ -215,8 +244,8 @@ impl PostgresStore {
             if owner != serial {
                 let detail = super::key_used_detail(key);
                 let audit = NewAudit::note(a.now_ms, &keys, AuditEvent::Conflict, Some(&detail));
-                insert_audit(&mut tx, &audit).await?;
-                tx.commit().await.map_err(q("committing the refusal"))?;
+                self.append_and_commit(tx, &[audit], "committing the refusal")
+                    .await?;
                 return Ok(Reservation::KeyUsed);
             }
         }
@@ -258,12 +287,9 @@ impl PostgresStore {
             }
         };
         let (result, event, detail) = reservation_outcome(taken, key);
-        insert_audit(
-            &mut tx,
-            &NewAudit::note(a.now_ms, &keys, event, detail.as_deref()),
-        )
-        .await?;
-        tx.commit().await.map_err(q("committing the reservation"))?;
+        let audit = NewAudit::note(a.now_ms, &keys, event, detail.as_deref());
+        self.append_and_commit(tx, &[audit], "committing the reservation")
+            .await?;
         Ok(result)
     }
 
@@ -360,12 +386,13 @@ impl PostgresStore {
             .await
             .map_err(q(context))?
             .ok_or(StoreError::NotInFlight { id })?;
-        insert_audit(&mut tx, &NewAudit::outcome(now, &keys, outcome)).await?;
         enqueue(&mut tx, &self.options.event_routes, &event(&keys)).await?;
-        tx.commit().await.map_err(q(match outcome.event {
+        let context = match outcome.event {
             AuditEvent::Deployed => "committing the deployment",
             _ => "committing the failure",
-        }))?;
+        };
+        self.append_and_commit(tx, &[NewAudit::outcome(now, &keys, outcome)], context)
+            .await?;
         Ok(keys)
     }
 
@@ -414,8 +441,8 @@ impl PostgresStore {
         };
         let (keys, detail) = (d.audit_keys(keys), d.detail());
         let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
-        insert_audit(&mut tx, &audit).await?;
-        tx.commit().await.map_err(q("committing the resolution"))?;
+        self.append_and_commit(tx, &[audit], "committing the resolution")
+            .await?;
         Ok(Resolution::Resolved)
     }
 
@@ -427,11 +454,32 @@ impl PostgresStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let audit = NewAudit::note(now_ms, keys, AuditEvent::Refused, Some(detail));
-        insert_audit_query!(&audit)
-            .execute(&self.pool)
+        let tx = self
+            .pool
+            .begin()
             .await
-            .map_err(q("appending to the audit trail"))?;
-        Ok(())
+            .map_err(q("starting a transaction"))?;
+        self.append_and_commit(tx, &[audit], "committing the refusal")
+            .await
+    }
+
+    /// Appends `audits` to this server's chain in `tx` and commits it (see the module
+    /// documentation: the chain's lock is held through the commit).
+    async fn append_and_commit(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        audits: &[NewAudit<'_>],
+        context: &'static str,
+    ) -> Result<(), StoreError> {
+        append_and_commit(
+            &self.pool,
+            &self.chain,
+            &self.options.server_id,
+            tx,
+            audits,
+            context,
+        )
+        .await
     }
 
     /// Marks failed this server's in-flight rows and every row in flight for longer than the lease.
@@ -447,7 +495,7 @@ impl PostgresStore {
     }
 
     async fn recover(&self, which: Recover) -> Result<u64, StoreError> {
-        recover(&self.pool, &self.options, which).await
+        recover(&self.pool, &self.options, &self.chain, which).await
     }
 
     pub(super) async fn enqueue_event(&self, event: &NewEvent) -> Result<u64, StoreError> {
@@ -470,7 +518,12 @@ impl PostgresStore {
 }
 
 /// The recovery transaction (shared by [`PostgresStore`] and the background sweep).
-async fn recover(pool: &PgPool, options: &StoreOptions, which: Recover) -> Result<u64, StoreError> {
+async fn recover(
+    pool: &PgPool,
+    options: &StoreOptions,
+    chain: &Chain,
+    which: Recover,
+) -> Result<u64, StoreError> {
     let now = now_ms();
     let lease_ms = i64::try_from(options.in_flight_lease.as_millis()).unwrap_or(i64::MAX);
     let expired_before = now.saturating_sub(lease_ms);
@@ -489,16 +542,24 @@ async fn recover(pool: &PgPool, options: &StoreOptions, which: Recover) -> Resul
         .fetch_all(&mut *tx)
         .await
         .map_err(q("recovering interrupted attempts"))?;
-    for row in &rows {
-        let audit = NewAudit::recovered(now, &row.keys, row.state, &row.last_error);
-        insert_audit(&mut tx, &audit).await?;
-    }
-    tx.commit().await.map_err(q("committing the recovery"))?;
+    let audits: Vec<NewAudit<'_>> = rows
+        .iter()
+        .map(|row| NewAudit::recovered(now, &row.keys, row.state, &row.last_error))
+        .collect();
+    append_and_commit(
+        pool,
+        chain,
+        &options.server_id,
+        tx,
+        &audits,
+        "committing the recovery",
+    )
+    .await?;
     Ok(rows.len() as u64)
 }
 
 /// Every lease/4 (between 1 s and 5 min), expires attempts whose server is gone.
-async fn sweep_loop(pool: PgPool, options: Arc<StoreOptions>) {
+async fn sweep_loop(pool: PgPool, options: Arc<StoreOptions>, chain: Arc<Chain>) {
     let period =
         (options.in_flight_lease / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
     let mut ticker = tokio::time::interval(period);
@@ -509,7 +570,7 @@ async fn sweep_loop(pool: PgPool, options: Arc<StoreOptions>) {
         if pool.is_closed() {
             return;
         }
-        match recover(&pool, &options, Recover::Expired).await {
+        match recover(&pool, &options, &chain, Recover::Expired).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 expired = n,
@@ -542,14 +603,34 @@ struct RecoveredRow {
     state: IdentityState,
 }
 
-async fn insert_audit(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    a: &NewAudit<'_>,
+/// Appends `audits` (in order) to chain `server_id` inside `tx`, then commits `tx`. The chain's
+/// lock is taken here — after the transaction's row updates, so a holder never waits for a row
+/// lock another waiter holds — and released after the commit. Any failure leaves the head unknown
+/// (a commit that failed may still have happened): the next append re-reads it.
+async fn append_and_commit(
+    pool: &PgPool,
+    chain: &Chain,
+    server_id: &str,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    audits: &[NewAudit<'_>],
+    context: &'static str,
 ) -> Result<(), StoreError> {
-    insert_audit_query!(a)
-        .execute(&mut **tx)
-        .await
-        .map_err(q("appending to the audit trail"))?;
+    let mut guard = chain.head.lock().await;
+    let mut head = match *guard {
+        Some(head) => head,
+        None => head_postgres(pool, server_id).await?,
+    };
+    *guard = None;
+    for a in audits {
+        let link = a.link(server_id, &head);
+        let id = insert_audit_query!(a, server_id, &link)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(q("appending to the audit trail"))?;
+        head = ChainHead::after(&link, id);
+    }
+    tx.commit().await.map_err(q(context))?;
+    *guard = Some(head);
     Ok(())
 }
 

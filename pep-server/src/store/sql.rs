@@ -21,6 +21,14 @@ macro_rules! audit_columns {
     };
 }
 
+/// The columns of a chained audit row ([`super::ChainRow`]).
+macro_rules! chain_columns {
+    () => {
+        "id, server_id, seq, at_ms, serial, gateway, requester, event, fcc_status, fcc_info, \
+         fcc_warnings, detail, duration_ms, prev_hash, hash"
+    };
+}
+
 /// The columns of [`super::IdentityDetail`] (every column but `server_id`).
 macro_rules! detail_columns {
     () => {
@@ -124,10 +132,58 @@ pub(super) const RECOVER_OWN_AND_EXPIRED: &str = "UPDATE identities SET \
          AND state = 'in_flight' \
      RETURNING serial, gateway, requester, created_at, last_error, state";
 
-/// Appends one audit row.
+/// Appends one audit row as the next link of chain `$11` (store/chain.rs); returns its id.
 pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit (at_ms, serial, gateway, requester, \
-         event, fcc_status, fcc_info, fcc_warnings, detail, duration_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+         event, fcc_status, fcc_info, fcc_warnings, detail, duration_ms, server_id, seq, \
+         prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     RETURNING id";
+
+/// The head of chain `$1`: its last row (the `audit_chain` index).
+pub(super) const CHAIN_HEAD: &str = "SELECT seq, id, hash FROM audit \
+     WHERE server_id = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1";
+
+/// The highest id of the rows written before the chain existed (no row: nothing to chain).
+pub(super) const LEGACY_UP_TO: &str = "SELECT up_to_id FROM audit_legacy";
+
+/// The next page of rows written before the chain existed, in id order.
+pub(super) const LEGACY_ROWS: &str = select!(
+    chain_columns,
+    "FROM audit WHERE hash IS NULL AND id > $1 AND id <= $2 ORDER BY id LIMIT $3"
+);
+
+/// Links a row written before the chain existed into the default chain.
+pub(super) const CHAIN_LEGACY_ROW: &str =
+    "UPDATE audit SET server_id = $1, seq = $2, prev_hash = $3, hash = $4 WHERE id = $5";
+
+/// The legacy rows are chained: never again.
+pub(super) const LEGACY_DONE: &str = "DELETE FROM audit_legacy";
+
+/// PostgreSQL: one server at a time chains the legacy rows (a transaction-level advisory lock; the
+/// number is arbitrary, `pep` in ASCII).
+pub(super) const PG_LOCK_LEGACY: &str = "SELECT pg_advisory_xact_lock(7365984)";
+
+/// Every chained row, chain by chain, in chain order (`audit verify`, `audit export`).
+pub(super) const CHAIN_ROWS: &str = select!(
+    chain_columns,
+    "FROM audit WHERE seq IS NOT NULL ORDER BY server_id, seq"
+);
+
+/// Rows that are in no chain (written by something else than pep-server since v6).
+pub(super) const UNCHAINED: &str = "SELECT id FROM audit \
+     WHERE seq IS NULL OR hash IS NULL OR prev_hash IS NULL ORDER BY id LIMIT $1";
+
+/// Stores a signed checkpoint.
+pub(super) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (server_id, seq, \
+         audit_id, hash, at_ms, signature) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Every checkpoint, oldest first.
+pub(super) const CHECKPOINTS: &str = "SELECT id, server_id, seq, audit_id, hash, at_ms, signature \
+     FROM audit_checkpoints ORDER BY id";
+
+/// The `seq` of the latest checkpoint of chain `$1`.
+pub(super) const LAST_CHECKPOINT_SEQ: &str =
+    "SELECT MAX(seq) FROM audit_checkpoints WHERE server_id = $1";
 
 /// The enrollment ID of a deployed serial.
 pub(super) const ENROLLMENT_ID: &str =
@@ -325,6 +381,13 @@ mod tests {
             RECOVER_ALL,
             RECOVER_OWN_AND_EXPIRED,
             INSERT_AUDIT,
+            CHAIN_HEAD,
+            LEGACY_ROWS,
+            CHAIN_LEGACY_ROW,
+            CHAIN_ROWS,
+            UNCHAINED,
+            INSERT_CHECKPOINT,
+            LAST_CHECKPOINT_SEQ,
             ENROLLMENT_ID,
             VERIFICATION_KEY,
             LIST_DEPLOYED_ASC,

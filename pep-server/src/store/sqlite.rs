@@ -160,7 +160,11 @@ impl SqliteStore {
             .await
             .map_err(open_err)?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        let writer = SqliteWriter::start(&path, BUSY_TIMEOUT, durability, routes)?;
+        // Before the writer exists, so nothing appends meanwhile: the rows written before the
+        // hash chain are linked first, then the writer takes over the chain from its head.
+        super::audit_log::backfill_sqlite(&pool).await?;
+        let head = super::audit_log::head_sqlite(&pool, super::chain::DEFAULT_CHAIN).await?;
+        let writer = SqliteWriter::start(&path, BUSY_TIMEOUT, durability, routes, head)?;
         let store = SqliteStore {
             pool,
             writer,

@@ -19,6 +19,11 @@
 //! `COMMIT` fails fails every write in it, and nothing of it is kept.
 //!
 //! Reads stay on sqlx's pool (WAL readers run beside the writer).
+//!
+//! The thread is the only writer of the audit hash chain (store/chain.rs): it keeps the chain's
+//! head in memory (read once at start) and links each audit row as it inserts it, inside the
+//! write's savepoint. A write rolled back to its savepoint takes its links back with it; a batch
+//! that fails as a whole re-reads the head from the database.
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,6 +31,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::chain::{ChainHead, DEFAULT_CHAIN};
 use super::outbox::{Claim, Delivery, EventRoutes, HookEvent, NewEvent, Settle, Settlement};
 use super::{
     AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, Reservation,
@@ -146,11 +152,13 @@ fn write_error(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError 
 impl SqliteWriter {
     /// Opens the writing connection to the database file at `path` (which the sqlx pool has
     /// already created and migrated) and starts the thread.
+    /// `head` is the audit chain's head as committed (the thread is its only writer from now on).
     pub(super) fn start(
         path: &Path,
         busy_timeout: Duration,
         durability: super::sqlite::Durability,
         routes: EventRoutes,
+        head: ChainHead,
     ) -> Result<SqliteWriter, StoreError> {
         let open = write_error("opening the writer connection");
         let conn = Connection::open_with_flags(
@@ -175,7 +183,7 @@ impl SqliteWriter {
         let (commands, queue) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("pep-sqlite-writer".to_owned())
-            .spawn(move || run(conn, queue, &routes))
+            .spawn(move || run(conn, queue, &routes, head))
             .map_err(|e| StoreError::Write {
                 context: "starting the writer thread",
                 reason: e.to_string(),
@@ -202,7 +210,12 @@ impl SqliteWriter {
 }
 
 /// The writer thread: takes what is queued, commits it as one batch, answers, repeats.
-fn run(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Command>, routes: &EventRoutes) {
+fn run(
+    mut conn: Connection,
+    mut queue: mpsc::UnboundedReceiver<Command>,
+    routes: &EventRoutes,
+    mut head: ChainHead,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut close = None;
     while close.is_none() {
@@ -223,7 +236,12 @@ fn run(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Command>, routes
             }
         }
         if !batch.is_empty() {
-            let results = commit_batch(&mut conn, routes, batch.iter().map(|(w, _)| w));
+            let results = commit_batch(
+                &mut conn,
+                routes,
+                &mut head,
+                batch.iter().map(|(w, _)| w),
+            );
             for ((_, reply), result) in batch.drain(..).zip(results) {
                 // A caller that gave up is not an error: its write is committed all the same.
                 let _ = reply.send(result);
@@ -238,10 +256,12 @@ fn run(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Command>, routes
     }
 }
 
-/// Runs `writes` in one transaction, each in its own savepoint. One result per write, in order.
+/// Runs `writes` in one transaction, each in its own savepoint, linking their audit rows after
+/// `head`. One result per write, in order.
 fn commit_batch<'a>(
     conn: &mut Connection,
     routes: &EventRoutes,
+    head: &mut ChainHead,
     writes: impl ExactSizeIterator<Item = &'a Write>,
 ) -> Vec<Result<Written, StoreError>> {
     let n = writes.len();
@@ -259,28 +279,62 @@ fn commit_batch<'a>(
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return fail_all("starting a write transaction", e);
     }
+    let batch_head = *head;
     let mut results = Vec::with_capacity(n);
     for write in writes {
+        let write_head = *head;
         let result = run_cached(conn, "SAVEPOINT write")
             .map_err(write_error("starting a savepoint"))
-            .and_then(|()| apply(conn, routes, write));
+            .and_then(|()| apply(conn, routes, head, write));
         let end = if result.is_ok() {
             run_cached(conn, "RELEASE write")
         } else {
-            // Undo this write alone; the others of the batch stay.
+            // Undo this write alone (its audit links too); the others of the batch stay.
+            *head = write_head;
             run_cached(conn, "ROLLBACK TO write").and_then(|()| run_cached(conn, "RELEASE write"))
         };
         if let Err(e) = end {
             let _ = conn.execute_batch("ROLLBACK");
+            *head = reread_head(conn, batch_head);
             return fail_all("ending a savepoint", e);
         }
         results.push(result);
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
+        *head = reread_head(conn, batch_head);
         return fail_all("committing", e);
     }
     results
+}
+
+/// The chain head as committed, after a batch failed as a whole (rolled back: normally
+/// `batch_head`; the database says for sure). If even that read fails, `batch_head`.
+fn reread_head(conn: &Connection, batch_head: ChainHead) -> ChainHead {
+    let read = conn
+        .prepare_cached(sql::CHAIN_HEAD)
+        .and_then(|mut s| {
+            s.query_row(params![DEFAULT_CHAIN], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(write_error("reading the head of the audit chain"))
+        .and_then(|row| match row {
+            Some((seq, id, hash)) => ChainHead::stored(seq, id, &hash),
+            None => Ok(ChainHead::default()),
+        });
+    match read {
+        Ok(head) => head,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot re-read the audit chain head after a failed batch");
+            batch_head
+        }
+    }
 }
 
 /// Runs a statement without parameters or rows from the statement cache (parsed once, not per
@@ -289,9 +343,14 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Written, StoreError> {
+fn apply(
+    conn: &Connection,
+    routes: &EventRoutes,
+    head: &mut ChainHead,
+    write: &Write,
+) -> Result<Written, StoreError> {
     match write {
-        Write::Reserve(a) => reserve(conn, a).map(Written::Reservation),
+        Write::Reserve(a) => reserve(conn, head, a).map(Written::Reservation),
         Write::Deployed {
             id,
             enrollment_id,
@@ -303,6 +362,7 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
             now_ms,
         } => finish_attempt(
             conn,
+            head,
             *id,
             "marking the identity deployed",
             sql::MARK_DEPLOYED,
@@ -349,6 +409,7 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
             now_ms,
         } => finish_attempt(
             conn,
+            head,
             *id,
             "marking the identity failed",
             sql::MARK_FAILED,
@@ -397,14 +458,14 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
             }
             Ok(Written::Ahead)
         }
-        Write::Resolve(decision) => resolve(conn, decision).map(Written::Resolved),
+        Write::Resolve(decision) => resolve(conn, head, decision).map(Written::Resolved),
         Write::Refused {
             keys,
             detail,
             now_ms,
         } => {
             let audit = NewAudit::note(*now_ms, keys, AuditEvent::Refused, Some(detail));
-            insert_audit(conn, &audit).map(|()| Written::Refused)
+            insert_audit(conn, head, &audit).map(|()| Written::Refused)
         }
         Write::RecoverInterrupted {
             in_doubt,
@@ -421,7 +482,8 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
                 })
                 .map_err(write_error("recovering interrupted attempts"))?;
             for (row, last_error, state) in &rows {
-                insert_audit(conn, &NewAudit::recovered(*now_ms, row, *state, last_error))?;
+                let audit = NewAudit::recovered(*now_ms, row, *state, last_error);
+                insert_audit(conn, head, &audit)?;
             }
             Ok(Written::Recovered(rows.len() as u64))
         }
@@ -538,8 +600,10 @@ fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 /// Moves the in-flight row `id` to its outcome with `update` (an `UPDATE … WHERE id = … AND
 /// state = 'in_flight' RETURNING serial, gateway, requester, created_at`) and appends the outcome's
 /// audit row. A row that is no longer in flight is [`StoreError::NotInFlight`], with nothing written.
+#[allow(clippy::too_many_arguments)] // the parts of one statement and its audit row
 fn finish_attempt(
     conn: &Connection,
+    head: &mut ChainHead,
     id: i64,
     context: &'static str,
     update: &str,
@@ -552,12 +616,16 @@ fn finish_attempt(
         .and_then(|mut s| s.query_row(params, audit_keys).optional())
         .map_err(write_error(context))?
         .ok_or(StoreError::NotInFlight { id })?;
-    insert_audit(conn, &NewAudit::outcome(at_ms, &keys, outcome))?;
+    insert_audit(conn, head, &NewAudit::outcome(at_ms, &keys, outcome))?;
     Ok(keys)
 }
 
 /// `in_doubt` → `state` for `serial`, audited with who asked; or why not.
-fn resolve(conn: &Connection, d: &Decision) -> Result<Resolution, StoreError> {
+fn resolve(
+    conn: &Connection,
+    head: &mut ChainHead,
+    d: &Decision,
+) -> Result<Resolution, StoreError> {
     let keys = conn
         .prepare_cached(sql::RESOLVE)
         .and_then(|mut s| {
@@ -580,11 +648,15 @@ fn resolve(conn: &Connection, d: &Decision) -> Result<Resolution, StoreError> {
     };
     let (keys, detail) = (d.audit_keys(keys), d.detail());
     let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
-    insert_audit(conn, &audit)?;
+    insert_audit(conn, head, &audit)?;
     Ok(Resolution::Resolved)
 }
 
-fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError> {
+fn reserve(
+    conn: &Connection,
+    head: &mut ChainHead,
+    a: &NewAttempt,
+) -> Result<Reservation, StoreError> {
     let p = &a.params;
     let keys = AuditKeys::of(a);
     let (serial, gateway) = (keys.serial.as_str(), &keys.gateway);
@@ -601,7 +673,7 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
         if owner != serial {
             let detail = super::key_used_detail(key);
             let audit = NewAudit::note(a.now_ms, &keys, AuditEvent::Conflict, Some(&detail));
-            insert_audit(conn, &audit)?;
+            insert_audit(conn, head, &audit)?;
             return Ok(Reservation::KeyUsed);
         }
     }
@@ -649,6 +721,7 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
     let (result, event, detail) = super::reservation_outcome(taken, key);
     insert_audit(
         conn,
+        head,
         &NewAudit::note(a.now_ms, &keys, event, detail.as_deref()),
     )?;
     Ok(result)
@@ -664,23 +737,39 @@ fn audit_keys(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditKeys> {
     })
 }
 
-fn insert_audit(conn: &Connection, a: &NewAudit<'_>) -> Result<(), StoreError> {
-    conn.prepare_cached(sql::INSERT_AUDIT)
+/// Appends `a` as the next link of the chain after `head`, and moves `head` to it.
+fn insert_audit(
+    conn: &Connection,
+    head: &mut ChainHead,
+    a: &NewAudit<'_>,
+) -> Result<(), StoreError> {
+    // The hash is computed here, on the writer thread, over the row's bytes already in memory.
+    let link = a.link(DEFAULT_CHAIN, head);
+    let id: i64 = conn
+        .prepare_cached(sql::INSERT_AUDIT)
         .and_then(|mut s| {
-            s.execute(params![
-                a.at_ms,
-                a.keys.serial,
-                a.keys.gateway,
-                a.keys.requester,
-                a.event,
-                a.fcc_status,
-                a.fcc_info,
-                a.fcc_warnings,
-                a.detail,
-                a.duration_ms
-            ])
+            s.query_row(
+                params![
+                    a.at_ms,
+                    a.keys.serial,
+                    a.keys.gateway,
+                    a.keys.requester,
+                    a.event,
+                    a.fcc_status,
+                    a.fcc_info,
+                    a.fcc_warnings,
+                    a.detail,
+                    a.duration_ms,
+                    DEFAULT_CHAIN,
+                    link.seq,
+                    &link.prev_hash[..],
+                    &link.hash[..]
+                ],
+                |r| r.get(0),
+            )
         })
         .map_err(write_error("appending to the audit trail"))?;
+    *head = ChainHead::after(&link, id);
     Ok(())
 }
 
@@ -706,6 +795,8 @@ mod tests {
             "../../migrations/sqlite/0009_hook_deliveries.sql"
         ))
         .unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0006_audit_chain.sql"))
+            .unwrap();
         conn
     }
 
@@ -759,7 +850,8 @@ mod tests {
             attempt("B"),
             attempt("A"),
         ];
-        let results = commit_batch(&mut conn, &EventRoutes::default(), writes.iter());
+        let mut head = ChainHead::default();
+        let results = commit_batch(&mut conn, &EventRoutes::default(), &mut head, writes.iter());
         assert!(matches!(
             results[0],
             Ok(Written::Reservation(Reservation::Reserved { .. }))
@@ -794,6 +886,22 @@ mod tests {
         // attempt A, attempt B, conflict A: nothing of the failed writes.
         assert_eq!(count(&conn, "SELECT count(*) FROM audit"), 3);
         assert!(conn.is_autocommit(), "the batch's transaction is closed");
+        // The failed writes took their links back: the chain is 1, 2, 3 without a gap.
+        assert_eq!(head.seq, 3);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT group_concat(seq) = '1,2,3' FROM (SELECT seq FROM audit ORDER BY id)"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM audit a JOIN audit b ON b.seq = a.seq + 1 WHERE b.prev_hash <> a.hash"
+            ),
+            0
+        );
     }
 
     fn deployed(id: i64) -> Write {
@@ -872,7 +980,8 @@ mod tests {
         let mut conn = schema();
         conn.execute_batch("BEGIN").unwrap(); // BEGIN IMMEDIATE inside a transaction fails
         let writes = [attempt("A"), attempt("B")];
-        let results = commit_batch(&mut conn, &EventRoutes::default(), writes.iter());
+        let mut head = ChainHead::default();
+        let results = commit_batch(&mut conn, &EventRoutes::default(), &mut head, writes.iter());
         assert_eq!(results.len(), 2);
         for r in &results {
             let e = r.as_ref().unwrap_err().to_string();

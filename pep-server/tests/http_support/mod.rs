@@ -205,6 +205,22 @@ impl Server {
         (status, self.log())
     }
 
+    /// [`Server::terminate`], keeping the directory (config, database, log) for a look after the
+    /// exit.
+    pub(crate) async fn stop(mut self) -> (std::process::ExitStatus, String, tempfile::TempDir) {
+        let pid = self.child.id().unwrap().to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("pep-server did not exit within 30 s of SIGTERM")
+            .unwrap();
+        (status, self.log(), self.dir)
+    }
+
     /// Sends `signal` (`HUP`, `TERM`…) to the server process.
     pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().unwrap().to_string();
