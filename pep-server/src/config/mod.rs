@@ -19,6 +19,7 @@
 //! documents every field; `pep-server/pep.example.toml` is a complete, commented, valid example.
 
 mod check;
+pub mod cloud;
 pub mod security;
 pub mod values;
 
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::category::Category;
 pub use check::{CheckIssue, CheckReport, CheckSummary};
+pub use cloud::{ApiKey, CloudConfig, CloudMode};
 pub use values::{BootstrapUri, UtcOffset};
 
 /// Default listen address of the HTTP API (the old server's port).
@@ -132,6 +134,9 @@ pub struct Config {
     /// Stations authenticated by a client certificate (`[tls] client_ca`): subject → roles.
     #[serde(default)]
     pub stations: Vec<StationConfig>,
+    /// Claiming deployed gateways in the device-management cloud (default: off).
+    #[serde(default)]
+    pub cloud: CloudConfig,
     /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
     /// of the secrets it holds.
     #[serde(skip)]
@@ -677,6 +682,9 @@ impl Config {
         if let Some(p) = self.token_file.as_mut() {
             rebase(p, base);
         }
+        if let Some(p) = self.cloud.api_key_file.as_mut() {
+            rebase(p, base);
+        }
         if let Some(tls) = self.tls.as_mut() {
             rebase(&mut tls.cert, base);
             rebase(&mut tls.key, base);
@@ -747,6 +755,7 @@ impl Config {
             server_id: self.server_id(),
             in_flight_lease: Duration::from_millis(longest_ms.saturating_mul(10)),
             durability: self.store.durability,
+            claims: self.cloud.mode != CloudMode::Off,
             ..crate::store::StoreOptions::default()
         }
     }
