@@ -49,6 +49,9 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How durable a commit is before it is acknowledged (`[store] durability`; both backends).
     pub durability: super::Durability,
+    /// Queue a cloud claim in the transaction of each deployment (`[cloud] mode` not `off`; both
+    /// backends).
+    pub claims: bool,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +61,7 @@ impl Default for StoreOptions {
             in_flight_lease: DEFAULT_IN_FLIGHT_LEASE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             durability: super::Durability::default(),
+            claims: false,
         }
     }
 }
@@ -337,6 +341,9 @@ impl PostgresStore {
             .map_err(q(context))?
             .ok_or(StoreError::NotInFlight { id })?;
         insert_audit(&mut tx, &NewAudit::outcome(now, &keys, outcome)).await?;
+        if outcome.event == AuditEvent::Deployed && self.options.claims {
+            super::claims::queue_claim_postgres(&mut tx, &keys.serial, now).await?;
+        }
         tx.commit().await.map_err(q(match outcome.event {
             AuditEvent::Deployed => "committing the deployment",
             _ => "committing the failure",
@@ -390,6 +397,9 @@ impl PostgresStore {
         let (keys, detail) = (d.audit_keys(keys), d.detail());
         let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
         insert_audit(&mut tx, &audit).await?;
+        if d.state == IdentityState::Deployed && self.options.claims {
+            super::claims::queue_claim_postgres(&mut tx, &d.serial, d.now_ms).await?;
+        }
         tx.commit().await.map_err(q("committing the resolution"))?;
         Ok(Resolution::Resolved)
     }

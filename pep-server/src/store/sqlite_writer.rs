@@ -51,6 +51,8 @@ pub(super) enum Write {
         detail: String,
         duration_ms: i64,
         now_ms: i64,
+        /// Queue the gateway's cloud claim in the same transaction.
+        claim: bool,
     },
     /// `in_flight` → `failed`; audit `failed`.
     Failed {
@@ -64,8 +66,15 @@ pub(super) enum Write {
     },
     /// The certificate of in-flight row `id`, before its first byte goes to FCC (no audit row).
     Ahead { id: i64, ahead: Box<WriteAhead> },
-    /// An operator's resolution of an in-doubt serial; audit `resolved`.
-    Resolve(Decision),
+    /// An operator's resolution of an in-doubt serial; audit `resolved`; with `claim`, a
+    /// `deployed` resolution queues the cloud claim in the same transaction.
+    Resolve { decision: Decision, claim: bool },
+    /// Queue the cloud deletion of a claim (no audit row: the revocation that asks audits).
+    ClaimDelete {
+        enrollment_id: String,
+        serial: String,
+        now_ms: i64,
+    },
     /// A refused gateway address: audit `refused` only (no identity row).
     Refused {
         keys: Box<AuditKeys>,
@@ -96,6 +105,8 @@ pub(super) enum Written {
     Resolved(Resolution),
     /// Of [`Write::Refused`].
     Refused,
+    /// Of [`Write::ClaimDelete`].
+    ClaimDelete,
     /// Of [`Write::RecoverInterrupted`]: rows recovered.
     Recovered(u64),
 }
@@ -279,6 +290,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             detail,
             duration_ms,
             now_ms,
+            claim,
         } => finish_attempt(
             conn,
             *id,
@@ -302,8 +314,14 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
                 duration_ms: *duration_ms,
             },
         )
-        .map(|keys| Written::Deployed {
-            created_at: keys.created_at,
+        .and_then(|keys| {
+            if *claim {
+                super::claims::queue_claim_sqlite(conn, &keys.serial, *now_ms)
+                    .map_err(write_error("queueing the cloud claim"))?;
+            }
+            Ok(Written::Deployed {
+                created_at: keys.created_at,
+            })
         }),
         Write::Failed {
             id,
@@ -351,7 +369,24 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             }
             Ok(Written::Ahead)
         }
-        Write::Resolve(decision) => resolve(conn, decision).map(Written::Resolved),
+        Write::Resolve { decision, claim } => {
+            let resolution = resolve(conn, decision)?;
+            if *claim
+                && resolution == Resolution::Resolved
+                && decision.state == IdentityState::Deployed
+            {
+                super::claims::queue_claim_sqlite(conn, &decision.serial, decision.now_ms)
+                    .map_err(write_error("queueing the cloud claim"))?;
+            }
+            Ok(Written::Resolved(resolution))
+        }
+        Write::ClaimDelete {
+            enrollment_id,
+            serial,
+            now_ms,
+        } => super::claims::enqueue_claim_delete_sqlite(conn, enrollment_id, serial, *now_ms)
+            .map(|()| Written::ClaimDelete)
+            .map_err(write_error("queueing a claim deletion")),
         Write::Refused {
             keys,
             detail,
@@ -549,6 +584,8 @@ mod tests {
         conn.execute_batch(include_str!("../../migrations/sqlite/0003_fcc_facts.sql"))
             .unwrap();
         conn.execute_batch(include_str!("../../migrations/sqlite/0004_write_ahead.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0007_claims.sql"))
             .unwrap();
         conn
     }
