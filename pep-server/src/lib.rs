@@ -8,6 +8,7 @@
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
 //! - [`metrics`]: Prometheus counters, written out by hand.
+//! - [`cloud`]: the sender of the store's claim outbox (claims in the device-management cloud).
 //!
 //! # Example
 //!
@@ -60,6 +61,7 @@
 pub mod activity;
 pub mod category;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod http;
 pub mod metrics;
