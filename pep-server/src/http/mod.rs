@@ -11,6 +11,7 @@
 
 mod auth;
 mod backoff;
+mod claims;
 mod error;
 pub mod events;
 pub mod floor;
@@ -131,6 +132,8 @@ pub enum Endpoint {
     IdentitiesList,
     /// `POST /v3/identities/{serial}/resolve`.
     Resolve,
+    /// `GET /v3/claims?state=`.
+    Claims,
 }
 
 /// One route of the API.
@@ -260,6 +263,7 @@ pub const ROUTES: &[RouteSpec] = &[
         PROVISION,
         Endpoint::Resolve,
     ),
+    route("GET", "/v3/claims", READ, Endpoint::Claims),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -292,6 +296,7 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::Inventory => on(method, read::inventory),
         Endpoint::IdentitiesList => on(method, resolve::identities),
         Endpoint::Resolve => on(method, resolve::resolve),
+        Endpoint::Claims => on(method, claims::claims),
     }
 }
 

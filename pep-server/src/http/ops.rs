@@ -126,6 +126,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: the store does not answer"),
     }
+    match state.provisioner.store().claim_stats().await {
+        Ok(stats) => text.push_str(&crate::metrics::render_claims(&stats)),
+        Err(e) => tracing::warn!(error = %e, "metrics: the claim outbox does not answer"),
+    }
     (
         [(
             header::CONTENT_TYPE,
