@@ -22,6 +22,9 @@
 #   TLS [0]            1: the API over HTTPS (`[tls] cert`/`key` from a throw-away test CA made
 #                      with openssl in the work dir; the fleet uses --ca-cert, keeps its
 #                      connections alive and resumes TLS sessions); compare with a TLS=0 run
+#   CLOUD [off]        each | bulk: claim every deployed gateway in the cloud stand-in
+#                      (`cloud-standin`, started per run; see bench/lib.sh); compare with a
+#                      CLOUD=off run (issue #18: each must keep >= 90 % of the rate)
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 
