@@ -25,6 +25,9 @@
 #   WEBHOOKS [0]       1: an event webhook (deployed, failed) to a local receiver
 #                      (bench/hook_receiver.py, verifies every signature); compare with a
 #                      WEBHOOKS=0 run (issue #17: the rate with webhooks stays >= 70 %)
+#   CLOUD [off]        each | bulk: claim every deployed gateway in the cloud stand-in
+#                      (`cloud-standin`, started per run; see bench/lib.sh); compare with a
+#                      CLOUD=off run (issue #18: each must keep >= 90 % of the rate)
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 

@@ -15,6 +15,11 @@
 # server, received by bench/hook_receiver.py on 127.0.0.1 (it verifies every signature); the
 # rate then includes writing the outbox and sending it. stop_server prints what the receiver got.
 # The server must have the `[hooks]` settings.
+# CLOUD [off]: `each` or `bulk` claims every deployed gateway in the device-management cloud
+# (issue #18): each run starts the cloud stand-in (`cloud-standin`, test support, on 127.0.0.1)
+# and the server's config gets `[cloud] mode`, `api_url` and an `api_key_file`; the stand-in's
+# last line (how many IDs it accepted, how many twice) is printed after each run. Compare the
+# rate with a CLOUD=off run (target: at least 90 %). The server must have the `[cloud]` settings.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -37,6 +42,7 @@ SERVER_PID=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
     if [[ -n "$HOOK_PID" ]]; then kill "$HOOK_PID" 2>/dev/null || true; wait "$HOOK_PID" 2>/dev/null || true; fi
+    if [[ -n "$CLOUD_PID" ]]; then kill "$CLOUD_PID" 2>/dev/null || true; wait "$CLOUD_PID" 2>/dev/null || true; fi
     if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
@@ -71,11 +77,20 @@ fi
 if [[ "$WEBHOOKS" != 0 && "$WEBHOOKS" != 1 ]]; then
     echo "WEBHOOKS must be 0 or 1, not \`$WEBHOOKS\`" >&2; exit 2
 fi
+CLOUD="${CLOUD:-off}"
+CLOUD_PID=""
+CLOUD_DIR=""
+BUILD_CLOUD=()
+case "$CLOUD" in
+    off) ;;
+    each|bulk) BUILD_CLOUD=(-p cloud-standin) ;;
+    *) echo "CLOUD must be off, each or bulk, not \`$CLOUD\`" >&2; exit 2 ;;
+esac
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
-(cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen)
-echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME, webhooks $([[ "$WEBHOOKS" == 1 ]] && echo on || echo off)"
+(cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen "${BUILD_CLOUD[@]}")
+echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME, webhooks $([[ "$WEBHOOKS" == 1 ]] && echo on || echo off), cloud claims: $CLOUD"
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -105,6 +120,7 @@ start_server() {
         printf '\n[[hooks.events]]\nname = "bench"\nurl = "http://127.0.0.1:%s/hook"\nevents = ["deployed", "failed"]\nsecret_file = "%s"\n' \
             "$(cat "$dir/hook.port")" "$dir/hook.secret" >> "$dir/pep.toml"
     fi
+    if [[ "$CLOUD" != off ]]; then start_cloud "$dir"; fi
     if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
     "$SERVER_BIN" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &
     SERVER_PID=$!
@@ -117,12 +133,33 @@ start_server() {
     ADDR="${ADDR#*://}"
     [[ -n "$ADDR" ]] || { echo "pep-server did not start:"; cat "$dir/server.err"; exit 1; }
 }
+# start_cloud DIR: the cloud stand-in for one run, and the server's `[cloud]` section.
+start_cloud() {
+    local dir="$1"
+    CLOUD_DIR="$dir"
+    (umask 077 && echo "ak_bench_$(openssl rand -hex 16)" > "$dir/cloud.key")
+    "$BIN/cloud-standin" --api-key-file "$dir/cloud.key" > "$dir/cloud.out" 2> "$dir/cloud.err" &
+    CLOUD_PID=$!
+    for _ in $(seq 1 100); do
+        if grep -q '^listening on ' "$dir/cloud.out" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    local addr
+    addr="$(sed -n 's/^listening on //p' "$dir/cloud.out")"
+    [[ -n "$addr" ]] || { echo "cloud-standin did not start:"; cat "$dir/cloud.err"; exit 1; }
+    printf '\n[cloud]\nmode = "%s"\napi_url = "http://%s"\napi_key_file = "%s"\nbulk_interval_s = 5\n' \
+        "$CLOUD" "$addr" "$dir/cloud.key" >> "$dir/pep.toml"
+}
 stop_server() {
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
     if [[ -n "$HOOK_PID" ]]; then
         kill "$HOOK_PID"; wait "$HOOK_PID" 2>/dev/null || true; HOOK_PID=""
         # What arrived by the time the server stopped; the rest waits in the run's outbox.
         echo "   webhook receiver: $(cat "$HOOK_COUNT" 2>/dev/null || echo 'no count written')"
+    fi
+    if [[ -n "$CLOUD_PID" ]]; then
+        kill "$CLOUD_PID"; wait "$CLOUD_PID" 2>/dev/null || true; CLOUD_PID=""
+        echo "   cloud stand-in: $(tail -1 "$CLOUD_DIR/cloud.out")"
     fi
     if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null; PG_DB=""; fi
 }

@@ -161,6 +161,9 @@ async fn list_enrollment_ids(api: &PepApi, args: ListEnrollmentIds) -> Result<()
         "JSON output saved successfully at {}",
         json_path.display()
     ))?;
+    if let Some(summary) = claim_summary(&results) {
+        print_line(&summary)?;
+    }
     if args.export == Some(ExportFormat::Csv) {
         let doc = crate::csv::document(&results).map_err(|detail| CliError::BadAnswer {
             what: "list-enrollment-ids".to_owned(),
@@ -173,6 +176,27 @@ async fn list_enrollment_ids(api: &PepApi, args: ListEnrollmentIds) -> Result<()
         ))?;
     }
     Ok(())
+}
+
+/// The cloud claim states of the listed gateways (each entry's `claimState`, present when the
+/// server claims them in the device-management cloud): "cloud claims: 3 claimed, 1 pending".
+/// `None` when no entry has one.
+fn claim_summary(results: &[serde_json::Value]) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for entry in results {
+        if let Some(state) = entry.get("claimState").and_then(serde_json::Value::as_str) {
+            *counts.entry(state).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return None;
+    }
+    let unclaimed = results.len() - counts.values().sum::<usize>();
+    let mut parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    if unclaimed > 0 {
+        parts.push(format!("{unclaimed} not queued"));
+    }
+    Some(format!("cloud claims: {}", parts.join(", ")))
 }
 
 /// Follows the `next` links from `first` until an empty page (or no link).
@@ -471,6 +495,21 @@ async fn provision(api: &PepApi, args: Provision) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_states_are_summed_up() {
+        let entries = [
+            serde_json::json!({"claimState": "claimed"}),
+            serde_json::json!({"claimState": "claimed"}),
+            serde_json::json!({"claimState": "rejected"}),
+            serde_json::json!({}),
+        ];
+        assert_eq!(
+            claim_summary(&entries).as_deref(),
+            Some("cloud claims: 2 claimed, 1 rejected, 1 not queued")
+        );
+        assert_eq!(claim_summary(&entries[3..]), None);
+    }
 
     #[test]
     fn output_names_follow_the_old_tool() {

@@ -10,6 +10,7 @@
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
 //! - [`metrics`]: Prometheus counters, written out by hand.
 //! - [`hooks`]: the event webhooks' delivery task (the outbox it sends is the store's).
+//! - [`cloud`]: the sender of the store's claim outbox (claims in the device-management cloud).
 //!
 //! # Example
 //!
@@ -63,6 +64,7 @@ pub mod activity;
 pub mod audit;
 pub mod category;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod hooks;
 pub mod http;

@@ -61,6 +61,10 @@ enum Command {
     /// in files or in a PKCS#11 token. Does not read the config.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Claims of deployed gateways in the device-management cloud (`[cloud]`). With SQLite, stop
+    /// the server first (one process per database file).
+    #[command(subcommand)]
+    Cloud(CloudCommand),
     #[command(flatten)]
     Docs(completions::DocsCommand),
 }
@@ -139,6 +143,24 @@ enum CaCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CloudCommand {
+    /// Send the due claims (and claim deletions) now, until none is due; with --dry-run, print
+    /// what would be sent and change nothing.
+    Sync {
+        /// Print the requests (or bulk files) that would be sent; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Queue again every claim in STATE (after fixing the API key: `--state rejected`); the
+    /// server sends them at once.
+    Retry {
+        /// The state to re-queue: rejected, already_claimed or retrying.
+        #[arg(long, value_name = "STATE")]
+        state: String,
+    },
+}
+
 /// What both `ca` commands make: the CA's name, and a self-signed certificate or a request.
 #[derive(Debug, clap::Args)]
 struct NewCaArgs {
@@ -167,6 +189,13 @@ fn main() -> ExitCode {
         Command::Audit(command) => audit_command(command, cli.config),
         Command::Ca(command) => match ca_command(command) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("pep-server: {message}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Cloud(command) => match load_config(cli.config) {
+            Ok((_, config)) => cloud_command(&config, command),
             Err(message) => {
                 eprintln!("pep-server: {message}");
                 ExitCode::FAILURE
@@ -659,6 +688,11 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
         Some(tokio::spawn(deliverer.run(hooks_stopped)))
     };
     let checkpoint_interval = config.audit.checkpoint_interval();
+    // After the store (its leases) and before the first request: claims queued by a previous
+    // run are sent again at once; provisioning never waits for it.
+    let sender = pep_server::cloud::Sender::start(&config, store.clone())
+        .await
+        .map_err(|e| format!("cannot start the cloud claim sender: {e}"))?;
     let provisioner = Provisioner::new(Arc::new(config), store)
         .map_err(|e| format!("cannot start the provisioner: {e}"))?;
     // The audit chain heads are signed now (covering the recovery rows of the open), before the
@@ -706,6 +740,10 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
     if let Some(deliverer) = deliverer {
         let _ = deliverer.await;
     }
+    if let Some(sender) = sender {
+        // Requests in flight to the cloud finish and are settled; the rest waits in the outbox.
+        sender.stop(CLOUD_STOP_GRACE).await;
+    }
     checkpoints.abort();
     if let Err(e) =
         pep_server::audit::checkpoint::checkpoint(&checkpoint_store, &checkpoint_ca).await
@@ -714,6 +752,185 @@ async fn serve(path: &Path, config: Config) -> Result<(), String> {
     }
     served.map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// How long a stopping server waits for the claims in flight to the cloud (each request has its
+/// own 30 s timeout).
+const CLOUD_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(35);
+
+/// `cloud sync [--dry-run]` and `cloud retry --state`.
+fn cloud_command(config: &Config, command: CloudCommand) -> ExitCode {
+    init_tracing(LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pep-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cloud_command_async(config, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("pep-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cloud_command_async(config: &Config, command: CloudCommand) -> Result<(), String> {
+    use pep_server::cloud::{SenderOptions, Worker};
+    use pep_server::config::CloudMode;
+    use pep_server::store::ClaimState;
+    let state = match &command {
+        CloudCommand::Retry { state } => Some(
+            state
+                .parse::<ClaimState>()
+                .ok()
+                .filter(|s| {
+                    matches!(
+                        s,
+                        ClaimState::Rejected | ClaimState::AlreadyClaimed | ClaimState::Retrying
+                    )
+                })
+                .ok_or_else(|| {
+                    format!("--state `{state}`: must be rejected, already_claimed or retrying")
+                })?,
+        ),
+        CloudCommand::Sync { .. } => None,
+    };
+    // Its own server id: on a shared database, opening never recovers a live server's attempts.
+    let mut options = config.store_options();
+    options.server_id = format!("{}/cloud-cli", options.server_id);
+    let store = Store::open_with(&config.database_url, options)
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let result = async {
+        match command {
+            CloudCommand::Retry { .. } => {
+                let Some(state) = state else {
+                    return Ok(());
+                };
+                let n = store
+                    .retry_claims(state)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("re-queued {n} {state} claims: the server sends them now");
+                Ok(())
+            }
+            CloudCommand::Sync { dry_run: true } => cloud_dry_run(config, &store).await,
+            CloudCommand::Sync { dry_run: false } => {
+                if config.cloud.mode == CloudMode::Off {
+                    return Err(
+                        "cloud.mode is \"off\": set it to \"each\" or \"bulk\" to send claims"
+                            .to_owned(),
+                    );
+                }
+                let key = config.cloud.load_api_key().map_err(|e| format!("cloud.api_key_file: {e}"))?;
+                let client = pep_server::cloud::CloudClient::new(
+                    config.cloud.api_base(&config.defaults.api_address),
+                    key,
+                )
+                .map_err(|e| e.to_string())?;
+                let server = config.server_id();
+                store.release_claim_leases(&server).await.map_err(|e| e.to_string())?;
+                let mut worker = Worker::new(store.clone(), client, SenderOptions::of(config));
+                let mut sent = 0;
+                loop {
+                    let round = worker.round().await.map_err(|e| e.to_string())?;
+                    sent += round.sent;
+                    if round.taken == 0 || worker.auth_refused() {
+                        break;
+                    }
+                }
+                let stats = store.claim_stats().await.map_err(|e| e.to_string())?;
+                println!("sent {sent} requests");
+                for s in ClaimState::ALL {
+                    println!("{:<16} {}", s.as_str(), stats.claims_in(s));
+                }
+                if worker.auth_refused() {
+                    return Err("the cloud refused the API key (401/403): fix cloud.api_key_file, then `pep-server cloud retry --state rejected`".to_owned());
+                }
+                Ok(())
+            }
+        }
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// `cloud sync --dry-run`: every due claim and deletion as the sender would send it.
+async fn cloud_dry_run(config: &Config, store: &Store) -> Result<(), String> {
+    use pep_server::config::CloudMode;
+    use pep_server::store::{ClaimAction, ClaimRow, ClaimState, SortOrder};
+    let base = config.cloud.api_base(&config.defaults.api_address);
+    let mut rows: Vec<ClaimRow> = Vec::new();
+    for state in [ClaimState::Pending, ClaimState::Retrying] {
+        let mut after = None;
+        loop {
+            let page = store
+                .list_claims(Some(state), 1000, SortOrder::Asc, after)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            rows.extend(page);
+        }
+    }
+    rows.sort_by_key(|r| r.id);
+    let (claims, deletes): (Vec<&ClaimRow>, Vec<&ClaimRow>) =
+        rows.iter().partition(|r| r.action == ClaimAction::Claim);
+    let mode = config.cloud.mode;
+    if mode == CloudMode::Bulk {
+        let ids: Vec<String> = claims.iter().map(|r| r.enrollment_id.clone()).collect();
+        let files = pep_server::cloud::split_files(&ids, config.cloud.bulk_max_file_bytes);
+        for (i, file) in files.iter().enumerate() {
+            println!(
+                "POST {base}/v3/device-enrollments-bulk-uploads  file {} of {}: {} IDs, {} bytes",
+                i + 1,
+                files.len(),
+                file.len(),
+                pep_server::cloud::csv_file(file).len()
+            );
+            for id in file {
+                println!("  {id}");
+            }
+        }
+    } else {
+        for r in &claims {
+            println!(
+                "POST {base}/v3/device-enrollments {{\"enrollment_identity\":\"{}\"}}  # {} {} (attempts {})",
+                r.enrollment_id, r.serial, r.state, r.attempts
+            );
+        }
+    }
+    for r in &deletes {
+        match &r.cloud_id {
+            Some(id) => println!(
+                "DELETE {base}/v3/device-enrollments/{id}  # {} {}",
+                r.serial, r.enrollment_id
+            ),
+            None => println!(
+                "POST {base}/v3/device-enrollments-bulk-deletes  # {} {}",
+                r.serial, r.enrollment_id
+            ),
+        }
+    }
+    println!(
+        "{} claims and {} deletions would be sent (mode {}{}); nothing was sent",
+        claims.len(),
+        deletes.len(),
+        mode.as_str(),
+        if mode == CloudMode::Off {
+            ": the server sends nothing while cloud.mode is off"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

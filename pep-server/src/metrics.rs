@@ -267,6 +267,44 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
+/// The cloud claim outbox's rows by state (`[cloud]`, issue #18), as Prometheus gauges:
+/// `pep_cloud_claims{state}` and `pep_cloud_claim_deletes{state}`. Read from the store, so every
+/// server of a shared database reports the same counts.
+pub fn render_claims(stats: &crate::store::ClaimStats) -> String {
+    use crate::store::ClaimState;
+    use std::fmt::Write as _;
+    let mut text = String::from(
+        "# HELP pep_cloud_claims Enrollment-ID claims in the cloud outbox by state.\n\
+         # TYPE pep_cloud_claims gauge\n",
+    );
+    for state in ClaimState::ALL {
+        if state != ClaimState::Deleted {
+            let _ = writeln!(
+                text,
+                "pep_cloud_claims{{state=\"{state}\"}} {}",
+                stats.claims_in(state)
+            );
+        }
+    }
+    text.push_str(
+        "# HELP pep_cloud_claim_deletes Claim deletions in the cloud outbox by state.\n\
+         # TYPE pep_cloud_claim_deletes gauge\n",
+    );
+    for state in [
+        ClaimState::Pending,
+        ClaimState::Retrying,
+        ClaimState::Deleted,
+        ClaimState::Rejected,
+    ] {
+        let _ = writeln!(
+            text,
+            "pep_cloud_claim_deletes{{state=\"{state}\"}} {}",
+            stats.deletes_in(state)
+        );
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,8 @@ pub struct CheckSummary {
     pub stations: usize,
     /// `[[stations]]`: client certificate subjects mapped to roles (mTLS).
     pub certificate_stations: usize,
+    /// `[cloud]`: the mode, and where claims go (never the key).
+    pub cloud: String,
 }
 
 impl fmt::Display for CheckSummary {
@@ -118,7 +120,8 @@ impl fmt::Display for CheckSummary {
             f,
             "stations:       {} (tokens with the provision role), {} by client certificate",
             self.stations, self.certificate_stations
-        )
+        )?;
+        writeln!(f, "cloud claims:   {}", self.cloud)
     }
 }
 
@@ -165,6 +168,19 @@ impl Config {
                     .count(),
                 tokens: tokens.len(),
                 certificate_stations: self.stations.len(),
+                cloud: match self.cloud.mode {
+                    super::CloudMode::Off => "off".to_owned(),
+                    mode => format!(
+                        "{} to {} (key from {})",
+                        mode.as_str(),
+                        self.cloud.api_base(&self.defaults.api_address),
+                        self.cloud
+                            .api_key_file
+                            .as_deref()
+                            .map(super::path_for_people)
+                            .unwrap_or_default()
+                    ),
+                },
             }
         });
         (report, summary)
@@ -230,6 +246,7 @@ impl Config {
         self.check_fcc(&mut r);
         self.check_defaults(&mut r);
         self.hooks.check(&mut r);
+        self.cloud.check(&self.defaults.api_address, &mut r);
 
         let prepared = match (r.is_ok(), ca, bootstrap_ca_der) {
             (true, Some(ca), Some(bootstrap_ca_der)) => Some(Prepared {

@@ -20,6 +20,7 @@
 
 mod check;
 pub mod hooks;
+pub mod cloud;
 pub mod security;
 pub mod values;
 
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::category::Category;
 pub use check::{CheckIssue, CheckReport, CheckSummary};
+pub use cloud::{ApiKey, CloudConfig, CloudMode};
 pub use values::{BootstrapUri, UtcOffset};
 
 /// Default listen address of the HTTP API (the old server's port).
@@ -139,6 +141,9 @@ pub struct Config {
     /// `[hooks]`: the event webhooks (`[[hooks.events]]`) and their delivery.
     #[serde(default)]
     pub hooks: hooks::HooksConfig,
+    /// Claiming deployed gateways in the device-management cloud (default: off).
+    #[serde(default)]
+    pub cloud: CloudConfig,
     /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
     /// of the secrets it holds.
     #[serde(skip)]
@@ -715,6 +720,9 @@ impl Config {
             rebase(p, base);
         }
         self.hooks.resolve_relative_to(base);
+        if let Some(p) = self.cloud.api_key_file.as_mut() {
+            rebase(p, base);
+        }
         if let Some(tls) = self.tls.as_mut() {
             rebase(&mut tls.cert, base);
             rebase(&mut tls.key, base);
@@ -786,6 +794,7 @@ impl Config {
             in_flight_lease: Duration::from_millis(longest_ms.saturating_mul(10)),
             durability: self.store.durability,
             event_routes: self.hooks.event_routes(),
+            claims: self.cloud.mode != CloudMode::Off,
             ..crate::store::StoreOptions::default()
         }
     }

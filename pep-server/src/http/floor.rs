@@ -23,8 +23,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 pub use html::{FLOOR_CSS, FLOOR_JS};
 pub use view::{
-    AttemptRow, CHART_MINUTES, Counters, Live, MinuteBar, RECENT_ATTEMPTS, Snapshot, audit_message,
-    day_start_ms, event_text, live, row_of_audit, row_of_event, snapshot, status_name,
+    AttemptRow, CHART_MINUTES, CloudTile, Counters, Live, MinuteBar, RECENT_ATTEMPTS, Snapshot,
+    audit_message, day_start_ms, event_text, live, row_of_audit, row_of_event, snapshot,
+    status_name,
 };
 
 use super::AppState;

@@ -11,6 +11,7 @@
 
 mod auth;
 mod backoff;
+mod claims;
 mod error;
 pub mod events;
 pub mod floor;
@@ -134,6 +135,8 @@ pub enum Endpoint {
     Resolve,
     /// `GET /v3/hooks/deliveries?state=`.
     HookDeliveries,
+    /// `GET /v3/claims?state=`.
+    Claims,
 }
 
 /// One route of the API.
@@ -269,6 +272,7 @@ pub const ROUTES: &[RouteSpec] = &[
         READ,
         Endpoint::HookDeliveries,
     ),
+    route("GET", "/v3/claims", READ, Endpoint::Claims),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -302,6 +306,7 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::IdentitiesList => on(method, resolve::identities),
         Endpoint::Resolve => on(method, resolve::resolve),
         Endpoint::HookDeliveries => on(method, hooks::deliveries),
+        Endpoint::Claims => on(method, claims::claims),
     }
 }
 

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{ROUTES, auth, events, floor, hooks, identity, ops, read, resolve};
+use super::{ROUTES, auth, claims, events, floor, hooks, identity, ops, read, resolve};
 
 /// The document. `paths(...)` lists every handler; [`Aliases`] adds the paths without `/v3`.
 #[derive(OpenApi)]
@@ -56,6 +56,7 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
         resolve::identities,
         resolve::resolve,
         hooks::deliveries,
+        claims::claims,
         floor::to_floor,
         floor::page,
         auth::login,
@@ -68,10 +69,12 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
             EnrollmentPage,
             IdentityPage,
             DeliveryPage,
+            ClaimPage,
             AuditPage,
             floor::Snapshot,
             floor::AttemptRow,
-            floor::Live
+            floor::Live,
+            floor::CloudTile
         ),
         responses(
             BadRequest,
@@ -297,6 +300,15 @@ pub(crate) struct DeliveryStateQuery {
     state: String,
 }
 
+/// The state parameter of `GET /v3/claims`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct ClaimStateQuery {
+    /// pending, retrying, claimed, already_claimed, rejected or deleted; absent: every row.
+    state: Option<String>,
+}
+
 /// The body of `POST /v3/identities/{serial}/resolve`.
 #[derive(ToSchema)]
 #[allow(dead_code)] // read by the document only
@@ -431,6 +443,9 @@ pub(crate) struct EnrollmentEntry {
     enrollmentID: String,
     /// Creation time, milliseconds since the Unix epoch.
     createdAt: i64,
+    /// The state of its claim in the device-management cloud (`[cloud]`): pending, retrying,
+    /// claimed, already_claimed or rejected; absent when none was queued.
+    claimState: Option<String>,
 }
 
 /// A HAL link.
@@ -513,6 +528,29 @@ pub(crate) struct DeliveryPage {
     /// The entries: _id, eventId, receiver, serialNumber, event, state, attempts, nextAttemptAt,
     /// lastError, createdAt, updatedAt, deliveredAt (ms since the epoch) and payload (the JSON
     /// the receiver gets).
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<serde_json::Value>,
+}
+
+/// One page of `GET /v3/claims`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct ClaimPage {
+    /// self and, when the page is not empty, next.
+    #[schema(inline)]
+    _links: PageLinks,
+    /// The state listed, when one was asked for.
+    state: Option<String>,
+    /// Entries in this page.
+    total_count: u32,
+    /// The page size asked for.
+    limit: u32,
+    /// ASC or DESC.
+    #[schema(inline)]
+    order: OrderName,
+    /// The entries: _id, enrollmentID, serialNumber, action (claim or delete), state, attempts,
+    /// nextAttemptAt, lastError, claimedBy (the server that sent it), bulkTask, cloudId,
+    /// createdAt, updatedAt.
     #[schema(value_type = Vec<Object>)]
     results: Vec<serde_json::Value>,
 }

@@ -131,6 +131,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         Ok(counts) => crate::metrics::render_hook_deliveries(&counts, &mut text),
         Err(e) => tracing::warn!(error = %e, "metrics: the webhook outbox does not answer"),
     }
+    match state.provisioner.store().claim_stats().await {
+        Ok(stats) => text.push_str(&crate::metrics::render_claims(&stats)),
+        Err(e) => tracing::warn!(error = %e, "metrics: the claim outbox does not answer"),
+    }
     (
         [(
             header::CONTENT_TYPE,

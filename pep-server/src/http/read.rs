@@ -175,7 +175,7 @@ fn order_name(order: SortOrder) -> &'static str {
 }
 
 fn record_json(r: &IdentityRecord) -> Value {
-    json!({
+    let mut entry = json!({
         "_id": r.id.to_string(),
         "serialNumber": r.serial_number,
         "deviceID": r.device_id,
@@ -189,7 +189,12 @@ fn record_json(r: &IdentityRecord) -> Value {
         "gatewayServicesAddress": r.gateway_services_address,
         "enrollmentID": r.enrollment_id,
         "createdAt": r.created_at_ms,
-    })
+    });
+    // Only with a queued cloud claim: the old tool's entries stay exactly as they were.
+    if let (Some(state), Value::Object(map)) = (r.claim_state, &mut entry) {
+        map.insert("claimState".into(), state.as_str().into());
+    }
+    entry
 }
 
 /// `GET /v3/enrollment-ids?limit=&order=&last=`: one page of deployed gateways as HAL JSON.

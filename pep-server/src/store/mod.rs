@@ -274,6 +274,13 @@ pub use outbox::{
     Settle, Settlement,
 };
 
+// After `text_enum!` and `on_pool!`, which it uses. Its `Settlement` (a cloud answer) is
+// `store::claims::Settlement`, beside the webhook outbox's `store::Settlement`.
+pub mod claims;
+pub use claims::{
+    ClaimAction, ClaimError, ClaimRow, ClaimState, ClaimStats, enqueue_claim_delete_postgres,
+};
+
 /// State of an identity row (the `state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdentityState {
@@ -393,6 +400,8 @@ pub struct IdentityRecord {
     /// Creation time, ms since the epoch.
     #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
+    /// The state of its cloud claim (`[cloud]`), if one was queued.
+    pub claim_state: Option<ClaimState>,
 }
 
 /// Everything stored about one serial (for operators and tests; never holds a private key).
@@ -1009,7 +1018,8 @@ impl Store {
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(
-                SqliteStore::open(url, options.durability, options.event_routes).await?,
+                SqliteStore::open(url, options.durability, options.event_routes, options.claims)
+                    .await?,
             ))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PostgresStore::open(url, options).await?))

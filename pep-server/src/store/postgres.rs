@@ -62,6 +62,9 @@ pub struct StoreOptions {
     /// The webhook receivers (`[[hooks.events]]`; both backends): each outcome puts its event
     /// into their outbox in its own transaction. Empty (default): no outbox row is written.
     pub event_routes: EventRoutes,
+    /// Queue a cloud claim in the transaction of each deployment (`[cloud] mode` not `off`; both
+    /// backends).
+    pub claims: bool,
 }
 
 impl Default for StoreOptions {
@@ -72,6 +75,7 @@ impl Default for StoreOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             durability: super::Durability::default(),
             event_routes: EventRoutes::default(),
+            claims: false,
         }
     }
 }
@@ -387,6 +391,9 @@ impl PostgresStore {
             .map_err(q(context))?
             .ok_or(StoreError::NotInFlight { id })?;
         enqueue(&mut tx, &self.options.event_routes, &event(&keys)).await?;
+        if outcome.event == AuditEvent::Deployed && self.options.claims {
+            super::claims::queue_claim_postgres(&mut tx, &keys.serial, now).await?;
+        }
         let context = match outcome.event {
             AuditEvent::Deployed => "committing the deployment",
             _ => "committing the failure",
@@ -441,6 +448,9 @@ impl PostgresStore {
         };
         let (keys, detail) = (d.audit_keys(keys), d.detail());
         let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
+        if d.state == IdentityState::Deployed && self.options.claims {
+            super::claims::queue_claim_postgres(&mut tx, &d.serial, d.now_ms).await?;
+        }
         self.append_and_commit(tx, &[audit], "committing the resolution")
             .await?;
         Ok(Resolution::Resolved)

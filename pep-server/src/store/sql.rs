@@ -5,11 +5,12 @@
 //! text below each `$N` first appears in ascending order (a unit test checks it). The few texts
 //! that differ per backend say why.
 
-/// The columns of [`super::IdentityRecord`].
+/// The columns of [`super::IdentityRecord`] (`i`: identities, `c`: its claim, if any).
 macro_rules! record_columns {
     () => {
-        "id, serial, device_id, TRUE AS deployed, hardware_version, radio_config, led_config, \
-         category, cloud_address, api_address, gateway_services_address, enrollment_id, created_at"
+        "i.id, i.serial, i.device_id, TRUE AS deployed, i.hardware_version, i.radio_config, \
+         i.led_config, i.category, i.cloud_address, i.api_address, i.gateway_services_address, \
+         i.enrollment_id, i.created_at, c.state AS claim_state"
     };
 }
 
@@ -199,13 +200,17 @@ pub(super) const VERIFICATION_KEY: &str = "SELECT verification_key FROM identiti
 /// million.
 pub(super) const LIST_DEPLOYED_ASC: &str = select!(
     record_columns,
-    "FROM identities WHERE state = 'deployed' AND id > $1 ORDER BY id ASC LIMIT $2"
+    "FROM identities i LEFT JOIN claims c ON c.enrollment_id = i.enrollment_id \
+         AND c.action = 'claim' \
+     WHERE i.state = 'deployed' AND i.id > $1 ORDER BY i.id ASC LIMIT $2"
 );
 
 /// Deployed identities before a cursor, newest first.
 pub(super) const LIST_DEPLOYED_DESC: &str = select!(
     record_columns,
-    "FROM identities WHERE state = 'deployed' AND id < $1 ORDER BY id DESC LIMIT $2"
+    "FROM identities i LEFT JOIN claims c ON c.enrollment_id = i.enrollment_id \
+         AND c.action = 'claim' \
+     WHERE i.state = 'deployed' AND i.id < $1 ORDER BY i.id DESC LIMIT $2"
 );
 
 /// Rows per state.
@@ -350,6 +355,102 @@ pub(super) const DELIVERIES_FOR: &str = select!(
     delivery_columns,
     "FROM hook_deliveries WHERE serial = $1 ORDER BY id"
 );
+/// The columns of [`super::ClaimRow`].
+macro_rules! claim_columns {
+    () => {
+        "id, enrollment_id, serial, action, state, attempts, next_attempt_at, last_error, \
+         claimed_by, bulk_task, cloud_id, created_at, updated_at"
+    };
+}
+
+/// The cloud claim of a deployed serial, queued in the transaction that deploys it (`[cloud]
+/// mode` not `off`): `$1` now, `$2` the serial. An enrollment ID queued already stays as it is.
+/// (SQLite needs the `WHERE` before `ON CONFLICT` of an `INSERT … SELECT`; it is there.)
+pub(super) const QUEUE_CLAIM: &str = "INSERT INTO claims (enrollment_id, serial, action, state, \
+         attempts, next_attempt_at, created_at, updated_at) \
+     SELECT enrollment_id, serial, 'claim', 'pending', 0, $1, $1, $1 FROM identities \
+     WHERE serial = $2 AND state = 'deployed' AND enrollment_id IS NOT NULL \
+     ON CONFLICT (enrollment_id, action) DO NOTHING";
+
+/// The deletion of a claim in the cloud (a revoked or scrapped gateway): `$1` enrollment ID,
+/// `$2` serial, `$3` now. The cloud's id of the claim, when known, is copied for `DELETE
+/// /v3/device-enrollments/{id}`; a deletion queued before is queued again.
+pub(super) const QUEUE_CLAIM_DELETE: &str = "INSERT INTO claims (enrollment_id, serial, action, \
+         state, attempts, next_attempt_at, cloud_id, created_at, updated_at) \
+     VALUES ($1, $2, 'delete', 'pending', 0, $3, \
+         (SELECT cloud_id FROM claims WHERE enrollment_id = $1 AND action = 'claim'), $3, $3) \
+     ON CONFLICT (enrollment_id, action) DO UPDATE SET state = 'pending', attempts = 0, \
+         next_attempt_at = EXCLUDED.next_attempt_at, cloud_id = EXCLUDED.cloud_id, \
+         last_error = NULL, lease_until = NULL, bulk_task = NULL, updated_at = EXCLUDED.updated_at";
+
+/// The rows due to be sent, oldest first, whose lease is free: `$1` takes them until `$2`, `$3`
+/// is now, `$4` how many. A deletion waits until its claim is settled (never overtakes it).
+macro_rules! take_claims {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE claims SET claimed_by = $1, lease_until = $2, updated_at = $3 \
+             WHERE id IN (SELECT id FROM claims d \
+                 WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $3 \
+                     AND (d.lease_until IS NULL OR d.lease_until < $3) \
+                     AND (d.action = 'claim' OR NOT EXISTS (SELECT 1 FROM claims c \
+                         WHERE c.enrollment_id = d.enrollment_id AND c.action = 'claim' \
+                             AND c.state IN ('pending', 'retrying'))) \
+                 ORDER BY d.id LIMIT $4",
+            $lock,
+            ") RETURNING ",
+            claim_columns!()
+        )
+    };
+}
+
+/// SQLite: one server per file, nobody to skip.
+pub(super) const TAKE_CLAIMS_SQLITE: &str = take_claims!("");
+
+/// PostgreSQL: rows another server is taking right now are skipped, not waited for; the lease
+/// keeps them from being taken twice after that transaction commits.
+pub(super) const TAKE_CLAIMS_POSTGRES: &str = take_claims!(" FOR UPDATE SKIP LOCKED");
+
+/// The answer to one row, by the server holding it (`$9`): `$1` state, `$2` attempts added,
+/// `$3` next attempt, `$4` error, `$5` the cloud's id (kept when NULL), `$6` when. The lease ends;
+/// `claimed_by` keeps naming the server that sent it.
+pub(super) const SETTLE_CLAIM: &str = "UPDATE claims SET state = $1, attempts = attempts + $2, \
+         next_attempt_at = $3, last_error = $4, cloud_id = COALESCE($5, cloud_id), \
+         lease_until = NULL, bulk_task = NULL, updated_at = $6 \
+     WHERE id = $7 AND claimed_by = $8";
+
+/// A row went out in bulk task `$1` (polled until it completes, also after a restart).
+pub(super) const MARK_BULK: &str = "UPDATE claims SET bulk_task = $1, attempts = attempts + 1, \
+         updated_at = $2 WHERE id = $3 AND claimed_by = $4";
+
+/// Start-up: the leases of a previous run of this server (`$1`; NULL with SQLite: every lease,
+/// the file has one server) end, so its rows are sent again at once.
+pub(super) const RELEASE_CLAIM_LEASES: &str = "UPDATE claims SET lease_until = NULL \
+     WHERE lease_until IS NOT NULL AND ($1 IS NULL OR claimed_by = $1)";
+
+/// Claims after a cursor, in one state (`$1`) or all (`$1` NULL), oldest first.
+pub(super) const LIST_CLAIMS_ASC: &str = select!(
+    claim_columns,
+    "FROM claims WHERE ($1 IS NULL OR state = $1) AND id > $2 ORDER BY id ASC LIMIT $3"
+);
+
+/// Claims before a cursor, newest first.
+pub(super) const LIST_CLAIMS_DESC: &str = select!(
+    claim_columns,
+    "FROM claims WHERE ($1 IS NULL OR state = $1) AND id < $2 ORDER BY id DESC LIMIT $3"
+);
+
+/// Claim rows per action and state.
+pub(super) const CLAIM_STATS: &str =
+    "SELECT action, state, COUNT(*) FROM claims GROUP BY action, state";
+
+/// The latest error the cloud answered (or the network gave), with its serial and time.
+pub(super) const LAST_CLAIM_ERROR: &str = "SELECT last_error, serial, updated_at FROM claims \
+     WHERE last_error IS NOT NULL AND state IN ('rejected', 'retrying', 'already_claimed') \
+     ORDER BY updated_at DESC, id DESC LIMIT 1";
+
+/// `cloud retry --state S`: every row in state `$2` is due again at `$1`.
+pub(super) const RETRY_CLAIMS: &str = "UPDATE claims SET state = 'pending', next_attempt_at = $1, \
+         lease_until = NULL, bulk_task = NULL, updated_at = $1 WHERE state = $2";
 
 /// PostgreSQL: this session's `synchronous_commit`.
 pub(super) const PG_SHOW_SYNCHRONOUS_COMMIT: &str = "SELECT current_setting('synchronous_commit')";
@@ -410,6 +511,18 @@ mod tests {
             LIST_DELIVERIES_DESC,
             DELIVERY_COUNTS,
             DELIVERIES_FOR,
+            QUEUE_CLAIM,
+            QUEUE_CLAIM_DELETE,
+            TAKE_CLAIMS_SQLITE,
+            TAKE_CLAIMS_POSTGRES,
+            SETTLE_CLAIM,
+            MARK_BULK,
+            RELEASE_CLAIM_LEASES,
+            LIST_CLAIMS_ASC,
+            LIST_CLAIMS_DESC,
+            CLAIM_STATS,
+            LAST_CLAIM_ERROR,
+            RETRY_CLAIMS,
         ] {
             let mut seen = 0;
             let mut rest = sql;

@@ -75,6 +75,8 @@ pub struct SqliteStore {
     /// last clone (or when the process dies: the kernel drops it). Start-up recovery marks every
     /// in-flight row of the file, so a second process must never open a live database.
     lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    /// Queue a cloud claim with each deployment (`[cloud] mode` not `off`).
+    claims: bool,
 }
 
 /// Takes the exclusive lock beside the database file `db`, or names the holder's lock file.
@@ -107,11 +109,14 @@ fn lock_database(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
 impl SqliteStore {
     /// Opens (creating if missing) the database, takes its lock, runs the migrations, recovers
     /// interrupted attempts. Fails with [`StoreError::Locked`] while another process has it open.
-    /// Deployed and failed outcomes put events into the webhook outbox for `routes`.
+    /// Deployed and failed outcomes put events into the webhook outbox for `routes`; with
+    /// `claims`, each deployment queues its cloud claim in the same transaction (`[cloud] mode`
+    /// not `off`).
     pub async fn open(
         url: &str,
         durability: Durability,
         routes: EventRoutes,
+        claims: bool,
     ) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open {
             url: url.to_owned(),
@@ -170,6 +175,7 @@ impl SqliteStore {
             writer,
             _scratch: scratch,
             lock: Arc::new(std::sync::Mutex::new(lock)),
+            claims,
         };
         let recovered = store.recover_interrupted().await?;
         if recovered > 0 {
@@ -209,6 +215,7 @@ impl SqliteStore {
             detail: o.detail(),
             duration_ms: o.duration_ms,
             now_ms: now_ms(),
+            claim: self.claims,
         };
         match self.writer.write(write).await? {
             Written::Deployed { created_at } => Ok(created_at),
@@ -248,7 +255,11 @@ impl SqliteStore {
     }
 
     pub(super) async fn resolve(&self, decision: Decision) -> Result<Resolution, StoreError> {
-        match self.writer.write(Write::Resolve(decision)).await? {
+        let write = Write::Resolve {
+            decision,
+            claim: self.claims,
+        };
+        match self.writer.write(write).await? {
             Written::Resolved(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
@@ -286,6 +297,29 @@ impl SqliteStore {
     async fn outbox(&self, write: OutboxWrite) -> Result<u64, StoreError> {
         match self.writer.write(Write::Outbox(Box::new(write))).await? {
             Written::Outbox(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Whether deployments queue their cloud claim.
+    pub(super) fn queues_claims(&self) -> bool {
+        self.claims
+    }
+
+    /// Queues a claim deletion: one write of the writer thread.
+    pub(super) async fn enqueue_claim_delete(
+        &self,
+        enrollment_id: String,
+        serial: String,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let write = Write::ClaimDelete {
+            enrollment_id,
+            serial,
+            now_ms,
+        };
+        match self.writer.write(write).await? {
+            Written::ClaimDelete => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

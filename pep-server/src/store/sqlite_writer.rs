@@ -58,6 +58,8 @@ pub(super) enum Write {
         detail: String,
         duration_ms: i64,
         now_ms: i64,
+        /// Queue the gateway's cloud claim in the same transaction.
+        claim: bool,
     },
     /// `in_flight` → `failed`; audit `failed`.
     Failed {
@@ -71,8 +73,15 @@ pub(super) enum Write {
     },
     /// The certificate of in-flight row `id`, before its first byte goes to FCC (no audit row).
     Ahead { id: i64, ahead: Box<WriteAhead> },
-    /// An operator's resolution of an in-doubt serial; audit `resolved`.
-    Resolve(Decision),
+    /// An operator's resolution of an in-doubt serial; audit `resolved`; with `claim`, a
+    /// `deployed` resolution queues the cloud claim in the same transaction.
+    Resolve { decision: Decision, claim: bool },
+    /// Queue the cloud deletion of a claim (no audit row: the revocation that asks audits).
+    ClaimDelete {
+        enrollment_id: String,
+        serial: String,
+        now_ms: i64,
+    },
     /// A refused gateway address: audit `refused` only (no identity row).
     Refused {
         keys: Box<AuditKeys>,
@@ -118,6 +127,8 @@ pub(super) enum Written {
     Resolved(Resolution),
     /// Of [`Write::Refused`].
     Refused,
+    /// Of [`Write::ClaimDelete`].
+    ClaimDelete,
     /// Of [`Write::RecoverInterrupted`]: rows recovered.
     Recovered(u64),
     /// Of an [`OutboxWrite`] other than a claim: rows written.
@@ -360,6 +371,7 @@ fn apply(
             detail,
             duration_ms,
             now_ms,
+            claim,
         } => finish_attempt(
             conn,
             head,
@@ -385,6 +397,10 @@ fn apply(
             },
         )
         .and_then(|keys| {
+            if *claim {
+                super::claims::queue_claim_sqlite(conn, &keys.serial, *now_ms)
+                    .map_err(write_error("queueing the cloud claim"))?;
+            }
             let event = NewEvent {
                 event: HookEvent::Deployed,
                 serial: keys.serial,
@@ -458,7 +474,24 @@ fn apply(
             }
             Ok(Written::Ahead)
         }
-        Write::Resolve(decision) => resolve(conn, head, decision).map(Written::Resolved),
+        Write::Resolve { decision, claim } => {
+            let resolution = resolve(conn, head, decision)?;
+            if *claim
+                && resolution == Resolution::Resolved
+                && decision.state == IdentityState::Deployed
+            {
+                super::claims::queue_claim_sqlite(conn, &decision.serial, decision.now_ms)
+                    .map_err(write_error("queueing the cloud claim"))?;
+            }
+            Ok(Written::Resolved(resolution))
+        }
+        Write::ClaimDelete {
+            enrollment_id,
+            serial,
+            now_ms,
+        } => super::claims::enqueue_claim_delete_sqlite(conn, enrollment_id, serial, *now_ms)
+            .map(|()| Written::ClaimDelete)
+            .map_err(write_error("queueing a claim deletion")),
         Write::Refused {
             keys,
             detail,
@@ -791,12 +824,14 @@ mod tests {
             .unwrap();
         conn.execute_batch(include_str!("../../migrations/sqlite/0004_write_ahead.sql"))
             .unwrap();
-        conn.execute_batch(include_str!(
-            "../../migrations/sqlite/0009_hook_deliveries.sql"
-        ))
-        .unwrap();
-        conn.execute_batch(include_str!("../../migrations/sqlite/0006_audit_chain.sql"))
-            .unwrap();
+        // The later migrations, in order.
+        for migration in [
+            include_str!("../../migrations/sqlite/0006_audit_chain.sql"),
+            include_str!("../../migrations/sqlite/0007_claims.sql"),
+            include_str!("../../migrations/sqlite/0009_hook_deliveries.sql"),
+        ] {
+            conn.execute_batch(migration).unwrap();
+        }
         conn
     }
 

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use maud::{Markup, PreEscaped, html};
 use sha2::{Digest, Sha256};
 
-use super::view::{AttemptRow, CHART_MINUTES, Live, Snapshot, result_of_event};
+use super::view::{AttemptRow, CHART_MINUTES, CloudTile, Live, Snapshot, result_of_event};
 use crate::http::error::ApiError;
 use crate::http::read::AuditRow;
 
@@ -210,6 +210,26 @@ fn history(rows: &[AuditRow], offset: i32) -> Markup {
 
 /// The `head` of both pages: `title`, the embedded style sheet and, for a page that shows data,
 /// a refresh every 30 s when scripts are off (with them, the event stream keeps it current).
+/// The "Cloud" tile: claimed, waiting, refused, and the latest error.
+fn cloud_tile(c: &CloudTile) -> Markup {
+    let class = if c.rejected > 0 { "tile bad" } else { "tile" };
+    tile(
+        class,
+        "Cloud",
+        "c-cloud-claimed",
+        c.claimed,
+        html! {
+            "claimed · waiting " span id="c-cloud-waiting" { (c.waiting) }
+            " · already " span id="c-cloud-already" { (c.already_claimed) }
+            " · rejected " span id="c-cloud-rejected" { (c.rejected) }
+            @if let Some(error) = &c.last_error {
+                br;
+                span id="c-cloud-error" class="sub" title=(error) { "last error: " (error) }
+            }
+        },
+    )
+}
+
 /// One counter tile: its title, the big number (`id` for the live update) and a line below.
 fn tile(class: &str, title: &str, id: &str, value: impl maud::Render, sub: Markup) -> Markup {
     html! {
@@ -290,6 +310,9 @@ pub fn page(
                             "5 min " span id="c-rate5" { (format!("{:.1}", c.rate5)) }
                             " · 15 min " span id="c-rate15" { (format!("{:.1}", c.rate15)) }
                         }))
+                        @if live.cloud.enabled {
+                            (cloud_tile(&live.cloud))
+                        }
                         div class="tile chart" {
                             h2 { "Last hour, per minute" }
                             (chart(live, offset))
@@ -420,6 +443,14 @@ mod tests {
                     };
                     CHART_MINUTES
                 ],
+                cloud: CloudTile {
+                    enabled: true,
+                    claimed: 5,
+                    waiting: 2,
+                    already_claimed: 0,
+                    rejected: 1,
+                    last_error: Some(HOSTILE.to_owned()),
+                },
             },
             offset_minutes: 0,
             attempts,

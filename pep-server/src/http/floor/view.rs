@@ -61,6 +61,48 @@ pub struct Live {
     pub chart_start: i64,
     /// The last [`CHART_MINUTES`] minutes, oldest first (the last one is the current minute).
     pub minutes: Vec<MinuteBar>,
+    /// The cloud claims (`[cloud]`, issue #18).
+    pub cloud: CloudTile,
+}
+
+/// The "Cloud" counter: the claim outbox by state and its latest error (never the API key).
+#[derive(utoipa::ToSchema)]
+#[schema(as = FloorCloud)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudTile {
+    /// Whether this server claims deployed gateways (`[cloud] mode` not `off`) or the outbox
+    /// holds rows.
+    pub enabled: bool,
+    /// Enrollment IDs claimed.
+    pub claimed: u64,
+    /// Waiting to be sent or retried.
+    pub waiting: u64,
+    /// Answered `409`: claimed already.
+    pub already_claimed: u64,
+    /// Refused (`400`/`401`/`403`): re-queue with `pep-server cloud retry` once fixed.
+    pub rejected: u64,
+    /// The latest error: serial and what the cloud (or the network) answered.
+    pub last_error: Option<String>,
+}
+
+/// The cloud tile from the store.
+async fn cloud_tile(store: &Store) -> Result<CloudTile, StoreError> {
+    use crate::store::ClaimState;
+    let stats = store.claim_stats().await?;
+    let total: u64 = stats.claims.iter().sum();
+    let last_error = store
+        .last_claim_error()
+        .await?
+        .map(|e| format!("{}: {}", e.serial, e.last_error));
+    Ok(CloudTile {
+        enabled: store.queues_claims() || total > 0,
+        claimed: stats.claims_in(ClaimState::Claimed),
+        waiting: stats.claims_in(ClaimState::Pending) + stats.claims_in(ClaimState::Retrying),
+        already_claimed: stats.claims_in(ClaimState::AlreadyClaimed),
+        rejected: stats.claims_in(ClaimState::Rejected),
+        last_error,
+    })
 }
 
 /// One row of the attempts table (the `attempt` event, and the rows of `snapshot`).
@@ -152,6 +194,7 @@ pub async fn live(store: &Store, offset_min: i32) -> Result<Live, StoreError> {
         },
         chart_start: first_minute * 60_000,
         minutes,
+        cloud: cloud_tile(store).await?,
     })
 }
 

@@ -1,0 +1,407 @@
+//! The cloud claim outbox (issue #18): the `claims` table, read and settled by the sender
+//! (`crate::cloud`).
+//!
+//! A claim row is written in the transaction that marks its gateway `deployed` (the SQLite writer
+//! thread's `Write::Deployed`/`Write::Resolve`, PostgreSQL's finishing transaction), so a deployed
+//! gateway is never without its queued claim and provisioning never waits for the cloud. The
+//! sender takes due rows under a lease (`claimed_by`, `lease_until`; PostgreSQL: `FOR UPDATE
+//! SKIP LOCKED`, so with several servers each row is taken by one), sends them, and settles each
+//! with the cloud's answer. These writes are not on the provisioning hot path: both backends run
+//! them on the sqlx pool (SQLite: beside the writer thread, which waits on the busy timeout).
+
+use std::time::Duration;
+
+use super::{SortOrder, Store, StoreError, UnknownName, now_ms, q, sql};
+use std::fmt;
+
+/// Where a claim row stands (the `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimState {
+    /// Queued, not sent yet (or sent in a bulk task that has not completed).
+    Pending,
+    /// The cloud accepted the claim (2xx).
+    Claimed,
+    /// The cloud answered `409`: the ID was claimed already (by this account earlier, or another).
+    AlreadyClaimed,
+    /// The cloud refused it (`400`, `401`, `403`): not retried until an operator re-queues it.
+    Rejected,
+    /// A `5xx`, `429` or network error: sent again at `next_attempt_at`.
+    Retrying,
+    /// A deletion the cloud carried out (or found nothing to delete).
+    Deleted,
+}
+
+text_enum!(ClaimState, "claim state", {
+    Pending => "pending",
+    Claimed => "claimed",
+    AlreadyClaimed => "already_claimed",
+    Rejected => "rejected",
+    Retrying => "retrying",
+    Deleted => "deleted",
+});
+
+impl ClaimState {
+    /// Every state, in the order the metrics and the floor page list them.
+    pub const ALL: [ClaimState; 6] = [
+        ClaimState::Pending,
+        ClaimState::Retrying,
+        ClaimState::Claimed,
+        ClaimState::AlreadyClaimed,
+        ClaimState::Rejected,
+        ClaimState::Deleted,
+    ];
+}
+
+/// What a row asks of the cloud (the `action` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimAction {
+    /// Claim the enrollment ID for the account.
+    Claim,
+    /// Free the claim (a revoked or scrapped gateway).
+    Delete,
+}
+
+text_enum!(ClaimAction, "claim action", {
+    Claim => "claim",
+    Delete => "delete",
+});
+
+/// One row of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimRow {
+    /// Row id (the paging cursor).
+    pub id: i64,
+    /// The enrollment ID (`A-…`).
+    pub enrollment_id: String,
+    /// The gateway's serial.
+    pub serial: String,
+    /// Claim or delete.
+    pub action: ClaimAction,
+    /// Where it stands.
+    pub state: ClaimState,
+    /// Requests made for it so far.
+    pub attempts: i64,
+    /// When it is due (ms since the epoch).
+    pub next_attempt_at: i64,
+    /// What the cloud (or the network) answered last, when that was not a success. Never holds the
+    /// API key.
+    pub last_error: Option<String>,
+    /// The server that sent it (or has it in hand).
+    pub claimed_by: Option<String>,
+    /// The bulk task it went out in, while that task has not completed.
+    pub bulk_task: Option<String>,
+    /// The cloud's own id of the claim.
+    pub cloud_id: Option<String>,
+    /// Queued at (ms since the epoch).
+    pub created_at: i64,
+    /// Last change (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// The sender's answer for one row it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// Row id.
+    pub id: i64,
+    /// The new state.
+    pub state: ClaimState,
+    /// Whether a request was made (counts as an attempt).
+    pub attempted: bool,
+    /// When it is due again (for `retrying`; otherwise now).
+    pub next_attempt_at: i64,
+    /// The error to show (none after a success).
+    pub last_error: Option<String>,
+    /// The cloud's id of the claim, when it answered one.
+    pub cloud_id: Option<String>,
+}
+
+/// Rows per state, for claims and for deletions (the metrics and the floor page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClaimStats {
+    /// Claim rows per state, in [`ClaimState::ALL`] order.
+    pub claims: [u64; 6],
+    /// Delete rows per state, in [`ClaimState::ALL`] order.
+    pub deletes: [u64; 6],
+}
+
+impl ClaimStats {
+    /// Claim rows in `state`.
+    pub fn claims_in(&self, state: ClaimState) -> u64 {
+        self.claims[index(state)]
+    }
+
+    /// Delete rows in `state`.
+    pub fn deletes_in(&self, state: ClaimState) -> u64 {
+        self.deletes[index(state)]
+    }
+}
+
+fn index(state: ClaimState) -> usize {
+    ClaimState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or_default()
+}
+
+/// The latest error of the outbox (the floor page).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimError {
+    /// What was answered.
+    pub last_error: String,
+    /// Of which gateway.
+    pub serial: String,
+    /// When (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// Queues the cloud deletion of the claim of `enrollment_id` inside the SQLite writer's open
+/// transaction (the revocation's write, merged with #16).
+pub(crate) fn enqueue_claim_delete_sqlite(
+    conn: &rusqlite::Connection,
+    enrollment_id: &str,
+    serial: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql::QUEUE_CLAIM_DELETE)?
+        .execute(rusqlite::params![enrollment_id, serial, now_ms])
+        .map(drop)
+}
+
+/// Queues the cloud deletion of the claim of `enrollment_id` inside an open PostgreSQL
+/// transaction (the revocation's transaction, merged with #16).
+pub async fn enqueue_claim_delete_postgres(
+    tx: &mut sqlx::PgConnection,
+    enrollment_id: &str,
+    serial: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(sql::QUEUE_CLAIM_DELETE)
+        .bind(enrollment_id)
+        .bind(serial)
+        .bind(now_ms)
+        .execute(tx)
+        .await
+        .map_err(q("queueing a claim deletion"))
+        .map(drop)
+}
+
+/// Queues the cloud claim of the deployed `serial` inside the SQLite writer's open transaction.
+pub(crate) fn queue_claim_sqlite(
+    conn: &rusqlite::Connection,
+    serial: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql::QUEUE_CLAIM)?
+        .execute(rusqlite::params![now_ms, serial])
+        .map(drop)
+}
+
+/// Queues the cloud claim of the deployed `serial` inside an open PostgreSQL transaction.
+pub(crate) async fn queue_claim_postgres(
+    tx: &mut sqlx::PgConnection,
+    serial: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(sql::QUEUE_CLAIM)
+        .bind(now_ms)
+        .bind(serial)
+        .execute(tx)
+        .await
+        .map_err(q("queueing the cloud claim"))
+        .map(drop)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Whether this store queues a cloud claim with each deployment (`[cloud] mode` not `off`).
+    pub fn queues_claims(&self) -> bool {
+        match self {
+            Store::Sqlite(s) => s.queues_claims(),
+            Store::Postgres(s) => s.options().claims,
+        }
+    }
+
+    /// Queues the cloud deletion of the claim of `enrollment_id` (of `serial`) in its own
+    /// transaction. Inside a revocation's transaction use [`enqueue_claim_delete_postgres`] or
+    /// the SQLite writer's `enqueue_claim_delete_sqlite`.
+    pub async fn enqueue_claim_delete(
+        &self,
+        enrollment_id: &str,
+        serial: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.enqueue_claim_delete(enrollment_id.to_owned(), serial.to_owned(), now_ms())
+                    .await
+            }
+            Store::Postgres(s) => {
+                let mut conn = s
+                    .pool()
+                    .acquire()
+                    .await
+                    .map_err(q("queueing a claim deletion"))?;
+                enqueue_claim_delete_postgres(&mut conn, enrollment_id, serial, now_ms()).await
+            }
+        }
+    }
+
+    /// Takes up to `limit` due rows for `server` until `lease` from now, oldest first. Rows held
+    /// by another server's live lease are not taken (PostgreSQL: nor waited for).
+    pub async fn take_claims(
+        &self,
+        server: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimRow>, StoreError> {
+        let now = now_ms();
+        let until = now.saturating_add(ms(lease));
+        // One binding, per backend (the texts differ: PostgreSQL skips locked rows).
+        macro_rules! take {
+            ($sql:expr, $pool:expr) => {
+                sqlx::query_as($sql)
+                    .bind(server)
+                    .bind(until)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all($pool)
+                    .await
+            };
+        }
+        match self {
+            Store::Sqlite(s) => take!(sql::TAKE_CLAIMS_SQLITE, s.pool()),
+            Store::Postgres(s) => take!(sql::TAKE_CLAIMS_POSTGRES, s.pool()),
+        }
+        .map_err(q("taking due cloud claims"))
+    }
+
+    /// Records the answers of rows `server` holds, in one transaction.
+    pub async fn settle_claims(
+        &self,
+        server: &str,
+        settlements: &[Settlement],
+    ) -> Result<(), StoreError> {
+        if settlements.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("starting a transaction"))?;
+            for s in settlements {
+                sqlx::query(sql::SETTLE_CLAIM)
+                    .bind(s.state)
+                    .bind(i64::from(s.attempted))
+                    .bind(s.next_attempt_at)
+                    .bind(s.last_error.as_deref())
+                    .bind(s.cloud_id.as_deref())
+                    .bind(now)
+                    .bind(s.id)
+                    .bind(server)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("settling cloud claims"))?;
+            }
+            tx.commit().await.map_err(q("committing cloud claims"))
+        })
+    }
+
+    /// Records that rows `ids` (held by `server`) went out in bulk task `task`.
+    pub async fn mark_bulk(&self, server: &str, task: &str, ids: &[i64]) -> Result<(), StoreError> {
+        let now = now_ms();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("starting a transaction"))?;
+            for id in ids {
+                sqlx::query(sql::MARK_BULK)
+                    .bind(task)
+                    .bind(now)
+                    .bind(*id)
+                    .bind(server)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("recording a bulk upload"))?;
+            }
+            tx.commit().await.map_err(q("committing a bulk upload"))
+        })
+    }
+
+    /// Ends the leases a previous run of `server` left (SQLite: every lease). Call at start-up,
+    /// before the sender runs.
+    pub async fn release_claim_leases(&self, server: &str) -> Result<u64, StoreError> {
+        let owner = match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(_) => Some(server.to_owned()),
+        };
+        on_pool!(self, pool => {
+            sqlx::query(sql::RELEASE_CLAIM_LEASES)
+                .bind(owner)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(q("releasing cloud claim leases"))
+    }
+
+    /// Outbox rows in `state` (or every row), keyset-paged on `id` like [`Store::list_deployed`].
+    pub async fn list_claims(
+        &self,
+        state: Option<ClaimState>,
+        limit: u32,
+        order: SortOrder,
+        after_id: Option<i64>,
+    ) -> Result<Vec<ClaimRow>, StoreError> {
+        let (sql, start) = match order {
+            SortOrder::Asc => (sql::LIST_CLAIMS_ASC, i64::MIN),
+            SortOrder::Desc => (sql::LIST_CLAIMS_DESC, i64::MAX),
+        };
+        let state = state.map(ClaimState::as_str);
+        on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(state)
+                .bind(after_id.unwrap_or(start))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("listing cloud claims"))
+    }
+
+    /// Rows per action and state.
+    pub async fn claim_stats(&self) -> Result<ClaimStats, StoreError> {
+        let rows: Vec<(ClaimAction, ClaimState, i64)> =
+            on_pool!(self, pool => sqlx::query_as(sql::CLAIM_STATS).fetch_all(pool).await)
+                .map_err(q("counting cloud claims"))?;
+        let mut stats = ClaimStats::default();
+        for (action, state, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match action {
+                ClaimAction::Claim => stats.claims[index(state)] = n,
+                ClaimAction::Delete => stats.deletes[index(state)] = n,
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The latest error of the outbox, if any row has one.
+    pub async fn last_claim_error(&self) -> Result<Option<ClaimError>, StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query_as(sql::LAST_CLAIM_ERROR).fetch_optional(pool).await
+        })
+        .map_err(q("reading the latest cloud error"))
+    }
+
+    /// Every row in `state` is due again now (`pep-server cloud retry --state`); returns how many.
+    pub async fn retry_claims(&self, state: ClaimState) -> Result<u64, StoreError> {
+        let now = now_ms();
+        on_pool!(self, pool => {
+            sqlx::query(sql::RETRY_CLAIMS)
+                .bind(now)
+                .bind(state)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(q("re-queueing cloud claims"))
+    }
+}
