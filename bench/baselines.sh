@@ -22,6 +22,8 @@
 #   TLS [0]            1: the API over HTTPS (`[tls] cert`/`key` from a throw-away test CA made
 #                      with openssl in the work dir; the fleet uses --ca-cert, keeps its
 #                      connections alive and resumes TLS sessions); compare with a TLS=0 run
+#   HOOK [0]           1: the pre-provisioning hook on, answered by a local signature-checking
+#                      allow-all receiver (issue #17); compare with a HOOK=0 run (target >= 70 %)
 #   CARGO_TARGET_DIR [<repo>/target]
 set -euo pipefail
 

@@ -11,6 +11,9 @@
 # 127.0.0.1 are made with the openssl CLI in the work dir, the server's config gets `[tls] cert`
 # and `key`, and the fleet talks https with `--ca-cert` (it keeps its connections alive and
 # resumes TLS sessions, as workstations would). The server must have the `[tls]` settings.
+# HOOK [0]: 1 turns on the pre-provisioning hook (`[hooks] pre_provision`, issue #17): a local
+# receiver (`pep-server --example hook_receiver`, release build) that verifies each request's
+# signature and allows it, on 127.0.0.1; compare the rate with a HOOK=0 run (target >= 70 %).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -19,6 +22,8 @@ SERVER_BIN="${SERVER_BIN:-$BIN/pep-server}"
 DEMO_CONFIG="${DEMO_CONFIG:-$ROOT/fixtures/demo/pep.toml}"
 TOKEN="pep-demo-token"
 TLS="${TLS:-0}"
+HOOK="${HOOK:-0}"
+HOOK_PID=""
 DATABASE="${DATABASE:-sqlite}"
 SERVER_LOG="${SERVER_LOG:-}"
 PG_DB=""
@@ -28,6 +33,7 @@ export PGOPTIONS="${PGOPTIONS:--c client_min_messages=warning}"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 cleanup() {
+    if [[ -n "$HOOK_PID" ]]; then kill "$HOOK_PID" 2>/dev/null || true; wait "$HOOK_PID" 2>/dev/null || true; fi
     if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
     if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
@@ -64,6 +70,21 @@ fi
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen)
+if [[ "$HOOK" == 1 ]]; then
+    (cd "$ROOT" && cargo build --release --quiet -p pep-server --example hook_receiver)
+    openssl rand -hex 32 > "$WORK/hook.secret"; chmod 600 "$WORK/hook.secret"
+    "$BIN/examples/hook_receiver" "$WORK/hook.secret" > "$WORK/hook.out" 2> "$WORK/hook.err" &
+    HOOK_PID=$!
+    for _ in $(seq 1 100); do
+        if grep -q '^listening on ' "$WORK/hook.out" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    HOOK_ADDR="$(sed -n 's/^listening on //p' "$WORK/hook.out")"
+    [[ -n "$HOOK_ADDR" ]] || { echo "the hook receiver did not start:"; cat "$WORK/hook.err"; exit 1; }
+    echo "== pre-provisioning hook on: http://$HOOK_ADDR/pep/approve (signature-checking allow-all receiver)"
+elif [[ "$HOOK" != 0 ]]; then
+    echo "HOOK must be 0 or 1, not \`$HOOK\`" >&2; exit 2
+fi
 echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME"
 
 # ---------------------------------------------------------------- pep end to end
@@ -83,6 +104,7 @@ start_server() {
         -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
         "$DEMO_CONFIG" > "$dir/pep.toml"
     if [[ -n "${DURABILITY:-}" ]]; then printf '\n[store]\ndurability = "%s"\n' "$DURABILITY" >> "$dir/pep.toml"; fi
+    if [[ "$HOOK" == 1 ]]; then printf '\n[hooks]\npre_provision = "http://%s/pep/approve"\nsecret_file = "%s"\n' "$HOOK_ADDR" "$WORK/hook.secret" >> "$dir/pep.toml"; fi
     if [[ "$TLS" == 1 ]]; then printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/tls/server.pem" "$WORK/tls/server.key" >> "$dir/pep.toml"; fi
     if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
     "$SERVER_BIN" --config "$dir/pep.toml" > "$dir/server.out" 2> "$dir/server.err" &

@@ -214,6 +214,7 @@ impl Config {
         let update_auth_cert_der = self.check_update(&mut r);
         self.check_fcc(&mut r);
         self.check_defaults(&mut r);
+        self.check_hooks(&mut r);
 
         let prepared = match (r.is_ok(), ca, bootstrap_ca_der) {
             (true, Some(ca), Some(bootstrap_ca_der)) => Some(Prepared {

@@ -19,6 +19,7 @@
 //! documents every field; `pep-server/pep.example.toml` is a complete, commented, valid example.
 
 mod check;
+pub mod hooks;
 pub mod security;
 pub mod values;
 
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::category::Category;
 pub use check::{CheckIssue, CheckReport, CheckSummary};
+pub use hooks::{FailurePolicy, HooksConfig, OrdersConfig};
 pub use values::{BootstrapUri, UtcOffset};
 
 /// Default listen address of the HTTP API (the old server's port).
@@ -132,6 +134,12 @@ pub struct Config {
     /// Stations authenticated by a client certificate (`[tls] client_ca`): subject → roles.
     #[serde(default)]
     pub stations: Vec<StationConfig>,
+    /// Work orders: whether a serial must belong to an open one.
+    #[serde(default)]
+    pub orders: OrdersConfig,
+    /// The pre-provisioning hook.
+    #[serde(default)]
+    pub hooks: HooksConfig,
     /// The file this config was loaded from (set by [`Config::load`]), for the permission checks
     /// of the secrets it holds.
     #[serde(skip)]
@@ -252,6 +260,8 @@ pub enum Role {
     Provision,
     /// May read enrollment IDs, verification keys and lists.
     Read,
+    /// May create, list and close work orders (`/v3/orders`).
+    Plan,
 }
 
 /// One API token: `token` (plaintext) or `token_sha256` (its SHA-256, hex), not both.
@@ -675,6 +685,15 @@ impl Config {
             rebase(p, base);
         }
         if let Some(p) = self.token_file.as_mut() {
+            rebase(p, base);
+        }
+        for p in [
+            self.hooks.secret_file.as_mut(),
+            self.hooks.ca_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             rebase(p, base);
         }
         if let Some(tls) = self.tls.as_mut() {

@@ -18,6 +18,7 @@ mod identity;
 pub mod limits;
 pub mod openapi;
 mod ops;
+pub mod orders;
 mod query;
 mod read;
 mod resolve;
@@ -131,6 +132,16 @@ pub enum Endpoint {
     IdentitiesList,
     /// `POST /v3/identities/{serial}/resolve`.
     Resolve,
+    /// `POST /v3/orders`.
+    OrderCreate,
+    /// `GET /v3/orders`.
+    OrderList,
+    /// `GET /v3/orders/{orderId}`.
+    Order,
+    /// `POST /v3/orders/{orderId}/serials` (text/csv).
+    OrderSerials,
+    /// `POST /v3/orders/{orderId}/close`.
+    OrderClose,
 }
 
 /// One route of the API.
@@ -188,6 +199,7 @@ const fn api(spec: RouteSpec) -> RouteSpec {
 
 const PROVISION: Access = Access::Needs(Role::Provision);
 const READ: Access = Access::Needs(Role::Read);
+const PLAN: Access = Access::Needs(Role::Plan);
 
 /// Every route the server answers, each once; `api(…)` routes also answer without `/v3`
 /// ([`RouteSpec::paths`]).
@@ -260,6 +272,21 @@ pub const ROUTES: &[RouteSpec] = &[
         PROVISION,
         Endpoint::Resolve,
     ),
+    route("POST", "/v3/orders", PLAN, Endpoint::OrderCreate),
+    route("GET", "/v3/orders", READ, Endpoint::OrderList),
+    route("GET", "/v3/orders/{orderId}", READ, Endpoint::Order),
+    route(
+        "POST",
+        "/v3/orders/{orderId}/serials",
+        PLAN,
+        Endpoint::OrderSerials,
+    ),
+    route(
+        "POST",
+        "/v3/orders/{orderId}/close",
+        PLAN,
+        Endpoint::OrderClose,
+    ),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -292,6 +319,15 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::Inventory => on(method, read::inventory),
         Endpoint::IdentitiesList => on(method, resolve::identities),
         Endpoint::Resolve => on(method, resolve::resolve),
+        // Up to 10,000 serials in JSON: more than the API's 64 KiB.
+        Endpoint::OrderCreate => on(method, orders::create).layer(
+            axum::extract::DefaultBodyLimit::max(orders::MAX_ORDER_BODY_BYTES),
+        ),
+        Endpoint::OrderList => on(method, orders::list),
+        Endpoint::Order => on(method, orders::get),
+        // Streamed line by line (the handler bounds lines and serials, not bytes).
+        Endpoint::OrderSerials => on(method, orders::upload),
+        Endpoint::OrderClose => on(method, orders::close),
     }
 }
 

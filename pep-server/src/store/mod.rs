@@ -61,6 +61,9 @@ macro_rules! on_pool {
     };
 }
 
+// After `on_pool!`, which it uses.
+pub mod orders;
+
 fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { context, source }
 }
@@ -626,6 +629,8 @@ pub struct NewAttempt {
     pub now_ms: i64,
     /// The client's request key, if it sent one.
     pub request_key: Option<RequestKey>,
+    /// The work order the serial was admitted under (`[orders]`), recorded on the row.
+    pub order: Option<crate::orders::OrderId>,
 }
 
 /// Result of [`Store::reserve`].

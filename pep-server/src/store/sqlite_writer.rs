@@ -471,7 +471,8 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
                     p.gateway_services_address.as_str(),
                     p.verification_key.as_ref().map(|k| k.as_str()),
                     a.now_ms,
-                    key
+                    key,
+                    a.order.as_ref().map(|o| o.as_str())
                 ],
                 |r| r.get(0),
             )
@@ -550,6 +551,8 @@ mod tests {
             .unwrap();
         conn.execute_batch(include_str!("../../migrations/sqlite/0004_write_ahead.sql"))
             .unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0008_work_orders.sql"))
+            .unwrap();
         conn
     }
 
@@ -567,10 +570,12 @@ mod tests {
                 led_config: text("01"),
                 category: crate::model::Category::Production,
                 verification_key: None,
+                defaulted: Default::default(),
             },
             requester: "test".to_owned(),
             now_ms: 1,
             request_key: None,
+            order: None,
         }))
     }
 
