@@ -535,12 +535,35 @@ pub fn csv_serial(line: &[u8], number: u64) -> Result<Option<EndpointName>, Inva
     } else {
         text
     };
-    let cell = text.split(',').next().unwrap_or_default().trim();
-    let cell = match cell.strip_prefix('"') {
-        Some(rest) => rest
-            .strip_suffix('"')
-            .ok_or_else(|| InvalidOrder::new(field(), "has an unterminated quote"))?,
-        None => cell,
+    let trimmed = text.trim_start();
+    // A quoted cell may hold commas (valid in a serial); `""` is a quote inside it.
+    let quoted;
+    let cell = match trimmed.strip_prefix('"') {
+        Some(rest) => {
+            let mut value = String::new();
+            let mut chars = rest.chars();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.as_str().starts_with('"') => {
+                        value.push('"');
+                        chars.next();
+                    }
+                    Some('"') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(InvalidOrder::new(field(), "has an unterminated quote")),
+                }
+            }
+            let after = chars.as_str().trim_start();
+            if !(after.is_empty() || after.starts_with(',')) {
+                return Err(InvalidOrder::new(
+                    field(),
+                    "has text after the closing quote of its first cell",
+                ));
+            }
+            quoted = value;
+            quoted.as_str()
+        }
+        None => trimmed.split(',').next().unwrap_or_default().trim(),
     };
     if cell.is_empty() {
         if text.trim().is_empty() {
@@ -606,7 +629,7 @@ mod tests {
         let e = range("GW-", 1, 1000, Some(3)).check("ranges[0]").unwrap_err();
         assert_eq!(e.field, "ranges[0].width");
         assert!(e.reason.contains("too narrow"), "{e}");
-        let e = range("bad prefix ", 1, 2, None).check("ranges[0]").unwrap_err();
+        let e = range("bad*prefix", 1, 2, None).check("ranges[0]").unwrap_err();
         assert_eq!(e.field, "ranges[0].prefix");
         let e = range(&"x".repeat(60), 1, 100_000, None)
             .check("ranges[0]")
@@ -641,8 +664,13 @@ mod tests {
             csv_serial(b" \"GW-1\" ,label\r", 2).unwrap().unwrap().as_str(),
             "GW-1"
         );
-        let e = csv_serial(b"GW 1", 7).unwrap_err();
+        let e = csv_serial(b"GW*1", 7).unwrap_err();
         assert_eq!(e.field, "line 7");
+        assert_eq!(
+            csv_serial(b"\"GW,1 \"\"x\"\"\",label", 2).unwrap().unwrap().as_str(),
+            "GW,1 \"x\""
+        );
+        assert!(csv_serial(b"\"GW-1\"x", 2).is_err());
         assert!(csv_serial(b"\"GW-1", 3).is_err());
         assert!(csv_serial(b"\xff", 3).unwrap_err().reason.contains("UTF-8"));
         assert!(csv_serial(b",x", 3).is_err());

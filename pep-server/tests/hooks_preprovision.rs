@@ -170,7 +170,7 @@ async fn allow_deny_and_the_question_asked() {
     assert!(!text.contains('\u{1b}') && !text.contains('\n'), "{text}");
     nothing_reserved(&s, "GW-HOOK-3").await;
     let (_, audit) = s
-        .get_json("/v3/audit?serial_prefix=GW-HOOK-3", Some(READ))
+        .get_json("/v3/audit?serialPrefix=GW-HOOK-3", Some(READ))
         .await;
     assert_eq!(audit["entries"][0]["event"], "refused", "{audit}");
     // A no's long reason is bounded.

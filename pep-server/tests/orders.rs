@@ -156,7 +156,7 @@ async fn required_orders_admit_their_serials_with_the_order_product() {
         "{body}"
     );
     let (_, audit) = s
-        .get_json("/v3/audit?serial_prefix=GW-UNKNOWN-1", Some(READ))
+        .get_json("/v3/audit?serialPrefix=GW-UNKNOWN-1", Some(READ))
         .await;
     assert_eq!(audit["entries"][0]["event"], "refused", "{audit}");
     let (status, _) = s
@@ -241,7 +241,7 @@ async fn bad_orders_are_refused_naming_what_was_wrong() {
     let s = server(false).await;
     for (body, status, needle) in [
         (json!({"orderId": "WO 1"}), 400, "orderId"),
-        (json!({"orderId": "WO-1", "serials": ["GW-1", "bad serial"]}), 400, "serials[1]"),
+        (json!({"orderId": "WO-1", "serials": ["GW-1", "bad*serial"]}), 400, "serials[1]"),
         (json!({"orderId": "WO-1", "serials": ["GW-1", "GW-1"]}), 400, "repeats serials[0]"),
         (
             json!({"orderId": "WO-1", "ranges": [{"prefix": "A-", "from": 1, "to": 1000, "width": 3}]}),
@@ -342,8 +342,9 @@ async fn a_bad_csv_line_is_400_naming_it_and_nothing_is_stored() {
     assert_eq!(r.status().as_u16(), 415);
     let (status, _) = upload(&s, "WO-NONE", "GW-C-1\n").await;
     assert_eq!(status, 404);
-    let (status, body) = upload(&s, "WO-CSV", "\n\nserial\n").await;
+    let (status, body) = upload(&s, "WO-CSV", "serial\n\n  \r\n").await;
     assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no serial"), "{body}");
 
     // The same serials, now correct, are stored (the failed uploads left no row behind).
     let (status, body) = upload(&s, "WO-CSV", "serialNumber,label\nGW-C-1,a\nGW-C-2,b\nGW-C-3").await;

@@ -89,15 +89,16 @@ fn order_error(e: OrderError, csv: bool) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, message).with("orderId", id.to_string())
         }
         OrderError::Unknown(id) => ApiError::not_found(message).with("orderId", id.to_string()),
-        OrderError::SerialTaken { at, serial, .. } => {
-            let status = if csv {
-                StatusCode::BAD_REQUEST
+        OrderError::SerialTaken {
+            at, line, serial, ..
+        } => {
+            let e = if csv {
+                ApiError::bad_request(format!("{message}; nothing of the upload was stored"))
+                    .with("line", line)
             } else {
-                StatusCode::CONFLICT
+                ApiError::new(StatusCode::CONFLICT, message)
             };
-            ApiError::new(status, message)
-                .with("at", at)
-                .with("serialNumber", serial)
+            e.with("at", at).with("serialNumber", serial)
         }
         OrderError::RangeOverlap { index, .. } => {
             ApiError::new(StatusCode::CONFLICT, message).with("at", format!("ranges[{index}]"))

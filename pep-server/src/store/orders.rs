@@ -42,6 +42,8 @@ pub enum OrderError {
     SerialTaken {
         /// `serials[3]` or `line 12`.
         at: String,
+        /// The index in `serials`, or the CSV line number.
+        line: i64,
         /// The serial.
         serial: String,
         /// By whom: "is already expected by work order X", "repeats line 4".
@@ -330,6 +332,7 @@ impl Store {
                     let (index, serial, held) = first_taken(&mut tx, upload, chunk).await?;
                     return Err(OrderError::SerialTaken {
                         at: format!("serials[{index}]"),
+                        line: index,
                         serial,
                         held: held.describe("serials[", "]"),
                     });
@@ -415,6 +418,7 @@ impl Store {
             let (line, serial, held) = first_taken(&mut tx, upload.0, &rows_ref).await?;
             return Err(OrderError::SerialTaken {
                 at: format!("line {line}"),
+                line,
                 serial,
                 held: held.describe("line ", ""),
             });
