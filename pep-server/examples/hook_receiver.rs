@@ -14,10 +14,25 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pep_server::hook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
 
-async fn approve(State(secret): State<std::sync::Arc<Vec<u8>>>, headers: HeaderMap, body: Bytes) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn approve(
+    State(secret): State<std::sync::Arc<Vec<u8>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if verify(&secret, header(TIMESTAMP_HEADER), &body, header(SIGNATURE_HEADER), now) {
+    if verify(
+        &secret,
+        header(TIMESTAMP_HEADER),
+        &body,
+        header(SIGNATURE_HEADER),
+        now,
+    ) {
         axum::Json(serde_json::json!({"allow": true})).into_response()
     } else {
         (StatusCode::UNAUTHORIZED, "bad signature").into_response()
@@ -32,7 +47,11 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: hook_receiver SECRET_FILE [LISTEN]"))?;
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let text = std::fs::read(&secret_file)?;
-    let secret = text.split(|b| *b == b'\n').next().unwrap_or_default().to_vec();
+    let secret = text
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .to_vec();
     let app = axum::Router::new()
         .route("/pep/approve", axum::routing::post(approve))
         .with_state(std::sync::Arc::new(secret));

@@ -149,10 +149,7 @@ impl IdentityFields {
                 .transpose()
                 .map_err(|e| bad("category", &e))?,
             api_address: url("apiAddress", self.api_address)?,
-            gateway_services_address: url(
-                "gatewayServicesAddress",
-                self.gateway_services_address,
-            )?,
+            gateway_services_address: url("gatewayServicesAddress", self.gateway_services_address)?,
             verification_key: text("verificationKey", self.verification_key)?,
         })
     }
@@ -358,9 +355,21 @@ mod tests {
         assert!(verify(secret, "1700000000", body, &sig, 1_700_000_010));
         // Another body, secret, timestamp, or a replay outside the window: refused.
         assert!(!verify(secret, "1700000000", b"{}", &sig, 1_700_000_010));
-        assert!(!verify(b"another-secret-of-enough-length", "1700000000", body, &sig, 1_700_000_010));
+        assert!(!verify(
+            b"another-secret-of-enough-length",
+            "1700000000",
+            body,
+            &sig,
+            1_700_000_010
+        ));
         assert!(!verify(secret, "1700000001", body, &sig, 1_700_000_010));
-        assert!(!verify(secret, "1700000000", body, &sig, 1_700_000_000 + REPLAY_WINDOW_S + 1));
+        assert!(!verify(
+            secret,
+            "1700000000",
+            body,
+            &sig,
+            1_700_000_000 + REPLAY_WINDOW_S + 1
+        ));
         assert!(!verify(secret, "x", body, &sig, 0));
         assert!(!verify(secret, "1700000000", body, "md5=00", 1_700_000_000));
     }
@@ -385,7 +394,10 @@ mod tests {
         assert_eq!(id.category, Some(Category::Development));
         let f: IdentityFields = serde_json::from_str(r#"{"apiAddress":"ftp://x"}"#).unwrap();
         let e = f.check().unwrap_err().to_string();
-        assert!(e.contains("identity.apiAddress") && e.contains("ftp"), "{e}");
+        assert!(
+            e.contains("identity.apiAddress") && e.contains("ftp"),
+            "{e}"
+        );
         assert!(serde_json::from_str::<IdentityFields>(r#"{"serialNumber":"x"}"#).is_err());
     }
 }

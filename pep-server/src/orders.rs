@@ -167,7 +167,11 @@ impl Product {
             &self.gateway_services_address,
             &mut params.gateway_services_address,
         );
-        put(d.hardware_version, &self.hardware_version, &mut params.hardware_version);
+        put(
+            d.hardware_version,
+            &self.hardware_version,
+            &mut params.hardware_version,
+        );
         put(d.radio_config, &self.radio_config, &mut params.radio_config);
         put(d.led_config, &self.led_config, &mut params.led_config);
         put(d.category, &self.category, &mut params.category);
@@ -242,7 +246,10 @@ impl SerialRange {
             Err(InvalidOrder::new(format!("{field}.{member}"), reason))
         };
         if self.first > self.last {
-            return bad("from", format!("{} is after `to` ({})", self.first, self.last));
+            return bad(
+                "from",
+                format!("{} is after `to` ({})", self.first, self.last),
+            );
         }
         if let Some(w) = self.width {
             if !(1..=MAX_WIDTH).contains(&w) {
@@ -252,7 +259,10 @@ impl SerialRange {
             if digits > w as usize {
                 return bad(
                     "width",
-                    format!("{w} is too narrow for `to` ({}, {digits} digits)", self.last),
+                    format!(
+                        "{w} is too narrow for `to` ({}, {digits} digits)",
+                        self.last
+                    ),
                 );
             }
         }
@@ -375,10 +385,7 @@ impl ProductRequest {
                 .transpose()
                 .map_err(|e| InvalidOrder::new("product.category", e.to_string()))?,
             api_address: url("apiAddress", self.api_address)?,
-            gateway_services_address: url(
-                "gatewayServicesAddress",
-                self.gateway_services_address,
-            )?,
+            gateway_services_address: url("gatewayServicesAddress", self.gateway_services_address)?,
         })
     }
 }
@@ -526,8 +533,7 @@ pub fn admit(
 /// and spaces around it are removed; more cells are ignored (a label printer's export).
 pub fn csv_serial(line: &[u8], number: u64) -> Result<Option<EndpointName>, InvalidOrder> {
     let field = || format!("line {number}");
-    let text = std::str::from_utf8(line)
-        .map_err(|_| InvalidOrder::new(field(), "is not UTF-8"))?;
+    let text = std::str::from_utf8(line).map_err(|_| InvalidOrder::new(field(), "is not UTF-8"))?;
     let text = text.strip_suffix('\r').unwrap_or(text);
     // A UTF-8 byte-order mark (spreadsheet exports) before the first line.
     let text = if number == 1 {
@@ -626,10 +632,14 @@ mod tests {
     fn range_checks_name_the_member() {
         let e = range("GW-", 9, 1, None).check("ranges[2]").unwrap_err();
         assert_eq!(e.field, "ranges[2].from");
-        let e = range("GW-", 1, 1000, Some(3)).check("ranges[0]").unwrap_err();
+        let e = range("GW-", 1, 1000, Some(3))
+            .check("ranges[0]")
+            .unwrap_err();
         assert_eq!(e.field, "ranges[0].width");
         assert!(e.reason.contains("too narrow"), "{e}");
-        let e = range("bad*prefix", 1, 2, None).check("ranges[0]").unwrap_err();
+        let e = range("bad*prefix", 1, 2, None)
+            .check("ranges[0]")
+            .unwrap_err();
         assert_eq!(e.field, "ranges[0].prefix");
         let e = range(&"x".repeat(60), 1, 100_000, None)
             .check("ranges[0]")
@@ -661,15 +671,24 @@ mod tests {
         assert_eq!(csv_serial(b"\xef\xbb\xbfserialNumber,x", 1).unwrap(), None);
         assert_eq!(csv_serial(b"", 4).unwrap(), None);
         assert_eq!(
-            csv_serial(b" \"GW-1\" ,label\r", 2).unwrap().unwrap().as_str(),
+            csv_serial(b" \"GW-1\" ,label\r", 2)
+                .unwrap()
+                .unwrap()
+                .as_str(),
             "GW-1"
         );
         let e = csv_serial(b"GW*1", 7).unwrap_err();
         assert_eq!(e.field, "line 7");
         assert_eq!(
-            csv_serial(b"\"GW,1 \"\"x\"\"\",label", 2).unwrap().unwrap().as_str(),
-            "GW,1 \"x\""
+            csv_serial(b"\"GW,1 'x'\",label", 2)
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "GW,1 'x'"
         );
+        // `""` is a quote inside a quoted cell (which the endpoint-name rule then refuses).
+        let e = csv_serial(b"\"GW\"\"1\"", 2).unwrap_err();
+        assert!(e.reason.contains("GW\\\"1"), "{e}");
         assert!(csv_serial(b"\"GW-1\"x", 2).is_err());
         assert!(csv_serial(b"\"GW-1", 3).is_err());
         assert!(csv_serial(b"\xff", 3).unwrap_err().reason.contains("UTF-8"));

@@ -36,13 +36,13 @@ use crate::activity::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, EntropyMode, KeyMode};
+use crate::hook::{HookQuestion, HookVerdict, PreProvisionHook};
 pub use crate::model::MAX_FIELD_LEN;
 pub use crate::model::RequestKey;
 use crate::model::{
     Category, FieldText, GatewayDefaults, GatewayFields, GatewayParams, HttpUrl, InvalidField,
     as_text,
 };
-use crate::hook::{HookQuestion, HookVerdict, PreProvisionHook};
 use crate::orders::OrderMatch;
 use crate::store::{
     DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, Store, StoreError,
@@ -253,7 +253,9 @@ pub enum ProvisionError {
     },
     /// The pre-provisioning hook gave no usable answer and `failure_policy` is `fail_closed`
     /// (503): nothing was reserved; the same request may succeed once the hook answers.
-    #[error("{0}; provisioning needs its approval (hooks.failure_policy = \"fail_closed\"), try again")]
+    #[error(
+        "{0}; provisioning needs its approval (hooks.failure_policy = \"fail_closed\"), try again"
+    )]
     HookUnavailable(#[source] crate::hook::HookFailure),
     /// The configuration is not usable (the check report) (500).
     #[error("invalid configuration:\n{0}")]

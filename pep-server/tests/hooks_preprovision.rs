@@ -149,24 +149,39 @@ async fn allow_deny_and_the_question_asked() {
         assert_eq!(question["port"], gw.port());
         assert_eq!(question["order"], Value::Null);
         assert!(
-            question["requester"].as_str().unwrap().starts_with("both@127.0.0.1:"),
+            question["requester"]
+                .as_str()
+                .unwrap()
+                .starts_with("both@127.0.0.1:"),
             "{question}"
         );
     }
 
     // The hook sets identity fields (checked like request fields): they are the identity's.
-    set(&r, Mode::AllowWith(json!({"hardwareVersion": "mes-rev-c", "category": "development"})));
+    set(
+        &r,
+        Mode::AllowWith(json!({"hardwareVersion": "mes-rev-c", "category": "development"})),
+    );
     let (status, id) = s.identity("GW-HOOK-2", gw).await;
     assert_eq!(status, 200, "{id}");
-    assert_eq!((&id["hardwareVersion"], &id["category"]), (&json!("mes-rev-c"), &json!("development")));
+    assert_eq!(
+        (&id["hardwareVersion"], &id["category"]),
+        (&json!("mes-rev-c"), &json!("development"))
+    );
 
     // A no: 403 with the hook's words (control characters removed), audited, nothing reserved.
-    set(&r, Mode::Deny("not on line 3 today\u{1b}[31m\nforged: line"));
+    set(
+        &r,
+        Mode::Deny("not on line 3 today\u{1b}[31m\nforged: line"),
+    );
     let (status, body) = s.identity("GW-HOOK-3", gw).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["rule"], "hooks.pre_provision");
     let text = body["error"].as_str().unwrap();
-    assert!(text.contains("not on line 3 today[31mforged: line"), "{text}");
+    assert!(
+        text.contains("not on line 3 today[31mforged: line"),
+        "{text}"
+    );
     assert!(!text.contains('\u{1b}') && !text.contains('\n'), "{text}");
     nothing_reserved(&s, "GW-HOOK-3").await;
     let (_, audit) = s
@@ -188,12 +203,18 @@ async fn fail_closed_refuses_when_the_hook_cannot_answer() {
     let s = server(hook, SECRET, "fail_closed").await;
     let (gw, _h) = gateway(fake_fcc::Sessions::Forever, &[]).await;
     for (i, (mode, needle)) in [
-        (Mode::Stall(Duration::from_secs(3)), "did not answer within 500 ms"),
+        (
+            Mode::Stall(Duration::from_secs(3)),
+            "did not answer within 500 ms",
+        ),
         (Mode::Status(500), "answered HTTP 500"),
         (Mode::Status(302), "answered HTTP 302"),
         (Mode::Body("<html>ok</html>"), "not valid"),
         (Mode::Body("{\"allowed\": true}"), "not valid"),
-        (Mode::AllowWith(json!({"apiAddress": "ftp://x"})), "identity.apiAddress"),
+        (
+            Mode::AllowWith(json!({"apiAddress": "ftp://x"})),
+            "identity.apiAddress",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -245,7 +266,10 @@ async fn the_reference_receiver_refuses_a_bad_signature() {
     let wrong = server(hook, "another-secret-0123456789abcdef", "fail_closed").await;
     let (status, body) = wrong.identity("GW-SIG-2", gw).await;
     assert_eq!(status, 503, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("HTTP 401"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("HTTP 401"),
+        "{body}"
+    );
     assert!(!r.seen.lock().unwrap().last().unwrap().1);
 
     // By hand: a signed request verifies; the same with its body changed, or its timestamp
@@ -268,7 +292,12 @@ async fn the_reference_receiver_refuses_a_bad_signature() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().is_success(), ok, "{ts} {}", String::from_utf8_lossy(sent));
+        assert_eq!(
+            r.status().is_success(),
+            ok,
+            "{ts} {}",
+            String::from_utf8_lossy(sent)
+        );
     }
 }
 
@@ -283,7 +312,10 @@ async fn bad_hook_settings_are_refused_at_start() {
     let base = config_toml(dir.path(), &Options::default());
     for (hooks, field, needle) in [
         (
-            format!("pre_provision = \"http://127.0.0.1:9/x\"\nsecret_file = \"{}\"", secret.display()),
+            format!(
+                "pre_provision = \"http://127.0.0.1:9/x\"\nsecret_file = \"{}\"",
+                secret.display()
+            ),
             "hooks.secret_file",
             "chmod 600",
         ),
@@ -308,7 +340,11 @@ async fn bad_hook_settings_are_refused_at_start() {
             "maybe",
         ),
     ] {
-        std::fs::write(dir.path().join("pep.toml"), format!("{base}\n[hooks]\n{hooks}\n")).unwrap();
+        std::fs::write(
+            dir.path().join("pep.toml"),
+            format!("{base}\n[hooks]\n{hooks}\n"),
+        )
+        .unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pep-server"))
             .arg("check-config")
             .arg("--config")
@@ -321,7 +357,10 @@ async fn bad_hook_settings_are_refused_at_start() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!out.status.success(), "{hooks}: {text}");
-        assert!(text.contains(field) && text.contains(needle), "{hooks}: {text}");
+        assert!(
+            text.contains(field) && text.contains(needle),
+            "{hooks}: {text}"
+        );
         assert!(!text.contains(SECRET));
     }
 }
@@ -331,7 +370,8 @@ async fn bad_hook_settings_are_refused_at_start() {
 async fn the_hook_is_told_the_order() {
     const PLAN: &str = "test-token-plan-0123456789";
     let (hook, r) = receiver(Mode::Allow).await;
-    let extra = format!("\n[[tokens]]\nname = \"planner\"\ntoken = \"{PLAN}\"\nroles = [\"plan\"]\n");
+    let extra =
+        format!("\n[[tokens]]\nname = \"planner\"\ntoken = \"{PLAN}\"\nroles = [\"plan\"]\n");
     let s = server_with(hook, SECRET, "fail_closed", &extra).await;
     let created = s
         .client

@@ -152,7 +152,10 @@ async fn required_orders_admit_their_serials_with_the_order_product() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["rule"], "orders.required");
     assert!(
-        body["error"].as_str().unwrap().contains("no open work order"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no open work order"),
         "{body}"
     );
     let (_, audit) = s
@@ -170,30 +173,53 @@ async fn required_orders_admit_their_serials_with_the_order_product() {
     assert_eq!(id["hardwareVersion"], "rev-b");
     assert_eq!(id["category"], "development");
     assert_eq!(id["radioConfig"], "07");
-    assert_eq!(id["ledConfig"], "01", "[defaults] fills what the order leaves");
+    assert_eq!(
+        id["ledConfig"], "01",
+        "[defaults] fills what the order leaves"
+    );
     let row = deployed_row(&s, "GW-LISTED-1").await;
     assert_eq!(
-        (&row["hardwareVersion"], &row["category"], &row["radioConfig"]),
+        (
+            &row["hardwareVersion"],
+            &row["category"],
+            &row["radioConfig"]
+        ),
         (&json!("rev-b"), &json!("development"), &json!("07"))
     );
     let path = format!("{}&radioConfig=09", identity_path("GW-LISTED-2", gw));
     let (status, id) = s.get_json(&path, Some(BOTH)).await;
     assert_eq!(status, 200, "{id}");
-    assert_eq!((&id["radioConfig"], &id["hardwareVersion"]), (&json!("09"), &json!("rev-b")));
+    assert_eq!(
+        (&id["radioConfig"], &id["hardwareVersion"]),
+        (&json!("09"), &json!("rev-b"))
+    );
     assert_eq!(deployed_row(&s, "GW-LISTED-2").await["radioConfig"], "09");
 
     // Ranges: the prefix, the width, the bounds.
     let (status, id) = provision(&s, "GW-R-0001", gw).await;
     assert_eq!(status, 200, "{id}");
     assert_eq!(id["hardwareVersion"], "rev-b");
-    for out in ["GW-R-0051", "GW-R-0000", "GW-R-01", "GW-R-00002", "GW-R-000A"] {
+    for out in [
+        "GW-R-0051",
+        "GW-R-0000",
+        "GW-R-01",
+        "GW-R-00002",
+        "GW-R-000A",
+    ] {
         let (status, body) = provision(&s, out, gw).await;
-        assert_eq!((status, &body["rule"]), (403, &json!("orders.required")), "{out}: {body}");
+        assert_eq!(
+            (status, &body["rule"]),
+            (403, &json!("orders.required")),
+            "{out}: {body}"
+        );
     }
 
     // The order's progress counts its identities (the order ID is on their rows).
     let o = order(&s, "WO-2612-01").await;
-    assert_eq!((&o["expected"], &o["deployed"], &o["failed"]), (&json!(52), &json!(3), &json!(0)));
+    assert_eq!(
+        (&o["expected"], &o["deployed"], &o["failed"]),
+        (&json!(52), &json!(3), &json!(0))
+    );
 
     // Closed: its serials are refused.
     let r = s
@@ -210,7 +236,10 @@ async fn required_orders_admit_their_serials_with_the_order_product() {
     let (status, body) = provision(&s, "GW-R-0002", gw).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["rule"], "order_closed");
-    assert!(body["error"].as_str().unwrap().contains("WO-2612-01"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("WO-2612-01"),
+        "{body}"
+    );
     // No upload to a closed order.
     let (status, body) = upload(&s, "WO-2612-01", "GW-LATE-1\n").await;
     assert_eq!(status, 409, "{body}");
@@ -241,8 +270,16 @@ async fn bad_orders_are_refused_naming_what_was_wrong() {
     let s = server(false).await;
     for (body, status, needle) in [
         (json!({"orderId": "WO 1"}), 400, "orderId"),
-        (json!({"orderId": "WO-1", "serials": ["GW-1", "bad*serial"]}), 400, "serials[1]"),
-        (json!({"orderId": "WO-1", "serials": ["GW-1", "GW-1"]}), 400, "repeats serials[0]"),
+        (
+            json!({"orderId": "WO-1", "serials": ["GW-1", "bad*serial"]}),
+            400,
+            "serials[1]",
+        ),
+        (
+            json!({"orderId": "WO-1", "serials": ["GW-1", "GW-1"]}),
+            400,
+            "repeats serials[0]",
+        ),
         (
             json!({"orderId": "WO-1", "ranges": [{"prefix": "A-", "from": 1, "to": 1000, "width": 3}]}),
             400,
@@ -263,7 +300,11 @@ async fn bad_orders_are_refused_naming_what_was_wrong() {
             400,
             "product.apiAddress",
         ),
-        (json!({"orderId": "WO-1", "product": {"colour": "red"}}), 400, "colour"),
+        (
+            json!({"orderId": "WO-1", "product": {"colour": "red"}}),
+            400,
+            "colour",
+        ),
         (json!({"orderId": "WO-1", "extra": 1}), 400, "extra"),
     ] {
         let (got, answer) = post_json(&s, "/v3/orders", PLAN, &body).await;
@@ -290,7 +331,10 @@ async fn bad_orders_are_refused_naming_what_was_wrong() {
     )
     .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("WO-2612-01"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("WO-2612-01"),
+        "{body}"
+    );
     let (status, body) = post_json(
         &s,
         "/v3/orders",
@@ -314,7 +358,11 @@ async fn a_bad_csv_line_is_400_naming_it_and_nothing_is_stored() {
     let (gw, _h) = gateway(fake_fcc::Sessions::Forever, &[]).await;
 
     for (csv, line, needle) in [
-        ("serial\nGW-C-1\nGW-C-2\nnot a serial!\nGW-C-3\n", 4, "line 4"),
+        (
+            "serial\nGW-C-1\nGW-C-2\nnot a serial!\nGW-C-3\n",
+            4,
+            "line 4",
+        ),
         ("GW-C-1\r\nGW-C-2\r\nGW-C-1\r\n", 3, "repeats line 1"),
         ("GW-C-1\n\"GW-C-2\n", 2, "line 2"),
     ] {
@@ -344,22 +392,27 @@ async fn a_bad_csv_line_is_400_naming_it_and_nothing_is_stored() {
     assert_eq!(status, 404);
     let (status, body) = upload(&s, "WO-CSV", "serial\n\n  \r\n").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("no serial"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no serial"),
+        "{body}"
+    );
 
     // The same serials, now correct, are stored (the failed uploads left no row behind).
-    let (status, body) = upload(&s, "WO-CSV", "serialNumber,label\nGW-C-1,a\nGW-C-2,b\nGW-C-3").await;
+    let (status, body) = upload(
+        &s,
+        "WO-CSV",
+        "serialNumber,label\nGW-C-1,a\nGW-C-2,b\nGW-C-3",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((&body["uploaded"], &body["expected"]), (&json!(3), &json!(3)));
+    assert_eq!(
+        (&body["uploaded"], &body["expected"]),
+        (&json!(3), &json!(3))
+    );
     let (status, id) = provision(&s, "GW-C-3", gw).await;
     assert_eq!(status, 200, "{id}");
     // A serial of this upload is another order's no more.
-    let (status, body) = post_json(
-        &s,
-        "/v3/orders",
-        PLAN,
-        &json!({"orderId": "WO-OTHER"}),
-    )
-    .await;
+    let (status, body) = post_json(&s, "/v3/orders", PLAN, &json!({"orderId": "WO-OTHER"})).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = upload(&s, "WO-OTHER", "GW-D-1\nGW-C-2\n").await;
     assert_eq!(status, 400, "{body}");
@@ -387,7 +440,10 @@ async fn a_million_serial_csv_upload_is_streamed_stored_and_counted() {
     let (status, body) = upload(&s, "WO-BIG", reqwest::Body::wrap_stream(chunks)).await;
     assert_eq!(status, 200, "{body}");
     eprintln!("1,000,000 serials uploaded in {:?}", started.elapsed());
-    assert_eq!((&body["uploaded"], &body["expected"]), (&json!(N), &json!(N)));
+    assert_eq!(
+        (&body["uploaded"], &body["expected"]),
+        (&json!(N), &json!(N))
+    );
     let (gw, _h) = gateway(fake_fcc::Sessions::Forever, &[]).await;
     for serial in ["GW-BIG-0000000", "GW-BIG-0999999", "GW-BIG-0500000"] {
         let (status, id) = provision(&s, serial, gw).await;
@@ -404,7 +460,13 @@ async fn the_floor_page_shows_each_open_order_s_progress() {
     let s = server(false).await;
     let (status, _) = post_json(&s, "/v3/orders", PLAN, &wo_1()).await;
     assert_eq!(status, 201);
-    let (status, _) = post_json(&s, "/v3/orders", PLAN, &json!({"orderId": "WO-DONE", "serials": ["GW-Z-1"]})).await;
+    let (status, _) = post_json(
+        &s,
+        "/v3/orders",
+        PLAN,
+        &json!({"orderId": "WO-DONE", "serials": ["GW-Z-1"]}),
+    )
+    .await;
     assert_eq!(status, 201);
     let r = s
         .client

@@ -134,10 +134,11 @@ impl HooksConfig {
                 });
             }
         }
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| HookSecretError::Read {
-            path: path.clone(),
-            source,
-        })?);
+        let bytes =
+            Zeroizing::new(std::fs::read(path).map_err(|source| HookSecretError::Read {
+                path: path.clone(),
+                source,
+            })?);
         let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() < MIN_HOOK_SECRET_LEN {
@@ -166,7 +167,9 @@ mod optional_url {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<url::Url>, D::Error> {
         let text = String::deserialize(d)?;
         url::Url::parse(&text)
             .map(Some)
@@ -187,7 +190,9 @@ pub fn check_hook_url(url: &url::Url) -> Result<(), String> {
                  https:// for another host"
             )),
         },
-        other => Err(format!("`{url}`: scheme `{other}` is not https:// (or http:// to loopback)")),
+        other => Err(format!(
+            "`{url}`: scheme `{other}` is not https:// (or http:// to loopback)"
+        )),
     }
 }
 
@@ -232,8 +237,8 @@ impl Config {
 
 /// The certificates of a PEM CA file, as reqwest takes them.
 pub fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("cannot read {}: {e}", path_for_people(path)))?;
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path_for_people(path)))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
     if certs.is_empty() {
@@ -278,7 +283,10 @@ mod tests {
         std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = h.read_secret().unwrap_err();
-        assert!(matches!(e, HookSecretError::Permissions { mode: 0o644, .. }), "{e}");
+        assert!(
+            matches!(e, HookSecretError::Permissions { mode: 0o644, .. }),
+            "{e}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(&h.read_secret().unwrap()[..], b"0123456789abcdef0123");
         std::fs::write(&path, "short\n").unwrap();

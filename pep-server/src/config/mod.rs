@@ -687,12 +687,9 @@ impl Config {
         if let Some(p) = self.token_file.as_mut() {
             rebase(p, base);
         }
-        for p in [
-            self.hooks.secret_file.as_mut(),
-            self.hooks.ca_file.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
+        for p in [self.hooks.secret_file.as_mut(), self.hooks.ca_file.as_mut()]
+            .into_iter()
+            .flatten()
         {
             rebase(p, base);
         }

@@ -121,7 +121,9 @@ async fn summary(store: &Store, id: &OrderId) -> Result<OrderView, ApiError> {
         .await
         .map_err(|e| ApiError::internal("reading the work order failed", &e))?
         .map(OrderView::from)
-        .ok_or_else(|| ApiError::not_found(format!("no work order {id}")).with("orderId", id.to_string()))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no work order {id}")).with("orderId", id.to_string())
+        })
 }
 
 /// `POST /v3/orders`: a new work order.
@@ -156,7 +158,8 @@ pub(super) async fn create(
     })?;
     let request: OrderRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid order: {e}")))?;
-    let order = NewOrder::from_request(request).map_err(|e| ApiError::bad_param(&e.field, e.reason))?;
+    let order =
+        NewOrder::from_request(request).map_err(|e| ApiError::bad_param(&e.field, e.reason))?;
     let store = state.provisioner.store();
     store
         .create_order(&order, &who(principal))
@@ -262,7 +265,8 @@ impl Lines {
     fn add(&mut self, text: &[u8]) -> Result<(), ApiError> {
         self.line += 1;
         let line = self.line;
-        let Some(serial) = csv_serial(text, line).map_err(|e| bad_line(&e.field, &e.reason, line))?
+        let Some(serial) =
+            csv_serial(text, line).map_err(|e| bad_line(&e.field, &e.reason, line))?
         else {
             return Ok(());
         };
@@ -284,7 +288,12 @@ impl Lines {
 }
 
 /// Reads the CSV body line by line into batches of the store; the upload's serial count.
-async fn load(store: &Store, order: &OrderId, upload: UploadId, body: Body) -> Result<u64, ApiError> {
+async fn load(
+    store: &Store,
+    order: &OrderId,
+    upload: UploadId,
+    body: Body,
+) -> Result<u64, ApiError> {
     let mut stream = body.into_data_stream();
     // The part of a line that the next chunk continues (bounded by MAX_CSV_LINE).
     let mut pending: Vec<u8> = Vec::with_capacity(MAX_CSV_LINE);
@@ -347,7 +356,8 @@ async fn load(store: &Store, order: &OrderId, upload: UploadId, body: Body) -> R
 }
 
 fn bad_line(at: &str, reason: &str, line: u64) -> ApiError {
-    ApiError::bad_request(format!("{at} {reason}; nothing of the upload was stored")).with("line", line)
+    ApiError::bad_request(format!("{at} {reason}; nothing of the upload was stored"))
+        .with("line", line)
 }
 
 /// `GET /v3/orders`: every order (newest first) with its counts.
@@ -435,7 +445,9 @@ pub(super) async fn close(
         .map_err(|e| ApiError::internal("closing the work order failed", &e))?
     {
         CloseOutcome::Unknown => {
-            return Err(ApiError::not_found(format!("no work order {id}")).with("orderId", id.to_string()));
+            return Err(
+                ApiError::not_found(format!("no work order {id}")).with("orderId", id.to_string())
+            );
         }
         CloseOutcome::Closed => {
             tracing::info!(target: "pep::audit", order = %id, by = %who(principal), "work order closed");

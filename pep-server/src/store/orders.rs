@@ -120,7 +120,8 @@ struct OrderRow {
 
 impl OrderRow {
     fn into_match(self) -> Result<(OrderMatch, String, i64, Option<i64>), StoreError> {
-        let corrupt = |e: String| StoreError::Corrupt(format!("work order `{}`: {e}", self.order_id));
+        let corrupt =
+            |e: String| StoreError::Corrupt(format!("work order `{}`: {e}", self.order_id));
         let order_id = OrderId::new(self.order_id.clone()).map_err(|e| corrupt(e.to_string()))?;
         let state = match self.state.as_str() {
             "open" => OrderState::Open,
