@@ -231,3 +231,56 @@ async fn orders_in_postgres() {
     scenario(&store).await;
     store.close().await;
 }
+
+/// `migrate-store` (SQLite → PostgreSQL) carries the orders, their ranges, uploaded serials and
+/// progress along; an upload still loading is left behind.
+#[tokio::test]
+async fn orders_survive_migrate_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("pep.sqlite").display()
+    ))
+    .await
+    .unwrap();
+    scenario(&source).await;
+    let loading = source.begin_upload(&id("WO-S-4"), 0).await.unwrap();
+    source
+        .upload_batch(&id("WO-S-4"), loading, &serials(7000, 5))
+        .await
+        .unwrap();
+    let db = TestDb::create().await;
+    let target = Store::open(&db.url).await.unwrap();
+    pep_server::store::migrate_store(&source, &target)
+        .await
+        .unwrap();
+    let before = source.orders().await.unwrap();
+    let after = target.orders().await.unwrap();
+    assert_eq!(before, after);
+    assert_eq!(
+        after
+            .iter()
+            .find(|o| o.order_id.as_str() == "WO-S-1")
+            .unwrap()
+            .deployed,
+        1
+    );
+    for serial in ["GW-UP-01499", "GW-LIST-2", "GW-R-0500", "GW-UP-05009"] {
+        assert_eq!(
+            source.order_of(serial).await.unwrap(),
+            target.order_of(serial).await.unwrap(),
+            "{serial}"
+        );
+    }
+    assert!(target.order_of("GW-UP-07000").await.unwrap().is_none());
+    // The target's own ids continue above the copied ones.
+    target
+        .create_order(
+            &order(json!({"orderId": "WO-T-1", "serials": ["GW-T-1"]})),
+            "p",
+        )
+        .await
+        .unwrap();
+    source.close().await;
+    target.close().await;
+}
