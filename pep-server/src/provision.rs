@@ -364,6 +364,23 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// The pre-provisioning hook, when `[hooks] pre_provision` is set.
     hook: Option<PreProvisionHook>,
+    /// Whether any work order exists, as last asked ([`Inner::orders_exist`]).
+    orders_known: OrdersKnown,
+}
+
+/// How long "no work order exists" is believed without asking the store again: a server that
+/// never had orders pays no lookup per provisioning, and an order another server (PostgreSQL)
+/// creates applies within this time. This server's own new orders apply at once
+/// ([`Provisioner::orders_changed`]).
+const ORDERS_RECHECK_MS: i64 = 1_000;
+
+/// The cached answer of "does any work order exist", with when it was asked (ms).
+#[derive(Default)]
+struct OrdersKnown {
+    /// ms since the epoch of the last answer (0: never asked, or forgotten).
+    asked_at: std::sync::atomic::AtomicI64,
+    /// The last answer.
+    exist: std::sync::atomic::AtomicBool,
 }
 
 /// What went wrong inside one attempt (before mapping to [`ProvisionError`]).
@@ -457,6 +474,7 @@ impl Provisioner {
         let inner = Inner {
             defaults,
             hook,
+            orders_known: OrdersKnown::default(),
             clock,
             profile: config.cert_profile(),
             ca: prepared.ca,
@@ -523,6 +541,15 @@ impl Provisioner {
         peer: Option<IpAddr>,
     ) -> Result<GatewayParams, InvalidField> {
         fields.into_params(peer, &self.inner.defaults)
+    }
+
+    /// Forgets whether work orders exist: the next provisioning asks the store (called when an
+    /// order is created through this server).
+    pub fn orders_changed(&self) {
+        self.inner
+            .orders_known
+            .asked_at
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The defaults a request's absent fields get.
@@ -735,8 +762,13 @@ impl Inner {
         requester: &str,
     ) -> Result<Option<OrderMatch>, ProvisionError> {
         let serial = job.serial_number.as_str();
-        let found = self.store.order_of(serial).await?;
-        match crate::orders::admit(serial, found, self.config.orders.required) {
+        let required = self.config.orders.required;
+        let found = if required || self.orders_exist().await? {
+            self.store.order_of(serial).await?
+        } else {
+            None
+        };
+        match crate::orders::admit(serial, found, required) {
             Ok(Some(order)) => {
                 order.product.fill(job);
                 Ok(Some(order))
@@ -747,6 +779,21 @@ impl Inner {
                 Err(self.refused(job, requester, refusal.rule(), message).await)
             }
         }
+    }
+
+    /// Whether any work order exists: asked at most every [`ORDERS_RECHECK_MS`].
+    async fn orders_exist(&self) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Wall time, not the core's clock (a test clock may stand still): this is a cache age.
+        let now = crate::store::now_ms();
+        let known = &self.orders_known;
+        if now.saturating_sub(known.asked_at.load(Relaxed)) < ORDERS_RECHECK_MS {
+            return Ok(known.exist.load(Relaxed));
+        }
+        let exist = self.store.any_order().await?;
+        known.exist.store(exist, Relaxed);
+        known.asked_at.store(now, Relaxed);
+        Ok(exist)
     }
 
     /// The pre-provisioning hook, if configured: its yes (with the identity fields it sets), its

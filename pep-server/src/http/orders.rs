@@ -165,6 +165,7 @@ pub(super) async fn create(
         .create_order(&order, &who(principal))
         .await
         .map_err(|e| order_error(e, false))?;
+    state.provisioner.orders_changed();
     tracing::info!(order = %order.order_id, serials = order.serials.len(),
         ranges = order.ranges.len(), "work order created");
     let view = summary(store, &order.order_id).await?;

@@ -520,6 +520,14 @@ impl Store {
         })
     }
 
+    /// Whether any work order exists (open or closed).
+    pub async fn any_order(&self) -> Result<bool, StoreError> {
+        let n: i64 =
+            on_pool!(self, pool => sqlx::query_scalar(sql::ANY_ORDER).fetch_one(pool).await)
+                .map_err(q("looking for work orders"))?;
+        Ok(n > 0)
+    }
+
     /// The order `serial` belongs to: the order listing it explicitly, else the one whose range
     /// holds it (an open one before a closed one).
     pub async fn order_of(&self, serial: &str) -> Result<Option<OrderMatch>, StoreError> {

@@ -223,6 +223,10 @@ pub(super) const INSERT_ORDER: &str = "INSERT INTO orders (order_id, state, hard
      VALUES ($1, 'open', $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (order_id) DO NOTHING";
 
+/// 1 when any work order exists, else 0 (the provisioning skips the order lookup without any).
+pub(super) const ANY_ORDER: &str =
+    "SELECT COUNT(*) FROM (SELECT 1 FROM orders LIMIT 1) AS any_order";
+
 /// One order.
 pub(super) const ORDER: &str = select!(order_columns, "FROM orders WHERE order_id = $1");
 
@@ -365,6 +369,7 @@ mod tests {
             AUDIT_BY_PREFIX_SQLITE,
             AUDIT_BY_PREFIX_POSTGRES,
             INSERT_ORDER,
+            ANY_ORDER,
             ORDER,
             ORDERS,
             OPEN_ORDERS,
