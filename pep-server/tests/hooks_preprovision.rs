@@ -283,7 +283,9 @@ async fn the_reference_receiver_refuses_a_bad_signature() {
         (now, &br#"{"serial":"GW-SIG-4"}"#[..], false),
         (now - 3600, &body[..], false),
     ] {
-        let signature = pep_server::hook::signature(SECRET.as_bytes(), now, body);
+        // Signed at `ts` over `body`: a tampered body, or a valid but old signature (a replay),
+        // is refused.
+        let signature = pep_server::hook::signature(SECRET.as_bytes(), ts, body);
         let r = client
             .post(&url)
             .header(TIMESTAMP_HEADER, ts.to_string())
@@ -386,4 +388,86 @@ async fn the_hook_is_told_the_order() {
     let (status, body) = s.identity("GW-ORD-1", gw).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(r.seen.lock().unwrap().last().unwrap().0["order"], "WO-H");
+}
+
+/// The Python reference receiver of docs/operations.md, run as written (its secret file and port
+/// substituted): it allows a signed request for a planned serial, refuses another serial with
+/// its reason, and refuses a server with another secret and a tampered request (401).
+#[tokio::test]
+async fn the_documented_python_receiver_verifies_signatures() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    let code = docs
+        .split("clock (a recorded request cannot be replayed later). In Python:\n\n```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the reference receiver in docs/operations.md");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("mes.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = http_support::dead_port();
+    let code = code
+        .replace("/etc/mes/pep-hook.secret", &secret.display().to_string())
+        .replace("(\"127.0.0.1\", 8080)", &format!("(\"127.0.0.1\", {port})"));
+    assert!(code.contains(&format!("{port}")), "{code}");
+    let script = dir.path().join("receiver.py");
+    std::fs::write(&script, code).unwrap();
+    let _receiver = tokio::process::Command::new("python3")
+        .arg(&script)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let hook: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Up once it accepts connections.
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(hook).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = server(hook, SECRET, "fail_closed").await;
+    let (gw, _h) = gateway(fake_fcc::Sessions::Forever, &[]).await;
+    let (status, body) = s.identity("GW-2612-000001", gw).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.identity("GW-9999-000001", gw).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not planned"),
+        "{body}"
+    );
+
+    let wrong = server(hook, "another-secret-0123456789abcdef", "fail_closed").await;
+    let (status, body) = wrong.identity("GW-2612-000002", gw).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("HTTP 401"),
+        "{body}"
+    );
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body =
+        br#"{"serial":"GW-2612-000003","ip":"10.0.0.1","port":1,"order":null,"requester":"x"}"#;
+    let client = reqwest::Client::new();
+    // Signed at `ts` over `body`; sent with `sent`: as is, tampered, and validly signed but old
+    // (a replay).
+    for (sent, ts, ok) in [
+        (&body[..], now, true),
+        (&br#"{"serial":"GW-2612-000004","ip":"10.0.0.1","port":1,"order":null,"requester":"x"}"#[..], now, false),
+        (&body[..], now - 600, false),
+    ] {
+        let signature = pep_server::hook::signature(SECRET.as_bytes(), ts, body);
+        let r = client
+            .post(format!("http://{hook}/pep/approve"))
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, signature)
+            .body(sent.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().is_success(), ok, "{}", String::from_utf8_lossy(sent));
+    }
 }
