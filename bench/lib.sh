@@ -20,6 +20,9 @@
 # and the server's config gets `[cloud] mode`, `api_url` and an `api_key_file`; the stand-in's
 # last line (how many IDs it accepted, how many twice) is printed after each run. Compare the
 # rate with a CLOUD=off run (target: at least 90 %). The server must have the `[cloud]` settings.
+# HOOK [0]: 1 turns on the pre-provisioning hook (`[hooks] pre_provision`, issue #17): a local
+# receiver (`pep-server --example hook_receiver`, release build) that verifies each request's
+# signature and allows it, on 127.0.0.1; compare the rate with a HOOK=0 run (target >= 70 %).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -29,8 +32,10 @@ DEMO_CONFIG="${DEMO_CONFIG:-$ROOT/fixtures/demo/pep.toml}"
 TOKEN="pep-demo-token"
 TLS="${TLS:-0}"
 WEBHOOKS="${WEBHOOKS:-0}"
+WEBHOOK_PID=""
+WEBHOOK_COUNT=""
+HOOK="${HOOK:-0}"
 HOOK_PID=""
-HOOK_COUNT=""
 DATABASE="${DATABASE:-sqlite}"
 SERVER_LOG="${SERVER_LOG:-}"
 PG_DB=""
@@ -40,8 +45,9 @@ export PGOPTIONS="${PGOPTIONS:--c client_min_messages=warning}"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
     if [[ -n "$HOOK_PID" ]]; then kill "$HOOK_PID" 2>/dev/null || true; wait "$HOOK_PID" 2>/dev/null || true; fi
+    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    if [[ -n "$WEBHOOK_PID" ]]; then kill "$WEBHOOK_PID" 2>/dev/null || true; wait "$WEBHOOK_PID" 2>/dev/null || true; fi
     if [[ -n "$CLOUD_PID" ]]; then kill "$CLOUD_PID" 2>/dev/null || true; wait "$CLOUD_PID" 2>/dev/null || true; fi
     if [[ -n "$PG_DB" ]]; then psql -q "$DATABASE" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
@@ -90,7 +96,22 @@ esac
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen "${BUILD_CLOUD[@]}")
-echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME, webhooks $([[ "$WEBHOOKS" == 1 ]] && echo on || echo off), cloud claims: $CLOUD"
+if [[ "$HOOK" == 1 ]]; then
+    (cd "$ROOT" && cargo build --release --quiet -p pep-server --example hook_receiver)
+    openssl rand -hex 32 > "$WORK/hook.secret"; chmod 600 "$WORK/hook.secret"
+    "$BIN/examples/hook_receiver" "$WORK/hook.secret" > "$WORK/hook.out" 2> "$WORK/hook.err" &
+    HOOK_PID=$!
+    for _ in $(seq 1 100); do
+        if grep -q '^listening on ' "$WORK/hook.out" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    HOOK_ADDR="$(sed -n 's/^listening on //p' "$WORK/hook.out")"
+    [[ -n "$HOOK_ADDR" ]] || { echo "the hook receiver did not start:"; cat "$WORK/hook.err"; exit 1; }
+    echo "== pre-provisioning hook on: http://$HOOK_ADDR/pep/approve (signature-checking allow-all receiver)"
+elif [[ "$HOOK" != 0 ]]; then
+    echo "HOOK must be 0 or 1, not \`$HOOK\`" >&2; exit 2
+fi
+echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME, pre-provisioning hook $([[ "$HOOK" == 1 ]] && echo on || echo off), webhooks $([[ "$WEBHOOKS" == 1 ]] && echo on || echo off), cloud claims: $CLOUD"
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -109,12 +130,13 @@ start_server() {
         -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
         "$DEMO_CONFIG" > "$dir/pep.toml"
     if [[ -n "${DURABILITY:-}" ]]; then printf '\n[store]\ndurability = "%s"\n' "$DURABILITY" >> "$dir/pep.toml"; fi
+    if [[ "$HOOK" == 1 ]]; then printf '\n[hooks]\npre_provision = "http://%s/pep/approve"\nsecret_file = "%s"\n' "$HOOK_ADDR" "$WORK/hook.secret" >> "$dir/pep.toml"; fi
     if [[ "$TLS" == 1 ]]; then printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/tls/server.pem" "$WORK/tls/server.key" >> "$dir/pep.toml"; fi
     if [[ "$WEBHOOKS" == 1 ]]; then
         openssl rand -hex 32 > "$dir/hook.secret"; chmod 600 "$dir/hook.secret"
         python3 "$ROOT/bench/hook_receiver.py" "$dir/hook.secret" "$dir/hook.port" "$dir/hook.count" &
-        HOOK_PID=$!
-        HOOK_COUNT="$dir/hook.count"
+        WEBHOOK_PID=$!
+        WEBHOOK_COUNT="$dir/hook.count"
         for _ in $(seq 1 50); do [[ -s "$dir/hook.port" ]] && break; sleep 0.1; done
         [[ -s "$dir/hook.port" ]] || { echo "bench/hook_receiver.py did not start"; exit 1; }
         printf '\n[[hooks.events]]\nname = "bench"\nurl = "http://127.0.0.1:%s/hook"\nevents = ["deployed", "failed"]\nsecret_file = "%s"\n' \
@@ -152,10 +174,10 @@ start_cloud() {
 }
 stop_server() {
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
-    if [[ -n "$HOOK_PID" ]]; then
-        kill "$HOOK_PID"; wait "$HOOK_PID" 2>/dev/null || true; HOOK_PID=""
+    if [[ -n "$WEBHOOK_PID" ]]; then
+        kill "$WEBHOOK_PID"; wait "$WEBHOOK_PID" 2>/dev/null || true; WEBHOOK_PID=""
         # What arrived by the time the server stopped; the rest waits in the run's outbox.
-        echo "   webhook receiver: $(cat "$HOOK_COUNT" 2>/dev/null || echo 'no count written')"
+        echo "   webhook receiver: $(cat "$WEBHOOK_COUNT" 2>/dev/null || echo 'no count written')"
     fi
     if [[ -n "$CLOUD_PID" ]]; then
         kill "$CLOUD_PID"; wait "$CLOUD_PID" 2>/dev/null || true; CLOUD_PID=""

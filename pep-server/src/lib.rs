@@ -4,6 +4,7 @@
 //! - [`model`]: the gateway request, typed and validated once ([`model::GatewayParams`]).
 //! - [`clock`]: the time the core reads ([`clock::Clock`]).
 //! - [`store`]: the identity store (SQLite, or PostgreSQL shared by several servers; all SQL lives there).
+//! - [`orders`]: work orders of expected serials; [`hook`]: the pre-provisioning hook.
 //! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP.
 //! - [`audit`]: the tamper-evident audit trail's checkpoints, verification and export.
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
@@ -67,9 +68,11 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod hooks;
+pub mod hook;
 pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod netpolicy;
+pub mod orders;
 pub mod provision;
 pub mod store;

@@ -271,6 +271,27 @@ pub struct GatewayParams {
     pub category: Category,
     /// journald FSS verification key (stored, not injected).
     pub verification_key: Option<FieldText>,
+    /// Which of the fields above the request left to the defaults: a work order's product
+    /// replaces exactly these (the request's own fields win).
+    #[serde(skip)]
+    pub defaulted: Defaulted,
+}
+
+/// The product fields of a request that were absent (or empty) and took `[defaults]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Defaulted {
+    /// `apiAddress`.
+    pub api_address: bool,
+    /// `gatewayServicesAddress`.
+    pub gateway_services_address: bool,
+    /// `hardwareVersion`.
+    pub hardware_version: bool,
+    /// `radioConfig`.
+    pub radio_config: bool,
+    /// `ledConfig`.
+    pub led_config: bool,
+    /// `category`.
+    pub category: bool,
 }
 
 /// What a request leaves out: `[defaults]` and `device.hardware_version` of the configuration,
@@ -426,6 +447,15 @@ impl GatewayFields {
             InvalidField::new("serialNumber", format!("is not a valid endpoint name: {e}"))
         })?;
 
+        let absent = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        let defaulted = Defaulted {
+            api_address: absent(&self.api_address),
+            gateway_services_address: absent(&self.gateway_services_address),
+            hardware_version: absent(&self.hardware_version),
+            radio_config: absent(&self.radio_config),
+            led_config: absent(&self.led_config),
+            category: absent(&self.category),
+        };
         let ip = match non_empty(self.ip) {
             Some(text) => gateway_ip(&text)?,
             None => {
@@ -497,6 +527,7 @@ impl GatewayFields {
             led_config: text("ledConfig", self.led_config, &defaults.led_config)?,
             category,
             verification_key,
+            defaulted,
         })
     }
 }
@@ -582,7 +613,12 @@ mod tests {
         // Round trip through JSON.
         let json = serde_json::to_string(&p).unwrap();
         assert!(json.contains("\"serialNumber\":\"GW-1\""), "{json}");
-        assert_eq!(serde_json::from_str::<GatewayParams>(&json).unwrap(), p);
+        // Which fields took a default is not part of the JSON.
+        let mut back = serde_json::from_str::<GatewayParams>(&json).unwrap();
+        assert_eq!(back.defaulted, Defaulted::default());
+        back.defaulted = p.defaulted;
+        assert_eq!(back, p);
+        assert!(p.defaulted.led_config && p.defaulted.api_address && !p.defaulted.category);
     }
 
     #[test]

@@ -36,12 +36,14 @@ use crate::activity::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, EntropyMode, KeyMode};
+use crate::hook::{HookQuestion, HookVerdict, PreProvisionHook};
 pub use crate::model::MAX_FIELD_LEN;
 pub use crate::model::RequestKey;
 use crate::model::{
     Category, FieldText, GatewayDefaults, GatewayFields, GatewayParams, HttpUrl, InvalidField,
     as_text,
 };
+use crate::orders::OrderMatch;
 use crate::store::{
     DeployedOutcome, FailedOutcome, IdentityState, NewAttempt, Reservation, Store, StoreError,
     WriteAhead,
@@ -238,6 +240,23 @@ pub enum ProvisionError {
         #[source]
         error: GatewayTimeoutCause,
     },
+    /// Refused by a rule before anything was reserved (403): a work-order rule (`[orders]`)
+    /// or the pre-provisioning hook's no. Audited `refused`.
+    #[error("{message}")]
+    Refused {
+        /// The serial.
+        serial: String,
+        /// The rule's name: `orders.required`, `order_closed`, `hooks.pre_provision`.
+        rule: &'static str,
+        /// What refused it, in words (for the hook: its reason, sanitized and bounded).
+        message: String,
+    },
+    /// The pre-provisioning hook gave no usable answer and `failure_policy` is `fail_closed`
+    /// (503): nothing was reserved; the same request may succeed once the hook answers.
+    #[error(
+        "{0}; provisioning needs its approval (hooks.failure_policy = \"fail_closed\"), try again"
+    )]
+    HookUnavailable(#[source] crate::hook::HookFailure),
     /// The configuration is not usable (the check report) (500).
     #[error("invalid configuration:\n{0}")]
     InvalidConfig(String),
@@ -276,7 +295,8 @@ impl ProvisionError {
             ProvisionError::GatewayUnreachable { .. } | ProvisionError::GatewayTimeout { .. } => {
                 504
             }
-            ProvisionError::CaUnavailable(_) => 503,
+            ProvisionError::CaUnavailable(_) | ProvisionError::HookUnavailable(_) => 503,
+            ProvisionError::Refused { .. } => 403,
             ProvisionError::InvalidConfig(_)
             | ProvisionError::Store(_)
             | ProvisionError::Ca(_)
@@ -293,6 +313,7 @@ impl ProvisionError {
                 | ProvisionError::GatewayUnreachable { .. }
                 | ProvisionError::GatewayTimeout { .. }
                 | ProvisionError::CaUnavailable(_)
+                | ProvisionError::HookUnavailable(_)
         )
     }
 }
@@ -341,6 +362,25 @@ struct Inner {
     defaults: GatewayDefaults,
     /// The time of `created_at`, `mbed.CurrentTime` and the certificates.
     clock: Arc<dyn Clock>,
+    /// The pre-provisioning hook, when `[hooks] pre_provision` is set.
+    hook: Option<PreProvisionHook>,
+    /// Whether any work order exists, as last asked ([`Inner::orders_exist`]).
+    orders_known: OrdersKnown,
+}
+
+/// How long "no work order exists" is believed without asking the store again: a server that
+/// never had orders pays no lookup per provisioning, and an order another server (PostgreSQL)
+/// creates applies within this time. This server's own new orders apply at once
+/// ([`Provisioner::orders_changed`]).
+const ORDERS_RECHECK_MS: i64 = 1_000;
+
+/// The cached answer of "does any work order exist", with when it was asked (ms).
+#[derive(Default)]
+struct OrdersKnown {
+    /// ms since the epoch of the last answer (0: never asked, or forgotten).
+    asked_at: std::sync::atomic::AtomicI64,
+    /// The last answer.
+    exist: std::sync::atomic::AtomicBool,
 }
 
 /// What went wrong inside one attempt (before mapping to [`ProvisionError`]).
@@ -429,8 +469,12 @@ impl Provisioner {
         };
         let defaults = GatewayDefaults::from_config(&config)
             .map_err(|e| ProvisionError::InvalidConfig(format!("{}: {}", e.field, e.reason)))?;
+        let hook = PreProvisionHook::from_config(&config.hooks)
+            .map_err(|e| ProvisionError::InvalidConfig(e.to_string()))?;
         let inner = Inner {
             defaults,
+            hook,
+            orders_known: OrdersKnown::default(),
             clock,
             profile: config.cert_profile(),
             ca: prepared.ca,
@@ -505,6 +549,15 @@ impl Provisioner {
         fields.into_params(peer, &self.inner.defaults)
     }
 
+    /// Forgets whether work orders exist: the next provisioning asks the store (called when an
+    /// order is created through this server).
+    pub fn orders_changed(&self) {
+        self.inner
+            .orders_known
+            .asked_at
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The defaults a request's absent fields get.
     pub fn gateway_defaults(&self) -> &GatewayDefaults {
         &self.inner.defaults
@@ -526,18 +579,21 @@ impl Inner {
     async fn run(&self, request: ProvisionRequest) -> Result<Identity, ProvisionError> {
         let started = Instant::now();
         let ProvisionRequest {
-            params: job,
+            params: mut job,
             mut requester,
             request_key,
         } = request;
         if let Some((cut, _)) = requester.char_indices().nth(MAX_FIELD_LEN) {
             requester.truncate(cut);
         }
+        let order = self.admit(&mut job, &requester).await?;
+        self.approve(&mut job, order.as_ref(), &requester).await?;
         let attempt = NewAttempt {
             params: job,
             requester,
             now_ms: self.clock.now_ms(),
             request_key,
+            order: order.map(|o| o.order_id),
         };
         let reservation = self.store.reserve(&attempt).await?;
         let job = &attempt.params;
@@ -635,6 +691,7 @@ impl Inner {
                     led_config,
                     category,
                     verification_key: _,
+                    defaulted: _,
                 } = attempt.params;
                 let certificate = injected.certificate;
                 Ok(Identity {
@@ -699,6 +756,122 @@ impl Inner {
                 );
                 Err(error)
             }
+        }
+    }
+
+    /// The work-order rules (`[orders]`): the serial's open order, whose product fills the
+    /// fields the request left to `[defaults]`; none when orders are not required; or a
+    /// refusal (403, audited `refused`), before anything is reserved.
+    async fn admit(
+        &self,
+        job: &mut GatewayParams,
+        requester: &str,
+    ) -> Result<Option<OrderMatch>, ProvisionError> {
+        let serial = job.serial_number.as_str();
+        let required = self.config.orders.required;
+        let found = if required || self.orders_exist().await? {
+            self.store.order_of(serial).await?
+        } else {
+            None
+        };
+        match crate::orders::admit(serial, found, required) {
+            Ok(Some(order)) => {
+                order.product.fill(job);
+                Ok(Some(order))
+            }
+            Ok(None) => Ok(None),
+            Err(refusal) => {
+                let message = refusal.to_string();
+                Err(self.refused(job, requester, refusal.rule(), message).await)
+            }
+        }
+    }
+
+    /// Whether any work order exists: asked at most every [`ORDERS_RECHECK_MS`].
+    async fn orders_exist(&self) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Wall time, not the core's clock (a test clock may stand still): this is a cache age.
+        let now = crate::store::now_ms();
+        let known = &self.orders_known;
+        if now.saturating_sub(known.asked_at.load(Relaxed)) < ORDERS_RECHECK_MS {
+            return Ok(known.exist.load(Relaxed));
+        }
+        let exist = self.store.any_order().await?;
+        known.exist.store(exist, Relaxed);
+        known.asked_at.store(now, Relaxed);
+        Ok(exist)
+    }
+
+    /// The pre-provisioning hook, if configured: its yes (with the identity fields it sets), its
+    /// no (403 with its reason, audited `refused`), or no answer (`failure_policy`).
+    async fn approve(
+        &self,
+        job: &mut GatewayParams,
+        order: Option<&OrderMatch>,
+        requester: &str,
+    ) -> Result<(), ProvisionError> {
+        let Some(hook) = &self.hook else {
+            return Ok(());
+        };
+        let question = HookQuestion {
+            serial: job.serial_number.as_str().to_owned(),
+            ip: job.gateway.ip().to_string(),
+            port: job.gateway.port(),
+            order: order.map(|o| o.order_id.as_str().to_owned()),
+            requester: requester.to_owned(),
+        };
+        match hook.ask(&question).await {
+            HookVerdict::Allow(identity) => {
+                identity.apply(job);
+                Ok(())
+            }
+            HookVerdict::Deny(reason) => {
+                let message = format!(
+                    "the pre-provisioning hook refused serial number {}: {reason}",
+                    job.serial_number.as_str()
+                );
+                Err(self
+                    .refused(job, requester, "hooks.pre_provision", message)
+                    .await)
+            }
+            HookVerdict::Failed(failure) => match hook.policy() {
+                crate::config::FailurePolicy::FailClosed => {
+                    tracing::warn!(serial = job.serial_number.as_str(), hook = hook.url(),
+                        error = %failure, "pre-provisioning hook failed: refusing (fail_closed)");
+                    Err(ProvisionError::HookUnavailable(failure))
+                }
+                crate::config::FailurePolicy::FailOpen => {
+                    tracing::warn!(serial = job.serial_number.as_str(), hook = hook.url(),
+                        error = %failure, "pre-provisioning hook failed: provisioning anyway (fail_open)");
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// A refusal by `rule`: logged, audited `refused` (no identity row), and the error.
+    async fn refused(
+        &self,
+        job: &GatewayParams,
+        requester: &str,
+        rule: &'static str,
+        message: String,
+    ) -> ProvisionError {
+        let serial = job.serial_number.as_str();
+        tracing::warn!(target: "pep::audit", event = "refused", serial, gateway = %job.gateway,
+            requester, rule, "{message}");
+        let detail = format!("{rule}: {message}");
+        if let Err(e) = self
+            .store
+            .audit_refused(serial, &job.gateway.to_string(), requester, &detail)
+            .await
+        {
+            tracing::error!(error = %e, "auditing a refusal failed");
+        }
+        ProvisionError::Refused {
+            serial: serial.to_owned(),
+            rule,
+            message,
         }
     }
 

@@ -21,10 +21,12 @@ fn attempt(serial: &str) -> NewAttempt {
             led_config: text("01"),
             category: Category::Production,
             verification_key: None,
+            defaulted: Default::default(),
         },
         requester: "floor-test".to_owned(),
         now_ms: now_ms(),
         request_key: None,
+        order: None,
     }
 }
 

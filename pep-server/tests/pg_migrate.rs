@@ -27,10 +27,12 @@ fn attempt(serial: &str) -> NewAttempt {
             led_config: text("01"),
             category: Category::Development,
             verification_key: Some(text("vk")),
+            defaulted: Default::default(),
         },
         requester: "line-1".to_owned(),
         now_ms: now_ms(),
         request_key: None,
+        order: None,
     }
 }
 

@@ -29,10 +29,12 @@ fn attempt(serial: &str) -> NewAttempt {
             led_config: text("01"),
             category: Category::Production,
             verification_key: Some(text("vk-1")),
+            defaulted: Default::default(),
         },
         requester: "test".to_owned(),
         now_ms: now_ms(),
         request_key: None,
+        order: None,
     }
 }
 

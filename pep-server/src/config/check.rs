@@ -246,6 +246,7 @@ impl Config {
         self.check_fcc(&mut r);
         self.check_defaults(&mut r);
         self.hooks.check(&mut r);
+        self.check_hooks(&mut r);
         self.cloud.check(&self.defaults.api_address, &mut r);
 
         let prepared = match (r.is_ok(), ca, bootstrap_ca_der) {

@@ -24,15 +24,50 @@ pub const DEFAULT_HOOK_RETRY_MAX_MS: u64 = 10 * 60 * 1_000;
 /// Shortest accepted secret: 16 bytes (128 bits when random).
 pub const MIN_HOOK_SECRET_BYTES: usize = 16;
 
-/// `[hooks]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub use super::preprovision::{
+    DEFAULT_PRE_PROVISION_TIMEOUT_MS, FailurePolicy, HookSecretError, MIN_HOOK_SECRET_LEN,
+    check_hook_url, read_ca_file,
+};
+
+/// `[hooks]`: the pre-provisioning hook (its fields first; checked in `config/preprovision.rs`)
+/// and the event webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HooksConfig {
+    /// The URL pep POSTs to before it generates a key (`https://`, or `http://` to a loopback
+    /// address only). Unset (default): no hook. Parsed when the file is loaded.
+    #[serde(with = "super::preprovision::optional_url")]
+    pub pre_provision: Option<url::Url>,
+    /// The file holding the pre-provisioning hook's shared HMAC-SHA256 secret (its first line; at
+    /// least [`MIN_HOOK_SECRET_LEN`] bytes; mode 0600). Required with a hook.
+    pub secret_file: Option<PathBuf>,
+    /// How long the pre-provisioning hook may take, ms (default
+    /// [`DEFAULT_PRE_PROVISION_TIMEOUT_MS`]).
+    pub timeout_ms: u64,
+    /// `fail_closed` (default) or `fail_open`: when the pre-provisioning hook gives no answer.
+    pub failure_policy: FailurePolicy,
+    /// A PEM file of CA certificates trusted for the pre-provisioning hook's `https://` besides
+    /// the public roots (a factory's own CA).
+    pub ca_file: Option<PathBuf>,
     /// `[[hooks.events]]`: the receivers of the event webhooks. None (default): no event is
     /// written to the outbox and no delivery task runs.
     pub events: Vec<EventHookConfig>,
     /// `[hooks.delivery]`: the delivery task.
     pub delivery: HookDeliveryConfig,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            pre_provision: None,
+            secret_file: None,
+            timeout_ms: DEFAULT_PRE_PROVISION_TIMEOUT_MS,
+            failure_policy: FailurePolicy::default(),
+            ca_file: None,
+            events: Vec::new(),
+            delivery: HookDeliveryConfig::default(),
+        }
+    }
 }
 
 /// One `[[hooks.events]]` receiver.

@@ -21,6 +21,7 @@
 mod check;
 pub mod hooks;
 pub mod cloud;
+pub mod preprovision;
 pub mod security;
 pub mod values;
 
@@ -34,6 +35,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::category::Category;
 pub use check::{CheckIssue, CheckReport, CheckSummary};
 pub use cloud::{ApiKey, CloudConfig, CloudMode};
+pub use hooks::{FailurePolicy, HooksConfig};
+pub use preprovision::OrdersConfig;
 pub use values::{BootstrapUri, UtcOffset};
 
 /// Default listen address of the HTTP API (the old server's port).
@@ -138,9 +141,13 @@ pub struct Config {
     /// Stations authenticated by a client certificate (`[tls] client_ca`): subject → roles.
     #[serde(default)]
     pub stations: Vec<StationConfig>,
-    /// `[hooks]`: the event webhooks (`[[hooks.events]]`) and their delivery.
+    /// Work orders: whether a serial must belong to an open one.
     #[serde(default)]
-    pub hooks: hooks::HooksConfig,
+    pub orders: OrdersConfig,
+    /// `[hooks]`: the pre-provisioning hook, the event webhooks (`[[hooks.events]]`) and their
+    /// delivery.
+    #[serde(default)]
+    pub hooks: HooksConfig,
     /// Claiming deployed gateways in the device-management cloud (default: off).
     #[serde(default)]
     pub cloud: CloudConfig,
@@ -294,6 +301,8 @@ pub enum Role {
     Provision,
     /// May read enrollment IDs, verification keys and lists.
     Read,
+    /// May create, list and close work orders (`/v3/orders`).
+    Plan,
 }
 
 /// One API token: `token` (plaintext) or `token_sha256` (its SHA-256, hex), not both.
@@ -720,7 +729,14 @@ impl Config {
             rebase(p, base);
         }
         self.hooks.resolve_relative_to(base);
-        if let Some(p) = self.cloud.api_key_file.as_mut() {
+        for p in [
+            self.hooks.secret_file.as_mut(),
+            self.hooks.ca_file.as_mut(),
+            self.cloud.api_key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             rebase(p, base);
         }
         if let Some(tls) = self.tls.as_mut() {

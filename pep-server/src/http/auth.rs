@@ -1,4 +1,4 @@
-//! Bearer-token authentication with two roles.
+//! Bearer-token authentication with three roles (`provision`, `read`, `plan`).
 //!
 //! Tokens come from the config (`Authorization: Bearer <token>` only; never a query parameter, which
 //! would end up in access logs and shell histories). The presented token is compared with *every*
@@ -40,6 +40,7 @@ pub(super) fn role_name(role: Role) -> &'static str {
     match role {
         Role::Provision => "provision",
         Role::Read => "read",
+        Role::Plan => "plan",
     }
 }
 
@@ -51,6 +52,7 @@ pub struct Token {
     digest: Zeroizing<[u8; 32]>,
     provision: bool,
     read: bool,
+    plan: bool,
     scope: SerialScope,
 }
 
@@ -93,6 +95,7 @@ impl Token {
             digest: Zeroizing::new(digest),
             provision: roles.contains(&Role::Provision),
             read: roles.contains(&Role::Read),
+            plan: roles.contains(&Role::Plan),
             scope: SerialScope::default(),
         }
     }
@@ -107,6 +110,7 @@ impl Token {
         match role {
             Role::Provision => self.provision,
             Role::Read => self.read,
+            Role::Plan => self.plan,
         }
     }
 }
@@ -118,6 +122,7 @@ impl std::fmt::Debug for Token {
             .field("secret", &"<redacted>")
             .field("provision", &self.provision)
             .field("read", &self.read)
+            .field("plan", &self.plan)
             .field("scope", &self.scope)
             .finish()
     }

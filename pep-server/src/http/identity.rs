@@ -356,7 +356,9 @@ fn conflict_state(state: IdentityState) -> &'static str {
 
 fn result_of(e: &ProvisionError) -> ProvisionResult {
     match e {
-        ProvisionError::InvalidRequest { .. } => ProvisionResult::Invalid,
+        ProvisionError::InvalidRequest { .. } | ProvisionError::Refused { .. } => {
+            ProvisionResult::Invalid
+        }
         ProvisionError::Conflict { .. } | ProvisionError::KeyUsed { .. } => {
             ProvisionResult::Conflict
         }
@@ -403,6 +405,14 @@ fn provision_error(e: ProvisionError) -> ApiError {
             .with("retryable", true),
         // Nothing reached the gateway; the same request succeeds once the token is back.
         ProvisionError::CaUnavailable(_) => ApiError::new(status, message).with("retryable", true),
+        ProvisionError::Refused { serial, rule, .. } => ApiError::new(status, message)
+            .with("serialNumber", serial)
+            .with("rule", rule)
+            .with("retryable", false),
+        // Nothing was reserved; the same request succeeds once the hook answers.
+        ProvisionError::HookUnavailable(_) => ApiError::new(status, message)
+            .with("rule", "hooks.pre_provision")
+            .with("retryable", true),
         _ => ApiError::new(status, message),
     }
 }

@@ -20,6 +20,7 @@ mod identity;
 pub mod limits;
 pub mod openapi;
 mod ops;
+pub mod orders;
 mod query;
 mod read;
 mod resolve;
@@ -137,6 +138,16 @@ pub enum Endpoint {
     HookDeliveries,
     /// `GET /v3/claims?state=`.
     Claims,
+    /// `POST /v3/orders`.
+    OrderCreate,
+    /// `GET /v3/orders`.
+    OrderList,
+    /// `GET /v3/orders/{orderId}`.
+    Order,
+    /// `POST /v3/orders/{orderId}/serials` (text/csv).
+    OrderSerials,
+    /// `POST /v3/orders/{orderId}/close`.
+    OrderClose,
 }
 
 /// One route of the API.
@@ -194,6 +205,7 @@ const fn api(spec: RouteSpec) -> RouteSpec {
 
 const PROVISION: Access = Access::Needs(Role::Provision);
 const READ: Access = Access::Needs(Role::Read);
+const PLAN: Access = Access::Needs(Role::Plan);
 
 /// Every route the server answers, each once; `api(…)` routes also answer without `/v3`
 /// ([`RouteSpec::paths`]).
@@ -273,6 +285,21 @@ pub const ROUTES: &[RouteSpec] = &[
         Endpoint::HookDeliveries,
     ),
     route("GET", "/v3/claims", READ, Endpoint::Claims),
+    route("POST", "/v3/orders", PLAN, Endpoint::OrderCreate),
+    route("GET", "/v3/orders", READ, Endpoint::OrderList),
+    route("GET", "/v3/orders/{orderId}", READ, Endpoint::Order),
+    route(
+        "POST",
+        "/v3/orders/{orderId}/serials",
+        PLAN,
+        Endpoint::OrderSerials,
+    ),
+    route(
+        "POST",
+        "/v3/orders/{orderId}/close",
+        PLAN,
+        Endpoint::OrderClose,
+    ),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -307,6 +334,15 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::Resolve => on(method, resolve::resolve),
         Endpoint::HookDeliveries => on(method, hooks::deliveries),
         Endpoint::Claims => on(method, claims::claims),
+        // Up to 10,000 serials in JSON: more than the API's 64 KiB.
+        Endpoint::OrderCreate => on(method, orders::create).layer(
+            axum::extract::DefaultBodyLimit::max(orders::MAX_ORDER_BODY_BYTES),
+        ),
+        Endpoint::OrderList => on(method, orders::list),
+        Endpoint::Order => on(method, orders::get),
+        // Streamed line by line (the handler bounds lines and serials, not bytes).
+        Endpoint::OrderSerials => on(method, orders::upload),
+        Endpoint::OrderClose => on(method, orders::close),
     }
 }
 

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{ROUTES, auth, claims, events, floor, hooks, identity, ops, read, resolve};
+use super::{ROUTES, auth, claims, events, floor, hooks, identity, ops, orders, read, resolve};
 
 /// The document. `paths(...)` lists every handler; [`Aliases`] adds the paths without `/v3`.
 #[derive(OpenApi)]
@@ -57,6 +57,11 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
         resolve::resolve,
         hooks::deliveries,
         claims::claims,
+        orders::create,
+        orders::upload,
+        orders::list,
+        orders::get,
+        orders::close,
         floor::to_floor,
         floor::page,
         auth::login,
@@ -71,6 +76,11 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
             DeliveryPage,
             ClaimPage,
             AuditPage,
+            orders::OrderView,
+            orders::OrderList,
+            crate::orders::OrderRequest,
+            crate::orders::SerialRange,
+            crate::orders::OrderState,
             floor::Snapshot,
             floor::AttemptRow,
             floor::Live,
@@ -130,7 +140,7 @@ impl Modify for SecuritySchemes {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "Authorization: Bearer <token>, a token from the server config with the \
-                         role the endpoint needs (provision or read). Missing or unknown token: \
+                         role the endpoint needs (provision, read or plan). Missing or unknown token: \
                          401 with WWW-Authenticate: Bearer. Valid token without the role: 403.",
                     ))
                     .build(),

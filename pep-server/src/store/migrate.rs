@@ -1,7 +1,8 @@
 //! Copying a whole store into another, empty one: `pep-server migrate-store --from URL --to URL`
 //! (typically SQLite → PostgreSQL when a factory grows from one line to several).
 //!
-//! Every identity (all states) and every audit row is copied with its id, so paging cursors and the
+//! Every identity (all states), every audit row and the work orders (with their ranges and the
+//! serials of their finished uploads) are copied with their ids, so paging cursors and the
 //! audit order stay valid. Rows still `in_flight` in the source cannot be finished by anyone after
 //! the move: they arrive `failed` (retryable) with an `interrupted` audit row. The target must be
 //! empty (no identity, no audit row); the copy is one transaction on the target, so it lands
@@ -308,7 +309,7 @@ impl Tx {
     /// `INTEGER PRIMARY KEY` does so by itself).
     async fn advance_sequences(&mut self) -> Result<(), StoreError> {
         if let Tx::Postgres(tx) = self {
-            for table in ["identities", "audit", "audit_checkpoints"] {
+            for table in ["identities", "audit", "audit_checkpoints", "order_uploads", "order_ranges"] {
                 let sql = format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                          COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
@@ -329,6 +330,147 @@ impl Tx {
         }
         .map_err(q("committing"))
     }
+}
+
+/// An `orders` row, every column.
+type OrderRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+);
+
+/// The work orders (issue #17): every order, its ranges, its finished uploads with their serials,
+/// and the order of each identity. Uploads still loading never counted and are not copied.
+async fn copy_orders(source: &mut Tx, target: &mut Tx) -> Result<(), StoreError> {
+    let read = || q("reading the work orders from the source");
+    let write = || q("writing the work orders to the target");
+    let orders: Vec<OrderRow> = on_tx!(source, conn => {
+        sqlx::query_as(
+            "SELECT order_id, state, hardware_version, radio_config, led_config, category, \
+             api_address, gateway_services_address, created_by, created_at, closed_at FROM orders",
+        )
+        .fetch_all(conn)
+        .await
+    })
+    .map_err(read())?;
+    for o in &orders {
+        on_tx!(target, conn => {
+            sqlx::query(
+                "INSERT INTO orders (order_id, state, hardware_version, radio_config, led_config, \
+                 category, api_address, gateway_services_address, created_by, created_at, \
+                 closed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&o.0).bind(&o.1).bind(&o.2).bind(&o.3).bind(&o.4).bind(&o.5).bind(&o.6)
+            .bind(&o.7).bind(&o.8).bind(o.9).bind(o.10)
+            .execute(conn)
+            .await
+            .map(drop)
+        })
+        .map_err(write())?;
+    }
+    type RangeRow = (i64, String, String, i64, i64, Option<i64>);
+    let ranges: Vec<RangeRow> = on_tx!(source, conn => {
+        sqlx::query_as("SELECT id, order_id, prefix, first_n, last_n, width FROM order_ranges")
+            .fetch_all(conn)
+            .await
+    })
+    .map_err(read())?;
+    for r in &ranges {
+        on_tx!(target, conn => {
+            sqlx::query(
+                "INSERT INTO order_ranges (id, order_id, prefix, first_n, last_n, width) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(r.0).bind(&r.1).bind(&r.2).bind(r.3).bind(r.4).bind(r.5)
+            .execute(conn)
+            .await
+            .map(drop)
+        })
+        .map_err(write())?;
+    }
+    let uploads: Vec<(i64, String, i64, i64)> = on_tx!(source, conn => {
+        sqlx::query_as(
+            "SELECT id, order_id, serials, started_at FROM order_uploads WHERE state = 'done'",
+        )
+        .fetch_all(conn)
+        .await
+    })
+    .map_err(read())?;
+    for u in &uploads {
+        on_tx!(target, conn => {
+            sqlx::query(
+                "INSERT INTO order_uploads (id, order_id, state, serials, started_at) \
+                 VALUES ($1, $2, 'done', $3, $4)",
+            )
+            .bind(u.0).bind(&u.1).bind(u.2).bind(u.3)
+            .execute(conn)
+            .await
+            .map(drop)
+        })
+        .map_err(write())?;
+        let mut after = String::new();
+        loop {
+            let page: Vec<(String, i64)> = on_tx!(source, conn => {
+                sqlx::query_as(
+                    "SELECT serial, line FROM order_serials WHERE upload_id = $1 AND serial > $2 \
+                     ORDER BY serial LIMIT $3",
+                )
+                .bind(u.0).bind(&after).bind(PAGE)
+                .fetch_all(conn)
+                .await
+            })
+            .map_err(read())?;
+            let Some(last) = page.last() else { break };
+            after = last.0.clone();
+            for (serial, line) in &page {
+                on_tx!(target, conn => {
+                    sqlx::query(
+                        "INSERT INTO order_serials (order_id, upload_id, serial, line) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&u.1).bind(u.0).bind(serial).bind(line)
+                    .execute(conn)
+                    .await
+                    .map(drop)
+                })
+                .map_err(write())?;
+            }
+        }
+    }
+    let mut after = i64::MIN;
+    loop {
+        let page: Vec<(i64, String)> = on_tx!(source, conn => {
+            sqlx::query_as(
+                "SELECT id, order_id FROM identities WHERE order_id IS NOT NULL AND id > $1 \
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(after).bind(PAGE)
+            .fetch_all(conn)
+            .await
+        })
+        .map_err(read())?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        for (id, order) in &page {
+            on_tx!(target, conn => {
+                sqlx::query("UPDATE identities SET order_id = $1 WHERE id = $2")
+                    .bind(order).bind(id)
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+            .map_err(write())?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies every identity and audit row of `from` into `to`, which must hold neither.
@@ -436,6 +578,7 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
             target.insert_key(key).await?;
         }
     }
+    copy_orders(&mut source, &mut target).await?;
     source.commit().await?;
 
     target.advance_sequences().await?;

@@ -68,6 +68,8 @@ mod sqlite_writer;
 use std::fmt;
 
 use crate::model::{GatewayParams, RequestKey};
+// After `on_pool!`, which it uses.
+pub mod orders;
 
 fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { context, source }
@@ -651,6 +653,8 @@ pub struct NewAttempt {
     pub now_ms: i64,
     /// The client's request key, if it sent one.
     pub request_key: Option<RequestKey>,
+    /// The work order the serial was admitted under (`[orders]`), recorded on the row.
+    pub order: Option<crate::orders::OrderId>,
 }
 
 /// Result of [`Store::reserve`].

@@ -270,6 +270,7 @@ impl PostgresStore {
             .bind(p.verification_key.as_ref().map(|k| k.as_str()))
             .bind(a.now_ms)
             .bind(key)
+            .bind(a.order.as_ref().map(|o| o.as_str()))
             .fetch_optional(&mut *tx)
             .await
             .map_err(q("reserving the serial"))?;

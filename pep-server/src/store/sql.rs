@@ -51,12 +51,13 @@ macro_rules! select {
 /// Reserve a serial: insert it in flight, or revive a `failed` row; a deployed or in-flight one is
 /// left alone (no row returned). The UNIQUE(serial) constraint decides races, never a
 /// check-then-insert. `$4` is the reserving server (PostgreSQL; NULL with SQLite), `$14` the
-/// request key (or NULL).
+/// request key (or NULL), `$15` the work order (or NULL).
 pub(super) const RESERVE: &str = "INSERT INTO identities (serial, state, gateway, requester, \
          server_id, hardware_version, radio_config, led_config, category, cloud_address, \
          api_address, gateway_services_address, verification_key, attempts, created_at, updated_at, \
-         request_id) \
-     VALUES ($1, 'in_flight', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13, $14) \
+         request_id, order_id) \
+     VALUES ($1, 'in_flight', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13, $14, \
+         $15) \
      ON CONFLICT (serial) DO UPDATE SET state = 'in_flight', gateway = EXCLUDED.gateway, \
          requester = EXCLUDED.requester, server_id = EXCLUDED.server_id, \
          hardware_version = EXCLUDED.hardware_version, \
@@ -66,7 +67,8 @@ pub(super) const RESERVE: &str = "INSERT INTO identities (serial, state, gateway
          gateway_services_address = EXCLUDED.gateway_services_address, \
          verification_key = EXCLUDED.verification_key, enrollment_id = NULL, \
          cert_serial = NULL, cert_not_after = NULL, cert_der = NULL, \
-         request_id = EXCLUDED.request_id, fcc_status = NULL, fcc_info = NULL, \
+         request_id = EXCLUDED.request_id, order_id = EXCLUDED.order_id, fcc_status = NULL, \
+         fcc_info = NULL, \
          fcc_warnings = '', last_error = NULL, attempts = identities.attempts + 1, \
          created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at \
      WHERE identities.state = 'failed' \
@@ -452,6 +454,124 @@ pub(super) const LAST_CLAIM_ERROR: &str = "SELECT last_error, serial, updated_at
 pub(super) const RETRY_CLAIMS: &str = "UPDATE claims SET state = 'pending', next_attempt_at = $1, \
          lease_until = NULL, bulk_task = NULL, updated_at = $1 WHERE state = $2";
 
+/// The columns of an order as read (`store::orders::OrderRow`).
+macro_rules! order_columns {
+    () => {
+        "order_id, state, hardware_version, radio_config, led_config, category, api_address, \
+         gateway_services_address, created_by, created_at, closed_at"
+    };
+}
+
+/// A new work order, open. `$2`..`$7` are its product fields (NULL: not set).
+pub(super) const INSERT_ORDER: &str = "INSERT INTO orders (order_id, state, hardware_version, \
+         radio_config, led_config, category, api_address, gateway_services_address, created_by, \
+         created_at) \
+     VALUES ($1, 'open', $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (order_id) DO NOTHING";
+
+/// 1 when any work order exists, else 0 (the provisioning skips the order lookup without any).
+pub(super) const ANY_ORDER: &str =
+    "SELECT COUNT(*) FROM (SELECT 1 FROM orders LIMIT 1) AS any_order";
+
+/// One order.
+pub(super) const ORDER: &str = select!(order_columns, "FROM orders WHERE order_id = $1");
+
+/// The newest orders.
+pub(super) const ORDERS: &str = select!(
+    order_columns,
+    "FROM orders ORDER BY created_at DESC, order_id LIMIT $1"
+);
+
+/// The open orders, oldest first (the floor page).
+pub(super) const OPEN_ORDERS: &str = select!(
+    order_columns,
+    "FROM orders WHERE state = 'open' ORDER BY created_at, order_id LIMIT $1"
+);
+
+/// Closes an open order.
+pub(super) const CLOSE_ORDER: &str =
+    "UPDATE orders SET state = 'closed', closed_at = $1 WHERE order_id = $2 AND state = 'open'";
+
+/// An order's state (locks nothing; the uploads re-check it when they finish).
+pub(super) const ORDER_STATE: &str = "SELECT state FROM orders WHERE order_id = $1";
+
+/// A range of an order.
+pub(super) const INSERT_RANGE: &str = "INSERT INTO order_ranges (order_id, prefix, first_n, \
+         last_n, width) VALUES ($1, $2, $3, $4, $5)";
+
+/// An order's ranges, in the order given.
+pub(super) const ORDER_RANGES: &str = "SELECT prefix, first_n, last_n, width FROM order_ranges \
+     WHERE order_id = $1 ORDER BY id";
+
+/// The ranges of the open orders, with their order (the overlap check of a new order).
+pub(super) const OPEN_RANGES: &str = "SELECT r.order_id, r.prefix, r.first_n, r.last_n, r.width \
+     FROM order_ranges r JOIN orders o ON o.order_id = r.order_id WHERE o.state = 'open'";
+
+/// The ranges whose prefix starts serial `$1`, with their order (`substr`/`length` count
+/// characters in both backends). Few rows: the number is checked by `SerialRange::contains`.
+pub(super) const RANGES_FOR_SERIAL: &str = "SELECT r.prefix, r.first_n, r.last_n, r.width, \
+         o.order_id, o.state, o.hardware_version, o.radio_config, o.led_config, o.category, \
+         o.api_address, o.gateway_services_address, o.created_by, o.created_at, o.closed_at \
+     FROM order_ranges r JOIN orders o ON o.order_id = r.order_id \
+     WHERE substr($1, 1, length(r.prefix)) = r.prefix";
+
+/// The order of an explicit serial, once its upload is done.
+pub(super) const ORDER_OF_SERIAL: &str = "SELECT o.order_id, o.state, o.hardware_version, \
+         o.radio_config, o.led_config, o.category, o.api_address, o.gateway_services_address, \
+         o.created_by, o.created_at, o.closed_at \
+     FROM order_serials s JOIN order_uploads u ON u.id = s.upload_id \
+         JOIN orders o ON o.order_id = s.order_id \
+     WHERE s.serial = $1 AND u.state = 'done'";
+
+/// A batch of explicit serials starts (`loading`: its rows do not count yet).
+pub(super) const BEGIN_UPLOAD: &str = "INSERT INTO order_uploads (order_id, state, serials, \
+         started_at) VALUES ($1, 'loading', 0, $2) RETURNING id";
+
+/// A batch is complete: its serials count from this commit on.
+pub(super) const FINISH_UPLOAD: &str = "UPDATE order_uploads SET state = 'done', serials = $1 \
+     WHERE id = $2 AND state = 'loading'";
+
+/// Up to `$2` rows of an abandoned batch (deleted a slice at a time: no long transaction).
+pub(super) const DELETE_UPLOAD_ROWS: &str = "DELETE FROM order_serials WHERE serial IN \
+     (SELECT serial FROM order_serials WHERE upload_id = $1 LIMIT $2)";
+
+/// An abandoned batch, once its rows are gone.
+pub(super) const DELETE_UPLOAD: &str =
+    "DELETE FROM order_uploads WHERE id = $1 AND state = 'loading'";
+
+/// Batches still loading since before `$1` (their server stopped mid-upload).
+pub(super) const STALE_UPLOADS: &str =
+    "SELECT id FROM order_uploads WHERE state = 'loading' AND started_at < $1";
+
+/// Who holds explicit serial `$1`: order, batch, line.
+pub(super) const SERIAL_HOLDER: &str =
+    "SELECT order_id, upload_id, line FROM order_serials WHERE serial = $1";
+
+/// An order's explicit serials that count.
+pub(super) const ORDER_EXPECTED: &str = "SELECT CAST(COALESCE(SUM(serials), 0) AS BIGINT) \
+     FROM order_uploads WHERE order_id = $1 AND state = 'done'";
+
+/// An order's identities per state.
+pub(super) const ORDER_PROGRESS: &str =
+    "SELECT state, COUNT(*) FROM identities WHERE order_id = $1 GROUP BY state";
+
+/// The text inserting `rows` explicit serials of one batch: `$1` the order, `$2` the batch, then
+/// each row's serial and line. A serial held already is skipped (`DO NOTHING`): the caller
+/// compares the rows written with the rows sent and names the first serial that was not.
+pub(super) fn insert_order_serials(rows: usize) -> String {
+    let mut sql = String::with_capacity(80 + rows * 24);
+    sql.push_str("INSERT INTO order_serials (order_id, upload_id, serial, line) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let n = 3 + 2 * i;
+        sql.push_str(&format!("($1, $2, ${n}, ${})", n + 1));
+    }
+    sql.push_str(" ON CONFLICT (serial) DO NOTHING");
+    sql
+}
+
 /// PostgreSQL: this session's `synchronous_commit`.
 pub(super) const PG_SHOW_SYNCHRONOUS_COMMIT: &str = "SELECT current_setting('synchronous_commit')";
 
@@ -523,6 +643,26 @@ mod tests {
             CLAIM_STATS,
             LAST_CLAIM_ERROR,
             RETRY_CLAIMS,
+            INSERT_ORDER,
+            ANY_ORDER,
+            ORDER,
+            ORDERS,
+            OPEN_ORDERS,
+            CLOSE_ORDER,
+            ORDER_STATE,
+            INSERT_RANGE,
+            ORDER_RANGES,
+            RANGES_FOR_SERIAL,
+            ORDER_OF_SERIAL,
+            BEGIN_UPLOAD,
+            FINISH_UPLOAD,
+            DELETE_UPLOAD_ROWS,
+            DELETE_UPLOAD,
+            STALE_UPLOADS,
+            SERIAL_HOLDER,
+            ORDER_EXPECTED,
+            ORDER_PROGRESS,
+            insert_order_serials(3).as_str(),
         ] {
             let mut seen = 0;
             let mut rest = sql;

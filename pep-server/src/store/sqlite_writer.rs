@@ -728,7 +728,8 @@ fn reserve(
                     p.gateway_services_address.as_str(),
                     p.verification_key.as_ref().map(|k| k.as_str()),
                     a.now_ms,
-                    key
+                    key,
+                    a.order.as_ref().map(|o| o.as_str())
                 ],
                 |r| r.get(0),
             )
@@ -828,6 +829,7 @@ mod tests {
         for migration in [
             include_str!("../../migrations/sqlite/0006_audit_chain.sql"),
             include_str!("../../migrations/sqlite/0007_claims.sql"),
+            include_str!("../../migrations/sqlite/0008_work_orders.sql"),
             include_str!("../../migrations/sqlite/0009_hook_deliveries.sql"),
         ] {
             conn.execute_batch(migration).unwrap();
@@ -849,10 +851,12 @@ mod tests {
                 led_config: text("01"),
                 category: crate::model::Category::Production,
                 verification_key: None,
+                defaulted: Default::default(),
             },
             requester: "test".to_owned(),
             now_ms: 1,
             request_key: None,
+            order: None,
         }))
     }
 

@@ -10,7 +10,9 @@ use base64::Engine as _;
 use maud::{Markup, PreEscaped, html};
 use sha2::{Digest, Sha256};
 
-use super::view::{AttemptRow, CHART_MINUTES, CloudTile, Live, Snapshot, result_of_event};
+use super::view::{
+    AttemptRow, CHART_MINUTES, CloudTile, Live, OrderProgress, Snapshot, result_of_event,
+};
 use crate::http::error::ApiError;
 use crate::http::read::AuditRow;
 
@@ -255,6 +257,44 @@ fn head(title: &str, refresh_without_script: bool) -> Markup {
     }
 }
 
+/// The open work orders' progress: deployed of expected, with a bar.
+fn orders(orders: &[OrderProgress]) -> Markup {
+    html! {
+        section class="orders" id="orders" aria-labelledby="orders-h" {
+            h2 id="orders-h" { "Open work orders" }
+            table {
+                thead {
+                    tr {
+                        th scope="col" { "Order" }
+                        th scope="col" { "Deployed" }
+                        th scope="col" { "Expected" }
+                        th scope="col" { "Failed" }
+                        th scope="col" { "In progress" }
+                        th scope="col" { "In doubt" }
+                        th scope="col" { "Progress" }
+                    }
+                }
+                tbody {
+                    @for o in orders {
+                        tr data-order=(o.order_id) {
+                            td { (o.order_id) }
+                            td class="num" { (o.deployed) }
+                            td class="num" { (o.expected) }
+                            td class="num" { (o.failed) }
+                            td class="num" { (o.in_progress) }
+                            td class="num" { (o.in_doubt) }
+                            td {
+                                progress max="100" value=(o.percent()) { (o.percent()) "%" }
+                                " " (o.percent()) "%"
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The whole page for `snap`, with the search box holding `wanted` and its result.
 pub fn page(
     snap: &Snapshot,
@@ -317,6 +357,9 @@ pub fn page(
                             h2 { "Last hour, per minute" }
                             (chart(live, offset))
                         }
+                    }
+                    @if !snap.orders.is_empty() {
+                        (orders(&snap.orders))
                     }
                     div class="cols" {
                         section class="attempts" aria-labelledby="attempts-h" {
@@ -454,6 +497,7 @@ mod tests {
             },
             offset_minutes: 0,
             attempts,
+            orders: Vec::new(),
         }
     }
 

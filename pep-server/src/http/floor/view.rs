@@ -144,6 +144,41 @@ pub struct Snapshot {
     pub offset_minutes: i32,
     /// The latest attempts, newest first.
     pub attempts: Vec<AttemptRow>,
+    /// The open work orders' progress, oldest first (none without orders).
+    pub orders: Vec<OrderProgress>,
+}
+
+/// Open work orders the page shows at most.
+pub const SHOWN_ORDERS: u32 = 20;
+
+/// One open work order's progress.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FloorOrder)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderProgress {
+    /// The order's ID.
+    pub order_id: String,
+    /// Serials expected.
+    pub expected: u64,
+    /// Deployed.
+    pub deployed: u64,
+    /// Failed (retryable).
+    pub failed: u64,
+    /// In progress now.
+    pub in_progress: u64,
+    /// In doubt.
+    pub in_doubt: u64,
+}
+
+impl OrderProgress {
+    /// Deployed as a whole percentage of expected (0 when nothing is expected).
+    pub fn percent(&self) -> u64 {
+        (self.deployed.saturating_mul(100))
+            .checked_div(self.expected)
+            .unwrap_or(0)
+            .min(100)
+    }
 }
 
 /// Midnight (ms since the epoch) of the day holding `now_ms`, in a clock `offset_min` from UTC.
@@ -207,10 +242,24 @@ pub async fn snapshot(store: &Store, offset_min: i32) -> Result<Snapshot, StoreE
         .iter()
         .map(row_of_audit)
         .collect();
+    let orders = store
+        .open_orders(SHOWN_ORDERS)
+        .await?
+        .into_iter()
+        .map(|o| OrderProgress {
+            order_id: o.order_id.to_string(),
+            expected: o.expected,
+            deployed: o.deployed,
+            failed: o.failed,
+            in_progress: o.in_progress,
+            in_doubt: o.in_doubt,
+        })
+        .collect();
     Ok(Snapshot {
         live,
         offset_minutes: offset_min,
         attempts,
+        orders,
     })
 }
 
