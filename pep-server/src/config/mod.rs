@@ -19,8 +19,8 @@
 //! documents every field; `pep-server/pep.example.toml` is a complete, commented, valid example.
 
 mod check;
-pub mod hooks;
 pub mod cloud;
+pub mod hooks;
 pub mod preprovision;
 pub mod security;
 pub mod values;

@@ -129,14 +129,17 @@ impl HooksConfig {
 pub(super) mod optional_url {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(u: &Option<url::Url>, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::config) fn serialize<S: Serializer>(
+        u: &Option<url::Url>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match u {
             Some(u) => s.serialize_some(u.as_str()),
             None => s.serialize_none(),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<url::Url>, D::Error> {
         let text = String::deserialize(d)?;

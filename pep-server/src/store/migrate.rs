@@ -309,7 +309,13 @@ impl Tx {
     /// `INTEGER PRIMARY KEY` does so by itself).
     async fn advance_sequences(&mut self) -> Result<(), StoreError> {
         if let Tx::Postgres(tx) = self {
-            for table in ["identities", "audit", "audit_checkpoints", "order_uploads", "order_ranges"] {
+            for table in [
+                "identities",
+                "audit",
+                "audit_checkpoints",
+                "order_uploads",
+                "order_ranges",
+            ] {
                 let sql = format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                          COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"

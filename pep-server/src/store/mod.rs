@@ -1022,8 +1022,13 @@ impl Store {
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(
-                SqliteStore::open(url, options.durability, options.event_routes, options.claims)
-                    .await?,
+                SqliteStore::open(
+                    url,
+                    options.durability,
+                    options.event_routes,
+                    options.claims,
+                )
+                .await?,
             ))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PostgresStore::open(url, options).await?))

@@ -26,9 +26,9 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::outbox::{EventRoutes, HookEvent, NewEvent};
 use super::audit_log::{backfill_postgres, head_postgres};
 use super::chain::ChainHead;
+use super::outbox::{EventRoutes, HookEvent, NewEvent};
 use super::{
     AuditEvent, AuditKeys, ConflictRow, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT,
     INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, Reservation, Resolution, StoreError,

@@ -247,12 +247,7 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            let results = commit_batch(
-                &mut conn,
-                routes,
-                &mut head,
-                batch.iter().map(|(w, _)| w),
-            );
+            let results = commit_batch(&mut conn, routes, &mut head, batch.iter().map(|(w, _)| w));
             for ((_, reply), result) in batch.drain(..).zip(results) {
                 // A caller that gave up is not an error: its write is committed all the same.
                 let _ = reply.send(result);
