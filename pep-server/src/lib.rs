@@ -4,7 +4,8 @@
 //! - [`model`]: the gateway request, typed and validated once ([`model::GatewayParams`]).
 //! - [`clock`]: the time the core reads ([`clock::Clock`]).
 //! - [`store`]: the identity store (SQLite, or PostgreSQL shared by several servers; all SQL lives there).
-//! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP.
+//! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP;
+//!   also the end of an identity (revocation) and the CRL ([`crl`]).
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
 //! - [`metrics`]: Prometheus counters, written out by hand.
@@ -61,6 +62,7 @@ pub mod activity;
 pub mod category;
 pub mod clock;
 pub mod config;
+pub mod crl;
 pub mod http;
 pub mod metrics;
 pub mod model;

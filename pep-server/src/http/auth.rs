@@ -40,6 +40,7 @@ pub(super) fn role_name(role: Role) -> &'static str {
     match role {
         Role::Provision => "provision",
         Role::Read => "read",
+        Role::Revoke => "revoke",
     }
 }
 
@@ -51,6 +52,7 @@ pub struct Token {
     digest: Zeroizing<[u8; 32]>,
     provision: bool,
     read: bool,
+    revoke: bool,
     scope: SerialScope,
 }
 
@@ -93,6 +95,7 @@ impl Token {
             digest: Zeroizing::new(digest),
             provision: roles.contains(&Role::Provision),
             read: roles.contains(&Role::Read),
+            revoke: roles.contains(&Role::Revoke),
             scope: SerialScope::default(),
         }
     }
@@ -107,6 +110,7 @@ impl Token {
         match role {
             Role::Provision => self.provision,
             Role::Read => self.read,
+            Role::Revoke => self.revoke,
         }
     }
 }
@@ -118,6 +122,7 @@ impl std::fmt::Debug for Token {
             .field("secret", &"<redacted>")
             .field("provision", &self.provision)
             .field("read", &self.read)
+            .field("revoke", &self.revoke)
             .field("scope", &self.scope)
             .finish()
     }

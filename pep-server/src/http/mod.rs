@@ -15,6 +15,7 @@ mod error;
 pub mod events;
 pub mod floor;
 mod identity;
+mod lifecycle;
 pub mod limits;
 pub mod openapi;
 mod ops;
@@ -131,6 +132,12 @@ pub enum Endpoint {
     IdentitiesList,
     /// `POST /v3/identities/{serial}/resolve`.
     Resolve,
+    /// `POST /v3/identities/{serial}/revoke`.
+    Revoke,
+    /// `GET /v3/identities/{serial}`.
+    IdentityHistory,
+    /// `GET /v3/crl`.
+    Crl,
 }
 
 /// One route of the API.
@@ -188,6 +195,7 @@ const fn api(spec: RouteSpec) -> RouteSpec {
 
 const PROVISION: Access = Access::Needs(Role::Provision);
 const READ: Access = Access::Needs(Role::Read);
+const REVOKE: Access = Access::Needs(Role::Revoke);
 
 /// Every route the server answers, each once; `api(…)` routes also answer without `/v3`
 /// ([`RouteSpec::paths`]).
@@ -260,6 +268,20 @@ pub const ROUTES: &[RouteSpec] = &[
         PROVISION,
         Endpoint::Resolve,
     ),
+    route(
+        "POST",
+        "/v3/identities/{serial}/revoke",
+        REVOKE,
+        Endpoint::Revoke,
+    ),
+    route(
+        "GET",
+        "/v3/identities/{serial}",
+        READ,
+        Endpoint::IdentityHistory,
+    ),
+    // Open: relying parties fetch the CRL from the certificates' distribution point.
+    route("GET", "/v3/crl", Access::Open, Endpoint::Crl),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -292,6 +314,9 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         Endpoint::Inventory => on(method, read::inventory),
         Endpoint::IdentitiesList => on(method, resolve::identities),
         Endpoint::Resolve => on(method, resolve::resolve),
+        Endpoint::Revoke => on(method, lifecycle::revoke),
+        Endpoint::IdentityHistory => on(method, lifecycle::identity),
+        Endpoint::Crl => on(method, lifecycle::crl),
     }
 }
 

@@ -19,7 +19,8 @@ use sqlx::sqlite::{
 use super::sqlite_writer::{SqliteWriter, Write, Written};
 use super::{
     AuditKeys, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt,
-    Reservation, Resolution, StoreError, WriteAhead, join_warnings, now_ms,
+    Reservation, Resolution, RevokeOrder, RevokeOutcome, StoreError, WriteAhead, join_warnings,
+    now_ms,
 };
 
 /// How durable a commit is before the store reports it done (`[store] durability`).
@@ -240,6 +241,20 @@ impl SqliteStore {
     pub(super) async fn resolve(&self, decision: Decision) -> Result<Resolution, StoreError> {
         match self.writer.write(Write::Resolve(decision)).await? {
             Written::Resolved(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn revoke(&self, order: RevokeOrder) -> Result<RevokeOutcome, StoreError> {
+        match self.writer.write(Write::Revoke(Box::new(order))).await? {
+            Written::Revoked(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn next_crl_number(&self) -> Result<i64, StoreError> {
+        match self.writer.write(Write::NextCrlNumber).await? {
+            Written::CrlNumber(n) => Ok(n),
             other => Err(unexpected(&other)),
         }
     }

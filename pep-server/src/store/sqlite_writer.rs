@@ -27,8 +27,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, Reservation,
-    Resolution, StoreError, WriteAhead, sql,
+    AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, ReasonColumn,
+    Reservation, Resolution, RevokeOrder, RevokeOutcome, RevokedIdentity, StoreError, WriteAhead,
+    sql,
 };
 
 /// Most writes one transaction carries. Bounds how long a caller waits behind others' writes.
@@ -66,6 +67,10 @@ pub(super) enum Write {
     Ahead { id: i64, ahead: Box<WriteAhead> },
     /// An operator's resolution of an in-doubt serial; audit `resolved`.
     Resolve(Decision),
+    /// An operator's revocation of a deployed or in-doubt serial; audit `revoked`.
+    Revoke(Box<RevokeOrder>),
+    /// Take the next CRL number.
+    NextCrlNumber,
     /// A refused gateway address: audit `refused` only (no identity row).
     Refused {
         keys: Box<AuditKeys>,
@@ -94,6 +99,10 @@ pub(super) enum Written {
     Ahead,
     /// Of [`Write::Resolve`].
     Resolved(Resolution),
+    /// Of [`Write::Revoke`].
+    Revoked(RevokeOutcome),
+    /// Of [`Write::NextCrlNumber`].
+    CrlNumber(i64),
     /// Of [`Write::Refused`].
     Refused,
     /// Of [`Write::RecoverInterrupted`]: rows recovered.
@@ -352,6 +361,12 @@ fn apply(conn: &Connection, write: &Write) -> Result<Written, StoreError> {
             Ok(Written::Ahead)
         }
         Write::Resolve(decision) => resolve(conn, decision).map(Written::Resolved),
+        Write::Revoke(order) => revoke(conn, order).map(Written::Revoked),
+        Write::NextCrlNumber => conn
+            .prepare_cached(sql::NEXT_CRL_NUMBER)
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map(Written::CrlNumber)
+            .map_err(write_error("taking the next CRL number")),
         Write::Refused {
             keys,
             detail,
@@ -432,6 +447,45 @@ fn resolve(conn: &Connection, d: &Decision) -> Result<Resolution, StoreError> {
     Ok(Resolution::Resolved)
 }
 
+/// `deployed`/`in_doubt` → `revoked` for `order.serial`, audited with who asked; or why not.
+fn revoke(conn: &Connection, order: &RevokeOrder) -> Result<RevokeOutcome, StoreError> {
+    let row = conn
+        .prepare_cached(sql::REVOKE)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    order.now_ms,
+                    ReasonColumn(order.reason),
+                    order.note,
+                    order.who,
+                    order.serial
+                ],
+                |r| Ok((audit_keys(r)?, r.get::<_, Option<String>>(4)?, r.get(5)?)),
+            )
+            .optional()
+        })
+        .map_err(write_error("revoking an identity"))?;
+    let Some((keys, enrollment_id, cert_serial)) = row else {
+        let found: Option<IdentityState> = conn
+            .prepare_cached(sql::CONFLICT_STATE)
+            .and_then(|mut s| s.query_row(params![order.serial], |r| r.get(1)).optional())
+            .map_err(write_error("reading the identity to revoke"))?;
+        return Ok(match found {
+            None => RevokeOutcome::Unknown,
+            Some(state) => RevokeOutcome::NotRevocable { state },
+        });
+    };
+    let revoked = RevokedIdentity {
+        enrollment_id,
+        cert_serial,
+        revoked_at_ms: order.now_ms,
+    };
+    let (keys, detail) = (order.audit_keys(keys), order.detail(&revoked));
+    let audit = NewAudit::note(order.now_ms, &keys, AuditEvent::Revoked, Some(&detail));
+    insert_audit(conn, &audit)?;
+    Ok(RevokeOutcome::Revoked(revoked))
+}
+
 fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError> {
     let p = &a.params;
     let keys = AuditKeys::of(a);
@@ -453,6 +507,10 @@ fn reserve(conn: &Connection, a: &NewAttempt) -> Result<Reservation, StoreError>
             return Ok(Reservation::KeyUsed);
         }
     }
+    // A revoked identity moves into the history before the upsert revives its row.
+    conn.prepare_cached(sql::ARCHIVE_REVOKED)
+        .and_then(|mut s| s.execute(params![a.now_ms, serial]))
+        .map_err(write_error("archiving the revoked identity"))?;
     let id: Option<i64> = conn
         .prepare_cached(sql::RESERVE)
         .and_then(|mut s| {
@@ -549,6 +607,8 @@ mod tests {
         conn.execute_batch(include_str!("../../migrations/sqlite/0003_fcc_facts.sql"))
             .unwrap();
         conn.execute_batch(include_str!("../../migrations/sqlite/0004_write_ahead.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0005_revocation.sql"))
             .unwrap();
         conn
     }
