@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use const_oid::db::rfc5280::{ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_CRL_REASONS};
 use const_oid::db::rfc5912::ECDSA_WITH_SHA_256;
-use der::asn1::{BitString, GeneralizedTime, OctetString, UtcTime, Uint};
+use der::asn1::{BitString, GeneralizedTime, OctetString, Uint, UtcTime};
 use der::{Decode as _, Encode as _};
 use time::OffsetDateTime;
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
@@ -108,7 +108,9 @@ impl RevocationReason {
 
     /// Every accepted name, for messages: `unspecified, keyCompromise, …`.
     pub fn names() -> String {
-        RevocationReason::ALL.map(RevocationReason::as_str).join(", ")
+        RevocationReason::ALL
+            .map(RevocationReason::as_str)
+            .join(", ")
     }
 }
 
@@ -185,8 +187,12 @@ fn x509_time(t: OffsetDateTime) -> Result<Time, CaError> {
 
 /// The serial number INTEGER of a certificate serial written as hex.
 fn serial_number(hex: &str) -> Result<SerialNumber, CaError> {
-    let bad = || crl_error(format!("certificate serial number `{hex}` is not even-length hex"));
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    let bad = || {
+        crl_error(format!(
+            "certificate serial number `{hex}` is not even-length hex"
+        ))
+    };
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes = (0..hex.len())
@@ -201,7 +207,10 @@ fn serial_number(hex: &str) -> Result<SerialNumber, CaError> {
     SerialNumber::new(&bytes).map_err(crl_error)
 }
 
-fn extension(oid: const_oid::ObjectIdentifier, value: &impl der::Encode) -> Result<Extension, CaError> {
+fn extension(
+    oid: const_oid::ObjectIdentifier,
+    value: &impl der::Encode,
+) -> Result<Extension, CaError> {
     Ok(Extension {
         extn_id: oid,
         critical: false,

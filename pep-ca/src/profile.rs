@@ -318,7 +318,9 @@ pub(crate) fn crl_distribution_points(url: &str) -> Result<Vec<u8>, CaError> {
     };
     let lower = url.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) || url.len() < 10 {
-        return Err(invalid(format!("{url:?} is not an http:// or https:// URI")));
+        return Err(invalid(format!(
+            "{url:?} is not an http:// or https:// URI"
+        )));
     }
     if url.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err(invalid(format!(

@@ -9,10 +9,8 @@ use const_oid::db::rfc5280::{
     ID_CE_CRL_REASONS, ID_CE_SUBJECT_KEY_IDENTIFIER,
 };
 use der::{Decode, Encode};
-use pep_ca::{
-    CaError, CertProfile, CrlContent, EndpointName, RevocationReason, RevokedEntry,
-};
 use p256::ecdsa::signature::Verifier;
+use pep_ca::{CaError, CertProfile, CrlContent, EndpointName, RevocationReason, RevokedEntry};
 use time::{Duration, OffsetDateTime};
 use x509_cert::Certificate;
 use x509_cert::crl::CertificateList;
@@ -86,7 +84,11 @@ fn crl_verifies_with_openssl_and_lists_serials_reasons_and_number() {
     assert!(listing.contains("300"), "{listing}");
     assert!(listing.contains("Key Compromise"), "{listing}");
     for c in &certs {
-        assert!(listing.contains(&c.serial_hex), "{} not in {listing}", c.serial_hex);
+        assert!(
+            listing.contains(&c.serial_hex),
+            "{} not in {listing}",
+            c.serial_hex
+        );
     }
     // An "unspecified" entry carries no reason code (RFC 5280 §5.3.1): one reason line only.
     assert_eq!(listing.matches("CRL Reason Code").count(), 1, "{listing}");
@@ -104,7 +106,13 @@ fn crl_verifies_with_openssl_and_lists_serials_reasons_and_number() {
     let (ok, text) = openssl_status(
         dir.path(),
         &[
-            "verify", "-crl_check", "-CAfile", ca_file, "-CRLfile", "crl.pem", "leaf.pem",
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            ca_file,
+            "-CRLfile",
+            "crl.pem",
+            "leaf.pem",
         ],
     );
     assert!(!ok && text.contains("certificate revoked"), "{text}");
@@ -140,8 +148,8 @@ fn crl_parses_and_its_signature_verifies_in_rust() {
 
     // The signature, with the CA certificate's public key.
     let spki = &ca_cert.tbs_certificate.subject_public_key_info;
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
-        .unwrap();
+    let key =
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes()).unwrap();
     let signature =
         p256::ecdsa::Signature::from_der(crl.signature.raw_bytes()).expect("a DER ECDSA signature");
     key.verify(&tbs.to_der().unwrap(), &signature)
@@ -214,8 +222,15 @@ fn an_empty_crl_has_no_entries_and_still_verifies() {
     let (ok, text) = openssl_status(
         dir.path(),
         &[
-            "crl", "-inform", "DER", "-in", "crl.der", "-CAfile", ca_file.to_str().unwrap(),
-            "-noout", "-verify",
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "crl.der",
+            "-CAfile",
+            ca_file.to_str().unwrap(),
+            "-noout",
+            "-verify",
         ],
     );
     assert!(ok && text.contains("verify OK"), "{text}");
@@ -299,14 +314,24 @@ fn certificates_carry_the_crl_distribution_point_when_configured() {
     write_cert_pem(dir.path(), "leaf.pem", &issued.der);
     assert_verifies(dir.path(), "leaf.pem", &fixture_cert());
     let text = openssl(dir.path(), &["x509", "-in", "leaf.pem", "-noout", "-text"]);
-    assert!(text.contains("CRL Distribution Points") && text.contains(url), "{text}");
+    assert!(
+        text.contains("CRL Distribution Points") && text.contains(url),
+        "{text}"
+    );
 
     // Without the setting: no extension.
-    let plain = ca.issue(&name, &CertProfile::default()).unwrap().certificate;
+    let plain = ca
+        .issue(&name, &CertProfile::default())
+        .unwrap()
+        .certificate;
     assert!(find(&plain.der).is_none());
 
     // A URL that is not http(s), or not ASCII, is refused naming the field.
-    for bad in ["ftp://pki.example/crl", "http://pki.exämple/crl", "http://a b/crl"] {
+    for bad in [
+        "ftp://pki.example/crl",
+        "http://pki.exämple/crl",
+        "http://a b/crl",
+    ] {
         let p = CertProfile {
             crl_distribution_point: Some(bad.to_owned()),
             ..CertProfile::default()

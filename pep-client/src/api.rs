@@ -541,7 +541,9 @@ impl PepApi {
     ) -> Result<serde_json::Value, CliError> {
         let mut url = self.endpoint("v3/identities/")?;
         url.path_segments_mut()
-            .map_err(|()| CliError::Usage(format!("the server URL {} cannot take a path", self.base)))?
+            .map_err(|()| {
+                CliError::Usage(format!("the server URL {} cannot take a path", self.base))
+            })?
             .pop_if_empty()
             .push(serial)
             .push("revoke");
@@ -559,7 +561,10 @@ impl PepApi {
         if json["state"] != "revoked" || json["serialNumber"] != serial {
             return Err(CliError::BadAnswer {
                 what,
-                detail: format!("the answer does not confirm the revocation: {}", one_line(&json.to_string())),
+                detail: format!(
+                    "the answer does not confirm the revocation: {}",
+                    one_line(&json.to_string())
+                ),
             });
         }
         Ok(json)

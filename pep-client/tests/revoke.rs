@@ -69,27 +69,51 @@ fn revoke_revokes_and_every_failure_has_its_exit_code() {
     }
     let out = revoke(&server, REVOKER, &["-s", "GW-CLI-RV", "--reason", "lost"]);
     assert!(stderr(&out).contains("keyCompromise"), "{}", stderr(&out));
-    assert_eq!(identity(&server, "GW-CLI-RV")["current"]["state"], "deployed");
+    assert_eq!(
+        identity(&server, "GW-CLI-RV")["current"]["state"],
+        "deployed"
+    );
 
     // A token without the revoke role: the auth exit code, nothing revoked.
-    let out = revoke(&server, TOKEN, &["-s", "GW-CLI-RV", "--reason", "keyCompromise"]);
+    let out = revoke(
+        &server,
+        TOKEN,
+        &["-s", "GW-CLI-RV", "--reason", "keyCompromise"],
+    );
     assert_code(&out, code(exit::AUTH));
     assert!(stderr(&out).contains("403"), "{}", stderr(&out));
-    assert_eq!(identity(&server, "GW-CLI-RV")["current"]["state"], "deployed");
+    assert_eq!(
+        identity(&server, "GW-CLI-RV")["current"]["state"],
+        "deployed"
+    );
 
     // Unknown serial.
-    let out = revoke(&server, REVOKER, &["-s", "GW-NOBODY", "--reason", "keyCompromise"]);
+    let out = revoke(
+        &server,
+        REVOKER,
+        &["-s", "GW-NOBODY", "--reason", "keyCompromise"],
+    );
     assert_code(&out, code(exit::NOT_FOUND));
 
     // The revocation.
     let out = revoke(
         &server,
         REVOKER,
-        &["-s", "GW-CLI-RV", "--reason", "keyCompromise", "--note", "returned, RMA 12"],
+        &[
+            "-s",
+            "GW-CLI-RV",
+            "--reason",
+            "keyCompromise",
+            "--note",
+            "returned, RMA 12",
+        ],
     );
     assert_code(&out, 0);
     let printed = stdout(&out);
-    assert!(printed.contains("GW-CLI-RV revoked (keyCompromise)"), "{printed}");
+    assert!(
+        printed.contains("GW-CLI-RV revoked (keyCompromise)"),
+        "{printed}"
+    );
     assert!(printed.contains(&cert), "{printed}");
     let now = identity(&server, "GW-CLI-RV");
     assert_eq!(now["current"]["state"], "revoked");
@@ -109,7 +133,11 @@ fn revoke_revokes_and_every_failure_has_its_exit_code() {
     assert!(text.contains("Key Compromise"), "{text}");
 
     // Again: conflict.
-    let out = revoke(&server, REVOKER, &["-s", "GW-CLI-RV", "--reason", "superseded"]);
+    let out = revoke(
+        &server,
+        REVOKER,
+        &["-s", "GW-CLI-RV", "--reason", "superseded"],
+    );
     assert_code(&out, code(exit::CONFLICT));
     assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
 }

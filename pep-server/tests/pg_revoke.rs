@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use fake_fcc::Sessions;
 use http_support::{Options, READ, Server, config_toml, gateway};
+use pep_server::store::{Store, migrate_store};
 use pg_support::TestDb;
 use serde_json::Value;
 
@@ -124,4 +125,53 @@ async fn revoke_and_reprovision_across_two_servers_on_postgresql() {
     let (n3, der) = crl_number(&a).await;
     assert!(n3 > n2, "after the restart: {n3} > {n2}");
     assert_eq!(listed(&der), vec![cert]);
+}
+
+/// `migrate-store` SQLite → PostgreSQL keeps the revocation, the history and the CRL number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_copies_history_revocations_and_the_crl_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[[tokens]]\nname = \"revoker\"\ntoken = \"{REVOKER}\"\nroles = [\"revoke\"]\n",
+        config_toml(dir.path(), &Options::default())
+    );
+    std::fs::write(dir.path().join("pep.toml"), text).unwrap();
+    let server = Server::start_in(dir).await;
+    let (gw, _gw) = gateway(Sessions::Forever, &[]).await;
+    assert_eq!(server.identity("GW-MIG-RV", gw).await.0, 200);
+    let r = server
+        .client
+        .post(format!("{}/v3/identities/GW-MIG-RV/revoke", server.base))
+        .bearer_auth(REVOKER)
+        .json(&serde_json::json!({"reason": "superseded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.identity("GW-MIG-RV", gw).await.0, 200);
+    let (n, _) = crl_number(&server).await;
+    let dir = server.kill9().await;
+
+    let source = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("pep.sqlite").display()
+    ))
+    .await
+    .unwrap();
+    let db = TestDb::create().await;
+    let target = Store::open(&db.url).await.unwrap();
+    let report = migrate_store(&source, &target).await.unwrap();
+    assert_eq!((report.deployed, report.history), (1, 1), "{report:?}");
+    assert_eq!(
+        source.history("GW-MIG-RV").await.unwrap(),
+        target.history("GW-MIG-RV").await.unwrap()
+    );
+    assert_eq!(target.history("GW-MIG-RV").await.unwrap().len(), 1);
+    assert_eq!(
+        source.revoked_certificates().await.unwrap(),
+        target.revoked_certificates().await.unwrap()
+    );
+    assert!(target.next_crl_number().await.unwrap() > n);
+    source.close().await;
+    target.close().await;
 }
