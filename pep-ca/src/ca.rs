@@ -41,6 +41,9 @@ pub struct FactoryCa {
     not_after: OffsetDateTime,
     fixed_extensions: Vec<u8>,
     authority_key_id: Vec<u8>,
+    /// The CA's key identifier (its subjectKeyIdentifier, or RFC 5280 method 1): the CRL's
+    /// authorityKeyIdentifier.
+    key_id: Vec<u8>,
     signer: Signer,
     /// Where the key is, for people (`check-config`, logs).
     key_location: String,
@@ -250,6 +253,7 @@ impl FactoryCa {
             not_after: parts.not_after,
             fixed_extensions: profile::fixed_extensions(),
             authority_key_id: profile::authority_key_id_extension(&parts.key_id),
+            key_id: parts.key_id,
             signer,
             key_location,
             rng: SystemRandom::new(),
@@ -437,6 +441,16 @@ impl FactoryCa {
         self.not_after
     }
 
+    /// The CA's subject Name, DER (the CRL's issuer).
+    pub(crate) fn subject_der(&self) -> &[u8] {
+        &self.subject_der
+    }
+
+    /// The CA's key identifier (the CRL's authorityKeyIdentifier).
+    pub(crate) fn key_id(&self) -> &[u8] {
+        &self.key_id
+    }
+
     /// Where the key is, for people: `file /etc/pep/CA_private.pem` or
     /// `PKCS#11 token "pep-factory", object "ca-key" (module ...)`.
     pub fn key_location(&self) -> &str {
@@ -554,6 +568,7 @@ impl FactoryCa {
             public_point: point,
             fixed_extensions: &self.fixed_extensions,
             authority_key_id: &self.authority_key_id,
+            crl_distribution_point: profile.crl_distribution_point.as_deref(),
         })?;
         let signature = self.sign(&tbs)?;
         let der = profile::certificate(&tbs, &signature);

@@ -212,6 +212,13 @@ pub enum CaError {
         /// Why.
         reason: &'static str,
     },
+    /// A CRL could not be encoded (a revoked certificate's serial number or a time that X.509
+    /// cannot hold).
+    #[error("cannot build the CRL: {detail}")]
+    Crl {
+        /// What was wrong.
+        detail: String,
+    },
     /// The crypto backend failed (random number generator, key construction).
     #[error("crypto failure: {operation}")]
     Crypto {

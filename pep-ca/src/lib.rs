@@ -7,6 +7,8 @@
 //! * [`EnrollmentId`] is what the cloud's first-to-claim list holds for a device;
 //!   [`enrollment_csv`] is the one format of that list's CSV file (server and `pep-cli` alike).
 //!
+//! [`crl`] signs the CA's revocation list ([`FactoryCa::sign_crl`]).
+//!
 //! [`pem`] reads certificate files (PEM or DER) for the CA and for the certificates a provisioning
 //! injects. The certificate profile lives in [`profile`]; `docs/ca.md` describes it for operators.
 //!
@@ -36,6 +38,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod ca;
+pub mod crl;
 mod csr;
 mod derw;
 mod endpoint;
@@ -49,6 +52,7 @@ pub mod profile;
 pub mod setup;
 
 pub use ca::{FactoryCa, IssuedCertificate, IssuedIdentity, LoadedCa};
+pub use crl::{CrlContent, RevocationReason, RevokedEntry};
 pub use endpoint::EndpointName;
 pub use enrollment::EnrollmentId;
 pub use error::{CaError, CaWarning};

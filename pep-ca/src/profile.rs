@@ -7,7 +7,8 @@
 //!   20 years), never past the CA's notAfter: see [`CaExpiryPolicy`];
 //! * extensions: basicConstraints `CA:FALSE` (critical), keyUsage `digitalSignature` (critical),
 //!   extendedKeyUsage `clientAuth`, subjectKeyIdentifier (SHA-1 of the public key, RFC 5280
-//!   method 1), authorityKeyIdentifier (the CA's subjectKeyIdentifier when it has one);
+//!   method 1), authorityKeyIdentifier (the CA's subjectKeyIdentifier when it has one), and
+//!   cRLDistributionPoints (one URI) when [`CertProfile::crl_distribution_point`] is set;
 //! * ECDSA with SHA-256 signature by the CA key.
 
 use std::fmt::Write as _;
@@ -35,6 +36,7 @@ const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
 const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
 const OID_SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1d, 0x0e];
 const OID_AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
+const OID_CRL_DISTRIBUTION_POINTS: &[u8] = &[0x55, 0x1d, 0x1f];
 /// id-kp-clientAuth (1.3.6.1.5.5.7.3.2).
 const OID_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 
@@ -83,6 +85,9 @@ pub struct CertProfile {
     pub country: Option<String>,
     /// What to do when the lifetime would end after the CA certificate.
     pub on_ca_expiry: CaExpiryPolicy,
+    /// Where relying parties fetch the CA's CRL (an `http://` or `https://` URI): written as a
+    /// cRLDistributionPoints extension into every device certificate. `None`: no extension.
+    pub crl_distribution_point: Option<String>,
 }
 
 impl Default for CertProfile {
@@ -95,6 +100,7 @@ impl Default for CertProfile {
             state: None,
             country: None,
             on_ca_expiry: CaExpiryPolicy::Shorten,
+            crl_distribution_point: None,
         }
     }
 }
@@ -143,6 +149,9 @@ impl CertProfile {
                     reason: "must not contain control characters".to_owned(),
                 });
             }
+        }
+        if let Some(url) = &self.crl_distribution_point {
+            crl_distribution_points(url)?;
         }
         Ok(())
     }
@@ -297,6 +306,39 @@ pub(crate) fn authority_key_id_extension(key_id: &[u8]) -> Vec<u8> {
     extension(OID_AUTHORITY_KEY_ID, false, &aki)
 }
 
+/// The cRLDistributionPoints extension: one distribution point, its full name the URI `url`
+/// (RFC 5280 §4.2.1.13), encoded with `x509-cert`'s types.
+pub(crate) fn crl_distribution_points(url: &str) -> Result<Vec<u8>, CaError> {
+    use der::Encode as _;
+    use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+    use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+    let invalid = |reason: String| CaError::InvalidProfile {
+        field: "crl_distribution_point",
+        reason,
+    };
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) || url.len() < 10 {
+        return Err(invalid(format!(
+            "{url:?} is not an http:// or https:// URI"
+        )));
+    }
+    if url.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(invalid(format!(
+            "{url:?} must be ASCII without spaces or control characters (an IA5String URI)"
+        )));
+    }
+    let uri = der::asn1::Ia5String::new(url).map_err(|e| invalid(e.to_string()))?;
+    let points = x509_cert::ext::pkix::CrlDistributionPoints(vec![DistributionPoint {
+        distribution_point: Some(DistributionPointName::FullName(vec![
+            GeneralName::UniformResourceIdentifier(uri),
+        ])),
+        reasons: None,
+        crl_issuer: None,
+    }]);
+    let value = points.to_der().map_err(|e| invalid(e.to_string()))?;
+    Ok(extension(OID_CRL_DISTRIBUTION_POINTS, false, &value))
+}
+
 /// RFC 5280 method 1 key identifier: SHA-1 of the subjectPublicKey BIT STRING's bytes.
 pub(crate) fn key_identifier(public_key_bits: &[u8]) -> [u8; 20] {
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, public_key_bits);
@@ -319,6 +361,8 @@ pub(crate) struct TbsParts<'a> {
     pub fixed_extensions: &'a [u8],
     /// authorityKeyIdentifier.
     pub authority_key_id: &'a [u8],
+    /// The CRL distribution point URI, if the profile has one.
+    pub crl_distribution_point: Option<&'a str>,
 }
 
 /// Encodes the TBSCertificate.
@@ -341,11 +385,18 @@ pub(crate) fn tbs_certificate(parts: &TbsParts<'_>) -> Result<Vec<u8>, CaError> 
         false,
         &tlv(tag::OCTET_STRING, &key_identifier(parts.public_point)),
     );
-    let mut exts =
-        Vec::with_capacity(parts.fixed_extensions.len() + ski.len() + parts.authority_key_id.len());
+    let crl_dp = parts
+        .crl_distribution_point
+        .map(crl_distribution_points)
+        .transpose()?
+        .unwrap_or_default();
+    let mut exts = Vec::with_capacity(
+        parts.fixed_extensions.len() + ski.len() + parts.authority_key_id.len() + crl_dp.len(),
+    );
     exts.extend_from_slice(parts.fixed_extensions);
     exts.extend_from_slice(&ski);
     exts.extend_from_slice(parts.authority_key_id);
+    exts.extend_from_slice(&crl_dp);
     push_tlv(&mut body, tag::CONTEXT_3, &tlv(tag::SEQUENCE, &exts));
     Ok(tlv(tag::SEQUENCE, &body))
 }

@@ -206,6 +206,8 @@ fn build(
                 public_point: point,
                 fixed_extensions: &extensions,
                 authority_key_id: &profile::authority_key_id_extension(&key_id),
+                // A self-signed CA certificate points at no CRL.
+                crl_distribution_point: None,
             })?;
             let signature = sign(&tbs)?;
             Ok(profile::certificate(&tbs, &signature))

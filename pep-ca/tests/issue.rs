@@ -110,6 +110,7 @@ fn profile_fields_go_into_the_subject() {
         country: Some("GB".into()),
         lifetime: Duration::days(3650 * 2),
         on_ca_expiry: CaExpiryPolicy::Refuse,
+        crl_distribution_point: None,
     };
     let name: EndpointName = "SN 0042 (rev.B)".parse().unwrap();
     let id = ca.issue(&name, &profile).unwrap();

@@ -404,12 +404,35 @@ impl PepApi {
 
     /// `GET url`: returns the body of a 2xx answer; maps everything else to a [`CliError`].
     async fn get(&self, url: Url, what: &str) -> Result<Vec<u8>, CliError> {
-        let mut req = self.http.get(url.clone());
+        let req = self.http.get(url.clone());
+        self.send(req, "GET", &url, what).await
+    }
+
+    /// `POST url` with a JSON body: like [`PepApi::get`].
+    async fn post_json(
+        &self,
+        url: Url,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<Vec<u8>, CliError> {
+        let req = self.http.post(url.clone()).json(body);
+        self.send(req, "POST", &url, what).await
+    }
+
+    /// Sends `req` (to `url`, for the trace) with the token: the body of a 2xx answer, or the
+    /// [`CliError`] of everything else.
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        method: &str,
+        url: &Url,
+        what: &str,
+    ) -> Result<Vec<u8>, CliError> {
         if let Some(Token(t)) = &self.token {
             req = req.bearer_auth(t);
         }
-        let shown = redact(&url);
-        tracing::debug!(target: "pep_client::http", "GET {shown}");
+        let shown = redact(url);
+        tracing::debug!(target: "pep_client::http", "{method} {shown}");
         let started = Instant::now();
         let resp = req.send().await.map_err(|e| {
             let maybe_sent = !e.is_connect();
@@ -418,7 +441,7 @@ impl PepApi {
         let status = resp.status();
         tracing::debug!(
             target: "pep_client::http",
-            "GET {shown} -> {status} in {} ms",
+            "{method} {shown} -> {status} in {} ms",
             started.elapsed().as_millis()
         );
         // The status line arrived, so the request did too: a failure now loses the answer.
@@ -506,6 +529,45 @@ impl PepApi {
             body,
             enrollment_id,
         })
+    }
+
+    /// `POST /v3/identities/{serial}/revoke`: revokes the gateway's identity (`reason`: an RFC
+    /// 5280 name such as `keyCompromise`); returns the server's JSON answer.
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        reason: pep_ca::RevocationReason,
+        note: Option<&str>,
+    ) -> Result<serde_json::Value, CliError> {
+        let mut url = self.endpoint("v3/identities/")?;
+        url.path_segments_mut()
+            .map_err(|()| {
+                CliError::Usage(format!("the server URL {} cannot take a path", self.base))
+            })?
+            .pop_if_empty()
+            .push(serial)
+            .push("revoke");
+        let what = format!("revoke {serial}");
+        let mut body = serde_json::json!({ "reason": reason.as_str() });
+        if let Some(note) = note {
+            body["note"] = serde_json::Value::from(note);
+        }
+        let answer = self.post_json(url, &body, &what).await?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| CliError::BadAnswer {
+                what: what.clone(),
+                detail: format!("the answer is not JSON: {e}"),
+            })?;
+        if json["state"] != "revoked" || json["serialNumber"] != serial {
+            return Err(CliError::BadAnswer {
+                what,
+                detail: format!(
+                    "the answer does not confirm the revocation: {}",
+                    one_line(&json.to_string())
+                ),
+            });
+        }
+        Ok(json)
     }
 
     /// `GET /v3/enrollment-id`: the enrollment ID of a deployed gateway.

@@ -105,6 +105,8 @@ pub enum Command {
     ListEnrollmentIds(ListEnrollmentIds),
     /// Run FCC, get the identity injected into it, and install pal/ and identity.json.
     Provision(Provision),
+    /// Revoke a gateway's identity (its certificate joins the CA's CRL; the serial may be provisioned again).
+    Revoke(Revoke),
     /// `completions SHELL` and `man`: shell completions and man pages.
     #[command(flatten)]
     Docs(crate::completions::DocsCommand),
@@ -169,6 +171,21 @@ pub struct SerialArg {
     /// Serial number of the gateway.
     #[arg(short = 's', value_name = "SERIAL")]
     pub serial: String,
+}
+
+/// `revoke`.
+#[derive(Debug, Args)]
+pub struct Revoke {
+    /// Serial number of the gateway.
+    #[arg(short = 's', value_name = "SERIAL")]
+    pub serial: String,
+    /// Why, as an RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, privilegeWithdrawn or aACompromise.
+    #[arg(long = "reason", value_name = "REASON")]
+    pub reason: pep_ca::RevocationReason,
+    /// A note for the audit trail (1-256 characters, no control characters).
+    #[arg(long = "note", value_name = "TEXT")]
+    pub note: Option<String>,
 }
 
 /// Export formats of `list-enrollment-ids -e`.

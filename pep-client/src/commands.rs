@@ -50,6 +50,19 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<(), CliError> 
         }
         Command::ListEnrollmentIds(args) => list_enrollment_ids(&api, args).await,
         Command::Provision(args) => provision(&api, args).await,
+        Command::Revoke(args) => {
+            let serial = validate_serial(&args.serial)?;
+            let answer = api
+                .revoke(&serial, args.reason, args.note.as_deref())
+                .await?;
+            print_line(&format!(
+                "{serial} revoked ({}): certificate {} is in the CRL; enrollment ID {} is in \
+                 GET /v3/enrollment-ids.csv?state=revoked",
+                args.reason,
+                answer["certificateSerial"].as_str().unwrap_or("-"),
+                answer["enrollmentID"].as_str().unwrap_or("-"),
+            ))
+        }
         Command::Docs(docs) => crate::completions::run(&docs),
     }
 }

@@ -5,7 +5,8 @@
 //! - [`clock`]: the time the core reads ([`clock::Clock`]).
 //! - [`store`]: the identity store (SQLite, or PostgreSQL shared by several servers; all SQL lives there).
 //! - [`orders`]: work orders of expected serials; [`hook`]: the pre-provisioning hook.
-//! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP.
+//! - [`provision`]: one provisioning, start to finish ([`provision::Provisioner`]), usable without HTTP;
+//!   also the end of an identity (revocation) and the CRL ([`crl`]).
 //! - [`audit`]: the tamper-evident audit trail's checkpoints, verification and export.
 //! - [`activity`]: the live events the provisioner publishes (attempt started / finished).
 //! - [`http`]: the HTTP API (axum): routes, authentication, limits, error answers.
@@ -67,6 +68,7 @@ pub mod category;
 pub mod clock;
 pub mod cloud;
 pub mod config;
+pub mod crl;
 pub mod hook;
 pub mod hooks;
 pub mod http;

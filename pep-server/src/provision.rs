@@ -366,6 +366,8 @@ struct Inner {
     hook: Option<PreProvisionHook>,
     /// Whether any work order exists, as last asked ([`Inner::orders_exist`]).
     orders_known: OrdersKnown,
+    /// The latest CRL signed.
+    crl: crate::crl::CrlCache,
 }
 
 /// How long "no work order exists" is believed without asking the store again: a server that
@@ -485,6 +487,9 @@ impl Provisioner {
             timeouts,
             slots: Semaphore::new(config.fcc.max_concurrent_injections),
             events: broadcast::channel(EVENT_CAPACITY).0,
+            crl: crate::crl::CrlCache::new(Duration::from_secs(
+                u64::from(config.crl.validity_hours) * 3600,
+            )),
             config,
             store,
         };
@@ -561,6 +566,42 @@ impl Provisioner {
     /// The defaults a request's absent fields get.
     pub fn gateway_defaults(&self) -> &GatewayDefaults {
         &self.inner.defaults
+    }
+
+    /// Revokes the deployed or in-doubt identity of `serial` ([`Store::revoke`]): durable and
+    /// audited before this returns. The next [`Provisioner::crl`] lists its certificate.
+    pub async fn revoke(
+        &self,
+        serial: &pep_ca::EndpointName,
+        reason: pep_ca::RevocationReason,
+        note: Option<&crate::model::FieldText>,
+        who: &str,
+    ) -> Result<crate::store::RevokeOutcome, StoreError> {
+        let outcome = self
+            .inner
+            .store
+            .revoke(serial.as_str(), reason, note.map(|n| n.as_str()), who)
+            .await?;
+        if let crate::store::RevokeOutcome::Revoked(r) = &outcome {
+            tracing::warn!(
+                serial = %serial,
+                %reason,
+                certificate = %r.cert_serial,
+                who,
+                "identity revoked"
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// The CA's current CRL (see [`crate::crl`]): signed again when the revoked set changed or
+    /// half of its validity has passed.
+    pub async fn crl(&self) -> Result<Arc<crate::crl::SignedCrl>, crate::crl::CrlError> {
+        let now = self.inner.clock.now();
+        self.inner
+            .crl
+            .current(&self.inner.store, &self.inner.ca, now)
+            .await
     }
 
     /// Provisions one gateway: reserve the serial, issue, inject, record.

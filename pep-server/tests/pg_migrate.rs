@@ -149,6 +149,8 @@ async fn sqlite_to_postgres_keeps_everything_and_fails_in_flight_rows() {
             interrupted: 3,
             in_doubt: 0,
             audit: source_audit,
+            revoked: 0,
+            history: 0,
         }
     );
     assert_eq!(report.identities(), 49);

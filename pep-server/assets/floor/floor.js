@@ -8,7 +8,7 @@
     deployed: '\u2714 Deployed', failed: '\u2716 Failed', interrupted: '\u2716 Interrupted',
     in_doubt: '\u26a0 In doubt', resolved: '\u2714 Resolved',
     in_progress: '\u27f3 In progress', attempt: '\u2192 Attempt', conflict: '\u26a0 Conflict',
-    refused: '\u26d4 Refused address',
+    refused: '\u26d4 Refused address', revoked: '\u26d4 Revoked',
     other: '\u2022 Other'
   };
   var body = document.body;
@@ -232,7 +232,8 @@
     var tb = table.createTBody();
     data.entries.forEach(function (r) {
       var kind = { attempt: 'attempt', deployed: 'deployed', failed: 'failed',
-        interrupted: 'interrupted', conflict: 'conflict', refused: 'refused' }[r.event] || 'other';
+        interrupted: 'interrupted', conflict: 'conflict', refused: 'refused',
+        revoked: 'revoked' }[r.event] || 'other';
       var tr = document.createElement('tr');
       tr.className = 'r-' + kind;
       tr.setAttribute('data-serial', r.serial);
@@ -260,6 +261,52 @@
     }
   }
 
+  // The searched gateway's identities (GET /v3/identities/{serial}): the current one, then the
+  // earlier ones; nothing when the text is not an exact serial.
+  function renderIdentities(out, wanted) {
+    var box = $('identity');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'identity';
+      out.parentNode.insertBefore(box, out);
+    }
+    while (box.firstChild) { box.removeChild(box.firstChild); }
+    fetch('/v3/identities/' + encodeURIComponent(wanted), {
+      credentials: 'same-origin', cache: 'no-store'
+    }).then(function (r) {
+      return r.ok ? r.json() : null;
+    }).then(function (data) {
+      if (!data) { return; }
+      var table = document.createElement('table');
+      table.className = 'history identities';
+      table.setAttribute('data-serial', data.serialNumber);
+      table.createCaption().textContent = 'Identities of ' + data.serialNumber;
+      var tb = table.createTBody();
+      var line = function (id, which) {
+        var revocation = id.revocation;
+        var tr = tb.insertRow();
+        tr.className = 'r-' + id.state;
+        cell(tr, 't', which);
+        var what = cell(tr, '', '');
+        badge(what, id.state);
+        what.appendChild(document.createTextNode(' '));
+        [['serial', id.enrollmentID || '-'],
+         ['st', 'certificate ' + (id.certificateSerial || '-') + ', provisioned ' + clock(id.createdAt)],
+         ['msg', revocation ? 'revoked ' + clock(revocation.revokedAt) + ' (' + revocation.reason +
+           ' by ' + revocation.revokedBy + (revocation.note ? ': ' + revocation.note : '') + ')' : '']]
+          .forEach(function (part) {
+            var span = document.createElement('span');
+            span.className = part[0];
+            span.textContent = part[1];
+            what.appendChild(span);
+          });
+      };
+      line(data.current, 'current');
+      data.history.slice().reverse().forEach(function (p) { line(p, 'earlier'); });
+      box.appendChild(table);
+    }, function () {});
+  }
+
   function setUpSearch() {
     var form = $('search'), input = $('serial'), out = $('history');
     if (!form || !input || !out || !window.fetch) { return; }
@@ -274,6 +321,7 @@
       }).then(function (res) {
         if (res.ok) {
           renderHistory(out, res.data);
+          renderIdentities(out, wanted);
         } else {
           while (out.firstChild) { out.removeChild(out.firstChild); }
           var p = document.createElement('p');

@@ -237,6 +237,7 @@ impl Config {
         }
 
         let ca = self.check_ca(&mut r);
+        self.check_crl(&mut r);
         self.check_certificate(ca.as_ref().map(|ca| ca.not_after()), &mut r);
 
         let bootstrap_ca_der = self.check_bootstrap(&mut r);
@@ -562,7 +563,10 @@ impl Config {
                 check_text(field, v, 64, r);
             }
         }
-        let already = r.errors.iter().any(|e| e.field.starts_with("certificate."));
+        let already = r
+            .errors
+            .iter()
+            .any(|e| e.field.starts_with("certificate.") || e.field.starts_with("crl."));
         if !already && let Err(e) = self.cert_profile().validate() {
             r.error("certificate", e.to_string());
         }
@@ -571,6 +575,58 @@ impl Config {
                 "certificate.organizational_unit",
                 "an OU is not needed in bootstrap mode (the cloud assigns the account)",
             );
+        }
+    }
+
+    /// `[crl]`: the validity in range, and a distribution URL that relying parties can fetch and
+    /// that fits a certificate extension (an IA5String URI).
+    fn check_crl(&self, r: &mut CheckReport) {
+        let c = &self.crl;
+        if c.validity_hours == 0 || c.validity_hours > super::MAX_CRL_VALIDITY_HOURS {
+            r.error(
+                "crl.validity_hours",
+                format!(
+                    "is {}; must be 1 to {} (hours from a CRL's thisUpdate to its nextUpdate)",
+                    c.validity_hours,
+                    super::MAX_CRL_VALIDITY_HOURS
+                ),
+            );
+        }
+        let Some(url) = &c.distribution_url else {
+            return;
+        };
+        let parsed = match url::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => {
+                r.error("crl.distribution_url", format!("{url:?} is not a URL: {e}"));
+                return;
+            }
+        };
+        if !matches!(parsed.scheme(), "http" | "https") {
+            r.error(
+                "crl.distribution_url",
+                format!(
+                    "{url:?} has scheme `{}`; relying parties fetch CRLs over http:// (or https://)",
+                    parsed.scheme()
+                ),
+            );
+        } else if parsed.host_str().is_none_or(str::is_empty) {
+            r.error("crl.distribution_url", format!("{url:?} has no host"));
+        } else if !parsed.username().is_empty() || parsed.password().is_some() {
+            r.error(
+                "crl.distribution_url",
+                "must not hold credentials: it is written into every device certificate",
+            );
+        } else if parsed.fragment().is_some() {
+            r.error("crl.distribution_url", format!("{url:?} has a #fragment"));
+        } else {
+            let profile = pep_ca::CertProfile {
+                crl_distribution_point: Some(url.clone()),
+                ..pep_ca::CertProfile::default()
+            };
+            if let Err(e) = profile.validate() {
+                r.error("crl.distribution_url", e.to_string());
+            }
         }
     }
 

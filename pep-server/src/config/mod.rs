@@ -129,6 +129,9 @@ pub struct Config {
     /// The tamper-evident audit trail: how often its chain heads are signed.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The certificate revocation list (`GET /v3/crl`) and where device certificates point to it.
+    #[serde(default)]
+    pub crl: CrlConfig,
     /// HTTPS: the server's certificate and key, and optionally the CA of station (client)
     /// certificates. Without it the API is plain HTTP, refused beyond loopback unless
     /// `allow_plain_http`.
@@ -185,6 +188,33 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             checkpoint_interval_s: DEFAULT_CHECKPOINT_INTERVAL_S,
+        }
+    }
+}
+
+/// Default `[crl] validity_hours`: a CRL's nextUpdate is a day after its thisUpdate.
+pub const DEFAULT_CRL_VALIDITY_HOURS: u32 = 24;
+/// Longest `[crl] validity_hours` accepted: a year.
+pub const MAX_CRL_VALIDITY_HOURS: u32 = 24 * 366;
+
+/// `[crl]`: the CA's certificate revocation list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrlConfig {
+    /// Hours from a CRL's thisUpdate to its nextUpdate (default 24). The server signs a new CRL
+    /// when the revoked set changes, and when half of this has passed.
+    pub validity_hours: u32,
+    /// Where relying parties fetch the CRL (`http://` or `https://`, e.g.
+    /// `http://pki.factory.example/v3/crl`). Set: every device certificate issued from now on
+    /// carries it as a cRLDistributionPoints extension. Unset (default): no extension.
+    pub distribution_url: Option<String>,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        CrlConfig {
+            validity_hours: DEFAULT_CRL_VALIDITY_HOURS,
+            distribution_url: None,
         }
     }
 }
@@ -303,6 +333,8 @@ pub enum Role {
     Read,
     /// May create, list and close work orders (`/v3/orders`).
     Plan,
+    /// May revoke identities (`POST /v3/identities/{serial}/revoke`).
+    Revoke,
 }
 
 /// One API token: `token` (plaintext) or `token_sha256` (its SHA-256, hex), not both.
@@ -837,6 +869,7 @@ impl Config {
                 CaExpiry::Shorten => pep_ca::CaExpiryPolicy::Shorten,
                 CaExpiry::Refuse => pep_ca::CaExpiryPolicy::Refuse,
             },
+            crl_distribution_point: self.crl.distribution_url.clone(),
         }
     }
 }

@@ -41,6 +41,7 @@ pub(super) fn role_name(role: Role) -> &'static str {
         Role::Provision => "provision",
         Role::Read => "read",
         Role::Plan => "plan",
+        Role::Revoke => "revoke",
     }
 }
 
@@ -53,6 +54,7 @@ pub struct Token {
     provision: bool,
     read: bool,
     plan: bool,
+    revoke: bool,
     scope: SerialScope,
 }
 
@@ -96,6 +98,7 @@ impl Token {
             provision: roles.contains(&Role::Provision),
             read: roles.contains(&Role::Read),
             plan: roles.contains(&Role::Plan),
+            revoke: roles.contains(&Role::Revoke),
             scope: SerialScope::default(),
         }
     }
@@ -111,6 +114,7 @@ impl Token {
             Role::Provision => self.provision,
             Role::Read => self.read,
             Role::Plan => self.plan,
+            Role::Revoke => self.revoke,
         }
     }
 }
@@ -123,6 +127,7 @@ impl std::fmt::Debug for Token {
             .field("provision", &self.provision)
             .field("read", &self.read)
             .field("plan", &self.plan)
+            .field("revoke", &self.revoke)
             .field("scope", &self.scope)
             .finish()
     }

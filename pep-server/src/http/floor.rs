@@ -114,6 +114,16 @@ pub async fn page(
             Err(e) => Err(e),
         }),
     };
+    // An exact serial: its current identity and every earlier one (revoked ones with why).
+    let gateway = match &wanted {
+        Some(serial) => view::gateway_identity(state.provisioner.store(), serial)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "floor page: reading the identity history failed");
+                None
+            }),
+        None => None,
+    };
     let ca_unavailable = (!state.provisioner.ca_available().await).then(|| {
         format!(
             "the CA key ({}) cannot sign: provisioning answers 503 until the token is back",
@@ -126,6 +136,7 @@ pub async fn page(
             &snap,
             wanted.as_deref(),
             search_result.as_ref(),
+            gateway.as_ref(),
             ca_unavailable.as_deref(),
             auth::logout_csrf(&headers).as_deref(),
         ),

@@ -17,6 +17,7 @@ pub mod events;
 pub mod floor;
 mod hooks;
 mod identity;
+mod lifecycle;
 pub mod limits;
 pub mod openapi;
 mod ops;
@@ -148,6 +149,12 @@ pub enum Endpoint {
     OrderSerials,
     /// `POST /v3/orders/{orderId}/close`.
     OrderClose,
+    /// `POST /v3/identities/{serial}/revoke`.
+    Revoke,
+    /// `GET /v3/identities/{serial}`.
+    IdentityHistory,
+    /// `GET /v3/crl`.
+    Crl,
 }
 
 /// One route of the API.
@@ -206,6 +213,7 @@ const fn api(spec: RouteSpec) -> RouteSpec {
 const PROVISION: Access = Access::Needs(Role::Provision);
 const READ: Access = Access::Needs(Role::Read);
 const PLAN: Access = Access::Needs(Role::Plan);
+const REVOKE: Access = Access::Needs(Role::Revoke);
 
 /// Every route the server answers, each once; `api(…)` routes also answer without `/v3`
 /// ([`RouteSpec::paths`]).
@@ -300,6 +308,20 @@ pub const ROUTES: &[RouteSpec] = &[
         PLAN,
         Endpoint::OrderClose,
     ),
+    route(
+        "POST",
+        "/v3/identities/{serial}/revoke",
+        REVOKE,
+        Endpoint::Revoke,
+    ),
+    route(
+        "GET",
+        "/v3/identities/{serial}",
+        READ,
+        Endpoint::IdentityHistory,
+    ),
+    // Open: relying parties fetch the CRL from the certificates' distribution point.
+    route("GET", "/v3/crl", Access::Open, Endpoint::Crl),
 ];
 
 pub use openapi::{OPENAPI_JSON, OPENAPI_YAML};
@@ -343,6 +365,9 @@ fn method_router(spec: &RouteSpec) -> MethodRouter<AppState> {
         // Streamed line by line (the handler bounds lines and serials, not bytes).
         Endpoint::OrderSerials => on(method, orders::upload),
         Endpoint::OrderClose => on(method, orders::close),
+        Endpoint::Revoke => on(method, lifecycle::revoke),
+        Endpoint::IdentityHistory => on(method, lifecycle::identity),
+        Endpoint::Crl => on(method, lifecycle::crl),
     }
 }
 

@@ -20,7 +20,9 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{ROUTES, auth, claims, events, floor, hooks, identity, ops, orders, read, resolve};
+use super::{
+    ROUTES, auth, claims, events, floor, hooks, identity, lifecycle, ops, orders, read, resolve,
+};
 
 /// The document. `paths(...)` lists every handler; [`Aliases`] adds the paths without `/v3`.
 #[derive(OpenApi)]
@@ -62,6 +64,9 @@ that is present but invalid (or given twice, or not UTF-8) is a 400 naming it.",
         orders::list,
         orders::get,
         orders::close,
+        lifecycle::revoke,
+        lifecycle::identity,
+        lifecycle::crl,
         floor::to_floor,
         floor::page,
         auth::login,
@@ -297,8 +302,38 @@ pub(crate) struct IdempotencyKey {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // read by the document only
 pub(crate) struct StateQuery {
-    /// in_doubt, in_flight, failed or deployed.
+    /// in_doubt, in_flight, failed, deployed or revoked.
     state: String,
+}
+
+/// The body of `POST /v3/identities/{serial}/revoke`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct RevokeBody {
+    /// Why, as an RFC 5280 CRLReason name: unspecified, keyCompromise, cACompromise,
+    /// affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn or aACompromise.
+    reason: String,
+    /// The operator's note: 1 to 256 characters, no control characters.
+    note: Option<String>,
+}
+
+/// The format of `GET /v3/crl`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct CrlQuery {
+    /// der (default, application/pkix-crl) or pem (-----BEGIN X509 CRL-----).
+    format: Option<String>,
+}
+
+/// The state of `GET /v3/enrollment-ids.csv`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by the document only
+pub(crate) struct CsvStateQuery {
+    /// deployed (default: the bulk-upload file of every deployed gateway) or revoked (the
+    /// bulk-delete file of every revoked identity, current and past, to free their claims).
+    state: Option<String>,
 }
 
 /// The state parameter of `GET /v3/hooks/deliveries`.

@@ -92,7 +92,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     description = "Text exposition format 0.0.4: pep_provisions_total{result}, \
         pep_provision_duration_seconds (histogram), pep_fcc_status_total{code,status}, \
         pep_provisions_in_flight, pep_store_identities{state} (deployed, failed, in_flight, \
-        in_doubt: identities an operator must resolve), pep_ca_available (0 while the CA key's \
+        in_doubt: identities an operator must resolve, revoked), pep_ca_available (0 while the CA key's \
         token is away), pep_hook_deliveries{state} (the webhook outbox: pending, delivered, \
         failing, dead). Needs the read role (the counts \
         describe production).",
@@ -121,8 +121,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
                 "pep_store_identities{{state=\"deployed\"}} {}\n\
                  pep_store_identities{{state=\"failed\"}} {}\n\
                  pep_store_identities{{state=\"in_flight\"}} {}\n\
-                 pep_store_identities{{state=\"in_doubt\"}} {}\n",
-                stats.deployed, stats.failed, stats.in_flight, stats.in_doubt
+                 pep_store_identities{{state=\"in_doubt\"}} {}\n\
+                 pep_store_identities{{state=\"revoked\"}} {}\n",
+                stats.deployed, stats.failed, stats.in_flight, stats.in_doubt, stats.revoked
             ));
         }
         Err(e) => tracing::warn!(error = %e, "metrics: the store does not answer"),

@@ -46,6 +46,8 @@ pub struct OrderView {
     in_progress: u64,
     /// In doubt (an operator resolves them).
     in_doubt: u64,
+    /// Revoked (may be provisioned again).
+    revoked: u64,
     /// Who created it.
     created_by: String,
     /// ms since the epoch.
@@ -66,6 +68,7 @@ impl From<OrderSummary> for OrderView {
             failed: o.failed,
             in_progress: o.in_progress,
             in_doubt: o.in_doubt,
+            revoked: o.revoked,
             created_by: o.created_by,
             created_at: o.created_at_ms,
             closed_at: o.closed_at_ms,

@@ -418,22 +418,81 @@ static INVENTORY: Format = Format {
     disposition: "attachment; filename=\"inventory.json\"",
 };
 
-/// `GET /v3/enrollment-ids.csv`: every deployed gateway, oldest first, as the bulk-upload CSV.
+/// `GET /v3/enrollment-ids.csv[?state=deployed|revoked]`: every deployed gateway, oldest first,
+/// as the bulk-upload CSV; or every revoked identity as the bulk-delete CSV (same format).
 #[utoipa::path(
     get,
     path = "/v3/enrollment-ids.csv",
     tag = "read",
     operation_id = "exportEnrollmentIdsCsv",
-    summary = "Every deployed gateway as the bulk-upload CSV",
+    summary = "Every deployed gateway as the bulk-upload CSV (state=revoked: the bulk-delete CSV)",
     description = super::openapi::CSV_DESCRIPTION,
+    params(super::openapi::CsvStateQuery),
     responses(
         (status = 200, description = "The CSV file.", body = String, content_type = "text/csv"),
+        (status = 400, response = super::openapi::BadRequest),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
     ),
 )]
-pub(super) async fn enrollment_ids_csv(State(state): State<AppState>) -> Response {
-    download(&state, &CSV)
+pub(super) async fn enrollment_ids_csv(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = QueryParams::parse(raw.as_deref())?;
+    match params.get("state")? {
+        None | Some("deployed") => Ok(download(&state, &CSV)),
+        Some("revoked") => Ok(download_revoked(&state)),
+        Some(_) => Err(ApiError::bad_param("state", "must be deployed or revoked")),
+    }
+}
+
+/// Streams every revoked identity (current and past), in revocation order, as the enrollment-ID
+/// CSV (`deployed` false): the file of the cloud's bulk delete, which frees their claims.
+fn download_revoked(state: &AppState) -> Response {
+    let provisioner = state.provisioner.clone();
+    let stream = futures_util::stream::unfold(Some(None), move |cursor| {
+        let provisioner = provisioner.clone();
+        async move {
+            let after: Option<(i64, String)> = cursor?;
+            let chunk = async {
+                let rows = provisioner
+                    .store()
+                    .list_revoked(DOWNLOAD_PAGE, after.as_ref().map(|(t, s)| (*t, s.as_str())))
+                    .await?;
+                let records: Vec<IdentityRecord> = rows.iter().map(|r| r.record.clone()).collect();
+                let chunk = (CSV.page)(&records, after.is_none())?;
+                let next = match rows.last() {
+                    Some(last) if rows.len() == DOWNLOAD_PAGE as usize => {
+                        Some(Some((last.revoked_at, last.cert_serial.clone())))
+                    }
+                    _ => None,
+                };
+                Ok::<_, DownloadError>((Bytes::from(chunk), next))
+            };
+            match chunk.await {
+                Ok((chunk, next)) => Some((Ok(chunk), next)),
+                Err(e) => {
+                    tracing::error!(error = %e, download = "revoked CSV export", "download failed");
+                    Some((Err(std::io::Error::other(e.to_string())), None))
+                }
+            }
+        }
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(CSV.content_type),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"revoked_enrollment_ids.csv\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// `GET /v3/inventory.json` (`read` role): every deployed gateway, oldest first, as one JSON array

@@ -20,9 +20,9 @@ use super::{AppState, Principal};
 use crate::store::{IdentityDetail, IdentityState, Resolution};
 
 /// The states `GET /v3/identities` lists.
-const STATES: &str = "in_doubt, in_flight, failed or deployed";
+const STATES: &str = "in_doubt, in_flight, failed, deployed or revoked";
 
-fn detail_json(r: &IdentityDetail) -> Value {
+pub(super) fn detail_json(r: &IdentityDetail) -> Value {
     json!({
         "_id": r.id.to_string(),
         "serialNumber": r.serial_number,

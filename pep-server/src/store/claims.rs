@@ -185,6 +185,36 @@ pub async fn enqueue_claim_delete_postgres(
         .map(drop)
 }
 
+/// A revocation's claim deletion inside the SQLite writer's open transaction: queued only when a
+/// claim of `enrollment_id` was queued (`sql::QUEUE_CLAIM_DELETE_IF_CLAIMED`).
+pub(crate) fn enqueue_claim_delete_if_claimed_sqlite(
+    conn: &rusqlite::Connection,
+    enrollment_id: &str,
+    serial: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql::QUEUE_CLAIM_DELETE_IF_CLAIMED)?
+        .execute(rusqlite::params![enrollment_id, serial, now_ms])
+        .map(drop)
+}
+
+/// [`enqueue_claim_delete_if_claimed_sqlite`] inside the revocation's PostgreSQL transaction.
+pub(crate) async fn enqueue_claim_delete_if_claimed_postgres(
+    tx: &mut sqlx::PgConnection,
+    enrollment_id: &str,
+    serial: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(sql::QUEUE_CLAIM_DELETE_IF_CLAIMED)
+        .bind(enrollment_id)
+        .bind(serial)
+        .bind(now_ms)
+        .execute(tx)
+        .await
+        .map_err(q("queueing the deletion of the cloud claim"))
+        .map(drop)
+}
+
 /// Queues the cloud claim of the deployed `serial` inside the SQLite writer's open transaction.
 pub(crate) fn queue_claim_sqlite(
     conn: &rusqlite::Connection,

@@ -1,8 +1,9 @@
 //! Copying a whole store into another, empty one: `pep-server migrate-store --from URL --to URL`
 //! (typically SQLite → PostgreSQL when a factory grows from one line to several).
 //!
-//! Every identity (all states), every audit row and the work orders (with their ranges and the
-//! serials of their finished uploads) are copied with their ids, so paging cursors and the
+//! Every identity (all states), every past identity (`identity_history`), the CRL number, every
+//! audit row with its checkpoints and the work orders (with their ranges and the serials of their
+//! finished uploads) are copied with their ids, so paging cursors and the
 //! audit order stay valid. Rows still `in_flight` in the source cannot be finished by anyone after
 //! the move: they arrive `failed` (retryable) with an `interrupted` audit row. The target must be
 //! empty (no identity, no audit row); the copy is one transaction on the target, so it lands
@@ -43,12 +44,16 @@ pub struct MigrationReport {
     /// Identities copied in doubt (including in-flight ones whose certificate was written ahead:
     /// they may be on the gateway).
     pub in_doubt: u64,
+    /// Identities copied revoked.
+    pub revoked: u64,
+    /// Past identities (`identity_history`) copied.
+    pub history: u64,
 }
 
 impl MigrationReport {
     /// All identities copied.
     pub fn identities(&self) -> u64 {
-        self.deployed + self.failed + self.in_doubt
+        self.deployed + self.failed + self.in_doubt + self.revoked
     }
 }
 
@@ -66,8 +71,44 @@ macro_rules! identity_columns {
             radio_config, led_config, category, cloud_address, api_address,
             gateway_services_address, verification_key, enrollment_id, cert_serial,
             cert_not_after, fcc_status, fcc_info, fcc_warnings, last_error, cert_der, request_id,
-            attempts, created_at, updated_at)
+            attempts, created_at, updated_at, revoked_at, revoke_reason, revoke_note, revoked_by)
     };
+}
+
+/// The columns of `identity_history`, in order (with `id`).
+macro_rules! history_columns {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* id, serial, state, enrollment_id, cert_serial, cert_not_after, cert_der,
+            gateway, requester, hardware_version, radio_config, led_config, category, api_address,
+            gateway_services_address, created_at, revoked_at, revoke_reason, revoke_note,
+            revoked_by, archived_at)
+    };
+}
+
+/// A row of `identity_history`, every column (copied as it is).
+#[derive(sqlx::FromRow)]
+struct HistoryCopy {
+    id: i64,
+    serial: String,
+    state: String,
+    enrollment_id: Option<String>,
+    cert_serial: String,
+    cert_not_after: Option<i64>,
+    cert_der: Option<Vec<u8>>,
+    gateway: String,
+    requester: String,
+    hardware_version: String,
+    radio_config: String,
+    led_config: String,
+    category: String,
+    api_address: String,
+    gateway_services_address: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<String>,
+    revoke_note: Option<String>,
+    revoked_by: Option<String>,
+    archived_at: i64,
 }
 
 /// The columns of [`ChainRow`] but `id`, in order.
@@ -270,6 +311,44 @@ impl Tx {
         }
     }
 
+    /// Inserts a copied history row with its id.
+    async fn insert_history(&mut self, r: &HistoryCopy) -> Result<(), StoreError> {
+        let columns = history_columns!(names!());
+        let sql = format!(
+            "INSERT INTO identity_history ({}) VALUES ({})",
+            columns.join(", "),
+            placeholders(columns.len())
+        );
+        on_tx!(self, conn => {
+            history_columns!(bind_fields!(sqlx::query(&sql), r,))
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .map_err(q("writing the identity history to the target"))
+    }
+
+    /// The source's CRL number, so that the target's next CRL still gets a greater one.
+    async fn crl_number(&mut self) -> Result<i64, StoreError> {
+        on_tx!(self, conn => {
+            sqlx::query_scalar("SELECT crl_number FROM crl_state WHERE id = 1")
+                .fetch_one(conn)
+                .await
+        })
+        .map_err(q("reading the CRL number of the source"))
+    }
+
+    async fn set_crl_number(&mut self, n: i64) -> Result<(), StoreError> {
+        on_tx!(self, conn => {
+            sqlx::query("UPDATE crl_state SET crl_number = $1 WHERE id = 1")
+                .bind(n)
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .map_err(q("writing the CRL number to the target"))
+    }
+
     /// Inserts a copied audit row with its id.
     async fn insert_audit(&mut self, r: &ChainRow) -> Result<(), StoreError> {
         let columns = audit_columns!(names!());
@@ -311,6 +390,7 @@ impl Tx {
         if let Tx::Postgres(tx) = self {
             for table in [
                 "identities",
+                "identity_history",
                 "audit",
                 "audit_checkpoints",
                 "order_uploads",
@@ -515,6 +595,7 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
                 IdentityState::Deployed => report.deployed += 1,
                 IdentityState::Failed => report.failed += 1,
                 IdentityState::InDoubt => report.in_doubt += 1,
+                IdentityState::Revoked => report.revoked += 1,
                 IdentityState::InFlight => {
                     // Written ahead: the identity may have reached the gateway.
                     let (state, error) = if row.cert_der.is_some() {
@@ -574,6 +655,25 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
             target.insert_checkpoint(row).await?;
         }
     }
+    let mut after = i64::MIN;
+    loop {
+        let page: Vec<HistoryCopy> = source
+            .page_after(
+                "identity_history",
+                &history_columns!(names!()),
+                after,
+                "reading the identity history from the source",
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for row in page {
+            target.insert_history(&row).await?;
+            report.history += 1;
+        }
+    }
+    let crl_number = source.crl_number().await?;
+    target.set_crl_number(crl_number).await?;
     // Every request key ever used names its serial in the target too (a key is never reused).
     let mut after = String::new();
     loop {

@@ -4,9 +4,12 @@
 //! one server per file) and PostgreSQL ([`postgres::PostgresStore`], any number of servers sharing
 //! one database).
 //!
-//! Life of a row: [`Store::reserve`] inserts (or revives a `failed`) row as `in_flight` — the UNIQUE
-//! constraint on `serial` decides races, never a check-then-insert; [`Store::mark_deployed`] or
-//! [`Store::mark_failed`] finish it. Each of these is one transaction together with its audit row.
+//! Life of a row: [`Store::reserve`] inserts (or revives a `failed` or `revoked`) row as
+//! `in_flight` — the UNIQUE constraint on `serial` decides races, never a check-then-insert;
+//! [`Store::mark_deployed`] or [`Store::mark_failed`] finish it. [`Store::revoke`] ends a
+//! deployed (or in-doubt) identity; reviving a revoked row first moves its identity into the
+//! serial's history ([`Store::history`]), in the reservation's transaction. Each of these is one
+//! transaction together with its audit row.
 //!
 //! **Crash recovery happens in [`Store::open`]**: rows left `in_flight` by a process that died are
 //! marked `failed` (so the serial can be retried) and audited as `interrupted`. With SQLite that is
@@ -66,6 +69,8 @@ pub mod sqlite;
 mod sqlite_writer;
 
 use std::fmt;
+
+use pep_ca::RevocationReason;
 
 use crate::model::{GatewayParams, RequestKey};
 // After `on_pool!`, which it uses.
@@ -296,6 +301,9 @@ pub enum IdentityState {
     /// may hold it. The row keeps the certificate and its enrollment ID; only an operator
     /// ([`Store::resolve`]) turns it `deployed` or `failed`.
     InDoubt,
+    /// An operator revoked the identity ([`Store::revoke`]): its certificate is in the CRL and
+    /// its enrollment ID in the bulk-delete CSV. The serial may be provisioned again.
+    Revoked,
 }
 
 text_enum!(IdentityState, "state", {
@@ -303,6 +311,7 @@ text_enum!(IdentityState, "state", {
     Deployed => "deployed",
     Failed => "failed",
     InDoubt => "in_doubt",
+    Revoked => "revoked",
 });
 
 /// What an audit row records (the `event` column).
@@ -329,6 +338,8 @@ pub enum AuditEvent {
     /// The gateway address was refused by the network policy (`[fcc] allowed_networks`,
     /// `require_peer_ip`) before any connection: no identity row exists or changes for it.
     Refused,
+    /// An operator revoked the identity (reason, note and who in the row's detail and requester).
+    Revoked,
 }
 
 text_enum!(AuditEvent, "audit event", {
@@ -341,6 +352,7 @@ text_enum!(AuditEvent, "audit event", {
     Replay => "replay",
     Resolved => "resolved",
     Refused => "refused",
+    Revoked => "revoked",
 });
 
 impl PartialEq<&str> for AuditEvent {
@@ -459,6 +471,233 @@ pub struct IdentityDetail {
     pub created_at_ms: i64,
     /// ms since the epoch, last change.
     pub updated_at_ms: i64,
+    /// How the identity was revoked (state `revoked` only).
+    pub revocation: Option<Revocation>,
+}
+
+/// How an identity was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// When, ms since the epoch (the CRL entry's revocationDate).
+    pub at_ms: i64,
+    /// Why (the CRL entry's reasonCode).
+    pub reason: RevocationReason,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// Who revoked it (token or station name, and address).
+    pub by: String,
+}
+
+impl Revocation {
+    /// From the four revocation columns (all NULL unless revoked).
+    fn stored(
+        at_ms: Option<i64>,
+        reason: Option<ReasonColumn>,
+        note: Option<String>,
+        by: Option<String>,
+    ) -> Option<Revocation> {
+        Some(Revocation {
+            at_ms: at_ms?,
+            reason: reason.map_or(RevocationReason::Unspecified, |r| r.0),
+            note,
+            by: by.unwrap_or_default(),
+        })
+    }
+}
+
+/// The `revoke_reason` column: a [`RevocationReason`] stored by its RFC 5280 name (the one
+/// table of names is pep-ca's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReasonColumn(pub(crate) RevocationReason);
+
+impl ReasonColumn {
+    fn as_str(self) -> &'static str {
+        self.0.as_str()
+    }
+}
+
+impl std::str::FromStr for ReasonColumn {
+    type Err = pep_ca::crl::UnknownReason;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(ReasonColumn)
+    }
+}
+
+text_column!(ReasonColumn);
+
+/// An identity a serial had before its current one (`identity_history`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastIdentity {
+    /// History row id.
+    pub id: i64,
+    /// The serial.
+    pub serial_number: String,
+    /// The state it ended in (`revoked`).
+    pub state: IdentityState,
+    /// Its enrollment ID.
+    pub enrollment_id: Option<String>,
+    /// Its certificate serial (hex).
+    pub cert_serial: String,
+    /// Its certificate's notAfter, unix seconds.
+    pub cert_not_after: Option<i64>,
+    /// `ip:port` of the attempt that provisioned it.
+    pub gateway: String,
+    /// Who asked for it.
+    pub requester: String,
+    /// ms since the epoch, start of the attempt that provisioned it.
+    pub created_at_ms: i64,
+    /// How it was revoked.
+    pub revocation: Option<Revocation>,
+    /// ms since the epoch, when a new attempt replaced it.
+    pub archived_at_ms: i64,
+}
+
+/// [`PastIdentity`] as its columns are typed in both schemas.
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    id: i64,
+    serial: String,
+    state: IdentityState,
+    enrollment_id: Option<String>,
+    cert_serial: String,
+    cert_not_after: Option<i64>,
+    gateway: String,
+    requester: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<ReasonColumn>,
+    revoke_note: Option<String>,
+    revoked_by: Option<String>,
+    archived_at: i64,
+}
+
+impl From<HistoryRow> for PastIdentity {
+    fn from(r: HistoryRow) -> Self {
+        PastIdentity {
+            id: r.id,
+            serial_number: r.serial,
+            state: r.state,
+            enrollment_id: r.enrollment_id,
+            cert_serial: r.cert_serial,
+            cert_not_after: r.cert_not_after,
+            gateway: r.gateway,
+            requester: r.requester,
+            created_at_ms: r.created_at,
+            revocation: Revocation::stored(
+                r.revoked_at,
+                r.revoke_reason,
+                r.revoke_note,
+                r.revoked_by,
+            ),
+            archived_at_ms: r.archived_at,
+        }
+    }
+}
+
+/// A revoked certificate, current or past: one entry of the CRL.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedCertificate {
+    /// The certificate serial (hex).
+    pub cert_serial: String,
+    /// When it was revoked, ms since the epoch.
+    pub revoked_at: i64,
+    /// Why.
+    revoke_reason: Option<ReasonColumn>,
+}
+
+impl RevokedCertificate {
+    /// Why it was revoked.
+    pub fn reason(&self) -> RevocationReason {
+        self.revoke_reason
+            .map_or(RevocationReason::Unspecified, |r| r.0)
+    }
+}
+
+/// A revoked identity (current or past) as the bulk-delete CSV lists it: the fields of the
+/// enrollment-ID CSV (`deployed` false) and the paging cursor.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedRecord {
+    /// The CSV's fields.
+    #[sqlx(flatten)]
+    pub record: IdentityRecord,
+    /// When it was revoked, ms since the epoch (cursor, first part).
+    pub revoked_at: i64,
+    /// Its certificate serial (cursor, second part).
+    pub cert_serial: String,
+}
+
+/// An operator's revocation of one serial ([`Store::revoke`]), owned: the SQLite writer thread
+/// takes it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RevokeOrder {
+    pub(crate) serial: String,
+    pub(crate) reason: RevocationReason,
+    pub(crate) note: Option<String>,
+    /// Who revoked (the audit row's requester).
+    pub(crate) who: String,
+    pub(crate) now_ms: i64,
+}
+
+impl RevokeOrder {
+    /// The audit row's detail.
+    pub(crate) fn detail(&self, revoked: &RevokedIdentity) -> String {
+        let mut d = format!(
+            "revoked ({}) by {}: certificate {}, enrollment ID {}",
+            self.reason,
+            self.who,
+            revoked.cert_serial,
+            revoked.enrollment_id.as_deref().unwrap_or("-")
+        );
+        if let Some(note) = &self.note {
+            d.push_str("; note: ");
+            d.push_str(note);
+        }
+        d
+    }
+
+    /// The audit keys of the revoked row, with the operator as the requester.
+    pub(crate) fn audit_keys(&self, row: AuditKeys) -> AuditKeys {
+        AuditKeys {
+            requester: self.who.clone(),
+            ..row
+        }
+    }
+}
+
+/// The row [`sql::REVOKE`] returns.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RevokedRow {
+    #[sqlx(flatten)]
+    pub(crate) keys: AuditKeys,
+    pub(crate) enrollment_id: Option<String>,
+    pub(crate) cert_serial: String,
+}
+
+/// The identity a revocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedIdentity {
+    /// Its enrollment ID (to free its cloud claim).
+    pub enrollment_id: Option<String>,
+    /// Its certificate serial (hex), now in the CRL.
+    pub cert_serial: String,
+    /// When, ms since the epoch.
+    pub revoked_at_ms: i64,
+}
+
+/// Result of [`Store::revoke`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Revoked (audited `revoked`).
+    Revoked(RevokedIdentity),
+    /// No row has this serial.
+    Unknown,
+    /// The row is neither deployed nor in doubt (already revoked, failed or in flight): nothing
+    /// changed.
+    NotRevocable {
+        /// Its state.
+        state: IdentityState,
+    },
 }
 
 /// Counts per state.
@@ -472,6 +711,8 @@ pub struct StoreStats {
     pub in_flight: u64,
     /// Attempts whose identity may be on the gateway, waiting for an operator.
     pub in_doubt: u64,
+    /// Serials whose current identity is revoked.
+    pub revoked: u64,
 }
 
 /// One audit row.
@@ -558,6 +799,10 @@ struct DetailRow {
     attempts: i64,
     created_at: i64,
     updated_at: i64,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<ReasonColumn>,
+    revoke_note: Option<String>,
+    revoked_by: Option<String>,
 }
 
 impl From<DetailRow> for IdentityDetail {
@@ -588,6 +833,12 @@ impl From<DetailRow> for IdentityDetail {
             attempts: r.attempts,
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
+            revocation: Revocation::stored(
+                r.revoked_at,
+                r.revoke_reason,
+                r.revoke_note,
+                r.revoked_by,
+            ),
         }
     }
 }
@@ -1104,6 +1355,82 @@ impl Store {
         }
     }
 
+    /// Revokes the deployed or in-doubt identity of `serial` with `reason` and `note`, audited
+    /// (`revoked`) with `who`, in one transaction: its certificate joins the CRL
+    /// ([`Store::revoked_certificates`]) and its enrollment ID the bulk-delete list
+    /// ([`Store::list_revoked`]). An unknown serial or another state changes nothing.
+    /// SQLite: one write of the group-commit writer.
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        reason: RevocationReason,
+        note: Option<&str>,
+        who: &str,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let order = RevokeOrder {
+            serial: serial.to_owned(),
+            reason,
+            note: note.map(str::to_owned),
+            who: who.to_owned(),
+            now_ms: now_ms(),
+        };
+        match self {
+            Store::Sqlite(s) => s.revoke(order).await,
+            Store::Postgres(s) => s.revoke(&order).await,
+        }
+    }
+
+    /// The identities `serial` had before its current one, oldest first (empty if it never was
+    /// provisioned again after a revocation).
+    pub async fn history(&self, serial: &str) -> Result<Vec<PastIdentity>, StoreError> {
+        let rows: Vec<HistoryRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql::HISTORY)
+                .bind(serial)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("reading the identity history"))?;
+        Ok(rows.into_iter().map(PastIdentity::from).collect())
+    }
+
+    /// Every revoked certificate, current and past, in revocation order: the CRL's entries.
+    pub async fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>, StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query_as(sql::REVOKED_CERTIFICATES).fetch_all(pool).await
+        })
+        .map_err(q("reading the revoked certificates"))
+    }
+
+    /// Revoked identities (current and past) in revocation order, keyset-paged on
+    /// (`revoked_at`, `cert_serial`) after `after` (`None`: from the first).
+    pub async fn list_revoked(
+        &self,
+        limit: u32,
+        after: Option<(i64, &str)>,
+    ) -> Result<Vec<RevokedRecord>, StoreError> {
+        let (at, serial) = after.unwrap_or((i64::MIN, ""));
+        on_pool!(self, pool => {
+            sqlx::query_as(sql::LIST_REVOKED)
+                .bind(at)
+                .bind(serial)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q("listing revoked identities"))
+    }
+
+    /// The number for the next CRL: greater than every number handed out before, by any server
+    /// of this database, across restarts (one committed counter). SQLite: one write of the
+    /// group-commit writer.
+    pub async fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let n = match self {
+            Store::Sqlite(s) => s.next_crl_number().await?,
+            Store::Postgres(s) => s.next_crl_number().await?,
+        };
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("CRL number {n} is negative")))
+    }
+
     /// Audits a request whose gateway address the network policy refused (`refused`, with `detail`
     /// naming the rule). Only the audit trail is written: no identity row is created or changed.
     pub async fn audit_refused(
@@ -1221,6 +1548,7 @@ impl Store {
                 IdentityState::Failed => stats.failed = n,
                 IdentityState::InFlight => stats.in_flight = n,
                 IdentityState::InDoubt => stats.in_doubt = n,
+                IdentityState::Revoked => stats.revoked = n,
             }
         }
         Ok(stats)

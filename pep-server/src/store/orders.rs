@@ -87,6 +87,8 @@ pub struct OrderSummary {
     pub in_progress: u64,
     /// In doubt (an operator decides).
     pub in_doubt: u64,
+    /// Revoked (may be provisioned again).
+    pub revoked: u64,
     /// Who created it.
     pub created_by: String,
     /// When, ms since the epoch.
@@ -634,6 +636,7 @@ impl Store {
             failed: 0,
             in_progress: 0,
             in_doubt: 0,
+            revoked: 0,
             created_by,
             created_at_ms,
             closed_at_ms,
@@ -645,6 +648,7 @@ impl Store {
                 super::IdentityState::Failed => summary.failed = n,
                 super::IdentityState::InFlight => summary.in_progress = n,
                 super::IdentityState::InDoubt => summary.in_doubt = n,
+                super::IdentityState::Revoked => summary.revoked = n,
             }
         }
         Ok(summary)

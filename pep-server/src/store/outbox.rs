@@ -124,6 +124,26 @@ pub struct NewEvent {
     pub detail: Option<String>,
 }
 
+impl NewEvent {
+    /// The `revoked` event of a revocation: its enrollment ID, the gateway of its latest attempt
+    /// and, as the detail, the certificate serial now in the CRL.
+    pub(crate) fn revoked(
+        keys: &super::AuditKeys,
+        revoked: &super::RevokedIdentity,
+        at_ms: i64,
+    ) -> NewEvent {
+        NewEvent {
+            event: HookEvent::Revoked,
+            serial: keys.serial.clone(),
+            enrollment_id: revoked.enrollment_id.clone(),
+            gateway: keys.gateway.clone(),
+            at_ms,
+            fcc_status: None,
+            detail: Some(format!("certificate serial {}", revoked.cert_serial)),
+        }
+    }
+}
+
 /// A new event ID: a random (version 4) UUID, the receivers' de-duplication key.
 fn new_event_id() -> String {
     let mut bytes = [0u8; 16];

@@ -31,8 +31,9 @@ use super::chain::ChainHead;
 use super::outbox::{EventRoutes, HookEvent, NewEvent};
 use super::{
     AuditEvent, AuditKeys, ConflictRow, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT,
-    INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, Reservation, Resolution, StoreError,
-    WriteAhead, join_warnings, now_ms, q, reservation_outcome, sql,
+    INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, ReasonColumn, Reservation,
+    Resolution, RevokeOrder, RevokeOutcome, RevokedIdentity, RevokedRow, StoreError, WriteAhead,
+    join_warnings, now_ms, q, reservation_outcome, sql,
 };
 
 /// Default connections per server: PostgreSQL runs writes of different serials in parallel.
@@ -253,6 +254,15 @@ impl PostgresStore {
                 return Ok(Reservation::KeyUsed);
             }
         }
+        // A revoked identity moves into the history before the upsert revives its row (a
+        // concurrent archive of the same certificate waits on its UNIQUE entry, then does
+        // nothing).
+        sqlx::query(sql::ARCHIVE_REVOKED)
+            .bind(a.now_ms)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("archiving the revoked identity"))?;
         // Concurrent upserts of one serial wait for each other's row lock; the loser re-evaluates
         // the WHERE on the winner's row.
         let id: Option<i64> = sqlx::query_scalar(sql::RESERVE)
@@ -455,6 +465,66 @@ impl PostgresStore {
         self.append_and_commit(tx, &[audit], "committing the resolution")
             .await?;
         Ok(Resolution::Resolved)
+    }
+
+    pub(super) async fn revoke(&self, o: &RevokeOrder) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("starting a transaction"))?;
+        let row: Option<RevokedRow> = sqlx::query_as(sql::REVOKE)
+            .bind(o.now_ms)
+            .bind(ReasonColumn(o.reason))
+            .bind(&o.note)
+            .bind(&o.who)
+            .bind(&o.serial)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q("revoking an identity"))?;
+        let Some(row) = row else {
+            let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
+                .bind(&o.serial)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(q("reading the identity to revoke"))?;
+            return Ok(match row {
+                None => RevokeOutcome::Unknown,
+                Some(row) => RevokeOutcome::NotRevocable { state: row.state },
+            });
+        };
+        let revoked = RevokedIdentity {
+            enrollment_id: row.enrollment_id,
+            cert_serial: row.cert_serial,
+            revoked_at_ms: o.now_ms,
+        };
+        let (keys, detail) = (o.audit_keys(row.keys), o.detail(&revoked));
+        let audit = NewAudit::note(o.now_ms, &keys, AuditEvent::Revoked, Some(&detail));
+        enqueue(
+            &mut tx,
+            &self.options.event_routes,
+            &NewEvent::revoked(&keys, &revoked, o.now_ms),
+        )
+        .await?;
+        if let Some(enrollment_id) = &revoked.enrollment_id {
+            super::claims::enqueue_claim_delete_if_claimed_postgres(
+                &mut tx,
+                enrollment_id,
+                &keys.serial,
+                o.now_ms,
+            )
+            .await?;
+        }
+        self.append_and_commit(tx, &[audit], "committing the revocation")
+            .await?;
+        Ok(RevokeOutcome::Revoked(revoked))
+    }
+
+    pub(super) async fn next_crl_number(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("taking the next CRL number"))
     }
 
     /// Audits a refused gateway address (`refused`): one audit row, no identity row.

@@ -36,7 +36,8 @@ macro_rules! detail_columns {
         "id, serial, state, gateway, requester, ou, device_id, hardware_version, radio_config, \
          led_config, category, cloud_address, api_address, gateway_services_address, \
          verification_key, enrollment_id, cert_serial, cert_not_after, fcc_status, fcc_info, \
-         fcc_warnings, last_error, cert_der, request_id, attempts, created_at, updated_at"
+         fcc_warnings, last_error, cert_der, request_id, attempts, created_at, updated_at, \
+         revoked_at, revoke_reason, revoke_note, revoked_by"
     };
 }
 
@@ -48,7 +49,24 @@ macro_rules! select {
     };
 }
 
-/// Reserve a serial: insert it in flight, or revive a `failed` row; a deployed or in-flight one is
+/// Before [`RESERVE`] revives a revoked row: its identity (certificate, enrollment ID, the
+/// revocation) moves into `identity_history`, in the reservation's transaction. A certificate
+/// serial is archived once (`UNIQUE`): a concurrent reservation of the same serial on another
+/// server waits for the first, then does nothing (and its upsert finds the row in flight).
+pub(super) const ARCHIVE_REVOKED: &str = "INSERT INTO identity_history (serial, state, \
+         enrollment_id, cert_serial, cert_not_after, cert_der, gateway, requester, \
+         hardware_version, radio_config, led_config, category, api_address, \
+         gateway_services_address, created_at, revoked_at, revoke_reason, revoke_note, revoked_by, \
+         archived_at) \
+     SELECT serial, state, enrollment_id, cert_serial, cert_not_after, cert_der, gateway, \
+         requester, hardware_version, radio_config, led_config, category, api_address, \
+         gateway_services_address, created_at, revoked_at, revoke_reason, revoke_note, revoked_by, \
+         $1 \
+     FROM identities WHERE serial = $2 AND state = 'revoked' \
+     ON CONFLICT (cert_serial) DO NOTHING";
+
+/// Reserve a serial: insert it in flight, or revive a `failed` or `revoked` row (the revoked
+/// identity was archived first, [`ARCHIVE_REVOKED`]); a deployed, in-doubt or in-flight one is
 /// left alone (no row returned). The UNIQUE(serial) constraint decides races, never a
 /// check-then-insert. `$4` is the reserving server (PostgreSQL; NULL with SQLite), `$14` the
 /// request key (or NULL), `$15` the work order (or NULL).
@@ -70,9 +88,53 @@ pub(super) const RESERVE: &str = "INSERT INTO identities (serial, state, gateway
          request_id = EXCLUDED.request_id, order_id = EXCLUDED.order_id, fcc_status = NULL, \
          fcc_info = NULL, \
          fcc_warnings = '', last_error = NULL, attempts = identities.attempts + 1, \
-         created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at \
-     WHERE identities.state = 'failed' \
+         created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+         revoked_at = NULL, revoke_reason = NULL, revoke_note = NULL, revoked_by = NULL \
+     WHERE identities.state IN ('failed', 'revoked') \
      RETURNING id";
+
+/// Revoke a deployed or in-doubt identity (`$1` = now, also `updated_at`); no row returned when
+/// the serial is unknown or in another state. Returns the audit keys and what the answer names.
+pub(super) const REVOKE: &str = "UPDATE identities SET state = 'revoked', revoked_at = $1, \
+         revoke_reason = $2, revoke_note = $3, revoked_by = $4, server_id = NULL, updated_at = $1 \
+     WHERE serial = $5 AND state IN ('deployed', 'in_doubt') \
+     RETURNING serial, gateway, requester, created_at, enrollment_id, cert_serial";
+
+/// The past identities of one serial, oldest first.
+pub(super) const HISTORY: &str = "SELECT id, serial, state, enrollment_id, cert_serial, \
+         cert_not_after, gateway, requester, created_at, revoked_at, revoke_reason, revoke_note, \
+         revoked_by, archived_at \
+     FROM identity_history WHERE serial = $1 ORDER BY id";
+
+/// Every revoked certificate, current (`identities`) and past (`identity_history`): the CRL's
+/// entries, in revocation order.
+pub(super) const REVOKED_CERTIFICATES: &str = "SELECT cert_serial, revoked_at, revoke_reason \
+     FROM identities WHERE state = 'revoked' \
+     UNION ALL \
+     SELECT cert_serial, revoked_at, revoke_reason FROM identity_history WHERE state = 'revoked' \
+     ORDER BY revoked_at, cert_serial";
+
+/// Revoked identities (current and past) as enrollment-ID records, keyset-paged on
+/// (`revoked_at`, `cert_serial`) after (`$1`, `$2`): the bulk-delete CSV.
+pub(super) const LIST_REVOKED: &str = "SELECT id, serial, device_id, FALSE AS deployed, \
+         hardware_version, radio_config, led_config, category, cloud_address, api_address, \
+         gateway_services_address, enrollment_id, created_at, revoked_at, cert_serial \
+     FROM (SELECT id, serial, device_id, hardware_version, radio_config, led_config, category, \
+               cloud_address, api_address, gateway_services_address, \
+               COALESCE(enrollment_id, '') AS enrollment_id, created_at, revoked_at, cert_serial \
+           FROM identities WHERE state = 'revoked' \
+           UNION ALL \
+           SELECT id, serial, '' AS device_id, hardware_version, radio_config, led_config, \
+               category, gateway_services_address AS cloud_address, api_address, \
+               gateway_services_address, COALESCE(enrollment_id, '') AS enrollment_id, \
+               created_at, revoked_at, cert_serial \
+           FROM identity_history WHERE state = 'revoked') AS revoked \
+     WHERE revoked_at > $1 OR (revoked_at = $1 AND cert_serial > $2) \
+     ORDER BY revoked_at, cert_serial LIMIT $3";
+
+/// The next CRL number: one more than the last one signed, by any server, ever.
+pub(super) const NEXT_CRL_NUMBER: &str =
+    "UPDATE crl_state SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number";
 
 /// The row that made a reservation conflict: its id, state, request key and enrollment ID.
 pub(super) const CONFLICT_STATE: &str =
@@ -385,6 +447,17 @@ pub(super) const QUEUE_CLAIM_DELETE: &str = "INSERT INTO claims (enrollment_id, 
          next_attempt_at = EXCLUDED.next_attempt_at, cloud_id = EXCLUDED.cloud_id, \
          last_error = NULL, lease_until = NULL, bulk_task = NULL, updated_at = EXCLUDED.updated_at";
 
+/// A revocation's deletion of the claim of `$1` (serial `$2`, now `$3`): queued only when this
+/// store queued a claim for that enrollment ID (`[cloud] mode` was on when it deployed; without a
+/// claim row the operator frees it with the bulk-delete CSV). Otherwise as [`QUEUE_CLAIM_DELETE`].
+pub(super) const QUEUE_CLAIM_DELETE_IF_CLAIMED: &str = "INSERT INTO claims (enrollment_id, serial, \
+         action, state, attempts, next_attempt_at, cloud_id, created_at, updated_at) \
+     SELECT c.enrollment_id, $2, 'delete', 'pending', 0, $3, c.cloud_id, $3, $3 FROM claims c \
+     WHERE c.enrollment_id = $1 AND c.action = 'claim' \
+     ON CONFLICT (enrollment_id, action) DO UPDATE SET state = 'pending', attempts = 0, \
+         next_attempt_at = EXCLUDED.next_attempt_at, cloud_id = EXCLUDED.cloud_id, \
+         last_error = NULL, lease_until = NULL, bulk_task = NULL, updated_at = EXCLUDED.updated_at";
+
 /// The rows due to be sent, oldest first, whose lease is free: `$1` takes them until `$2`, `$3`
 /// is now, `$4` how many. A deletion waits until its claim is settled (never overtakes it).
 macro_rules! take_claims {
@@ -589,7 +662,13 @@ mod tests {
     #[test]
     fn placeholders_first_appear_in_ascending_order() {
         for sql in [
+            ARCHIVE_REVOKED,
             RESERVE,
+            REVOKE,
+            HISTORY,
+            REVOKED_CERTIFICATES,
+            LIST_REVOKED,
+            NEXT_CRL_NUMBER,
             CONFLICT_STATE,
             CLAIM_KEY,
             KEY_SERIAL,
@@ -633,6 +712,7 @@ mod tests {
             DELIVERIES_FOR,
             QUEUE_CLAIM,
             QUEUE_CLAIM_DELETE,
+            QUEUE_CLAIM_DELETE_IF_CLAIMED,
             TAKE_CLAIMS_SQLITE,
             TAKE_CLAIMS_POSTGRES,
             SETTLE_CLAIM,

@@ -20,7 +20,8 @@ use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle};
 use super::sqlite_writer::{OutboxWrite, SqliteWriter, Write, Written};
 use super::{
     AuditKeys, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt,
-    Reservation, Resolution, StoreError, WriteAhead, join_warnings, now_ms,
+    Reservation, Resolution, RevokeOrder, RevokeOutcome, StoreError, WriteAhead, join_warnings,
+    now_ms,
 };
 
 /// How durable a commit is before the store reports it done (`[store] durability`).
@@ -261,6 +262,20 @@ impl SqliteStore {
         };
         match self.writer.write(write).await? {
             Written::Resolved(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn revoke(&self, order: RevokeOrder) -> Result<RevokeOutcome, StoreError> {
+        match self.writer.write(Write::Revoke(Box::new(order))).await? {
+            Written::Revoked(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn next_crl_number(&self) -> Result<i64, StoreError> {
+        match self.writer.write(Write::NextCrlNumber).await? {
+            Written::CrlNumber(n) => Ok(n),
             other => Err(unexpected(&other)),
         }
     }

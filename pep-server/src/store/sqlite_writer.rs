@@ -34,8 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{ChainHead, DEFAULT_CHAIN};
 use super::outbox::{Claim, Delivery, EventRoutes, HookEvent, NewEvent, Settle, Settlement};
 use super::{
-    AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, Reservation,
-    Resolution, StoreError, WriteAhead, sql,
+    AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, ReasonColumn,
+    Reservation, Resolution, RevokeOrder, RevokeOutcome, RevokedIdentity, StoreError, WriteAhead,
+    sql,
 };
 
 /// Most writes one transaction carries. Bounds how long a caller waits behind others' writes.
@@ -82,6 +83,11 @@ pub(super) enum Write {
         serial: String,
         now_ms: i64,
     },
+    /// An operator's revocation of a deployed or in-doubt serial; audit `revoked`, its webhook
+    /// event, and the deletion of its cloud claim (when one was queued), in one transaction.
+    Revoke(Box<RevokeOrder>),
+    /// Take the next CRL number.
+    NextCrlNumber,
     /// A refused gateway address: audit `refused` only (no identity row).
     Refused {
         keys: Box<AuditKeys>,
@@ -125,6 +131,10 @@ pub(super) enum Written {
     Ahead,
     /// Of [`Write::Resolve`].
     Resolved(Resolution),
+    /// Of [`Write::Revoke`].
+    Revoked(RevokeOutcome),
+    /// Of [`Write::NextCrlNumber`].
+    CrlNumber(i64),
     /// Of [`Write::Refused`].
     Refused,
     /// Of [`Write::ClaimDelete`].
@@ -487,6 +497,12 @@ fn apply(
         } => super::claims::enqueue_claim_delete_sqlite(conn, enrollment_id, serial, *now_ms)
             .map(|()| Written::ClaimDelete)
             .map_err(write_error("queueing a claim deletion")),
+        Write::Revoke(order) => revoke(conn, routes, head, order).map(Written::Revoked),
+        Write::NextCrlNumber => conn
+            .prepare_cached(sql::NEXT_CRL_NUMBER)
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map(Written::CrlNumber)
+            .map_err(write_error("taking the next CRL number")),
         Write::Refused {
             keys,
             detail,
@@ -680,6 +696,64 @@ fn resolve(
     Ok(Resolution::Resolved)
 }
 
+/// `deployed`/`in_doubt` → `revoked` for `order.serial`, audited with who asked; or why not.
+fn revoke(
+    conn: &Connection,
+    routes: &EventRoutes,
+    head: &mut ChainHead,
+    order: &RevokeOrder,
+) -> Result<RevokeOutcome, StoreError> {
+    let row = conn
+        .prepare_cached(sql::REVOKE)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    order.now_ms,
+                    ReasonColumn(order.reason),
+                    order.note,
+                    order.who,
+                    order.serial
+                ],
+                |r| Ok((audit_keys(r)?, r.get::<_, Option<String>>(4)?, r.get(5)?)),
+            )
+            .optional()
+        })
+        .map_err(write_error("revoking an identity"))?;
+    let Some((keys, enrollment_id, cert_serial)) = row else {
+        let found: Option<IdentityState> = conn
+            .prepare_cached(sql::CONFLICT_STATE)
+            .and_then(|mut s| s.query_row(params![order.serial], |r| r.get(1)).optional())
+            .map_err(write_error("reading the identity to revoke"))?;
+        return Ok(match found {
+            None => RevokeOutcome::Unknown,
+            Some(state) => RevokeOutcome::NotRevocable { state },
+        });
+    };
+    let revoked = RevokedIdentity {
+        enrollment_id,
+        cert_serial,
+        revoked_at_ms: order.now_ms,
+    };
+    let (keys, detail) = (order.audit_keys(keys), order.detail(&revoked));
+    let audit = NewAudit::note(order.now_ms, &keys, AuditEvent::Revoked, Some(&detail));
+    insert_audit(conn, head, &audit)?;
+    enqueue(
+        conn,
+        routes,
+        &NewEvent::revoked(&keys, &revoked, order.now_ms),
+    )?;
+    if let Some(enrollment_id) = &revoked.enrollment_id {
+        super::claims::enqueue_claim_delete_if_claimed_sqlite(
+            conn,
+            enrollment_id,
+            &keys.serial,
+            order.now_ms,
+        )
+        .map_err(write_error("queueing the deletion of the cloud claim"))?;
+    }
+    Ok(RevokeOutcome::Revoked(revoked))
+}
+
 fn reserve(
     conn: &Connection,
     head: &mut ChainHead,
@@ -705,6 +779,10 @@ fn reserve(
             return Ok(Reservation::KeyUsed);
         }
     }
+    // A revoked identity moves into the history before the upsert revives its row.
+    conn.prepare_cached(sql::ARCHIVE_REVOKED)
+        .and_then(|mut s| s.execute(params![a.now_ms, serial]))
+        .map_err(write_error("archiving the revoked identity"))?;
     let id: Option<i64> = conn
         .prepare_cached(sql::RESERVE)
         .and_then(|mut s| {
@@ -822,6 +900,7 @@ mod tests {
             .unwrap();
         // The later migrations, in order.
         for migration in [
+            include_str!("../../migrations/sqlite/0005_revocation.sql"),
             include_str!("../../migrations/sqlite/0006_audit_chain.sql"),
             include_str!("../../migrations/sqlite/0007_claims.sql"),
             include_str!("../../migrations/sqlite/0008_work_orders.sql"),

@@ -11,7 +11,8 @@ use maud::{Markup, PreEscaped, html};
 use sha2::{Digest, Sha256};
 
 use super::view::{
-    AttemptRow, CHART_MINUTES, CloudTile, Live, OrderProgress, Snapshot, result_of_event,
+    AttemptRow, CHART_MINUTES, CloudTile, GatewayIdentity, IdentityLine, Live, OrderProgress,
+    Snapshot, result_of_event,
 };
 use crate::http::error::ApiError;
 use crate::http::read::AuditRow;
@@ -102,6 +103,7 @@ pub fn result_label(result: &str) -> &'static str {
         "attempt" => "→ Attempt",
         "conflict" => "⚠ Conflict",
         "refused" => "⛔ Refused address",
+        "revoked" => "⛔ Revoked",
         _ => "• Other",
     }
 }
@@ -210,6 +212,41 @@ fn history(rows: &[AuditRow], offset: i32) -> Markup {
     }
 }
 
+/// The searched gateway's identities: the current one first, then the earlier ones.
+fn identities(g: &GatewayIdentity, offset: i32) -> Markup {
+    let line = |l: &IdentityLine, which: &str| {
+        html! {
+            tr class={ "r-" (l.state) } {
+                td class="t" { (which) }
+                td {
+                    span class={ "badge " (l.state) } { (result_label(l.state)) }
+                    " "
+                    span class="serial" { (l.enrollment_id.as_deref().unwrap_or("-")) }
+                    span class="st" {
+                        "certificate " (l.cert_serial.as_deref().unwrap_or("-"))
+                        ", provisioned " (clock(l.created_at, offset))
+                    }
+                    @if let Some((at, text)) = &l.revoked {
+                        span class="msg" { "revoked " (clock(*at, offset)) " (" (text) ")" }
+                    }
+                }
+            }
+        }
+    };
+    html! {
+        table class="history identities" data-serial=(g.serial) {
+            caption { "Identities of " (g.serial) }
+            thead { tr { th scope="col" { "Identity" } th scope="col" { "State" } } }
+            tbody {
+                (line(&g.current, "current"))
+                @for p in &g.past {
+                    (line(p, "earlier"))
+                }
+            }
+        }
+    }
+}
+
 /// The `head` of both pages: `title`, the embedded style sheet and, for a page that shows data,
 /// a refresh every 30 s when scripts are off (with them, the event stream keeps it current).
 /// The "Cloud" tile: claimed, waiting, refused, and the latest error.
@@ -300,6 +337,7 @@ pub fn page(
     snap: &Snapshot,
     wanted: Option<&str>,
     search_result: Option<&Result<Vec<AuditRow>, ApiError>>,
+    gateway: Option<&GatewayIdentity>,
     ca_unavailable: Option<&str>,
     logout_csrf: Option<&str>,
 ) -> Markup {
@@ -394,6 +432,9 @@ pub fn page(
                                         autocomplete="off" spellcheck="false";
                                     button type="submit" class="btn" { "Search" }
                                 }
+                            }
+                            @if let Some(g) = gateway {
+                                div id="identity" { (identities(g, offset)) }
                             }
                             div id="history" aria-live="polite" {
                                 @match search_result {
@@ -533,6 +574,7 @@ mod tests {
             &snapshot(vec![row]),
             Some(HOSTILE),
             Some(&search),
+            None,
             None,
             None,
         )

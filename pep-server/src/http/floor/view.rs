@@ -299,6 +299,7 @@ pub(super) fn result_of_event(event: &str) -> &'static str {
         "attempt" => "in_progress",
         "conflict" => "conflict",
         "refused" => "refused",
+        "revoked" => "revoked",
         _ => "other",
     }
 }
@@ -446,4 +447,72 @@ mod tests {
         );
         assert_eq!(audit_message(&entry(AuditEvent::Attempt, None, None)), None);
     }
+}
+
+/// One identity of a gateway as the search panel shows it (current or past).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityLine {
+    /// `deployed`, `revoked`, … (the store's state name).
+    pub state: &'static str,
+    /// Its enrollment ID.
+    pub enrollment_id: Option<String>,
+    /// Its certificate serial.
+    pub cert_serial: Option<String>,
+    /// Start of the attempt that provisioned it, ms since the epoch.
+    pub created_at: i64,
+    /// `keyCompromise by line-1@…: note`, when revoked.
+    pub revoked: Option<(i64, String)>,
+}
+
+/// What the search panel shows of the gateway whose serial was searched exactly: its current
+/// identity and every earlier one (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayIdentity {
+    /// The serial.
+    pub serial: String,
+    /// The current identity.
+    pub current: IdentityLine,
+    /// The earlier identities, newest first.
+    pub past: Vec<IdentityLine>,
+}
+
+fn revoked_text(r: &crate::store::Revocation) -> (i64, String) {
+    let mut text = format!("{} by {}", r.reason, r.by);
+    if let Some(note) = &r.note {
+        text.push_str(": ");
+        text.push_str(note);
+    }
+    (r.at_ms, text)
+}
+
+/// The identity and history of `serial`, if the store has it.
+pub async fn gateway_identity(
+    store: &Store,
+    serial: &str,
+) -> Result<Option<GatewayIdentity>, StoreError> {
+    let Some(current) = store.identity(serial).await? else {
+        return Ok(None);
+    };
+    let past = store.history(serial).await?;
+    Ok(Some(GatewayIdentity {
+        serial: current.serial_number.clone(),
+        current: IdentityLine {
+            state: current.state.as_str(),
+            enrollment_id: current.enrollment_id.clone(),
+            cert_serial: current.cert_serial.clone(),
+            created_at: current.created_at_ms,
+            revoked: current.revocation.as_ref().map(revoked_text),
+        },
+        past: past
+            .iter()
+            .rev()
+            .map(|p| IdentityLine {
+                state: p.state.as_str(),
+                enrollment_id: p.enrollment_id.clone(),
+                cert_serial: Some(p.cert_serial.clone()),
+                created_at: p.created_at_ms,
+                revoked: p.revocation.as_ref().map(revoked_text),
+            })
+            .collect(),
+    }))
 }
