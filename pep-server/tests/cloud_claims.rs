@@ -584,10 +584,12 @@ async fn deletions_go_out_by_cloud_id_or_as_a_bulk_delete() {
                 led_config: text("01"),
                 category: Category::Production,
                 verification_key: None,
+                defaulted: Default::default(),
             },
             requester: "test".to_owned(),
             now_ms: now_ms(),
             request_key: None,
+            order: None,
         };
         let Reservation::Reserved { id } = store.reserve(&attempt).await.unwrap() else {
             panic!("not reserved");

@@ -1027,6 +1027,7 @@ mod tests {
             detail: String::new(),
             duration_ms: 1,
             now_ms: 3,
+            claim: false,
         }
     }
 
@@ -1034,15 +1035,21 @@ mod tests {
     #[test]
     fn an_outcome_and_its_outbox_rows_commit_together_or_not_at_all() {
         let mut conn = schema();
+        let mut head = ChainHead::default();
         let routes = EventRoutes {
             routes: vec![super::super::EventRoute {
                 receiver: "mes".into(),
                 events: [HookEvent::Deployed].into(),
             }],
         };
-        let reserved = commit_batch(&mut conn, &routes, [attempt("A"), attempt("B")].iter());
+        let reserved = commit_batch(
+            &mut conn,
+            &routes,
+            &mut head,
+            [attempt("A"), attempt("B")].iter(),
+        );
         assert!(reserved.iter().all(Result::is_ok), "{reserved:?}");
-        let results = commit_batch(&mut conn, &routes, [deployed(1)].iter());
+        let results = commit_batch(&mut conn, &routes, &mut head, [deployed(1)].iter());
         assert!(results[0].is_ok(), "{results:?}");
         let (serial, event, state, payload): (String, String, String, String) = conn
             .query_row(
@@ -1063,7 +1070,7 @@ mod tests {
              BEGIN SELECT RAISE(ABORT, 'outbox full'); END;",
         )
         .unwrap();
-        let results = commit_batch(&mut conn, &routes, [deployed(2)].iter());
+        let results = commit_batch(&mut conn, &routes, &mut head, [deployed(2)].iter());
         let e = results[0].as_ref().unwrap_err().to_string();
         assert!(
             e.contains("webhook outbox") && e.contains("outbox full"),
@@ -1083,7 +1090,7 @@ mod tests {
 
         // Without receivers no row is written at all.
         let none = EventRoutes::default();
-        let results = commit_batch(&mut conn, &none, [deployed(2)].iter());
+        let results = commit_batch(&mut conn, &none, &mut head, [deployed(2)].iter());
         assert!(results[0].is_ok(), "{results:?}");
         assert_eq!(count(&conn, "SELECT count(*) FROM hook_deliveries"), 1);
     }
