@@ -697,3 +697,36 @@ async fn a_chain_survives_kill_9_and_restart() {
     // Checkpoints of both runs (start, shutdown) matched their rows.
     assert!(out.contains("audit trail intact"), "{out}");
 }
+
+/// `[audit] checkpoint_interval_s`: while the server runs, the moved head is signed again at the
+/// next interval (not only at start and shutdown); an unmoved head is not signed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_signed_periodically_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        config_toml(dir.path(), &Options::default()) + "\n[audit]\ncheckpoint_interval_s = 1\n";
+    std::fs::write(dir.path().join("pep.toml"), text).unwrap();
+    let server = Server::start_in(dir).await;
+    let (gw, _h) = gateway(Sessions::Forever, &[]).await;
+    let (status, body) = server.identity("TICK-1", gw).await;
+    assert_eq!(status, 200, "{body}");
+    // The head moved (2 rows): a checkpoint of seq 2 comes at the next tick (polled, no timing
+    // assert).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !server.log().contains("seq=2 ") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic checkpoint: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, log, dir) = server.stop().await;
+    assert!(status.success(), "{log}");
+    // Start (empty chain: nothing), one periodic one, and none at shutdown: the head did not move.
+    assert_eq!(log.matches("audit checkpoint signed").count(), 1, "{log}");
+    let db = dir.path().join("pep.sqlite");
+    assert_eq!(sqlite3(&db, "SELECT seq FROM audit_checkpoints"), "2");
+    let (code, out, err) = verify_db(&db).await;
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -9,10 +9,11 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_pep-server");
 
 /// The subcommands every generated file must name.
-const SUBCOMMANDS: [&str; 6] = [
+const SUBCOMMANDS: [&str; 7] = [
     "serve",
     "check-config",
     "migrate-store",
+    "audit",
     "ca",
     "completions",
     "man",
@@ -20,6 +21,9 @@ const SUBCOMMANDS: [&str; 6] = [
 
 /// The subcommands of `ca`, which get their own pages (`pep-server-ca-init.1`).
 const CA_SUBCOMMANDS: [&str; 2] = ["init", "generate-pkcs11"];
+
+/// The subcommands of `audit` (`pep-server-audit-verify.1`).
+const AUDIT_SUBCOMMANDS: [&str; 2] = ["verify", "export"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,6 +226,11 @@ fn man_out_writes_one_page_per_command() {
             CA_SUBCOMMANDS
                 .iter()
                 .map(|s| format!("pep-server-ca-{s}.1")),
+        )
+        .chain(
+            AUDIT_SUBCOMMANDS
+                .iter()
+                .map(|s| format!("pep-server-audit-{s}.1")),
         )
         .collect();
     expected.sort();

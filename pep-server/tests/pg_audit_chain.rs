@@ -294,3 +294,70 @@ async fn a_sqlite_store_migrated_to_postgres_still_verifies() {
     let (code, out, err) = verify(&from).await;
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// The lease sweep of a live server expires the attempt of a server that is gone: the
+/// `interrupted` row goes to the chain of the server that sweeps (its writer), and every chain
+/// still verifies. Library level: the sweep's timing is the store's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_sweeps_rows_go_to_the_sweeping_servers_chain() {
+    use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
+    use pep_server::store::{NewAttempt, Reservation, Store, StoreOptions, now_ms};
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let open = |server_id: &str, lease: Duration| {
+        let url = db.url.clone();
+        let options = StoreOptions {
+            server_id: server_id.to_owned(),
+            in_flight_lease: lease,
+            max_connections: 4,
+            ..StoreOptions::default()
+        };
+        async move { Store::open_with(&url, options).await.unwrap() }
+    };
+    let text = |s: &str| FieldText::new(s.to_owned()).unwrap();
+    let url = |s: &str| HttpUrl::new(s.to_owned()).unwrap();
+    let attempt = NewAttempt {
+        params: GatewayParams {
+            serial_number: "GW-GONE".parse().unwrap(),
+            gateway: "127.0.0.1:40000".parse().unwrap(),
+            api_address: url("https://api.example"),
+            gateway_services_address: url("https://gw.example"),
+            hardware_version: text("hw"),
+            radio_config: text("00"),
+            led_config: text("01"),
+            category: Category::Production,
+            verification_key: None,
+        },
+        requester: "test".to_owned(),
+        now_ms: now_ms(),
+        request_key: None,
+    };
+    let gone = open("gone", Duration::from_secs(3600)).await;
+    assert!(matches!(
+        gone.reserve(&attempt).await.unwrap(),
+        Reservation::Reserved { .. }
+    ));
+    gone.close().await;
+    let sweeper = open("sweeper", Duration::from_secs(1)).await;
+    // Polled, no timing assert: the sweep runs every second once the lease has passed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sweeper.stats().await.unwrap().in_flight > 0 {
+        assert!(std::time::Instant::now() < deadline, "never swept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sweeper.close().await;
+    assert_eq!(
+        psql(
+            &db.url,
+            "SELECT server_id || ':' || seq || ':' || event FROM audit ORDER BY id"
+        ),
+        "gone:1:attempt\nsweeper:1:interrupted"
+    );
+    let (code, out, err) = verify(&db.url).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("chain \"gone\": 1 row(s)") && out.contains("chain \"sweeper\": 1 row(s)"),
+        "{out}"
+    );
+}

@@ -559,3 +559,152 @@ fn check_link(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca() -> P256Certificate {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ca/CA_cert.pem");
+        pep_ca::pem::read_p256_certificate(&path).unwrap()
+    }
+
+    /// A well-formed chain `chain` of `n` rows with ids 10, 20, 30, ...
+    fn rows(chain: &str, n: i64) -> Vec<ChainRow> {
+        let mut prev = GENESIS;
+        (1..=n)
+            .map(|seq| {
+                let mut row = ChainRow {
+                    id: seq * 10,
+                    server_id: chain.to_owned(),
+                    seq: Some(seq),
+                    at_ms: 1_000 + seq,
+                    serial: format!("SN{seq}"),
+                    gateway: "127.0.0.1:1".to_owned(),
+                    requester: "t".to_owned(),
+                    event: "attempt".to_owned(),
+                    fcc_status: None,
+                    fcc_info: None,
+                    fcc_warnings: String::new(),
+                    detail: None,
+                    duration_ms: None,
+                    prev_hash: Some(prev.to_vec()),
+                    hash: None,
+                };
+                let hash = chain::row_hash(&prev, &row.fields().unwrap());
+                row.hash = Some(hash.to_vec());
+                prev = hash;
+                row
+            })
+            .collect()
+    }
+
+    fn walk(start: Start, rows: &[ChainRow]) -> Report {
+        let mut v = Verifier::new(start, Vec::new(), &ca());
+        for r in rows {
+            v.row(r);
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn an_intact_chain_passes_and_each_change_is_named() {
+        let good = rows("a", 5);
+        assert!(walk(Start::Genesis, &good).intact());
+        // From the middle (an export): only with Start::FirstRow.
+        assert!(walk(Start::FirstRow, &good[2..]).intact());
+        assert!(matches!(
+            walk(Start::Genesis, &good[2..]).problems[..],
+            [Problem::Missing {
+                id: 30,
+                expected_seq: 1,
+                ..
+            }]
+        ));
+
+        let mut edited = good.clone();
+        edited[2].detail = Some("x".to_owned());
+        assert!(matches!(
+            walk(Start::Genesis, &edited).problems[..],
+            [Problem::ContentChanged { id: 30, .. }]
+        ));
+
+        let mut deleted = good.clone();
+        deleted.remove(2);
+        assert!(matches!(
+            walk(Start::Genesis, &deleted).problems[..],
+            [Problem::Missing {
+                id: 40,
+                expected_seq: 3,
+                previous_id: Some(20),
+                ..
+            }]
+        ));
+
+        let mut swapped = good.clone();
+        swapped[1].id = 30;
+        swapped[2].id = 20;
+        assert!(matches!(
+            walk(Start::Genesis, &swapped).problems[..],
+            [Problem::Reordered {
+                id: 20,
+                previous_id: 30,
+                ..
+            }]
+        ));
+
+        // Re-hashed after an edit: its own hash is right, the next row's link is not.
+        let mut rehashed = good.clone();
+        rehashed[2].detail = Some("x".to_owned());
+        let prev = chain::to_hash(rehashed[2].prev_hash.as_deref().unwrap()).unwrap();
+        rehashed[2].hash = Some(chain::row_hash(&prev, &rehashed[2].fields().unwrap()).to_vec());
+        assert!(matches!(
+            walk(Start::Genesis, &rehashed).problems[..],
+            [Problem::LinkBroken {
+                id: 40,
+                previous_id: Some(30),
+                ..
+            }]
+        ));
+
+        let mut unchained = good.clone();
+        unchained[1].hash = None;
+        assert!(
+            walk(Start::Genesis, &unchained)
+                .problems
+                .contains(&Problem::Unchained { id: 20 })
+        );
+    }
+
+    #[test]
+    fn chains_are_walked_apart_and_a_forged_checkpoint_fails() {
+        let mut both = rows("a", 3);
+        both.extend(rows("b", 2));
+        let report = walk(Start::Genesis, &both);
+        assert!(report.intact(), "{report}");
+        assert_eq!(report.chains.len(), 2);
+
+        let head = both[2].hash.clone().unwrap();
+        let forged = Checkpoint {
+            id: 1,
+            server_id: "a".to_owned(),
+            seq: 3,
+            audit_id: 30,
+            hash: head,
+            at_ms: 5,
+            signature: vec![0x30, 0x00],
+        };
+        let mut v = Verifier::new(Start::Genesis, vec![forged], &ca());
+        for r in &both {
+            v.row(r);
+        }
+        let report = v.finish();
+        assert!(matches!(
+            report.problems[..],
+            [Problem::BadSignature { checkpoint: 1, .. }]
+        ));
+        // Its row matched: the signature is what failed.
+        assert_eq!(report.chains["a"].checkpoints, 1);
+    }
+}
