@@ -9,10 +9,11 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_pep-server");
 
 /// The subcommands every generated file must name.
-const SUBCOMMANDS: [&str; 6] = [
+const SUBCOMMANDS: [&str; 7] = [
     "serve",
     "check-config",
     "migrate-store",
+    "cloud",
     "ca",
     "completions",
     "man",
@@ -20,6 +21,8 @@ const SUBCOMMANDS: [&str; 6] = [
 
 /// The subcommands of `ca`, which get their own pages (`pep-server-ca-init.1`).
 const CA_SUBCOMMANDS: [&str; 2] = ["init", "generate-pkcs11"];
+/// The subcommands of `cloud` (`pep-server-cloud-sync.1`).
+const CLOUD_SUBCOMMANDS: [&str; 2] = ["sync", "retry"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,6 +225,11 @@ fn man_out_writes_one_page_per_command() {
             CA_SUBCOMMANDS
                 .iter()
                 .map(|s| format!("pep-server-ca-{s}.1")),
+        )
+        .chain(
+            CLOUD_SUBCOMMANDS
+                .iter()
+                .map(|s| format!("pep-server-cloud-{s}.1")),
         )
         .collect();
     expected.sort();
