@@ -758,3 +758,79 @@ fn cloud_config_errors_are_clear() {
         assert!(!text.contains(KEY));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_identity_resolved_deployed_queues_its_claim() {
+    use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
+    use pep_server::store::{
+        ClaimState, IdentityState, NewAttempt, Reservation, SortOrder, Store, StoreOptions,
+        WriteAhead, now_ms,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("pep.sqlite").display());
+    let options = StoreOptions {
+        claims: true,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&url, options.clone()).await.unwrap();
+    let text = |s: &str| FieldText::new(s.to_owned()).unwrap();
+    let link = |s: &str| HttpUrl::new(s.to_owned()).unwrap();
+    let attempt = NewAttempt {
+        params: GatewayParams {
+            serial_number: "DOUBT-1".parse().unwrap(),
+            gateway: "127.0.0.1:40000".parse().unwrap(),
+            api_address: link("https://api.example"),
+            gateway_services_address: link("https://gw.example"),
+            hardware_version: text("hw"),
+            radio_config: text("00"),
+            led_config: text("01"),
+            category: Category::Production,
+            verification_key: None,
+        },
+        requester: "test".to_owned(),
+        now_ms: now_ms(),
+        request_key: None,
+    };
+    let Reservation::Reserved { id } = store.reserve(&attempt).await.unwrap() else {
+        panic!("not reserved");
+    };
+    let eid = format!("A-{}", ["5A"; 32].join(":"));
+    store
+        .write_ahead(
+            id,
+            WriteAhead {
+                enrollment_id: eid.clone(),
+                cert_serial: "01".to_owned(),
+                cert_not_after: 2_000_000_000,
+                cert_der: vec![0x30, 0x00],
+                now_ms: now_ms(),
+            },
+        )
+        .await
+        .unwrap();
+    // The server stops mid-injection: in doubt, and no claim (not deployed).
+    store.close().await;
+    let store = Store::open_with(&url, options).await.unwrap();
+    assert_eq!(
+        store.identity("DOUBT-1").await.unwrap().unwrap().state,
+        IdentityState::InDoubt
+    );
+    let none = store
+        .list_claims(None, 10, SortOrder::Asc, None)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    // The operator finds it on the gateway: deployed, and its claim is queued with it.
+    store
+        .resolve("DOUBT-1", IdentityState::Deployed, "operator")
+        .await
+        .unwrap();
+    let rows = store
+        .list_claims(None, 10, SortOrder::Asc, None)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].enrollment_id, eid);
+    assert_eq!(rows[0].state, ClaimState::Pending);
+    store.close().await;
+}

@@ -14,6 +14,7 @@ const SUBCOMMANDS: [&str; 7] = [
     "check-config",
     "migrate-store",
     "audit",
+    "cloud",
     "ca",
     "completions",
     "man",
@@ -21,6 +22,8 @@ const SUBCOMMANDS: [&str; 7] = [
 
 /// The subcommands of `ca`, which get their own pages (`pep-server-ca-init.1`).
 const CA_SUBCOMMANDS: [&str; 2] = ["init", "generate-pkcs11"];
+/// The subcommands of `cloud` (`pep-server-cloud-sync.1`).
+const CLOUD_SUBCOMMANDS: [&str; 2] = ["sync", "retry"];
 
 /// The subcommands of `audit` (`pep-server-audit-verify.1`).
 const AUDIT_SUBCOMMANDS: [&str; 2] = ["verify", "export"];
@@ -231,6 +234,11 @@ fn man_out_writes_one_page_per_command() {
             AUDIT_SUBCOMMANDS
                 .iter()
                 .map(|s| format!("pep-server-audit-{s}.1")),
+        )
+        .chain(
+            CLOUD_SUBCOMMANDS
+                .iter()
+                .map(|s| format!("pep-server-cloud-{s}.1")),
         )
         .collect();
     expected.sort();

@@ -89,7 +89,7 @@ impl Default for CloudConfig {
 }
 
 /// An `api_key = …` in the configuration: whatever was written is dropped at once, so the key
-/// is neither kept nor printed; [`CloudConfig::check`] refuses the configuration.
+/// is neither kept nor printed; [`crate::config::Config::check`] refuses the configuration.
 #[derive(Clone, PartialEq, Eq)]
 pub struct InlineKey;
 
