@@ -669,6 +669,73 @@ async fn an_event_older_than_max_age_is_given_up_as_dead() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// An identity left `in_doubt` by a kill is no event; the operator's resolution is (`deployed`,
+/// with the written-ahead enrollment ID), written with the resolution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_identity_resolved_deployed_is_a_deployed_event() {
+    let receiver = TestReceiver::start(0, SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &[Hook {
+            name: "mes",
+            url: receiver.url(),
+            events: r#"["deployed", "failed"]"#,
+            extra: "",
+        }],
+    );
+    let server = Server::start_in(dir).await;
+    let (gw, _g) = gateway(Sessions::One, &[FaultKind::Stall(Duration::from_secs(6))]).await;
+    let url = format!(
+        "{}{}",
+        server.base,
+        http_support::identity_path("HOOK-DOUBT", gw)
+    );
+    let client = server.client.clone();
+    let request =
+        tokio::spawn(async move { client.get(url).bearer_auth(http_support::BOTH).send().await });
+    wait_for("the certificate written ahead", || async {
+        let (_, page) = server
+            .get_json("/v3/identities?state=in_flight", Some(READ))
+            .await;
+        page["results"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["certificateSerial"].is_string()))
+    })
+    .await;
+    let dir = server.kill9().await;
+    assert!(
+        request.await.unwrap().is_err(),
+        "the killed server answered"
+    );
+
+    let server = Server::start_in(dir).await;
+    let (status, body) = server
+        .get_json("/v3/identities?state=in_doubt", Some(READ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["serialNumber"], "HOOK-DOUBT", "{body}");
+    assert_eq!(
+        hook_metric(&server, "pending").await,
+        0.0,
+        "in doubt is no event"
+    );
+
+    let (status, resolved) = server
+        .resolve("HOOK-DOUBT", "deployed", http_support::BOTH)
+        .await;
+    assert_eq!(status, 200, "{resolved}");
+    wait_for("the resolution's event", || async {
+        receiver.got().len() == 1
+    })
+    .await;
+    let got = &receiver.got()[0];
+    assert_eq!(got.event, "deployed");
+    assert_eq!(got.body["serialNumber"], "HOOK-DOUBT");
+    assert_eq!(got.body["enrollmentID"], resolved["enrollmentID"]);
+    assert!(got.body["enrollmentID"].is_string(), "{}", got.body);
+}
+
 /// `check-config` on `dir/pep.toml`: (exit code, stdout).
 fn check_config(dir: &Path) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pep-server"))

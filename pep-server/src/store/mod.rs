@@ -773,6 +773,25 @@ impl Decision {
         format!("in_doubt resolved {} by {}", self.state, self.who)
     }
 
+    /// The webhook event of the resolution: `deployed` (with the written-ahead enrollment ID) or
+    /// `failed` (with the `last_error` it leaves).
+    pub(crate) fn event(&self, row: &AuditKeys, enrollment_id: Option<String>) -> NewEvent {
+        let deployed = self.state == IdentityState::Deployed;
+        NewEvent {
+            event: if deployed {
+                HookEvent::Deployed
+            } else {
+                HookEvent::Failed
+            },
+            serial: row.serial.clone(),
+            enrollment_id: enrollment_id.filter(|_| deployed),
+            gateway: row.gateway.clone(),
+            at_ms: self.now_ms,
+            fcc_status: None,
+            detail: self.last_error(),
+        }
+    }
+
     /// The audit keys of the resolved row, with the operator as the requester.
     pub(crate) fn audit_keys(&self, row: AuditKeys) -> AuditKeys {
         AuditKeys {

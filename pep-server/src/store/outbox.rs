@@ -179,6 +179,26 @@ impl NewEvent {
         (event_id, body.to_string())
     }
 
+    /// The `failed` event of an attempt the recovery found interrupted and marked `failed`
+    /// (`state`); none for one it left `in_doubt` (nothing happened yet: an operator decides,
+    /// and the resolution has its event).
+    pub(crate) fn interrupted(
+        row: &super::AuditKeys,
+        state: super::IdentityState,
+        last_error: &str,
+        now_ms: i64,
+    ) -> Option<NewEvent> {
+        (state == super::IdentityState::Failed).then(|| NewEvent {
+            event: HookEvent::Failed,
+            serial: row.serial.clone(),
+            enrollment_id: None,
+            gateway: row.gateway.clone(),
+            at_ms: now_ms,
+            fcc_status: None,
+            detail: Some(last_error.to_owned()),
+        })
+    }
+
     /// The outbox rows of this event for the receivers subscribed to it; `None` (not even an
     /// event ID is made) without subscribers.
     pub(crate) fn rows<'r>(&self, routes: &'r EventRoutes) -> Option<OutboxRows<'r>> {

@@ -393,7 +393,7 @@ impl PostgresStore {
             .begin()
             .await
             .map_err(q("starting a transaction"))?;
-        let keys: Option<AuditKeys> = sqlx::query_as(sql::RESOLVE)
+        let resolved: Option<ResolvedRow> = sqlx::query_as(sql::RESOLVE)
             .bind(d.state)
             .bind(d.last_error())
             .bind(d.now_ms)
@@ -401,7 +401,11 @@ impl PostgresStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(q("resolving an in-doubt identity"))?;
-        let Some(keys) = keys else {
+        let Some(ResolvedRow {
+            keys,
+            enrollment_id,
+        }) = resolved
+        else {
             let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
                 .bind(&d.serial)
                 .fetch_optional(&mut *tx)
@@ -412,6 +416,8 @@ impl PostgresStore {
                 Some(row) => Resolution::NotInDoubt { state: row.state },
             });
         };
+        let event = d.event(&keys, enrollment_id);
+        enqueue(&mut tx, &self.options.event_routes, &event).await?;
         let (keys, detail) = (d.audit_keys(keys), d.detail());
         let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
         insert_audit(&mut tx, &audit).await?;
@@ -492,6 +498,9 @@ async fn recover(pool: &PgPool, options: &StoreOptions, which: Recover) -> Resul
     for row in &rows {
         let audit = NewAudit::recovered(now, &row.keys, row.state, &row.last_error);
         insert_audit(&mut tx, &audit).await?;
+        if let Some(event) = NewEvent::interrupted(&row.keys, row.state, &row.last_error, now) {
+            enqueue(&mut tx, &options.event_routes, &event).await?;
+        }
     }
     tx.commit().await.map_err(q("committing the recovery"))?;
     Ok(rows.len() as u64)
@@ -533,6 +542,14 @@ pub(super) fn redact(url: &str) -> String {
 }
 
 /// The columns an audit row copies from its identity row (`RETURNING` of the updates).
+/// A resolved row (`sql::RESOLVE`).
+#[derive(sqlx::FromRow)]
+struct ResolvedRow {
+    #[sqlx(flatten)]
+    keys: AuditKeys,
+    enrollment_id: Option<String>,
+}
+
 /// A row the recovery marked failed.
 #[derive(sqlx::FromRow)]
 struct RecoveredRow {

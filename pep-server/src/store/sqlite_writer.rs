@@ -397,7 +397,7 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
             }
             Ok(Written::Ahead)
         }
-        Write::Resolve(decision) => resolve(conn, decision).map(Written::Resolved),
+        Write::Resolve(decision) => resolve(conn, routes, decision).map(Written::Resolved),
         Write::Refused {
             keys,
             detail,
@@ -422,6 +422,9 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
                 .map_err(write_error("recovering interrupted attempts"))?;
             for (row, last_error, state) in &rows {
                 insert_audit(conn, &NewAudit::recovered(*now_ms, row, *state, last_error))?;
+                if let Some(event) = NewEvent::interrupted(row, *state, last_error, *now_ms) {
+                    enqueue(conn, routes, &event)?;
+                }
             }
             Ok(Written::Recovered(rows.len() as u64))
         }
@@ -557,18 +560,21 @@ fn finish_attempt(
 }
 
 /// `in_doubt` → `state` for `serial`, audited with who asked; or why not.
-fn resolve(conn: &Connection, d: &Decision) -> Result<Resolution, StoreError> {
-    let keys = conn
+fn resolve(
+    conn: &Connection,
+    routes: &EventRoutes,
+    d: &Decision,
+) -> Result<Resolution, StoreError> {
+    let resolved = conn
         .prepare_cached(sql::RESOLVE)
         .and_then(|mut s| {
-            s.query_row(
-                params![d.state, d.last_error(), d.now_ms, d.serial],
-                audit_keys,
-            )
+            s.query_row(params![d.state, d.last_error(), d.now_ms, d.serial], |r| {
+                Ok((audit_keys(r)?, r.get::<_, Option<String>>(4)?))
+            })
             .optional()
         })
         .map_err(write_error("resolving an in-doubt identity"))?;
-    let Some(keys) = keys else {
+    let Some((keys, enrollment_id)) = resolved else {
         let found: Option<IdentityState> = conn
             .prepare_cached(sql::CONFLICT_STATE)
             .and_then(|mut s| s.query_row(params![d.serial], |r| r.get(1)).optional())
@@ -578,6 +584,7 @@ fn resolve(conn: &Connection, d: &Decision) -> Result<Resolution, StoreError> {
             Some(state) => Resolution::NotInDoubt { state },
         });
     };
+    enqueue(conn, routes, &d.event(&keys, enrollment_id))?;
     let (keys, detail) = (d.audit_keys(keys), d.detail());
     let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
     insert_audit(conn, &audit)?;
@@ -864,6 +871,50 @@ mod tests {
         let none = EventRoutes::default();
         let results = commit_batch(&mut conn, &none, [deployed(2)].iter());
         assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(count(&conn, "SELECT count(*) FROM hook_deliveries"), 1);
+    }
+
+    /// An attempt the recovery marks `failed` is a `failed` event; one it leaves `in_doubt` is
+    /// none (the operator's resolution will be).
+    #[test]
+    fn recovered_failed_attempts_are_failed_events() {
+        let mut conn = schema();
+        let routes = EventRoutes {
+            routes: vec![super::super::EventRoute {
+                receiver: "mes".into(),
+                events: [HookEvent::Failed, HookEvent::Deployed].into(),
+            }],
+        };
+        let writes = [
+            attempt("A"),
+            attempt("B"),
+            Write::Ahead {
+                id: 2,
+                ahead: Box::new(WriteAhead {
+                    enrollment_id: "A-2".into(),
+                    cert_serial: "02".into(),
+                    cert_not_after: 2,
+                    cert_der: vec![0x30],
+                    now_ms: 2,
+                }),
+            },
+            Write::RecoverInterrupted {
+                in_doubt: "in doubt",
+                error: "interrupted",
+                now_ms: 5,
+            },
+        ];
+        let results = commit_batch(&mut conn, &routes, writes.iter());
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let (serial, event, payload): (String, String, String) = conn
+            .query_row(
+                "SELECT serial, event, payload FROM hook_deliveries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((serial.as_str(), event.as_str()), ("A", "failed"));
+        assert!(payload.contains("\"error\":\"interrupted\""), "{payload}");
         assert_eq!(count(&conn, "SELECT count(*) FROM hook_deliveries"), 1);
     }
 
