@@ -64,6 +64,9 @@ struct Inbox {
     got: Vec<Got>,
     /// Requests refused by the signature check, with the reason.
     refused: Vec<String>,
+    /// Requests being answered now, and the most at once.
+    open: usize,
+    max_open: usize,
 }
 
 /// A webhook receiver on 127.0.0.1: axum, the reference verification, an inbox in arrival order.
@@ -85,6 +88,8 @@ impl TestReceiver {
             secret: secret.as_bytes().to_vec(),
             got: Vec::new(),
             refused: Vec::new(),
+            open: 0,
+            max_open: 0,
         }));
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
@@ -108,6 +113,29 @@ impl TestReceiver {
     fn refused(&self) -> Vec<String> {
         self.inbox.lock().unwrap().refused.clone()
     }
+
+    /// The most requests it was answering at once.
+    fn max_open(&self) -> usize {
+        self.inbox.lock().unwrap().max_open
+    }
+}
+
+/// Counts a request as open while it lives.
+struct Open(Arc<Mutex<Inbox>>);
+
+impl Open {
+    fn new(inbox: &Arc<Mutex<Inbox>>) -> Open {
+        let mut i = inbox.lock().unwrap();
+        i.open += 1;
+        i.max_open = i.max_open.max(i.open);
+        Open(Arc::clone(inbox))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().open -= 1;
+    }
 }
 
 /// The receiver's handler: what the operations guide's reference receiver does.
@@ -116,6 +144,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
+    let _open = Open::new(&inbox);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (mode, secret) = {
         let inbox = inbox.lock().unwrap();
@@ -509,6 +538,8 @@ async fn a_receiver_down_then_up_gets_every_event_once_in_order_per_serial() {
     for (serial, events) in &expected {
         assert_eq!(&events_of(&got, serial), events, "{serial}");
     }
+    // `[hooks.delivery] concurrency = 4` bounds the POSTs at once.
+    assert!(receiver.max_open() <= 4, "{} at once", receiver.max_open());
     assert_eq!(hook_metric(&server, "failing").await, 0.0);
     assert_eq!(hook_metric(&server, "pending").await, 0.0);
 }
