@@ -179,6 +179,37 @@ impl NewEvent {
         (event_id, body.to_string())
     }
 
+    /// The `deployed` event of the row `keys` with `enrollment_id`, at `at_ms`.
+    pub(crate) fn deployed(keys: &super::AuditKeys, enrollment_id: &str, at_ms: i64) -> NewEvent {
+        NewEvent {
+            event: HookEvent::Deployed,
+            serial: keys.serial.clone(),
+            enrollment_id: Some(enrollment_id.to_owned()),
+            gateway: keys.gateway.clone(),
+            at_ms,
+            fcc_status: Some(0),
+            detail: None,
+        }
+    }
+
+    /// The `failed` event of the row `keys`: FCC's status (if it answered) and the error.
+    pub(crate) fn failed(
+        keys: &super::AuditKeys,
+        fcc_status: Option<u32>,
+        error: &str,
+        at_ms: i64,
+    ) -> NewEvent {
+        NewEvent {
+            event: HookEvent::Failed,
+            serial: keys.serial.clone(),
+            enrollment_id: None,
+            gateway: keys.gateway.clone(),
+            at_ms,
+            fcc_status,
+            detail: Some(error.to_owned()),
+        }
+    }
+
     /// The `failed` event of an attempt the recovery found interrupted and marked `failed`
     /// (`state`); none for one it left `in_doubt` (nothing happened yet: an operator decides,
     /// and the resolution has its event).
@@ -188,15 +219,8 @@ impl NewEvent {
         last_error: &str,
         now_ms: i64,
     ) -> Option<NewEvent> {
-        (state == super::IdentityState::Failed).then(|| NewEvent {
-            event: HookEvent::Failed,
-            serial: row.serial.clone(),
-            enrollment_id: None,
-            gateway: row.gateway.clone(),
-            at_ms: now_ms,
-            fcc_status: None,
-            detail: Some(last_error.to_owned()),
-        })
+        (state == super::IdentityState::Failed)
+            .then(|| NewEvent::failed(row, None, last_error, now_ms))
     }
 
     /// The outbox rows of this event for the receivers subscribed to it; `None` (not even an

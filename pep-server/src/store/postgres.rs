@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::outbox::{EventRoutes, HookEvent, NewEvent};
+use super::outbox::{EventRoutes, NewEvent};
 use super::{
     AuditEvent, AuditKeys, ConflictRow, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT,
     INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, Reservation, Resolution, StoreError,
@@ -289,15 +289,7 @@ impl PostgresStore {
                 update,
                 &o.outcome(&warnings, &detail),
                 "marking the identity deployed",
-                |keys| NewEvent {
-                    event: HookEvent::Deployed,
-                    serial: keys.serial.clone(),
-                    enrollment_id: Some(o.enrollment_id.to_owned()),
-                    gateway: keys.gateway.clone(),
-                    at_ms: now,
-                    fcc_status: Some(0),
-                    detail: None,
-                },
+                |keys| NewEvent::deployed(keys, o.enrollment_id, now),
             )
             .await?;
         Ok(keys.created_at)
@@ -323,15 +315,7 @@ impl PostgresStore {
             update,
             &o.outcome(&warnings),
             "marking the identity failed",
-            |keys| NewEvent {
-                event: HookEvent::Failed,
-                serial: keys.serial.clone(),
-                enrollment_id: None,
-                gateway: keys.gateway.clone(),
-                at_ms: now,
-                fcc_status: o.fcc_status,
-                detail: Some(o.error.to_owned()),
-            },
+            |keys| NewEvent::failed(keys, o.fcc_status, o.error, now),
         )
         .await
         .map(drop)

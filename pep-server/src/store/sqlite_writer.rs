@@ -26,7 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::outbox::{Claim, Delivery, EventRoutes, HookEvent, NewEvent, Settle, Settlement};
+use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle, Settlement};
 use super::{
     AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, Reservation,
     Resolution, StoreError, WriteAhead, sql,
@@ -325,16 +325,11 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
             },
         )
         .and_then(|keys| {
-            let event = NewEvent {
-                event: HookEvent::Deployed,
-                serial: keys.serial,
-                enrollment_id: Some(enrollment_id.clone()),
-                gateway: keys.gateway,
-                at_ms: *now_ms,
-                fcc_status: Some(0),
-                detail: None,
-            };
-            enqueue(conn, routes, &event)?;
+            enqueue(
+                conn,
+                routes,
+                &NewEvent::deployed(&keys, enrollment_id, *now_ms),
+            )?;
             Ok(Written::Deployed {
                 created_at: keys.created_at,
             })
@@ -364,16 +359,11 @@ fn apply(conn: &Connection, routes: &EventRoutes, write: &Write) -> Result<Writt
             },
         )
         .and_then(|keys| {
-            let event = NewEvent {
-                event: HookEvent::Failed,
-                serial: keys.serial,
-                enrollment_id: None,
-                gateway: keys.gateway,
-                at_ms: *now_ms,
-                fcc_status: *fcc_status,
-                detail: Some(error.clone()),
-            };
-            enqueue(conn, routes, &event)?;
+            enqueue(
+                conn,
+                routes,
+                &NewEvent::failed(&keys, *fcc_status, error, *now_ms),
+            )?;
             Ok(Written::Failed)
         }),
         Write::Ahead { id, ahead } => {
@@ -694,6 +684,7 @@ fn insert_audit(conn: &Connection, a: &NewAudit<'_>) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::HookEvent;
 
     fn schema() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
