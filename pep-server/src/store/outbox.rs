@@ -439,20 +439,9 @@ impl super::Store {
         order: SortOrder,
         after_id: Option<i64>,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let (sql, start) = match order {
-            SortOrder::Asc => (sql::LIST_DELIVERIES_ASC, i64::MIN),
-            SortOrder::Desc => (sql::LIST_DELIVERIES_DESC, i64::MAX),
-        };
-        let after = after_id.unwrap_or(start);
-        on_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(state)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("listing webhook deliveries"))
+        let listing = (sql::LIST_DELIVERIES_ASC, sql::LIST_DELIVERIES_DESC);
+        state_page!(self, listing, state, limit, order, after_id)
+            .map_err(q("listing webhook deliveries"))
     }
 
     /// The outbox rows of `serial`, oldest first.
