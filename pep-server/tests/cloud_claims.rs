@@ -786,10 +786,12 @@ async fn an_in_doubt_identity_resolved_deployed_queues_its_claim() {
             led_config: text("01"),
             category: Category::Production,
             verification_key: None,
+            defaulted: Default::default(),
         },
         requester: "test".to_owned(),
         now_ms: now_ms(),
         request_key: None,
+        order: None,
     };
     let Reservation::Reserved { id } = store.reserve(&attempt).await.unwrap() else {
         panic!("not reserved");

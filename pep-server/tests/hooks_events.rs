@@ -64,6 +64,9 @@ struct Inbox {
     got: Vec<Got>,
     /// Requests refused by the signature check, with the reason.
     refused: Vec<String>,
+    /// Requests being answered now, and the most at once.
+    open: usize,
+    max_open: usize,
 }
 
 /// A webhook receiver on 127.0.0.1: axum, the reference verification, an inbox in arrival order.
@@ -85,6 +88,8 @@ impl TestReceiver {
             secret: secret.as_bytes().to_vec(),
             got: Vec::new(),
             refused: Vec::new(),
+            open: 0,
+            max_open: 0,
         }));
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
@@ -108,6 +113,29 @@ impl TestReceiver {
     fn refused(&self) -> Vec<String> {
         self.inbox.lock().unwrap().refused.clone()
     }
+
+    /// The most requests it was answering at once.
+    fn max_open(&self) -> usize {
+        self.inbox.lock().unwrap().max_open
+    }
+}
+
+/// Counts a request as open while it lives.
+struct Open(Arc<Mutex<Inbox>>);
+
+impl Open {
+    fn new(inbox: &Arc<Mutex<Inbox>>) -> Open {
+        let mut i = inbox.lock().unwrap();
+        i.open += 1;
+        i.max_open = i.max_open.max(i.open);
+        Open(Arc::clone(inbox))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().open -= 1;
+    }
 }
 
 /// The receiver's handler: what the operations guide's reference receiver does.
@@ -116,6 +144,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
+    let _open = Open::new(&inbox);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (mode, secret) = {
         let inbox = inbox.lock().unwrap();
@@ -509,6 +538,8 @@ async fn a_receiver_down_then_up_gets_every_event_once_in_order_per_serial() {
     for (serial, events) in &expected {
         assert_eq!(&events_of(&got, serial), events, "{serial}");
     }
+    // `[hooks.delivery] concurrency = 4` bounds the POSTs at once.
+    assert!(receiver.max_open() <= 4, "{} at once", receiver.max_open());
     assert_eq!(hook_metric(&server, "failing").await, 0.0);
     assert_eq!(hook_metric(&server, "pending").await, 0.0);
 }
@@ -667,6 +698,73 @@ async fn an_event_older_than_max_age_is_given_up_as_dead() {
     // Provisioning never waited for it: a second gateway is served as usual.
     let (status, body) = server.identity("HOOK-DEAD-2", gw).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// An identity left `in_doubt` by a kill is no event; the operator's resolution is (`deployed`,
+/// with the written-ahead enrollment ID), written with the resolution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_identity_resolved_deployed_is_a_deployed_event() {
+    let receiver = TestReceiver::start(0, SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &[Hook {
+            name: "mes",
+            url: receiver.url(),
+            events: r#"["deployed", "failed"]"#,
+            extra: "",
+        }],
+    );
+    let server = Server::start_in(dir).await;
+    let (gw, _g) = gateway(Sessions::One, &[FaultKind::Stall(Duration::from_secs(6))]).await;
+    let url = format!(
+        "{}{}",
+        server.base,
+        http_support::identity_path("HOOK-DOUBT", gw)
+    );
+    let client = server.client.clone();
+    let request =
+        tokio::spawn(async move { client.get(url).bearer_auth(http_support::BOTH).send().await });
+    wait_for("the certificate written ahead", || async {
+        let (_, page) = server
+            .get_json("/v3/identities?state=in_flight", Some(READ))
+            .await;
+        page["results"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["certificateSerial"].is_string()))
+    })
+    .await;
+    let dir = server.kill9().await;
+    assert!(
+        request.await.unwrap().is_err(),
+        "the killed server answered"
+    );
+
+    let server = Server::start_in(dir).await;
+    let (status, body) = server
+        .get_json("/v3/identities?state=in_doubt", Some(READ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["serialNumber"], "HOOK-DOUBT", "{body}");
+    assert_eq!(
+        hook_metric(&server, "pending").await,
+        0.0,
+        "in doubt is no event"
+    );
+
+    let (status, resolved) = server
+        .resolve("HOOK-DOUBT", "deployed", http_support::BOTH)
+        .await;
+    assert_eq!(status, 200, "{resolved}");
+    wait_for("the resolution's event", || async {
+        receiver.got().len() == 1
+    })
+    .await;
+    let got = &receiver.got()[0];
+    assert_eq!(got.event, "deployed");
+    assert_eq!(got.body["serialNumber"], "HOOK-DOUBT");
+    assert_eq!(got.body["enrollmentID"], resolved["enrollmentID"]);
+    assert!(got.body["enrollmentID"].is_string(), "{}", got.body);
 }
 
 /// `check-config` on `dir/pep.toml`: (exit code, stdout).

@@ -27,8 +27,10 @@ CREATE TABLE hook_deliveries (
     UNIQUE (event_id, receiver)
 );
 
--- The delivery task's scan: rows still to send, oldest first.
-CREATE INDEX hook_deliveries_open ON hook_deliveries (id) WHERE state IN ('pending', 'failing');
+-- The delivery task's scan: rows still to send that are due. By due time, so that a backlog
+-- waiting for a receiver that is down (failing, retried later) is not read at every poll.
+CREATE INDEX hook_deliveries_open ON hook_deliveries (next_attempt_at, id)
+    WHERE state IN ('pending', 'failing');
 -- In order per (receiver, serial): is an earlier row of the same serial still open?
 CREATE INDEX hook_deliveries_open_by_serial ON hook_deliveries (receiver, serial, id)
     WHERE state IN ('pending', 'failing');

@@ -60,6 +60,28 @@ macro_rules! on_pool {
     };
 }
 
+/// One keyset page of rows in `$state` from the `$listing` texts (ascending, descending; `$1`
+/// state, `$2` cursor, `$3` limit), on either pool: `Asc` → ids after `$after`, `Desc` → ids
+/// before it.
+macro_rules! state_page {
+    ($store:expr, $listing:expr, $state:expr, $limit:expr, $order:expr, $after:expr) => {{
+        let (asc, desc): (&str, &str) = $listing;
+        let (sql, start) = match $order {
+            SortOrder::Asc => (asc, i64::MIN),
+            SortOrder::Desc => (desc, i64::MAX),
+        };
+        let after: Option<i64> = $after;
+        on_pool!($store, pool => {
+            sqlx::query_as(sql)
+                .bind($state)
+                .bind(after.unwrap_or(start))
+                .bind(i64::from($limit))
+                .fetch_all(pool)
+                .await
+        })
+    }};
+}
+
 pub mod audit_log;
 pub mod chain;
 pub mod migrate;
@@ -1046,6 +1068,25 @@ impl Decision {
         format!("in_doubt resolved {} by {}", self.state, self.who)
     }
 
+    /// The webhook event of the resolution: `deployed` (with the written-ahead enrollment ID) or
+    /// `failed` (with the `last_error` it leaves).
+    pub(crate) fn event(&self, row: &AuditKeys, enrollment_id: Option<String>) -> NewEvent {
+        let deployed = self.state == IdentityState::Deployed;
+        NewEvent {
+            event: if deployed {
+                HookEvent::Deployed
+            } else {
+                HookEvent::Failed
+            },
+            serial: row.serial.clone(),
+            enrollment_id: enrollment_id.filter(|_| deployed),
+            gateway: row.gateway.clone(),
+            at_ms: self.now_ms,
+            fcc_status: None,
+            detail: self.last_error(),
+        }
+    }
+
     /// The audit keys of the resolved row, with the operator as the requester.
     pub(crate) fn audit_keys(&self, row: AuditKeys) -> AuditKeys {
         AuditKeys {
@@ -1461,20 +1502,9 @@ impl Store {
         order: SortOrder,
         after_id: Option<i64>,
     ) -> Result<Vec<IdentityDetail>, StoreError> {
-        let (sql, start) = match order {
-            SortOrder::Asc => (sql::LIST_BY_STATE_ASC, i64::MIN),
-            SortOrder::Desc => (sql::LIST_BY_STATE_DESC, i64::MAX),
-        };
-        let after = after_id.unwrap_or(start);
-        let rows: Vec<DetailRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(state)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("listing identities by state"))?;
+        let listing = (sql::LIST_BY_STATE_ASC, sql::LIST_BY_STATE_DESC);
+        let rows: Vec<DetailRow> = state_page!(self, listing, state, limit, order, after_id)
+            .map_err(q("listing identities by state"))?;
         Ok(rows.into_iter().map(IdentityDetail::from).collect())
     }
 

@@ -199,6 +199,50 @@ impl NewEvent {
         (event_id, body.to_string())
     }
 
+    /// The `deployed` event of the row `keys` with `enrollment_id`, at `at_ms`.
+    pub(crate) fn deployed(keys: &super::AuditKeys, enrollment_id: &str, at_ms: i64) -> NewEvent {
+        NewEvent {
+            event: HookEvent::Deployed,
+            serial: keys.serial.clone(),
+            enrollment_id: Some(enrollment_id.to_owned()),
+            gateway: keys.gateway.clone(),
+            at_ms,
+            fcc_status: Some(0),
+            detail: None,
+        }
+    }
+
+    /// The `failed` event of the row `keys`: FCC's status (if it answered) and the error.
+    pub(crate) fn failed(
+        keys: &super::AuditKeys,
+        fcc_status: Option<u32>,
+        error: &str,
+        at_ms: i64,
+    ) -> NewEvent {
+        NewEvent {
+            event: HookEvent::Failed,
+            serial: keys.serial.clone(),
+            enrollment_id: None,
+            gateway: keys.gateway.clone(),
+            at_ms,
+            fcc_status,
+            detail: Some(error.to_owned()),
+        }
+    }
+
+    /// The `failed` event of an attempt the recovery found interrupted and marked `failed`
+    /// (`state`); none for one it left `in_doubt` (nothing happened yet: an operator decides,
+    /// and the resolution has its event).
+    pub(crate) fn interrupted(
+        row: &super::AuditKeys,
+        state: super::IdentityState,
+        last_error: &str,
+        now_ms: i64,
+    ) -> Option<NewEvent> {
+        (state == super::IdentityState::Failed)
+            .then(|| NewEvent::failed(row, None, last_error, now_ms))
+    }
+
     /// The outbox rows of this event for the receivers subscribed to it; `None` (not even an
     /// event ID is made) without subscribers.
     pub(crate) fn rows<'r>(&self, routes: &'r EventRoutes) -> Option<OutboxRows<'r>> {
@@ -415,20 +459,9 @@ impl super::Store {
         order: SortOrder,
         after_id: Option<i64>,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let (sql, start) = match order {
-            SortOrder::Asc => (sql::LIST_DELIVERIES_ASC, i64::MIN),
-            SortOrder::Desc => (sql::LIST_DELIVERIES_DESC, i64::MAX),
-        };
-        let after = after_id.unwrap_or(start);
-        on_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(state)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("listing webhook deliveries"))
+        let listing = (sql::LIST_DELIVERIES_ASC, sql::LIST_DELIVERIES_DESC);
+        state_page!(self, listing, state, limit, order, after_id)
+            .map_err(q("listing webhook deliveries"))
     }
 
     /// The outbox rows of `serial`, oldest first.

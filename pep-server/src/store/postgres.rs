@@ -28,7 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::audit_log::{backfill_postgres, head_postgres};
 use super::chain::ChainHead;
-use super::outbox::{EventRoutes, HookEvent, NewEvent};
+use super::outbox::{EventRoutes, NewEvent};
 use super::{
     AuditEvent, AuditKeys, ConflictRow, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT,
     INTERRUPTED, IdentityState, NewAttempt, NewAudit, Outcome, ReasonColumn, Reservation,
@@ -330,15 +330,7 @@ impl PostgresStore {
                 update,
                 &o.outcome(&warnings, &detail),
                 "marking the identity deployed",
-                |keys| NewEvent {
-                    event: HookEvent::Deployed,
-                    serial: keys.serial.clone(),
-                    enrollment_id: Some(o.enrollment_id.to_owned()),
-                    gateway: keys.gateway.clone(),
-                    at_ms: now,
-                    fcc_status: Some(0),
-                    detail: None,
-                },
+                |keys| NewEvent::deployed(keys, o.enrollment_id, now),
             )
             .await?;
         Ok(keys.created_at)
@@ -364,15 +356,7 @@ impl PostgresStore {
             update,
             &o.outcome(&warnings),
             "marking the identity failed",
-            |keys| NewEvent {
-                event: HookEvent::Failed,
-                serial: keys.serial.clone(),
-                enrollment_id: None,
-                gateway: keys.gateway.clone(),
-                at_ms: now,
-                fcc_status: o.fcc_status,
-                detail: Some(o.error.to_owned()),
-            },
+            |keys| NewEvent::failed(keys, o.fcc_status, o.error, now),
         )
         .await
         .map(drop)
@@ -438,7 +422,7 @@ impl PostgresStore {
             .begin()
             .await
             .map_err(q("starting a transaction"))?;
-        let keys: Option<AuditKeys> = sqlx::query_as(sql::RESOLVE)
+        let resolved: Option<ResolvedRow> = sqlx::query_as(sql::RESOLVE)
             .bind(d.state)
             .bind(d.last_error())
             .bind(d.now_ms)
@@ -446,7 +430,11 @@ impl PostgresStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(q("resolving an in-doubt identity"))?;
-        let Some(keys) = keys else {
+        let Some(ResolvedRow {
+            keys,
+            enrollment_id,
+        }) = resolved
+        else {
             let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
                 .bind(&d.serial)
                 .fetch_optional(&mut *tx)
@@ -457,6 +445,8 @@ impl PostgresStore {
                 Some(row) => Resolution::NotInDoubt { state: row.state },
             });
         };
+        let event = d.event(&keys, enrollment_id);
+        enqueue(&mut tx, &self.options.event_routes, &event).await?;
         let (keys, detail) = (d.audit_keys(keys), d.detail());
         let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
         if d.state == IdentityState::Deployed && self.options.claims {
@@ -623,6 +613,11 @@ async fn recover(
         .fetch_all(&mut *tx)
         .await
         .map_err(q("recovering interrupted attempts"))?;
+    for row in &rows {
+        if let Some(event) = NewEvent::interrupted(&row.keys, row.state, &row.last_error, now) {
+            enqueue(&mut tx, &options.event_routes, &event).await?;
+        }
+    }
     let audits: Vec<NewAudit<'_>> = rows
         .iter()
         .map(|row| NewAudit::recovered(now, &row.keys, row.state, &row.last_error))
@@ -675,6 +670,14 @@ pub(super) fn redact(url: &str) -> String {
 }
 
 /// The columns an audit row copies from its identity row (`RETURNING` of the updates).
+/// A resolved row (`sql::RESOLVE`).
+#[derive(sqlx::FromRow)]
+struct ResolvedRow {
+    #[sqlx(flatten)]
+    keys: AuditKeys,
+    enrollment_id: Option<String>,
+}
+
 /// A row the recovery marked failed.
 #[derive(sqlx::FromRow)]
 struct RecoveredRow {

@@ -154,11 +154,12 @@ pub(super) const WRITE_AHEAD: &str = "UPDATE identities SET enrollment_id = $1, 
          cert_not_after = $3, cert_der = $4, updated_at = $5 \
      WHERE id = $6 AND state = 'in_flight'";
 
-/// An operator's resolution of an in-doubt row: `$1` is `deployed` or `failed`.
+/// An operator's resolution of an in-doubt row: `$1` is `deployed` or `failed`. The enrollment
+/// ID (written ahead) goes into the webhook event.
 pub(super) const RESOLVE: &str = "UPDATE identities SET state = $1, last_error = $2, \
          server_id = NULL, updated_at = $3 \
      WHERE serial = $4 AND state = 'in_doubt' \
-     RETURNING serial, gateway, requester, created_at";
+     RETURNING serial, gateway, requester, created_at, enrollment_id";
 
 /// `in_flight` → `deployed` (only if still in flight: another server may have expired it).
 pub(super) const MARK_DEPLOYED: &str = "UPDATE identities SET state = 'deployed', \

@@ -32,7 +32,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{ChainHead, DEFAULT_CHAIN};
-use super::outbox::{Claim, Delivery, EventRoutes, HookEvent, NewEvent, Settle, Settlement};
+use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle, Settlement};
 use super::{
     AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, ReasonColumn,
     Reservation, Resolution, RevokeOrder, RevokeOutcome, RevokedIdentity, StoreError, WriteAhead,
@@ -406,16 +406,11 @@ fn apply(
                 super::claims::queue_claim_sqlite(conn, &keys.serial, *now_ms)
                     .map_err(write_error("queueing the cloud claim"))?;
             }
-            let event = NewEvent {
-                event: HookEvent::Deployed,
-                serial: keys.serial,
-                enrollment_id: Some(enrollment_id.clone()),
-                gateway: keys.gateway,
-                at_ms: *now_ms,
-                fcc_status: Some(0),
-                detail: None,
-            };
-            enqueue(conn, routes, &event)?;
+            enqueue(
+                conn,
+                routes,
+                &NewEvent::deployed(&keys, enrollment_id, *now_ms),
+            )?;
             Ok(Written::Deployed {
                 created_at: keys.created_at,
             })
@@ -446,16 +441,11 @@ fn apply(
             },
         )
         .and_then(|keys| {
-            let event = NewEvent {
-                event: HookEvent::Failed,
-                serial: keys.serial,
-                enrollment_id: None,
-                gateway: keys.gateway,
-                at_ms: *now_ms,
-                fcc_status: *fcc_status,
-                detail: Some(error.clone()),
-            };
-            enqueue(conn, routes, &event)?;
+            enqueue(
+                conn,
+                routes,
+                &NewEvent::failed(&keys, *fcc_status, error, *now_ms),
+            )?;
             Ok(Written::Failed)
         }),
         Write::Ahead { id, ahead } => {
@@ -480,7 +470,7 @@ fn apply(
             Ok(Written::Ahead)
         }
         Write::Resolve { decision, claim } => {
-            let resolution = resolve(conn, head, decision)?;
+            let resolution = resolve(conn, routes, head, decision)?;
             if *claim
                 && resolution == Resolution::Resolved
                 && decision.state == IdentityState::Deployed
@@ -528,6 +518,9 @@ fn apply(
             for (row, last_error, state) in &rows {
                 let audit = NewAudit::recovered(*now_ms, row, *state, last_error);
                 insert_audit(conn, head, &audit)?;
+                if let Some(event) = NewEvent::interrupted(row, *state, last_error, *now_ms) {
+                    enqueue(conn, routes, &event)?;
+                }
             }
             Ok(Written::Recovered(rows.len() as u64))
         }
@@ -667,20 +660,20 @@ fn finish_attempt(
 /// `in_doubt` → `state` for `serial`, audited with who asked; or why not.
 fn resolve(
     conn: &Connection,
+    routes: &EventRoutes,
     head: &mut ChainHead,
     d: &Decision,
 ) -> Result<Resolution, StoreError> {
-    let keys = conn
+    let resolved = conn
         .prepare_cached(sql::RESOLVE)
         .and_then(|mut s| {
-            s.query_row(
-                params![d.state, d.last_error(), d.now_ms, d.serial],
-                audit_keys,
-            )
+            s.query_row(params![d.state, d.last_error(), d.now_ms, d.serial], |r| {
+                Ok((audit_keys(r)?, r.get::<_, Option<String>>(4)?))
+            })
             .optional()
         })
         .map_err(write_error("resolving an in-doubt identity"))?;
-    let Some(keys) = keys else {
+    let Some((keys, enrollment_id)) = resolved else {
         let found: Option<IdentityState> = conn
             .prepare_cached(sql::CONFLICT_STATE)
             .and_then(|mut s| s.query_row(params![d.serial], |r| r.get(1)).optional())
@@ -690,6 +683,7 @@ fn resolve(
             Some(state) => Resolution::NotInDoubt { state },
         });
     };
+    enqueue(conn, routes, &d.event(&keys, enrollment_id))?;
     let (keys, detail) = (d.audit_keys(keys), d.detail());
     let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
     insert_audit(conn, head, &audit)?;
@@ -883,6 +877,7 @@ fn insert_audit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::HookEvent;
 
     fn schema() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
@@ -1092,6 +1087,50 @@ mod tests {
         let none = EventRoutes::default();
         let results = commit_batch(&mut conn, &none, &mut head, [deployed(2)].iter());
         assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(count(&conn, "SELECT count(*) FROM hook_deliveries"), 1);
+    }
+
+    /// An attempt the recovery marks `failed` is a `failed` event; one it leaves `in_doubt` is
+    /// none (the operator's resolution will be).
+    #[test]
+    fn recovered_failed_attempts_are_failed_events() {
+        let mut conn = schema();
+        let routes = EventRoutes {
+            routes: vec![super::super::EventRoute {
+                receiver: "mes".into(),
+                events: [HookEvent::Failed, HookEvent::Deployed].into(),
+            }],
+        };
+        let writes = [
+            attempt("A"),
+            attempt("B"),
+            Write::Ahead {
+                id: 2,
+                ahead: Box::new(WriteAhead {
+                    enrollment_id: "A-2".into(),
+                    cert_serial: "02".into(),
+                    cert_not_after: 2,
+                    cert_der: vec![0x30],
+                    now_ms: 2,
+                }),
+            },
+            Write::RecoverInterrupted {
+                in_doubt: "in doubt",
+                error: "interrupted",
+                now_ms: 5,
+            },
+        ];
+        let results = commit_batch(&mut conn, &routes, &mut ChainHead::default(), writes.iter());
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let (serial, event, payload): (String, String, String) = conn
+            .query_row(
+                "SELECT serial, event, payload FROM hook_deliveries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((serial.as_str(), event.as_str()), ("A", "failed"));
+        assert!(payload.contains("\"error\":\"interrupted\""), "{payload}");
         assert_eq!(count(&conn, "SELECT count(*) FROM hook_deliveries"), 1);
     }
 
