@@ -328,10 +328,12 @@ async fn the_lease_sweeps_rows_go_to_the_sweeping_servers_chain() {
             led_config: text("01"),
             category: Category::Production,
             verification_key: None,
+            defaulted: Default::default(),
         },
         requester: "test".to_owned(),
         now_ms: now_ms(),
         request_key: None,
+        order: None,
     };
     let gone = open("gone", Duration::from_secs(3600)).await;
     assert!(matches!(
