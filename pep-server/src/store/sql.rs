@@ -453,7 +453,7 @@ pub(super) const QUEUE_CLAIM_DELETE: &str = "INSERT INTO claims (enrollment_id, 
 /// claim row the operator frees it with the bulk-delete CSV). Otherwise as [`QUEUE_CLAIM_DELETE`].
 pub(super) const QUEUE_CLAIM_DELETE_IF_CLAIMED: &str = "INSERT INTO claims (enrollment_id, serial, \
          action, state, attempts, next_attempt_at, cloud_id, created_at, updated_at) \
-     SELECT c.enrollment_id, $2, 'delete', 'pending', 0, $3, c.cloud_id, $3, $3 FROM claims c \
+     SELECT $1, $2, 'delete', 'pending', 0, $3, c.cloud_id, $3, $3 FROM claims c \
      WHERE c.enrollment_id = $1 AND c.action = 'claim' \
      ON CONFLICT (enrollment_id, action) DO UPDATE SET state = 'pending', attempts = 0, \
          next_attempt_at = EXCLUDED.next_attempt_at, cloud_id = EXCLUDED.cloud_id, \
