@@ -452,10 +452,7 @@ impl NewOrder {
             }
             ranges.push(r);
         }
-        if serials.is_empty() && ranges.is_empty() {
-            // A CSV upload may follow: an order without serials yet is allowed.
-            tracing::debug!(order = %order_id, "order created without serials");
-        }
+        // An order without serials yet is allowed: CSV uploads may follow.
         Ok(NewOrder {
             order_id,
             product,

@@ -311,6 +311,9 @@ async fn bad_hook_settings_are_refused_at_start() {
     let secret = dir.path().join("hook.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let good = dir.path().join("good.secret");
+    std::fs::write(&good, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
     let base = config_toml(dir.path(), &Options::default());
     for (hooks, field, needle) in [
         (
@@ -340,6 +343,23 @@ async fn bad_hook_settings_are_refused_at_start() {
             "failure_policy = \"maybe\"".to_owned(),
             "hooks.failure_policy",
             "maybe",
+        ),
+        (
+            format!(
+                "pre_provision = \"https://127.0.0.1:9/x\"\nsecret_file = \"{}\"\nca_file = \"{}\"",
+                good.display(),
+                dir.path().join("no-such-ca.pem").display()
+            ),
+            "hooks.ca_file",
+            "cannot read",
+        ),
+        (
+            format!(
+                "pre_provision = \"https://127.0.0.1:9/x\"\nsecret_file = \"{}\"\ntimeout_ms = 0",
+                good.display()
+            ),
+            "hooks.timeout_ms",
+            "greater than 0",
         ),
     ] {
         std::fs::write(

@@ -314,6 +314,32 @@ async fn bad_orders_are_refused_naming_what_was_wrong() {
             "{body}: {answer}"
         );
     }
+    // More serials than JSON takes; a body over 1 MiB.
+    let many: Vec<String> = (0..10_001).map(|i| format!("GW-M-{i}")).collect();
+    let (status, answer) = post_json(
+        &s,
+        "/v3/orders",
+        PLAN,
+        &json!({"orderId": "WO-M", "serials": many}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("text/csv"),
+        "{answer}"
+    );
+    let huge: Vec<String> = (0..12_000)
+        .map(|i| format!("GW-{i}-{}", "x".repeat(100)))
+        .collect();
+    let r = s
+        .client
+        .post(format!("{}/v3/orders", s.base))
+        .bearer_auth(PLAN)
+        .json(&json!({"orderId": "WO-H", "serials": huge}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
     // Nothing of them was stored.
     let (_, list) = s.get_json("/v3/orders", Some(READ)).await;
     assert_eq!(list["orders"], json!([]));
