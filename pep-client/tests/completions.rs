@@ -6,12 +6,13 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pep-cli");
 
-const SUBCOMMANDS: [&str; 7] = [
+const SUBCOMMANDS: [&str; 8] = [
     "get-one-identity",
     "get-enrollment-id",
     "get-verification-key",
     "list-enrollment-ids",
     "provision",
+    "revoke",
     "completions",
     "man",
 ];
