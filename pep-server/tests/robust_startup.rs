@@ -435,7 +435,7 @@ fn start_up_errors_are_printed_once_naming_the_field_once() {
             "role typo in pep.toml",
             good.replacen("roles = [\"read\"]", "roles = [\"raed\"]", 1),
             "unknown variant",
-            &["unknown variant `raed`, expected `provision` or `read`"],
+            &["unknown variant `raed`, expected one of `provision`, `read`, `plan`, `revoke`"],
         ),
         (
             "role typo in the token file",

@@ -118,7 +118,8 @@ pub(super) const REVOKED_CERTIFICATES: &str = "SELECT cert_serial, revoked_at, r
 /// (`revoked_at`, `cert_serial`) after (`$1`, `$2`): the bulk-delete CSV.
 pub(super) const LIST_REVOKED: &str = "SELECT id, serial, device_id, FALSE AS deployed, \
          hardware_version, radio_config, led_config, category, cloud_address, api_address, \
-         gateway_services_address, enrollment_id, created_at, revoked_at, cert_serial \
+         gateway_services_address, enrollment_id, created_at, revoked_at, cert_serial, \
+         CAST(NULL AS TEXT) AS claim_state \
      FROM (SELECT id, serial, device_id, hardware_version, radio_config, led_config, category, \
                cloud_address, api_address, gateway_services_address, \
                COALESCE(enrollment_id, '') AS enrollment_id, created_at, revoked_at, cert_serial \
