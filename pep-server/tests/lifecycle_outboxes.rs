@@ -109,11 +109,10 @@ async fn revoke_queues_its_event_and_its_claim_deletion(claiming: Store, not_cla
         .unwrap()
         .pop()
         .unwrap();
-    assert!(
-        revoked_event.payload.contains(&eid(1)) && revoked_event.payload.contains("\"revoked\""),
-        "{}",
-        revoked_event.payload
-    );
+    let payload: serde_json::Value = serde_json::from_str(&revoked_event.payload).unwrap();
+    assert_eq!(payload["event"], "revoked", "{payload}");
+    assert_eq!(payload["enrollmentID"], eid(1).as_str(), "{payload}");
+    assert_eq!(payload["reason"], "keyCompromise", "{payload}");
     assert_eq!(deletions(&claiming, &eid(1)).await, 1);
 
     // A revocation refused (already revoked) writes neither.

@@ -126,10 +126,11 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// The `revoked` event of a revocation: its enrollment ID, the gateway of its latest attempt
-    /// and, as the detail, the certificate serial now in the CRL.
+    /// and the RFC 5280 reason name (the payload's `reason`).
     pub(crate) fn revoked(
         keys: &super::AuditKeys,
         revoked: &super::RevokedIdentity,
+        reason: pep_ca::RevocationReason,
         at_ms: i64,
     ) -> NewEvent {
         NewEvent {
@@ -139,7 +140,7 @@ impl NewEvent {
             gateway: keys.gateway.clone(),
             at_ms,
             fcc_status: None,
-            detail: Some(format!("certificate serial {}", revoked.cert_serial)),
+            detail: Some(reason.as_str().to_owned()),
         }
     }
 }

@@ -493,7 +493,7 @@ impl PostgresStore {
         enqueue(
             &mut tx,
             &self.options.event_routes,
-            &NewEvent::revoked(&keys, &revoked, o.now_ms),
+            &NewEvent::revoked(&keys, &revoked, o.reason, o.now_ms),
         )
         .await?;
         if let Some(enrollment_id) = &revoked.enrollment_id {

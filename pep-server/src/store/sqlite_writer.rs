@@ -734,7 +734,7 @@ fn revoke(
     enqueue(
         conn,
         routes,
-        &NewEvent::revoked(&keys, &revoked, order.now_ms),
+        &NewEvent::revoked(&keys, &revoked, order.reason, order.now_ms),
     )?;
     if let Some(enrollment_id) = &revoked.enrollment_id {
         super::claims::enqueue_claim_delete_if_claimed_sqlite(
