@@ -39,6 +39,9 @@ const LEASE_EACH: Duration = Duration::from_secs(120);
 const LEASE_BULK: Duration = Duration::from_secs(600);
 /// How often an idle `each` sender looks for new rows.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// After a round that took every due row, the next waits this long (`each`): under load each
+/// round's two writes (lease, settle) then carry a batch of claims.
+const GATHER: Duration = Duration::from_millis(20);
 /// The first backoff pause; each further failure doubles it up to `backoff_max_s`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Most rows one bulk round takes.
@@ -195,9 +198,15 @@ impl Worker {
                 break;
             }
             let wait = match self.round().await {
-                Ok(round) if round.taken > 0 && self.options.mode == CloudMode::Each => {
+                // A full round: more are due at once.
+                Ok(round)
+                    if round.taken >= self.each_limit() as usize
+                        && self.options.mode == CloudMode::Each =>
+                {
                     Duration::ZERO
                 }
+                // Caught up: gather a batch, rather than two writes per claim as they trickle in.
+                Ok(round) if round.taken > 0 && self.options.mode == CloudMode::Each => GATHER,
                 Ok(_) if self.options.mode == CloudMode::Bulk => self.options.bulk_interval,
                 Ok(_) => IDLE_POLL,
                 Err(e) => {
@@ -232,8 +241,13 @@ impl Worker {
         }
     }
 
+    /// Most rows one `each` round takes.
+    fn each_limit(&self) -> u32 {
+        u32::try_from(self.options.max_in_flight.saturating_mul(4)).unwrap_or(1024)
+    }
+
     async fn each_round(&mut self) -> Result<Round, StoreError> {
-        let limit = u32::try_from(self.options.max_in_flight.saturating_mul(4)).unwrap_or(1024);
+        let limit = self.each_limit();
         let rows = self
             .store
             .take_claims(&self.options.server_id, LEASE_EACH, limit)

@@ -32,6 +32,9 @@ use crate::store::{Claim, Delivery, DeliveryState, HookEvent, Settle, Settlement
 const ERROR_ANSWER_CHARS: usize = 200;
 /// Lease beyond a receiver's timeout: time to record the outcome.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// After a lease that took every due row, the next waits this long, so that under load each
+/// lease (and each record of outcomes) is one write for a batch of events, not one per event.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// One configured receiver, ready to send (made by
 /// [`EventHookConfig::receiver`](crate::config::hooks::EventHookConfig::receiver)).
@@ -147,14 +150,25 @@ impl Deliverer {
             .max()
             .unwrap_or_default();
         let lease = longest + LEASE_MARGIN;
-        let mut sending = JoinSet::new();
+        let concurrency = self.settings.concurrency;
+        // Leases are taken, and outcomes recorded, in batches: once half the slots are free (or
+        // none is busy), not after every POST. Each is a write (SQLite: a turn of the writer
+        // thread, between the provisionings' writes).
+        let batch = concurrency.div_ceil(2);
+        let mut sending: JoinSet<Option<Settle>> = JoinSet::new();
+        let mut settled: Vec<Settle> = Vec::new();
+        // When the next lease may be taken: after one that found nothing due, a poll interval
+        // later; after one that took all that was due, `GATHER` later (a batch, not a row).
+        let mut next_lease = tokio::time::Instant::now();
         let mut store_failing = false;
         loop {
             if *stop.borrow() {
                 break;
             }
-            let free = self.settings.concurrency.saturating_sub(sending.len());
-            if free > 0 {
+            let free = concurrency.saturating_sub(sending.len());
+            let now_instant = tokio::time::Instant::now();
+            if (sending.is_empty() || free >= batch) && now_instant >= next_lease {
+                self.record(&mut settled).await;
                 let now = now_ms();
                 let claim = Claim {
                     owner: self.owner.clone(),
@@ -166,9 +180,15 @@ impl Deliverer {
                 match self.store.claim_deliveries(&claim).await {
                     Ok(rows) => {
                         store_failing = false;
+                        next_lease = if rows.is_empty() {
+                            now_instant + self.settings.poll
+                        } else if rows.len() < free {
+                            now_instant + GATHER.min(self.settings.poll)
+                        } else {
+                            now_instant
+                        };
                         for row in rows {
                             let send = Send {
-                                store: self.store.clone(),
                                 receivers: Arc::clone(&self.receivers),
                                 client: self.client.clone(),
                                 owner: self.owner.clone(),
@@ -182,8 +202,12 @@ impl Deliverer {
                             tracing::warn!(error = %e, "webhooks: cannot read the outbox; retrying");
                         }
                         store_failing = true;
+                        next_lease = now_instant + self.settings.poll;
                     }
                 }
+            } else if sending.is_empty() {
+                // Nothing under way: what finished is recorded now, not at the next lease.
+                self.record(&mut settled).await;
             }
             tokio::select! {
                 changed = stop.changed() => {
@@ -191,8 +215,12 @@ impl Deliverer {
                         break;
                     }
                 }
-                Some(_) = sending.join_next(), if !sending.is_empty() => {}
-                () = tokio::time::sleep(self.settings.poll) => {}
+                Some(done) = sending.join_next(), if !sending.is_empty() => {
+                    if let Ok(Some(settle)) = done {
+                        settled.push(settle);
+                    }
+                }
+                () = tokio::time::sleep_until(next_lease.max(tokio::time::Instant::now() + GATHER)) => {}
             }
         }
         if !sending.is_empty() {
@@ -201,7 +229,35 @@ impl Deliverer {
                 "webhooks: waiting for the deliveries under way"
             );
         }
-        while sending.join_next().await.is_some() {}
+        while let Some(done) = sending.join_next().await {
+            if let Ok(Some(settle)) = done {
+                settled.push(settle);
+            }
+        }
+        self.record(&mut settled).await;
+    }
+
+    /// Records the outcomes gathered so far in one write, and empties `settled`. A failed write
+    /// is logged: those rows are sent again after their lease (at-least-once).
+    async fn record(&self, settled: &mut Vec<Settle>) {
+        if settled.is_empty() {
+            return;
+        }
+        match self.store.settle_deliveries(settled).await {
+            Ok(done) => {
+                for (settle, kept) in settled.iter().zip(done) {
+                    if !kept {
+                        tracing::warn!(
+                            id = settle.id,
+                            "webhooks: the lease of a delivery expired while it was sent; another attempt follows"
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(rows = settled.len(), error = %e,
+                "webhooks: cannot record deliveries; they are sent again after their lease"),
+        }
+        settled.clear();
     }
 }
 
@@ -211,18 +267,16 @@ fn millis(d: Duration) -> i64 {
 
 /// What one POST needs.
 struct Send {
-    store: Store,
     receivers: Arc<HashMap<String, Receiver>>,
     client: reqwest::Client,
     owner: String,
 }
 
 impl Send {
-    /// POSTs `row` once and records the outcome.
-    async fn deliver(self, row: Delivery) {
-        let Some(receiver) = self.receivers.get(&row.receiver) else {
-            return; // claimed only for configured receivers
-        };
+    /// POSTs `row` once; the outcome, for the task to record.
+    async fn deliver(self, row: Delivery) -> Option<Settle> {
+        // Leased only for configured receivers.
+        let receiver = self.receivers.get(&row.receiver)?;
         let outcome = match self.post(receiver, &row).await {
             Ok(()) => {
                 tracing::debug!(receiver = %receiver.name, event_id = %row.event_id,
@@ -254,19 +308,12 @@ impl Send {
                 }
             }
         };
-        let settle = Settle {
+        Some(Settle {
             id: row.id,
             owner: self.owner,
             now_ms: now_ms(),
             outcome,
-        };
-        match self.store.settle_delivery(&settle).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(event_id = %row.event_id,
-                "webhooks: the lease of a delivery expired while it was sent; another attempt follows"),
-            Err(e) => tracing::warn!(event_id = %row.event_id, error = %e,
-                "webhooks: cannot record a delivery; it is sent again after its lease"),
-        }
+        })
     }
 
     /// One signed POST; `Err` says why it does not count as delivered.

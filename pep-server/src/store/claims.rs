@@ -6,8 +6,10 @@
 //! gateway is never without its queued claim and provisioning never waits for the cloud. The
 //! sender takes due rows under a lease (`claimed_by`, `lease_until`; PostgreSQL: `FOR UPDATE
 //! SKIP LOCKED`, so with several servers each row is taken by one), sends them, and settles each
-//! with the cloud's answer. These writes are not on the provisioning hot path: both backends run
-//! them on the sqlx pool (SQLite: beside the writer thread, which waits on the busy timeout).
+//! with the cloud's answer. These writes are not on the provisioning hot path, but on SQLite they
+//! run on the writer thread all the same (its group commit is the file's only writer: a pool
+//! connection writing beside it made the provisioning writes wait on the busy timeout);
+//! PostgreSQL runs them on the pool.
 
 use std::time::Duration;
 
@@ -288,23 +290,17 @@ impl Store {
     ) -> Result<Vec<ClaimRow>, StoreError> {
         let now = now_ms();
         let until = now.saturating_add(ms(lease));
-        // One binding, per backend (the texts differ: PostgreSQL skips locked rows).
-        macro_rules! take {
-            ($sql:expr, $pool:expr) => {
-                sqlx::query_as($sql)
-                    .bind(server)
-                    .bind(until)
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all($pool)
-                    .await
-            };
-        }
         match self {
-            Store::Sqlite(s) => take!(sql::TAKE_CLAIMS_SQLITE, s.pool()),
-            Store::Postgres(s) => take!(sql::TAKE_CLAIMS_POSTGRES, s.pool()),
+            Store::Sqlite(s) => s.take_claims(server.to_owned(), until, now, limit).await,
+            Store::Postgres(s) => sqlx::query_as(sql::TAKE_CLAIMS_POSTGRES)
+                .bind(server)
+                .bind(until)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(s.pool())
+                .await
+                .map_err(q("taking due cloud claims")),
         }
-        .map_err(q("taking due cloud claims"))
     }
 
     /// Records the answers of rows `server` holds, in one transaction.
@@ -317,7 +313,15 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
-        on_pool!(self, pool => {
+        let pool = match self {
+            Store::Sqlite(s) => {
+                return s
+                    .settle_claims(server.to_owned(), now, settlements.to_vec())
+                    .await;
+            }
+            Store::Postgres(s) => s.pool(),
+        };
+        {
             let mut tx = pool.begin().await.map_err(q("starting a transaction"))?;
             for s in settlements {
                 sqlx::query(sql::SETTLE_CLAIM)
@@ -334,13 +338,21 @@ impl Store {
                     .map_err(q("settling cloud claims"))?;
             }
             tx.commit().await.map_err(q("committing cloud claims"))
-        })
+        }
     }
 
     /// Records that rows `ids` (held by `server`) went out in bulk task `task`.
     pub async fn mark_bulk(&self, server: &str, task: &str, ids: &[i64]) -> Result<(), StoreError> {
         let now = now_ms();
-        on_pool!(self, pool => {
+        let pool = match self {
+            Store::Sqlite(s) => {
+                return s
+                    .mark_bulk(server.to_owned(), task.to_owned(), now, ids.to_vec())
+                    .await;
+            }
+            Store::Postgres(s) => s.pool(),
+        };
+        {
             let mut tx = pool.begin().await.map_err(q("starting a transaction"))?;
             for id in ids {
                 sqlx::query(sql::MARK_BULK)
@@ -353,24 +365,22 @@ impl Store {
                     .map_err(q("recording a bulk upload"))?;
             }
             tx.commit().await.map_err(q("committing a bulk upload"))
-        })
+        }
     }
 
     /// Ends the leases a previous run of `server` left (SQLite: every lease). Call at start-up,
     /// before the sender runs.
     pub async fn release_claim_leases(&self, server: &str) -> Result<u64, StoreError> {
-        let owner = match self {
-            Store::Sqlite(_) => None,
-            Store::Postgres(_) => Some(server.to_owned()),
-        };
-        on_pool!(self, pool => {
-            sqlx::query(sql::RELEASE_CLAIM_LEASES)
-                .bind(owner)
-                .execute(pool)
+        match self {
+            // One server per SQLite file: every lease is a previous run's.
+            Store::Sqlite(s) => s.release_claim_leases().await,
+            Store::Postgres(s) => sqlx::query(sql::RELEASE_CLAIM_LEASES)
+                .bind(server)
+                .execute(s.pool())
                 .await
                 .map(|r| r.rows_affected())
-        })
-        .map_err(q("releasing cloud claim leases"))
+                .map_err(q("releasing cloud claim leases")),
+        }
     }
 
     /// Outbox rows in `state` (or every row), keyset-paged on `id` like [`Store::list_deployed`].
@@ -424,14 +434,15 @@ impl Store {
     /// Every row in `state` is due again now (`pep-server cloud retry --state`); returns how many.
     pub async fn retry_claims(&self, state: ClaimState) -> Result<u64, StoreError> {
         let now = now_ms();
-        on_pool!(self, pool => {
-            sqlx::query(sql::RETRY_CLAIMS)
+        match self {
+            Store::Sqlite(s) => s.retry_claims(state, now).await,
+            Store::Postgres(s) => sqlx::query(sql::RETRY_CLAIMS)
                 .bind(now)
                 .bind(state)
-                .execute(pool)
+                .execute(s.pool())
                 .await
                 .map(|r| r.rows_affected())
-        })
-        .map_err(q("re-queueing cloud claims"))
+                .map_err(q("re-queueing cloud claims")),
+        }
     }
 }

@@ -314,7 +314,7 @@ impl Claim {
     }
 }
 
-/// How an attempt of a leased row ended ([`super::Store::settle_delivery`]).
+/// How an attempt of a leased row ended ([`super::Store::settle_deliveries`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
     /// The receiver answered 2xx.
@@ -426,15 +426,37 @@ impl super::Store {
     /// Records how an attempt of a leased row ended; false when the lease was no longer
     /// `settle.owner`'s (nothing written).
     pub async fn settle_delivery(&self, settle: &Settle) -> Result<bool, StoreError> {
-        settle.checked()?;
+        let done = self.settle_deliveries(std::slice::from_ref(settle)).await?;
+        Ok(done.first().copied().unwrap_or(false))
+    }
+
+    /// Records the outcomes of several attempts in one transaction (the delivery task settles in
+    /// batches: one commit for many POSTs); per settlement, whether its lease was still the
+    /// owner's.
+    pub async fn settle_deliveries(&self, all: &[Settle]) -> Result<Vec<bool>, StoreError> {
+        for settle in all {
+            settle.checked()?;
+        }
         match self {
-            Store::Sqlite(s) => s.settle_delivery(settle.clone()).await,
+            Store::Sqlite(s) => s.settle_deliveries(all.to_vec()).await,
             Store::Postgres(s) => {
-                let done = settle_query(settle)
-                    .execute(s.pool())
+                let mut tx = s
+                    .pool()
+                    .begin()
                     .await
-                    .map_err(q("recording a webhook delivery"))?;
-                Ok(done.rows_affected() > 0)
+                    .map_err(q("starting a transaction"))?;
+                let mut done = Vec::with_capacity(all.len());
+                for settle in all {
+                    let written = settle_query(settle)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("recording a webhook delivery"))?;
+                    done.push(written.rows_affected() > 0);
+                }
+                tx.commit()
+                    .await
+                    .map_err(q("committing webhook deliveries"))?;
+                Ok(done)
             }
         }
     }

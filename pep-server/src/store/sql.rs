@@ -348,7 +348,8 @@ pub(super) const INSERT_DELIVERY: &str = "INSERT INTO hook_deliveries (event_id,
      VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)";
 
 /// SQLite: leases (`$1` owner, `$2` until) up to `$5` due rows (`$3` now) of the receivers named
-/// in the JSON array `$4`, oldest first — only the oldest open row of each (receiver, serial), so
+/// in the JSON array `$4`, due longest ago first (the order of the partial index
+/// `hook_deliveries_open`, so the scan stops at `$5` rows instead of sorting the backlog) — only the oldest open row of each (receiver, serial), so
 /// a later event of a serial never goes out before an earlier one is delivered (or dead). One
 /// server per SQLite file: no row locks needed.
 pub(super) const CLAIM_DELIVERIES_SQLITE: &str = concat!(
@@ -360,7 +361,7 @@ pub(super) const CLAIM_DELIVERIES_SQLITE: &str = concat!(
              AND NOT EXISTS (SELECT 1 FROM hook_deliveries e \
                  WHERE e.receiver = d.receiver AND e.serial = d.serial AND e.id < d.id \
                      AND e.state IN ('pending', 'failing')) \
-         ORDER BY d.id LIMIT $5) \
+         ORDER BY d.next_attempt_at, d.id LIMIT $5) \
      RETURNING ",
     delivery_columns!()
 );
@@ -378,7 +379,7 @@ pub(super) const CLAIM_DELIVERIES_POSTGRES: &str = concat!(
              AND NOT EXISTS (SELECT 1 FROM hook_deliveries e \
                  WHERE e.receiver = d.receiver AND e.serial = d.serial AND e.id < d.id \
                      AND e.state IN ('pending', 'failing')) \
-         ORDER BY d.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+         ORDER BY d.next_attempt_at, d.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
      RETURNING ",
     delivery_columns!()
 );
@@ -460,7 +461,8 @@ pub(super) const QUEUE_CLAIM_DELETE_IF_CLAIMED: &str = "INSERT INTO claims (enro
          next_attempt_at = EXCLUDED.next_attempt_at, cloud_id = EXCLUDED.cloud_id, \
          last_error = NULL, lease_until = NULL, bulk_task = NULL, updated_at = EXCLUDED.updated_at";
 
-/// The rows due to be sent, oldest first, whose lease is free: `$1` takes them until `$2`, `$3`
+/// The rows due to be sent, due longest ago first (the order of the partial index `claims_open`:
+/// the scan stops at `$4` rows instead of sorting the backlog), whose lease is free: `$1` takes them until `$2`, `$3`
 /// is now, `$4` how many. A deletion waits until its claim is settled (never overtakes it).
 macro_rules! take_claims {
     ($lock:literal) => {
@@ -472,7 +474,7 @@ macro_rules! take_claims {
                      AND (d.action = 'claim' OR NOT EXISTS (SELECT 1 FROM claims c \
                          WHERE c.enrollment_id = d.enrollment_id AND c.action = 'claim' \
                              AND c.state IN ('pending', 'retrying'))) \
-                 ORDER BY d.id LIMIT $4",
+                 ORDER BY d.next_attempt_at, d.id LIMIT $4",
             $lock,
             ") RETURNING ",
             claim_columns!()

@@ -16,8 +16,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::claims::{ClaimRow, ClaimState, Settlement as ClaimSettlement};
 use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle};
-use super::sqlite_writer::{OutboxWrite, SqliteWriter, Write, Written};
+use super::sqlite_writer::{ClaimsWrite, OutboxWrite, SqliteWriter, Write, Written};
 use super::{
     AuditKeys, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt,
     Reservation, Resolution, RevokeOrder, RevokeOutcome, StoreError, WriteAhead, join_warnings,
@@ -354,12 +355,93 @@ impl SqliteStore {
         }
     }
 
-    pub(super) async fn settle_delivery(&self, settle: Settle) -> Result<bool, StoreError> {
-        Ok(self.outbox(OutboxWrite::Settle(settle)).await? > 0)
+    pub(super) async fn settle_deliveries(
+        &self,
+        all: Vec<Settle>,
+    ) -> Result<Vec<bool>, StoreError> {
+        match self
+            .writer
+            .write(Write::Outbox(Box::new(OutboxWrite::SettleMany(all))))
+            .await?
+        {
+            Written::Settled(done) => Ok(done),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub(super) async fn release_delivery_leases(&self, owner: String) -> Result<u64, StoreError> {
         self.outbox(OutboxWrite::Release(owner)).await
+    }
+
+    /// A write of the cloud claim sender, answered with the rows it wrote.
+    async fn claims(&self, write: ClaimsWrite) -> Result<u64, StoreError> {
+        match self.writer.write(Write::Claims(Box::new(write))).await? {
+            Written::Outbox(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn take_claims(
+        &self,
+        server: String,
+        until_ms: i64,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimRow>, StoreError> {
+        let take = ClaimsWrite::Take {
+            server,
+            until_ms,
+            now_ms,
+            limit,
+        };
+        match self.writer.write(Write::Claims(Box::new(take))).await? {
+            Written::ClaimsTaken(rows) => Ok(rows),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(super) async fn settle_claims(
+        &self,
+        server: String,
+        now_ms: i64,
+        settlements: Vec<ClaimSettlement>,
+    ) -> Result<(), StoreError> {
+        self.claims(ClaimsWrite::Settle {
+            server,
+            now_ms,
+            settlements,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn mark_bulk(
+        &self,
+        server: String,
+        task: String,
+        now_ms: i64,
+        ids: Vec<i64>,
+    ) -> Result<(), StoreError> {
+        self.claims(ClaimsWrite::MarkBulk {
+            server,
+            task,
+            now_ms,
+            ids,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub(super) async fn release_claim_leases(&self) -> Result<u64, StoreError> {
+        self.claims(ClaimsWrite::Release).await
+    }
+
+    pub(super) async fn retry_claims(
+        &self,
+        state: ClaimState,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.claims(ClaimsWrite::Retry { state, now_ms }).await
     }
 
     pub(super) async fn close(&self) {

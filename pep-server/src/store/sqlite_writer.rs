@@ -32,6 +32,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{ChainHead, DEFAULT_CHAIN};
+use super::claims::{ClaimRow, ClaimState, Settlement as ClaimSettlement};
 use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle, Settlement};
 use super::{
     AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, ReasonColumn,
@@ -103,6 +104,40 @@ pub(super) enum Write {
     },
     /// The webhook outbox (`store::outbox`).
     Outbox(Box<OutboxWrite>),
+    /// The cloud claim outbox (`store::claims`).
+    Claims(Box<ClaimsWrite>),
+}
+
+/// A write of the cloud claim sender. Not on the hot path, but on this thread all the same: a
+/// second SQLite connection writing beside it would hold the database's one write lock against
+/// the group commit, which then sleeps in the busy handler (measured: the fleet rate fell by a
+/// quarter with `[cloud] mode = "each"`, docs/performance.md).
+#[derive(Debug)]
+pub(super) enum ClaimsWrite {
+    /// Lease up to `limit` due rows to `server` until `until_ms` (`sql::TAKE_CLAIMS_SQLITE`).
+    Take {
+        server: String,
+        until_ms: i64,
+        now_ms: i64,
+        limit: u32,
+    },
+    /// Record the answers of rows `server` holds.
+    Settle {
+        server: String,
+        now_ms: i64,
+        settlements: Vec<ClaimSettlement>,
+    },
+    /// Rows `ids` went out in bulk task `task`.
+    MarkBulk {
+        server: String,
+        task: String,
+        now_ms: i64,
+        ids: Vec<i64>,
+    },
+    /// End every lease (start-up: one server per SQLite file).
+    Release,
+    /// Every row in `state` is due again at `now_ms`.
+    Retry { state: ClaimState, now_ms: i64 },
 }
 
 /// A write of the webhook outbox.
@@ -112,8 +147,8 @@ pub(super) enum OutboxWrite {
     Enqueue(NewEvent),
     /// Lease due rows.
     Claim(Claim),
-    /// Record an attempt's outcome.
-    Settle(Settle),
+    /// Record the outcomes of attempts (the delivery task settles in batches).
+    SettleMany(Vec<Settle>),
     /// Give up an owner's leases.
     Release(String),
 }
@@ -145,6 +180,10 @@ pub(super) enum Written {
     Outbox(u64),
     /// Of [`OutboxWrite::Claim`]: the leased rows.
     Claimed(Vec<Delivery>),
+    /// Of [`OutboxWrite::SettleMany`]: per settlement, whether its lease was still the owner's.
+    Settled(Vec<bool>),
+    /// Of [`ClaimsWrite::Take`]: the leased claim rows.
+    ClaimsTaken(Vec<ClaimRow>),
 }
 
 enum Command {
@@ -525,6 +564,7 @@ fn apply(
             Ok(Written::Recovered(rows.len() as u64))
         }
         Write::Outbox(o) => outbox(conn, routes, o),
+        Write::Claims(c) => claims_write(conn, c),
     }
 }
 
@@ -581,37 +621,136 @@ fn outbox(conn: &Connection, routes: &EventRoutes, o: &OutboxWrite) -> Result<Wr
                 Written::Claimed(rows)
             })
             .map_err(write_error("claiming webhook deliveries")),
-        OutboxWrite::Settle(s) => {
-            let done = match &s.outcome {
-                Settlement::Delivered => conn
-                    .prepare_cached(sql::DELIVERY_DELIVERED)
-                    .and_then(|mut st| st.execute(params![s.now_ms, s.id, s.owner])),
-                Settlement::Failed {
-                    state,
-                    next_attempt_ms,
-                    error,
-                } => conn
-                    .prepare_cached(sql::DELIVERY_FAILED)
-                    .and_then(|mut st| {
-                        st.execute(params![
-                            state,
-                            next_attempt_ms,
-                            error,
-                            s.now_ms,
-                            s.id,
-                            s.owner
-                        ])
-                    }),
-            }
-            .map_err(write_error("recording a webhook delivery"))?;
-            Ok(Written::Outbox(done as u64))
-        }
+        OutboxWrite::SettleMany(all) => all
+            .iter()
+            .map(|s| settle_delivery(conn, s).map(|done| done > 0))
+            .collect::<Result<Vec<bool>, StoreError>>()
+            .map(Written::Settled),
         OutboxWrite::Release(owner) => conn
             .prepare_cached(sql::RELEASE_DELIVERY_LEASES)
             .and_then(|mut st| st.execute(params![owner]))
             .map(|n| Written::Outbox(n as u64))
             .map_err(write_error("releasing webhook leases")),
     }
+}
+
+/// Records how one attempt of a leased webhook row ended; the rows written (0: the lease was lost).
+fn settle_delivery(conn: &Connection, s: &Settle) -> Result<usize, StoreError> {
+    match &s.outcome {
+        Settlement::Delivered => conn
+            .prepare_cached(sql::DELIVERY_DELIVERED)
+            .and_then(|mut st| st.execute(params![s.now_ms, s.id, s.owner])),
+        Settlement::Failed {
+            state,
+            next_attempt_ms,
+            error,
+        } => conn
+            .prepare_cached(sql::DELIVERY_FAILED)
+            .and_then(|mut st| {
+                st.execute(params![
+                    state,
+                    next_attempt_ms,
+                    error,
+                    s.now_ms,
+                    s.id,
+                    s.owner
+                ])
+            }),
+    }
+    .map_err(write_error("recording a webhook delivery"))
+}
+
+/// The cloud claim sender's writes (`store::claims`), in the writer's transaction.
+fn claims_write(conn: &Connection, w: &ClaimsWrite) -> Result<Written, StoreError> {
+    match w {
+        ClaimsWrite::Take {
+            server,
+            until_ms,
+            now_ms,
+            limit,
+        } => conn
+            .prepare_cached(sql::TAKE_CLAIMS_SQLITE)
+            .and_then(|mut st| {
+                st.query_map(
+                    params![server, until_ms, now_ms, i64::from(*limit)],
+                    claim_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map(|mut rows| {
+                // RETURNING gives no order: oldest first, as the statement chose them.
+                rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+                Written::ClaimsTaken(rows)
+            })
+            .map_err(write_error("taking due cloud claims")),
+        ClaimsWrite::Settle {
+            server,
+            now_ms,
+            settlements,
+        } => {
+            let mut st = conn
+                .prepare_cached(sql::SETTLE_CLAIM)
+                .map_err(write_error("settling cloud claims"))?;
+            for s in settlements {
+                st.execute(params![
+                    s.state,
+                    i64::from(s.attempted),
+                    s.next_attempt_at,
+                    s.last_error,
+                    s.cloud_id,
+                    now_ms,
+                    s.id,
+                    server
+                ])
+                .map_err(write_error("settling cloud claims"))?;
+            }
+            Ok(Written::Outbox(settlements.len() as u64))
+        }
+        ClaimsWrite::MarkBulk {
+            server,
+            task,
+            now_ms,
+            ids,
+        } => {
+            let mut st = conn
+                .prepare_cached(sql::MARK_BULK)
+                .map_err(write_error("recording a bulk upload"))?;
+            for id in ids {
+                st.execute(params![task, now_ms, id, server])
+                    .map_err(write_error("recording a bulk upload"))?;
+            }
+            Ok(Written::Outbox(ids.len() as u64))
+        }
+        ClaimsWrite::Release => conn
+            .prepare_cached(sql::RELEASE_CLAIM_LEASES)
+            .and_then(|mut st| st.execute(params![Option::<String>::None]))
+            .map(|n| Written::Outbox(n as u64))
+            .map_err(write_error("releasing cloud claim leases")),
+        ClaimsWrite::Retry { state, now_ms } => conn
+            .prepare_cached(sql::RETRY_CLAIMS)
+            .and_then(|mut st| st.execute(params![now_ms, state]))
+            .map(|n| Written::Outbox(n as u64))
+            .map_err(write_error("re-queueing cloud claims")),
+    }
+}
+
+/// A [`ClaimRow`] from the columns of `sql::claim_columns`, in order.
+fn claim_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRow> {
+    Ok(ClaimRow {
+        id: r.get(0)?,
+        enrollment_id: r.get(1)?,
+        serial: r.get(2)?,
+        action: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        last_error: r.get(7)?,
+        claimed_by: r.get(8)?,
+        bulk_task: r.get(9)?,
+        cloud_id: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
 }
 
 /// A [`Delivery`] from the columns of `sql::delivery_columns`, in order.
@@ -900,6 +1039,7 @@ mod tests {
             include_str!("../../migrations/sqlite/0007_claims.sql"),
             include_str!("../../migrations/sqlite/0008_work_orders.sql"),
             include_str!("../../migrations/sqlite/0009_hook_deliveries.sql"),
+            include_str!("../../migrations/sqlite/0010_claims_open.sql"),
         ] {
             conn.execute_batch(migration).unwrap();
         }
