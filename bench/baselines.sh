@@ -23,7 +23,7 @@
 #                      with openssl in the work dir; the fleet uses --ca-cert, keeps its
 #                      connections alive and resumes TLS sessions); compare with a TLS=0 run
 #   WEBHOOKS [0]       1: an event webhook (deployed, failed) to a local receiver
-#                      (bench/hook_receiver.py, verifies every signature); compare with a
+#                      (`pep-server --example webhook_receiver`, verifies every signature); compare with a
 #                      WEBHOOKS=0 run (issue #17: the rate with webhooks stays >= 70 %)
 #   CLOUD [off]        each | bulk: claim every deployed gateway in the cloud stand-in
 #                      (`cloud-standin`, started per run; see bench/lib.sh); compare with a

@@ -12,7 +12,9 @@
 # and `key`, and the fleet talks https with `--ca-cert` (it keeps its connections alive and
 # resumes TLS sessions, as workstations would). The server must have the `[tls]` settings.
 # WEBHOOKS [0]: 1 adds an event webhook (`[[hooks.events]]`, deployed + failed) to each run's
-# server, received by bench/hook_receiver.py on 127.0.0.1 (it verifies every signature); the
+# server, received by `pep-server --example webhook_receiver` (release build) on 127.0.0.1 (it
+# verifies every signature and counts the events by ID; bench/hook_receiver.py is the same in
+# Python, slower than the server on these two cores); the
 # rate then includes writing the outbox and sending it. stop_server prints what the receiver got.
 # The server must have the `[hooks]` settings.
 # CLOUD [off]: `each` or `bulk` claims every deployed gateway in the device-management cloud
@@ -96,6 +98,9 @@ esac
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== building release binaries (pep-server, pep-fleet)"
 (cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen "${BUILD_CLOUD[@]}")
+if [[ "$WEBHOOKS" == 1 ]]; then
+    (cd "$ROOT" && cargo build --release --quiet -p pep-server --example webhook_receiver)
+fi
 if [[ "$HOOK" == 1 ]]; then
     (cd "$ROOT" && cargo build --release --quiet -p pep-server --example hook_receiver)
     openssl rand -hex 32 > "$WORK/hook.secret"; chmod 600 "$WORK/hook.secret"
@@ -134,13 +139,15 @@ start_server() {
     if [[ "$TLS" == 1 ]]; then printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/tls/server.pem" "$WORK/tls/server.key" >> "$dir/pep.toml"; fi
     if [[ "$WEBHOOKS" == 1 ]]; then
         openssl rand -hex 32 > "$dir/hook.secret"; chmod 600 "$dir/hook.secret"
-        python3 "$ROOT/bench/hook_receiver.py" "$dir/hook.secret" "$dir/hook.port" "$dir/hook.count" &
+        "$BIN/examples/webhook_receiver" "$dir/hook.secret" "$dir/hook.count" > "$dir/webhook.out" 2> "$dir/webhook.err" &
         WEBHOOK_PID=$!
         WEBHOOK_COUNT="$dir/hook.count"
-        for _ in $(seq 1 50); do [[ -s "$dir/hook.port" ]] && break; sleep 0.1; done
-        [[ -s "$dir/hook.port" ]] || { echo "bench/hook_receiver.py did not start"; exit 1; }
-        printf '\n[[hooks.events]]\nname = "bench"\nurl = "http://127.0.0.1:%s/hook"\nevents = ["deployed", "failed"]\nsecret_file = "%s"\n' \
-            "$(cat "$dir/hook.port")" "$dir/hook.secret" >> "$dir/pep.toml"
+        for _ in $(seq 1 100); do grep -q '^listening on ' "$dir/webhook.out" 2>/dev/null && break; sleep 0.1; done
+        local webhook_addr
+        webhook_addr="$(sed -n 's/^listening on //p' "$dir/webhook.out")"
+        [[ -n "$webhook_addr" ]] || { echo "the webhook receiver did not start:"; cat "$dir/webhook.err"; exit 1; }
+        printf '\n[[hooks.events]]\nname = "bench"\nurl = "http://%s/hook"\nevents = ["deployed", "failed"]\nsecret_file = "%s"\n' \
+            "$webhook_addr" "$dir/hook.secret" >> "$dir/pep.toml"
     fi
     if [[ "$CLOUD" != off ]]; then start_cloud "$dir"; fi
     if [[ -n "$SERVER_LOG" ]]; then export RUST_LOG="$SERVER_LOG"; else unset RUST_LOG; fi
