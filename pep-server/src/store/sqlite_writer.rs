@@ -1046,6 +1046,30 @@ mod tests {
         conn
     }
 
+    /// The outbox scans read their partial index in due order and stop at the LIMIT: no sort of
+    /// the whole backlog (a temporary B-tree) at every round.
+    #[test]
+    fn outbox_scans_read_their_partial_index_in_order() {
+        let conn = schema();
+        for (statement, index) in [
+            (sql::TAKE_CLAIMS_SQLITE, "claims_open"),
+            (sql::CLAIM_DELIVERIES_SQLITE, "hook_deliveries_open"),
+        ] {
+            let mut st = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+                .unwrap();
+            // Unbound parameters are NULL: the plan does not depend on them.
+            let mut rows = st.raw_query();
+            let mut plan = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                plan.push(row.get::<_, String>(3).unwrap());
+            }
+            let plan = plan.join("\n");
+            assert!(plan.contains(&format!("USING INDEX {index}")), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
+
     fn attempt(serial: &str) -> Write {
         let text = |s: &str| crate::model::FieldText::new(s.to_owned()).unwrap();
         let url = |s: &str| crate::model::HttpUrl::new(s.to_owned()).unwrap();
