@@ -99,8 +99,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     responses(
         (status = 200, description = "The metrics.", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::AuthErrors,
     ),
 )]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
