@@ -14,11 +14,10 @@
 //! are appended to the default chain (`server_id = ''`, the chain of SQLite). The source is read in one consistent snapshot; stop the servers using
 //! it first.
 
-use sqlx::{Postgres, Sqlite, Transaction};
-
 // The rows as both schemas type them: every column the two share (an identity's `server_id` is
 // not read: only in-flight rows have one, and they arrive failed).
 use super::chain::{ChainHead, DEFAULT_CHAIN};
+use super::tx::{Tx, on_tx};
 use super::{
     AuditKeys, ChainRow, Checkpoint, DetailRow as IdentityRow, IdentityState, NewAudit, Store,
     StoreError, now_ms, q,
@@ -133,28 +132,6 @@ macro_rules! names {
     };
 }
 
-/// An open transaction on either backend.
-enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-/// Runs `$body` with `$conn` bound to the transaction's connection, on either backend.
-macro_rules! on_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-            Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-        }
-    };
-}
-
 /// `$1, $2, …, $n` (both backends, see `store::sql`).
 fn placeholders(n: usize) -> String {
     (1..=n)
@@ -182,24 +159,15 @@ impl Tx {
     }
 
     /// A write transaction on the target that keeps servers out while it runs.
-    async fn begin_write(store: &Store) -> Result<Tx, StoreError> {
-        let context = "starting the write transaction on the target";
-        Ok(match store {
-            Store::Sqlite(s) => Tx::Sqlite(
-                s.pool()
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(q(context))?,
-            ),
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await.map_err(q(context))?;
-                sqlx::query("LOCK TABLE identities, audit IN EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("locking the target tables"))?;
-                Tx::Postgres(tx)
-            }
-        })
+    async fn begin_locked(store: &Store) -> Result<Tx, StoreError> {
+        let mut tx = Tx::begin_write(store, "starting the write transaction on the target").await?;
+        if let Tx::Postgres(tx) = &mut tx {
+            sqlx::query("LOCK TABLE identities, audit IN EXCLUSIVE MODE")
+                .execute(&mut **tx)
+                .await
+                .map_err(q("locking the target tables"))?;
+        }
+        Ok(tx)
     }
 
     async fn count(&mut self, table: &'static str) -> Result<i64, StoreError> {
@@ -408,14 +376,6 @@ impl Tx {
         }
         Ok(())
     }
-
-    async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
-        }
-        .map_err(q("committing"))
-    }
 }
 
 /// An `orders` row, every column.
@@ -564,7 +524,7 @@ async fn copy_orders(source: &mut Tx, target: &mut Tx) -> Result<(), StoreError>
 /// In-flight identities arrive failed with an `interrupted` audit row. On any error nothing is
 /// written to `to` (one transaction).
 pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, StoreError> {
-    let mut target = Tx::begin_write(to).await?;
+    let mut target = Tx::begin_locked(to).await?;
     let identities = target.count("identities").await?;
     let audit = target.count("audit").await?;
     if identities > 0 || audit > 0 {
@@ -685,7 +645,7 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         }
     }
     copy_orders(&mut source, &mut target).await?;
-    source.commit().await?;
+    source.commit("committing").await?;
 
     target.advance_sequences().await?;
     let mut head = target.default_head().await?;
@@ -694,6 +654,6 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
             .append_audit(&mut head, &NewAudit::recovered(now, keys, *state, error))
             .await?;
     }
-    target.commit().await?;
+    target.commit("committing").await?;
     Ok(report)
 }
