@@ -14,7 +14,6 @@
 //! from `secret_file`, kept zeroized, and never logged, stored or answered. One `reqwest` client
 //! is shared by every request (its connection pool keeps the hook's connection warm).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -23,7 +22,8 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::config::{FailurePolicy, HooksConfig};
-use crate::model::{Category, FieldText, GatewayParams, HttpUrl};
+use crate::model::{Defaulted, FieldText, GatewayParams};
+use crate::orders::{Product, ProductColumns};
 
 /// The header carrying the signature, `sha256=` + lower-case hex.
 pub const SIGNATURE_HEADER: &str = "X-Pep-Signature";
@@ -119,12 +119,7 @@ struct IdentityFields {
 /// Identity fields the hook set, checked: they replace the request's (the MES decides).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookIdentity {
-    hardware_version: Option<FieldText>,
-    radio_config: Option<FieldText>,
-    led_config: Option<FieldText>,
-    category: Option<Category>,
-    api_address: Option<HttpUrl>,
-    gateway_services_address: Option<HttpUrl>,
+    product: Product,
     verification_key: Option<FieldText>,
 }
 
@@ -133,24 +128,23 @@ impl IdentityFields {
         let bad = |name: &str, e: &dyn std::fmt::Display| {
             HookFailure::BadAnswer(format!("identity.{name} {e}"))
         };
-        let text = |name: &str, v: Option<String>| {
-            v.map(FieldText::new).transpose().map_err(|e| bad(name, &e))
-        };
-        let url = |name: &str, v: Option<String>| {
-            v.map(HttpUrl::new).transpose().map_err(|e| bad(name, &e))
-        };
+        let product = ProductColumns {
+            hardware_version: self.hardware_version,
+            radio_config: self.radio_config,
+            led_config: self.led_config,
+            category: self.category,
+            api_address: self.api_address,
+            gateway_services_address: self.gateway_services_address,
+        }
+        .check(|name, e| bad(name.api, e))?;
+        let verification_key = self
+            .verification_key
+            .map(FieldText::new)
+            .transpose()
+            .map_err(|e| bad("verificationKey", &e))?;
         Ok(HookIdentity {
-            hardware_version: text("hardwareVersion", self.hardware_version)?,
-            radio_config: text("radioConfig", self.radio_config)?,
-            led_config: text("ledConfig", self.led_config)?,
-            category: self
-                .category
-                .map(|c| Category::from_str(&c))
-                .transpose()
-                .map_err(|e| bad("category", &e))?,
-            api_address: url("apiAddress", self.api_address)?,
-            gateway_services_address: url("gatewayServicesAddress", self.gateway_services_address)?,
-            verification_key: text("verificationKey", self.verification_key)?,
+            product,
+            verification_key,
         })
     }
 }
@@ -158,20 +152,7 @@ impl IdentityFields {
 impl HookIdentity {
     /// Sets the fields the hook gave on `params`.
     pub fn apply(self, params: &mut GatewayParams) {
-        fn put<T>(v: Option<T>, field: &mut T) {
-            if let Some(v) = v {
-                *field = v;
-            }
-        }
-        put(self.hardware_version, &mut params.hardware_version);
-        put(self.radio_config, &mut params.radio_config);
-        put(self.led_config, &mut params.led_config);
-        put(self.category, &mut params.category);
-        put(self.api_address, &mut params.api_address);
-        put(
-            self.gateway_services_address,
-            &mut params.gateway_services_address,
-        );
+        self.product.fill_where(Defaulted::ALL, params);
         if self.verification_key.is_some() {
             params.verification_key = self.verification_key;
         }
@@ -345,6 +326,7 @@ impl PreProvisionHook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Category;
 
     #[test]
     fn signatures_verify_and_refuse_changes() {
@@ -391,7 +373,7 @@ mod tests {
             serde_json::from_str(r#"{"hardwareVersion":"rev-b","category":"development"}"#)
                 .unwrap();
         let id = f.check().unwrap();
-        assert_eq!(id.category, Some(Category::Development));
+        assert_eq!(id.product.category, Some(Category::Development));
         let f: IdentityFields = serde_json::from_str(r#"{"apiAddress":"ftp://x"}"#).unwrap();
         let e = f.check().unwrap_err().to_string();
         assert!(

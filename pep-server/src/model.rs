@@ -294,6 +294,18 @@ pub struct Defaulted {
     pub category: bool,
 }
 
+impl Defaulted {
+    /// Every product field (a pre-provisioning hook's answer replaces any of them).
+    pub const ALL: Defaulted = Defaulted {
+        api_address: true,
+        gateway_services_address: true,
+        hardware_version: true,
+        radio_config: true,
+        led_config: true,
+        category: true,
+    };
+}
+
 /// What a request leaves out: `[defaults]` and `device.hardware_version` of the configuration,
 /// checked once when the provisioner starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
