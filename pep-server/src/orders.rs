@@ -97,24 +97,7 @@ impl OrderId {
     }
 }
 
-impl TryFrom<String> for OrderId {
-    type Error = InvalidOrder;
-    fn try_from(id: String) -> Result<OrderId, InvalidOrder> {
-        OrderId::new(id)
-    }
-}
-
-impl From<OrderId> for String {
-    fn from(id: OrderId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::model::text_newtype!(OrderId => InvalidOrder);
 
 /// Whether an order still admits its serials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
