@@ -46,15 +46,32 @@ fn serial_param(params: &QueryParams) -> Result<String, ApiError> {
     Ok(serial.to_owned())
 }
 
-fn text_plain(body: String) -> Response {
+/// `body` answered with `content_type`.
+pub(super) fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
     )
         .into_response()
+}
+
+/// A download: `body` as the attachment `disposition` names, of `content_type`.
+fn attachment(content_type: &'static str, disposition: &'static str, body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static(disposition),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn text_plain(body: String) -> Response {
+    typed("text/plain; charset=utf-8", body)
 }
 
 /// The text answer of a lookup by serial: the value found, else 404 saying `missing(serial)`.
@@ -300,14 +317,7 @@ pub(super) fn hal_page(
     if let Some((name, value)) = extra {
         body.insert(name.into(), value);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/hal+json"),
-        )],
-        Value::Object(body).to_string(),
-    )
-        .into_response()
+    typed("application/hal+json", Value::Object(body).to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,20 +387,11 @@ fn download(state: &AppState, format: &'static Format) -> Response {
             }
         }
     });
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static(format.disposition),
-            ),
-        ],
+    attachment(
+        format.content_type,
+        format.disposition,
         Body::from_stream(stream),
     )
-        .into_response()
 }
 
 /// A gateway's cell in the enrollment-ID CSV.
@@ -508,20 +509,11 @@ fn download_revoked(state: &AppState) -> Response {
             }
         }
     });
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(CSV.content_type),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"revoked_enrollment_ids.csv\""),
-            ),
-        ],
+    attachment(
+        CSV.content_type,
+        "attachment; filename=\"revoked_enrollment_ids.csv\"",
         Body::from_stream(stream),
     )
-        .into_response()
 }
 
 /// `GET /v3/inventory.json` (`read` role): every deployed gateway, oldest first, as one JSON array
