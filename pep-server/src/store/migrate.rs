@@ -132,6 +132,18 @@ macro_rules! names {
     };
 }
 
+/// `INSERT INTO table (columns) VALUES ($1, …)` of a copied row; `with_id`: the row's id follows
+/// the columns (the column lists shared with the servers' own statements leave it out).
+fn insert_sql(table: &str, columns: &[&str], with_id: bool) -> String {
+    let id = if with_id { ", id" } else { "" };
+    let n = columns.len() + usize::from(with_id);
+    format!(
+        "INSERT INTO {table} ({}{id}) VALUES ({})",
+        columns.join(", "),
+        placeholders(n)
+    )
+}
+
 /// `$1, $2, …, $n` (both backends, see `store::sql`).
 fn placeholders(n: usize) -> String {
     (1..=n)
@@ -200,12 +212,7 @@ impl Tx {
     }
 
     async fn insert_identity(&mut self, r: &IdentityRow) -> Result<(), StoreError> {
-        let columns = identity_columns!(names!());
-        let sql = format!(
-            "INSERT INTO identities ({}) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len())
-        );
+        let sql = insert_sql("identities", &identity_columns!(names!()), false);
         on_tx!(self, conn => {
             identity_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .execute(conn)
@@ -248,12 +255,7 @@ impl Tx {
 
     /// Inserts a copied checkpoint with its id.
     async fn insert_checkpoint(&mut self, r: &Checkpoint) -> Result<(), StoreError> {
-        let columns = checkpoint_columns!(names!());
-        let sql = format!(
-            "INSERT INTO audit_checkpoints ({}, id) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len() + 1)
-        );
+        let sql = insert_sql("audit_checkpoints", &checkpoint_columns!(names!()), true);
         on_tx!(self, conn => {
             checkpoint_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .bind(r.id)
@@ -281,12 +283,7 @@ impl Tx {
 
     /// Inserts a copied history row with its id.
     async fn insert_history(&mut self, r: &HistoryCopy) -> Result<(), StoreError> {
-        let columns = history_columns!(names!());
-        let sql = format!(
-            "INSERT INTO identity_history ({}) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len())
-        );
+        let sql = insert_sql("identity_history", &history_columns!(names!()), false);
         on_tx!(self, conn => {
             history_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .execute(conn)
@@ -319,12 +316,7 @@ impl Tx {
 
     /// Inserts a copied audit row with its id.
     async fn insert_audit(&mut self, r: &ChainRow) -> Result<(), StoreError> {
-        let columns = audit_columns!(names!());
-        let sql = format!(
-            "INSERT INTO audit ({}, id) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len() + 1)
-        );
+        let sql = insert_sql("audit", &audit_columns!(names!()), true);
         on_tx!(self, conn => {
             audit_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .bind(r.id)
