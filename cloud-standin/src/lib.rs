@@ -300,7 +300,7 @@ impl axum::serve::Listener for DownSwitch {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let single = Router::new()
         .route(
             "/v3/device-enrollments",
             post(claim_one).get(list_enrollments),
@@ -308,23 +308,21 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v3/device-enrollments/{id}",
             get(get_enrollment).delete(delete_enrollment),
-        )
-        .route(
-            "/v3/device-enrollments-bulk-uploads",
-            post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| bulk(s, h, b, BulkKind::Upload)),
-        )
-        .route(
-            "/v3/device-enrollments-bulk-uploads/{id}",
-            get(|s: State<Arc<Shared>>, p: Path<String>| poll(s, p, BulkKind::Upload)),
-        )
-        .route(
-            "/v3/device-enrollments-bulk-deletes",
-            post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| bulk(s, h, b, BulkKind::Delete)),
-        )
-        .route(
-            "/v3/device-enrollments-bulk-deletes/{id}",
-            get(|s: State<Arc<Shared>>, p: Path<String>| poll(s, p, BulkKind::Delete)),
-        )
+        );
+    // The bulk uploads and the bulk deletes: the same two routes, one kind each.
+    [(BulkKind::Upload, "uploads"), (BulkKind::Delete, "deletes")]
+        .into_iter()
+        .fold(single, |router, (kind, path)| {
+            router
+                .route(
+                    &format!("/v3/device-enrollments-bulk-{path}"),
+                    post(move |s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| bulk(s, h, b, kind)),
+                )
+                .route(
+                    &format!("/v3/device-enrollments-bulk-{path}/{{id}}"),
+                    get(move |s: State<Arc<Shared>>, p: Path<String>| poll(s, p, kind)),
+                )
+        })
         .route("/downloads/{task}/{report}", get(report))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),

@@ -303,6 +303,21 @@ fn certificate_key(
         .ok_or_else(|| bad_cert("the public key is not a valid P-256 point"))
 }
 
+/// The extension `oid` of `tbs` decoded, if present; a bad encoding is `"name: why"`.
+fn decoded_extension<'a, T: Decode<'a>>(
+    tbs: &'a x509_cert::TbsCertificate,
+    oid: const_oid::ObjectIdentifier,
+    name: &str,
+) -> Result<Option<T>, String> {
+    tbs.extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == oid)
+        .map(|e| T::from_der(e.extn_value.as_bytes()))
+        .transpose()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
 /// Checks the CA certificate is a CA, within its validity, and prepares what issuing needs.
 fn ca_parts(
     chain: Vec<Vec<u8>>,
@@ -317,55 +332,42 @@ fn ca_parts(
         detail: detail.to_owned(),
     };
     // A CA that may sign certificates.
-    let extension = |oid| {
-        tbs.extensions
-            .iter()
-            .flatten()
-            .find(|e| e.extn_id == oid)
-            .map(|e| e.extn_value.as_bytes())
+    let basic: Option<BasicConstraints> =
+        decoded_extension(tbs, ID_CE_BASIC_CONSTRAINTS, "basicConstraints")
+            .map_err(|e| bad_cert(&e))?;
+    let not_ca = |reason| CaError::NotCa {
+        file: cert_file.to_owned(),
+        reason,
     };
-    let basic = extension(ID_CE_BASIC_CONSTRAINTS)
-        .map(BasicConstraints::from_der)
-        .transpose()
-        .map_err(|e| bad_cert(&format!("basicConstraints: {e}")))?;
     match basic {
         None => {
-            return Err(CaError::NotCa {
-                file: cert_file.to_owned(),
-                reason: "it has no basicConstraints extension (CA:TRUE is required)",
-            });
+            return Err(not_ca(
+                "it has no basicConstraints extension (CA:TRUE is required)",
+            ));
         }
-        Some(b) if !b.ca => {
-            return Err(CaError::NotCa {
-                file: cert_file.to_owned(),
-                reason: "basicConstraints says CA:FALSE",
-            });
-        }
+        Some(b) if !b.ca => return Err(not_ca("basicConstraints says CA:FALSE")),
         Some(_) => {}
     }
-    let usage = extension(ID_CE_KEY_USAGE)
-        .map(KeyUsage::from_der)
-        .transpose()
-        .map_err(|e| bad_cert(&format!("keyUsage: {e}")))?;
+    let usage: Option<KeyUsage> =
+        decoded_extension(tbs, ID_CE_KEY_USAGE, "keyUsage").map_err(|e| bad_cert(&e))?;
+    let no_key_cert_sign = |reason| CaError::NoKeyCertSign {
+        file: cert_file.to_owned(),
+        reason,
+    };
     match usage {
         None => {
-            return Err(CaError::NoKeyCertSign {
-                file: cert_file.to_owned(),
-                reason: "it has no keyUsage extension (keyCertSign is required)",
-            });
+            return Err(no_key_cert_sign(
+                "it has no keyUsage extension (keyCertSign is required)",
+            ));
         }
         Some(u) if !u.key_cert_sign() => {
-            return Err(CaError::NoKeyCertSign {
-                file: cert_file.to_owned(),
-                reason: "its keyUsage lacks keyCertSign",
-            });
+            return Err(no_key_cert_sign("its keyUsage lacks keyCertSign"));
         }
         Some(_) => {}
     }
-    let ski = extension(ID_CE_SUBJECT_KEY_IDENTIFIER)
-        .map(SubjectKeyIdentifier::from_der)
-        .transpose()
-        .map_err(|e| bad_cert(&format!("subjectKeyIdentifier: {e}")))?;
+    let ski: Option<SubjectKeyIdentifier> =
+        decoded_extension(tbs, ID_CE_SUBJECT_KEY_IDENTIFIER, "subjectKeyIdentifier")
+            .map_err(|e| bad_cert(&e))?;
 
     // Within its validity.
     let time = |t: x509_cert::time::Time| {

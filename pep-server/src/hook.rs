@@ -14,16 +14,16 @@
 //! from `secret_file`, kept zeroized, and never logged, stored or answered. One `reqwest` client
 //! is shared by every request (its connection pool keeps the hook's connection warm).
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use ring::hmac;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::config::{FailurePolicy, HooksConfig};
-use crate::model::{Category, FieldText, GatewayParams, HttpUrl};
+use crate::hooks::sign::{timestamped_mac, timestamped_mac_matches};
+use crate::model::{Defaulted, FieldText, GatewayParams};
+use crate::orders::{Product, ProductColumns};
 
 /// The header carrying the signature, `sha256=` + lower-case hex.
 pub const SIGNATURE_HEADER: &str = "X-Pep-Signature";
@@ -35,23 +35,13 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub const REPLAY_WINDOW_S: i64 = 300;
 
 /// HMAC-SHA256 of `timestamp` + `.` + `body` with `secret`, as the signature header carries it
-/// (`sha256=` + hex).
+/// (`sha256=` + hex). The MAC is the event webhooks' ([`crate::hooks::sign::timestamped_mac`]).
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => unreachable_hmac(),
-    };
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// HMAC accepts every key length (RFC 2104); the error type exists for other MACs.
-#[cold]
-fn unreachable_hmac() -> ! {
-    panic!("HMAC-SHA256 refused a key, which RFC 2104 allows of any length")
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    format!(
+        "sha256={}",
+        hex::encode(timestamped_mac(&key, timestamp, body).as_ref())
+    )
 }
 
 /// Checks a signature header as a receiver does: the right MAC (compared in constant time) and a
@@ -69,13 +59,8 @@ pub fn verify(secret: &[u8], timestamp: &str, body: &[u8], header: &str, now: i6
     let Ok(given) = hex::decode(hex_mac) else {
         return false;
     };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(ts.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&given).is_ok()
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    timestamped_mac_matches(&key, ts, body, &given)
 }
 
 /// What pep asks the hook (the JSON body).
@@ -119,12 +104,7 @@ struct IdentityFields {
 /// Identity fields the hook set, checked: they replace the request's (the MES decides).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookIdentity {
-    hardware_version: Option<FieldText>,
-    radio_config: Option<FieldText>,
-    led_config: Option<FieldText>,
-    category: Option<Category>,
-    api_address: Option<HttpUrl>,
-    gateway_services_address: Option<HttpUrl>,
+    product: Product,
     verification_key: Option<FieldText>,
 }
 
@@ -133,24 +113,23 @@ impl IdentityFields {
         let bad = |name: &str, e: &dyn std::fmt::Display| {
             HookFailure::BadAnswer(format!("identity.{name} {e}"))
         };
-        let text = |name: &str, v: Option<String>| {
-            v.map(FieldText::new).transpose().map_err(|e| bad(name, &e))
-        };
-        let url = |name: &str, v: Option<String>| {
-            v.map(HttpUrl::new).transpose().map_err(|e| bad(name, &e))
-        };
+        let product = ProductColumns {
+            hardware_version: self.hardware_version,
+            radio_config: self.radio_config,
+            led_config: self.led_config,
+            category: self.category,
+            api_address: self.api_address,
+            gateway_services_address: self.gateway_services_address,
+        }
+        .check(|name, e| bad(name.api, e))?;
+        let verification_key = self
+            .verification_key
+            .map(FieldText::new)
+            .transpose()
+            .map_err(|e| bad("verificationKey", &e))?;
         Ok(HookIdentity {
-            hardware_version: text("hardwareVersion", self.hardware_version)?,
-            radio_config: text("radioConfig", self.radio_config)?,
-            led_config: text("ledConfig", self.led_config)?,
-            category: self
-                .category
-                .map(|c| Category::from_str(&c))
-                .transpose()
-                .map_err(|e| bad("category", &e))?,
-            api_address: url("apiAddress", self.api_address)?,
-            gateway_services_address: url("gatewayServicesAddress", self.gateway_services_address)?,
-            verification_key: text("verificationKey", self.verification_key)?,
+            product,
+            verification_key,
         })
     }
 }
@@ -158,20 +137,7 @@ impl IdentityFields {
 impl HookIdentity {
     /// Sets the fields the hook gave on `params`.
     pub fn apply(self, params: &mut GatewayParams) {
-        fn put<T>(v: Option<T>, field: &mut T) {
-            if let Some(v) = v {
-                *field = v;
-            }
-        }
-        put(self.hardware_version, &mut params.hardware_version);
-        put(self.radio_config, &mut params.radio_config);
-        put(self.led_config, &mut params.led_config);
-        put(self.category, &mut params.category);
-        put(self.api_address, &mut params.api_address);
-        put(
-            self.gateway_services_address,
-            &mut params.gateway_services_address,
-        );
+        self.product.fill_where(Defaulted::ALL, params);
         if self.verification_key.is_some() {
             params.verification_key = self.verification_key;
         }
@@ -345,6 +311,7 @@ impl PreProvisionHook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Category;
 
     #[test]
     fn signatures_verify_and_refuse_changes() {
@@ -377,10 +344,10 @@ mod tests {
     /// RFC 4231 test case 2 ("Jefe"), through the same HMAC: the construction is the standard one.
     #[test]
     fn hmac_is_rfc_4231() {
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
-        mac.update(b"what do ya want for nothing?");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
+        let mac = hmac::sign(&key, b"what do ya want for nothing?");
         assert_eq!(
-            hex::encode(mac.finalize().into_bytes()),
+            hex::encode(mac.as_ref()),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
@@ -391,7 +358,7 @@ mod tests {
             serde_json::from_str(r#"{"hardwareVersion":"rev-b","category":"development"}"#)
                 .unwrap();
         let id = f.check().unwrap();
-        assert_eq!(id.category, Some(Category::Development));
+        assert_eq!(id.product.category, Some(Category::Development));
         let f: IdentityFields = serde_json::from_str(r#"{"apiAddress":"ftp://x"}"#).unwrap();
         let e = f.check().unwrap_err().to_string();
         assert!(

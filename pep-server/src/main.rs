@@ -418,20 +418,22 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The runtime of a one-shot command (one thread); `None`, said on stderr, if it cannot start.
+fn command_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("pep-server: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 /// `migrate-store`: copies the store at `from` into the empty store at `to`; a summary on stdout,
 /// exit 1 (and nothing written to the target) on any error.
 fn migrate_store(from: &str, to: &str) -> ExitCode {
     use pep_server::store::{StoreOptions, default_server_id};
     init_tracing(LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pep-server: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = command_runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         // Its own server id: opening a shared source never recovers a live server's attempts.
@@ -475,15 +477,8 @@ fn migrate_store(from: &str, to: &str) -> ExitCode {
 /// `audit verify` and `audit export`.
 fn audit_command(command: AuditCommand, config: Option<PathBuf>) -> ExitCode {
     init_tracing(LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pep-server: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = command_runtime() else {
+        return ExitCode::from(2);
     };
     match command {
         AuditCommand::Verify {
@@ -762,15 +757,8 @@ const CLOUD_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(35)
 /// `cloud sync [--dry-run]` and `cloud retry --state`.
 fn cloud_command(config: &Config, command: CloudCommand) -> ExitCode {
     init_tracing(LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pep-server: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = command_runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(cloud_command_async(config, command)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,6 @@
 //! unicast FCC address (IPv4 or IPv6), http(s) URLs, bounded free text and a [`Category`]. The error texts are
 //! the API's (`parameter `X` …` answers name the field and say what was wrong).
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
@@ -89,25 +88,6 @@ impl RequestKey {
     /// The key.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl TryFrom<String> for RequestKey {
-    type Error = InvalidField;
-    fn try_from(key: String) -> Result<RequestKey, InvalidField> {
-        RequestKey::new(key)
-    }
-}
-
-impl From<RequestKey> for String {
-    fn from(key: RequestKey) -> String {
-        key.0
-    }
-}
-
-impl fmt::Display for RequestKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -189,6 +169,8 @@ impl HttpUrl {
     }
 }
 
+/// The conversions of a checked text type: `TryFrom<String>` through its `new`, back to
+/// `String`, `AsRef<str>`, `Display` and comparison with `str`, all by its `as_str`.
 macro_rules! text_newtype {
     ($($t:ty => $err:ty),*) => {$(
         impl TryFrom<String> for $t {
@@ -207,8 +189,8 @@ macro_rules! text_newtype {
                 self.as_str()
             }
         }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
@@ -224,7 +206,8 @@ macro_rules! text_newtype {
         }
     )*};
 }
-text_newtype!(FieldText => TextError, HttpUrl => UrlError);
+text_newtype!(FieldText => TextError, HttpUrl => UrlError, RequestKey => InvalidField);
+pub(crate) use text_newtype;
 
 /// Serde for the `pep-ca` text types (which have no serde of their own): as their text.
 pub(crate) mod as_text {
@@ -292,6 +275,18 @@ pub struct Defaulted {
     pub led_config: bool,
     /// `category`.
     pub category: bool,
+}
+
+impl Defaulted {
+    /// Every product field (a pre-provisioning hook's answer replaces any of them).
+    pub const ALL: Defaulted = Defaulted {
+        api_address: true,
+        gateway_services_address: true,
+        hardware_version: true,
+        radio_config: true,
+        led_config: true,
+        category: true,
+    };
 }
 
 /// What a request leaves out: `[defaults]` and `device.hardware_version` of the configuration,

@@ -22,7 +22,7 @@ use std::str::FromStr;
 use pep_ca::EndpointName;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Category, FieldText, GatewayParams, HttpUrl};
+use crate::model::{Category, Defaulted, FieldText, GatewayParams, HttpUrl};
 
 /// Most serials one CSV upload may hold.
 pub const MAX_CSV_SERIALS: u64 = 1_000_000;
@@ -97,24 +97,7 @@ impl OrderId {
     }
 }
 
-impl TryFrom<String> for OrderId {
-    type Error = InvalidOrder;
-    fn try_from(id: String) -> Result<OrderId, InvalidOrder> {
-        OrderId::new(id)
-    }
-}
-
-impl From<OrderId> for String {
-    fn from(id: OrderId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::model::text_newtype!(OrderId => InvalidOrder);
 
 /// Whether an order still admits its serials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -155,12 +138,17 @@ impl Product {
     /// Fills the fields `params` left to `[defaults]` with this product's (the request's own
     /// fields win, then the order's product, then `[defaults]`).
     pub fn fill(&self, params: &mut GatewayParams) {
-        let d = params.defaulted;
-        fn put<T: Clone>(default: bool, product: &Option<T>, field: &mut T) {
-            if let (true, Some(v)) = (default, product) {
+        self.fill_where(params.defaulted, params);
+    }
+
+    /// Replaces the fields of `params` that `which` marks with this product's, where it sets them.
+    pub(crate) fn fill_where(&self, which: Defaulted, params: &mut GatewayParams) {
+        fn put<T: Clone>(replace: bool, product: &Option<T>, field: &mut T) {
+            if let (true, Some(v)) = (replace, product) {
                 *field = v.clone();
             }
         }
+        let d = which;
         put(d.api_address, &self.api_address, &mut params.api_address);
         put(
             d.gateway_services_address,
@@ -180,29 +168,55 @@ impl Product {
     /// From the stored columns (checked when the order was created; a value that no longer
     /// passes is named).
     pub(crate) fn from_columns(columns: ProductColumns) -> Result<Product, String> {
-        let text = |what: &str, v: Option<String>| {
+        columns.check(|name, e| format!("{}: {e}", name.column))
+    }
+}
+
+/// A product field's names: in the API (`hardwareVersion`) and as its column
+/// (`hardware_version`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FieldName {
+    pub(crate) api: &'static str,
+    pub(crate) column: &'static str,
+}
+
+impl ProductColumns {
+    /// The texts checked as the request fields of the same names are; `bad` words the refusal of
+    /// the first that fails.
+    pub(crate) fn check<E>(
+        self,
+        bad: impl Fn(FieldName, &dyn fmt::Display) -> E,
+    ) -> Result<Product, E> {
+        let text = |api, column, v: Option<String>| {
             v.map(FieldText::new)
                 .transpose()
-                .map_err(|e| format!("{what}: {e}"))
+                .map_err(|e| bad(FieldName { api, column }, &e))
         };
-        let url = |what: &str, v: Option<String>| {
+        let url = |api, column, v: Option<String>| {
             v.map(HttpUrl::new)
                 .transpose()
-                .map_err(|e| format!("{what}: {e}"))
+                .map_err(|e| bad(FieldName { api, column }, &e))
         };
         Ok(Product {
-            hardware_version: text("hardware_version", columns.hardware_version)?,
-            radio_config: text("radio_config", columns.radio_config)?,
-            led_config: text("led_config", columns.led_config)?,
-            category: columns
+            hardware_version: text("hardwareVersion", "hardware_version", self.hardware_version)?,
+            radio_config: text("radioConfig", "radio_config", self.radio_config)?,
+            led_config: text("ledConfig", "led_config", self.led_config)?,
+            category: self
                 .category
                 .map(|c| Category::from_str(&c))
                 .transpose()
-                .map_err(|e| format!("category: {e}"))?,
-            api_address: url("api_address", columns.api_address)?,
+                .map_err(|e| {
+                    let name = FieldName {
+                        api: "category",
+                        column: "category",
+                    };
+                    bad(name, &e)
+                })?,
+            api_address: url("apiAddress", "api_address", self.api_address)?,
             gateway_services_address: url(
+                "gatewayServicesAddress",
                 "gateway_services_address",
-                columns.gateway_services_address,
+                self.gateway_services_address,
             )?,
         })
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::secret_file::{self, SecretReadError};
 use super::{CheckReport, path_for_people};
 
 /// The cloud's own limit on one bulk-upload file.
@@ -129,14 +130,8 @@ pub enum ApiKeyError {
     #[error("is not set: cloud claims need an API key file (mode 0600) unless mode = \"off\"")]
     Missing,
     /// The file cannot be read.
-    #[error("cannot read {}: {source}", path_for_people(.path))]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] SecretReadError),
     /// The file is not UTF-8 or its first line is empty.
     #[error("{} holds no API key (its first line is empty or not UTF-8 text)", path_for_people(.path))]
     Empty {
@@ -180,10 +175,7 @@ impl CloudConfig {
     /// able to read.
     pub fn load_api_key(&self) -> Result<ApiKey, ApiKeyError> {
         let path = self.api_key_file.as_deref().ok_or(ApiKeyError::Missing)?;
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| ApiKeyError::Read {
-            path: path.to_owned(),
-            source,
-        })?);
+        let bytes = secret_file::read(path)?;
         check_permissions(path)?;
         let empty = || ApiKeyError::Empty {
             path: path.to_owned(),
@@ -256,21 +248,14 @@ impl CloudConfig {
 }
 
 fn check_permissions(path: &Path) -> Result<(), ApiKeyError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            return Err(ApiKeyError::Permissions {
-                path: path.to_owned(),
-                mode: meta.permissions().mode() & 0o777,
-            });
-        }
+    // The key was just read: a file whose mode cannot be read now is left to the next start.
+    match secret_file::loose_mode(path) {
+        Ok(Some(mode)) => Err(ApiKeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        }),
+        Ok(None) | Err(_) => Ok(()),
     }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -232,12 +232,7 @@ impl EventHookConfig {
 
 /// The first line of `path`, without surrounding white space; never in a message.
 fn read_secret(path: &std::path::Path) -> Result<Secret, HookConfigIssue> {
-    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-        issue(
-            "secret_file",
-            format!("cannot read {}: {e}", path_for_people(path)),
-        )
-    })?);
+    let bytes = super::secret_file::read(path).map_err(|e| issue("secret_file", e.to_string()))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         issue(
             "secret_file",

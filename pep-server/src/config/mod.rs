@@ -22,6 +22,7 @@ mod check;
 pub mod cloud;
 pub mod hooks;
 pub mod preprovision;
+pub mod secret_file;
 pub mod security;
 pub mod values;
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::hooks::HooksConfig;
+use super::secret_file::{self, SecretReadError};
 use super::{CheckReport, Config, path_for_people};
 
 /// Default time the pre-provisioning hook may take to answer, ms.
@@ -53,14 +54,8 @@ pub enum HookSecretError {
     #[error("is required when hooks.pre_provision is set (a file holding the shared HMAC secret)")]
     Missing,
     /// The file cannot be read.
-    #[error("cannot read {}: {source}", path_for_people(.path))]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] SecretReadError),
     /// Group or others may read it.
     #[error("{} is readable by group or others (mode {mode:04o}): chmod 600 it", .path.display())]
     Permissions {
@@ -88,26 +83,13 @@ impl HooksConfig {
     /// not be readable by group or others.
     pub fn read_secret(&self) -> Result<Zeroizing<Vec<u8>>, HookSecretError> {
         let path = self.secret_file.as_ref().ok_or(HookSecretError::Missing)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let meta = std::fs::metadata(path).map_err(|source| HookSecretError::Read {
+        if let Some(mode) = secret_file::loose_mode(path)? {
+            return Err(HookSecretError::Permissions {
                 path: path.clone(),
-                source,
-            })?;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(HookSecretError::Permissions {
-                    path: path.clone(),
-                    mode,
-                });
-            }
+                mode,
+            });
         }
-        let bytes =
-            Zeroizing::new(std::fs::read(path).map_err(|source| HookSecretError::Read {
-                path: path.clone(),
-                source,
-            })?);
+        let bytes = secret_file::read(path)?;
         let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() < MIN_HOOK_SECRET_LEN {
@@ -251,7 +233,7 @@ mod tests {
             secret_file: Some(path.clone()),
             ..HooksConfig::default()
         };
-        assert!(matches!(h.read_secret(), Err(HookSecretError::Read { .. })));
+        assert!(matches!(h.read_secret(), Err(HookSecretError::Read(_))));
         std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = h.read_secret().unwrap_err();

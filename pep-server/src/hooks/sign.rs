@@ -41,12 +41,35 @@ impl Secret {
 
     /// The [`SIGNATURE_HEADER`] value of `body` sent at `timestamp` (unix seconds).
     pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(timestamp.to_string().as_bytes());
-        ctx.update(b".");
-        ctx.update(body);
-        format!("{VERSION}{}", hex::encode(ctx.sign().as_ref()))
+        format!(
+            "{VERSION}{}",
+            hex::encode(timestamped_mac(&self.key, timestamp, body).as_ref())
+        )
     }
+}
+
+/// HMAC-SHA256 under `key` of the timestamp's digits, a `.`, and the exact body bytes: the MAC
+/// of both of pep's signatures (this module's `v1=` of the event webhooks, and `sha256=` of the
+/// pre-provisioning hook, [`crate::hook::signature`]), whose header formats stay their own.
+pub(crate) fn timestamped_mac(key: &hmac::Key, timestamp: i64, body: &[u8]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    ctx.sign()
+}
+
+/// Whether `mac` is [`timestamped_mac`] of `timestamp` and `body` under `key` (constant-time).
+pub(crate) fn timestamped_mac_matches(
+    key: &hmac::Key,
+    timestamp: i64,
+    body: &[u8],
+    mac: &[u8],
+) -> bool {
+    let mut message = timestamp.to_string().into_bytes();
+    message.push(b'.');
+    message.extend_from_slice(body);
+    hmac::verify(key, &message, mac).is_ok()
 }
 
 /// Why [`verify`] refused a request.
@@ -94,10 +117,11 @@ pub fn verify(
         .and_then(|h| hex::decode(h).ok())
         .ok_or(VerifyError::Malformed)?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut message = timestamp.to_string().into_bytes();
-    message.push(b'.');
-    message.extend_from_slice(body);
-    hmac::verify(&key, &message, &mac).map_err(|_| VerifyError::Mismatch)
+    if timestamped_mac_matches(&key, timestamp, body, &mac) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
 }
 
 #[cfg(test)]

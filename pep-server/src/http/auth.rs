@@ -329,6 +329,32 @@ impl Principal {
     fn anonymous() -> Principal {
         Principal("anonymous".into(), SerialScope::default())
     }
+
+    /// `name@peer`: the requester as identities and the audit trail record it (`anonymous@peer`
+    /// without a principal).
+    pub(crate) fn requester(principal: Option<&Principal>, peer: std::net::SocketAddr) -> String {
+        let name = principal.map_or("anonymous", |p| p.0.as_str());
+        format!("{name}@{peer}")
+    }
+
+    /// 403 naming `serial` unless the token's scope covers it (issue #14 §3); `may` says what the
+    /// token may do (`provision only`, `act only on`) to the serials of its prefixes.
+    pub(crate) fn check_scope(&self, serial: &str, may: &str) -> Result<(), ApiError> {
+        let Principal(name, scope) = self;
+        if scope.allows(serial) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "token `{name}` may {may} serials starting with {}",
+            scope
+                .prefixes()
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with("serialNumber", serial))
+    }
 }
 
 impl Auth {

@@ -1,7 +1,5 @@
 //! `GET /v3/claims?state=`: the cloud claim outbox (issue #18), one page at a time.
 
-use std::str::FromStr;
-
 use axum::extract::{RawQuery, State};
 use axum::http::Uri;
 use axum::response::Response;
@@ -10,7 +8,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::query::QueryParams;
-use super::read::{hal_page, page_params};
+use super::read::{page_params, rows_page, state_filter};
 use crate::store::{ClaimRow, ClaimState};
 
 /// The states `GET /v3/claims` lists.
@@ -45,9 +43,7 @@ fn claim_json(r: &ClaimRow) -> Value {
     params(super::openapi::ClaimStateQuery, super::openapi::PageQuery),
     responses(
         (status = 200, description = "One page.", body = super::openapi::ClaimPage, content_type = "application/hal+json"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
     ),
 )]
 pub(super) async fn claims(
@@ -56,27 +52,23 @@ pub(super) async fn claims(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = QueryParams::parse(raw.as_deref())?;
-    let wanted = match params.get_non_empty("state")? {
-        None => None,
-        Some(text) => Some(
-            ClaimState::from_str(text)
-                .map_err(|_| ApiError::bad_param("state", format!("must be {STATES}")))?,
-        ),
-    };
+    let wanted: Option<ClaimState> = params
+        .get_non_empty("state")?
+        .map(|text| state_filter(text, STATES))
+        .transpose()?;
     let page = page_params(&params)?;
     let rows = state
         .provisioner
         .store()
         .list_claims(wanted, page.limit, page.order, page.last)
         .await
-        .map_err(|e| ApiError::internal("reading the store failed", &e))?;
-    let filter = wanted.map_or_else(String::new, |s| format!("state={s}&"));
-    Ok(hal_page(
-        uri.path(),
-        &filter,
+        .map_err(|e| ApiError::store_read(&e))?;
+    Ok(rows_page(
+        &uri,
+        wanted.map(ClaimState::as_str),
         &page,
-        rows.last().map(|r| r.id),
-        rows.iter().map(claim_json).collect(),
-        wanted.map(|s| ("state", s.as_str().into())),
+        &rows,
+        |r| r.id,
+        claim_json,
     ))
 }

@@ -1,5 +1,6 @@
 //! The one error answer of the HTTP layer: a status code and a JSON body `{"error": "...", ...}`.
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
@@ -71,6 +72,17 @@ impl ApiError {
         )
     }
 
+    /// 500: the store did not answer a read.
+    pub fn store_read(cause: &dyn std::fmt::Display) -> ApiError {
+        ApiError::internal("reading the store failed", cause)
+    }
+
+    /// 404 naming a serial number no identity has.
+    pub fn no_identity(serial: &str) -> ApiError {
+        ApiError::not_found(format!("no identity has serial number `{serial}`"))
+            .with("serialNumber", serial)
+    }
+
     /// Adds a field to the JSON body.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
         self.extra.insert(key.to_owned(), value.into());
@@ -90,6 +102,16 @@ impl ApiError {
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+/// A body that could not be read (too large, cut off) keeps the status axum gives it.
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        ApiError::new(
+            rejection.status(),
+            format!("cannot read the request body: {rejection}"),
+        )
     }
 }
 

@@ -57,8 +57,7 @@ pub struct Shutdown(pub watch::Receiver<bool>);
     security(("bearer" = []), ("floorSession" = [])),
     responses(
         (status = 200, description = "The event stream. Event data are JSON: snapshot = FloorSnapshot, attempt = FloorAttempt, counters = FloorLive.", body = String, content_type = "text/event-stream"),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::AuthErrors,
     ),
 )]
 pub async fn events(

@@ -98,7 +98,7 @@ pub async fn page(
     let offset = state.provisioner.config().time.utc_offset.minutes();
     let snap = match snapshot(state.provisioner.store(), offset).await {
         Ok(s) => s,
-        Err(e) => return ApiError::internal("reading the store failed", &e).into_response(),
+        Err(e) => return ApiError::store_read(&e).into_response(),
     };
     // The search of the no-script form; with the script, the box asks `/v3/audit` instead.
     let query = QueryParams::parse(raw.as_deref()).unwrap_or_default();

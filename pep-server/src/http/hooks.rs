@@ -1,8 +1,6 @@
 //! `GET /v3/hooks/deliveries?state=`: the webhook outbox, one page of deliveries in one state
 //! (issue #17). What a receiver got, is being retried, or was given up.
 
-use std::str::FromStr;
-
 use axum::extract::{RawQuery, State};
 use axum::http::Uri;
 use axum::response::Response;
@@ -11,7 +9,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::query::QueryParams;
-use super::read::{hal_page, page_params};
+use super::read::{page_params, required_state, rows_page};
 use crate::store::{Delivery, DeliveryState};
 
 /// The states the listing takes.
@@ -48,9 +46,7 @@ fn delivery_json(d: &Delivery) -> Value {
     params(super::openapi::DeliveryStateQuery, super::openapi::PageQuery),
     responses(
         (status = 200, description = "One page.", body = super::openapi::DeliveryPage, content_type = "application/hal+json"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
     ),
 )]
 pub(super) async fn deliveries(
@@ -59,24 +55,20 @@ pub(super) async fn deliveries(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = QueryParams::parse(raw.as_deref())?;
-    let wanted = params
-        .get("state")?
-        .ok_or_else(|| ApiError::missing_param("state"))?;
-    let wanted = DeliveryState::from_str(wanted)
-        .map_err(|_| ApiError::bad_param("state", format!("must be {STATES}")))?;
+    let wanted: DeliveryState = required_state(&params, STATES)?;
     let page = page_params(&params)?;
     let rows = state
         .provisioner
         .store()
         .list_deliveries(wanted, page.limit, page.order, page.last)
         .await
-        .map_err(|e| ApiError::internal("reading the store failed", &e))?;
-    Ok(hal_page(
-        uri.path(),
-        &format!("state={wanted}&"),
+        .map_err(|e| ApiError::store_read(&e))?;
+    Ok(rows_page(
+        &uri,
+        Some(wanted.as_str()),
         &page,
-        rows.last().map(|r| r.id),
-        rows.iter().map(delivery_json).collect(),
-        Some(("state", wanted.as_str().into())),
+        &rows,
+        |r| r.id,
+        delivery_json,
     ))
 }

@@ -33,9 +33,7 @@ use fcc_proto::FccStatus;
     params(super::openapi::IdentityRequest, super::openapi::IdempotencyKey),
     responses(
         (status = 200, description = "The gateway is provisioned (or, for a repeated request key, was provisioned by the first request with it); the body is its identity.json.", body = crate::provision::Identity),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 409, response = super::openapi::Conflict),
         (status = 422, response = super::openapi::KeyUsed),
         (status = 414, response = super::openapi::UriTooLong),
@@ -78,9 +76,7 @@ pub(super) async fn get_identity(
     responses(
         (status = 200, description = "A repeated request key: the identity the first request with it provisioned (nothing issued).", body = crate::provision::Identity),
         (status = 201, description = "The gateway is provisioned; the body is its identity.json.", body = crate::provision::Identity),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 409, response = super::openapi::Conflict),
         (status = 422, response = super::openapi::KeyUsed),
         (status = 413, description = "The body is larger than 64 KiB.", body = super::openapi::ErrorBody),
@@ -99,14 +95,7 @@ pub(super) async fn post_identities(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let parsed = check_json_content_type(&headers)
-        .and_then(|()| {
-            body.map_err(|rejection| {
-                ApiError::new(
-                    rejection.status(),
-                    format!("cannot read the request body: {rejection}"),
-                )
-            })
-        })
+        .and_then(|()| body.map_err(ApiError::from))
         .and_then(|body| params_from_json(&body))
         .and_then(|params| {
             let defaults = state.provisioner.gateway_defaults();
@@ -280,25 +269,13 @@ fn build_request(
         .gateway_fields()?
         .into_params(Some(peer.ip()), defaults)
         .map_err(|e| ApiError::bad_param(e.field, e.reason))?;
-    if let Some(Principal(name, scope)) = &principal
-        && !scope.allows(params.serial_number.as_str())
-    {
+    if let Some(principal) = &principal {
         // Per-station scope (issue #14 §3): refused before anything is reserved or connected.
-        return Err(ApiError::forbidden(format!(
-            "token `{name}` may provision only serials starting with {}",
-            scope
-                .prefixes()
-                .iter()
-                .map(|p| format!("`{p}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .with("serialNumber", params.serial_number.as_str()));
+        principal.check_scope(params.serial_number.as_str(), "provision only")?;
     }
-    let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0);
     Ok(ProvisionRequest {
         params,
-        requester: format!("{who}@{peer}"),
+        requester: Principal::requester(principal.as_ref(), peer),
         request_key,
     })
 }

@@ -90,7 +90,7 @@ fn past_json(p: &PastIdentity) -> Value {
 }
 
 /// The serial of the path, checked like a request's.
-fn path_serial(serial: &str) -> Result<EndpointName, ApiError> {
+pub(super) fn path_serial(serial: &str) -> Result<EndpointName, ApiError> {
     EndpointName::from_str(serial).map_err(|e| {
         ApiError::bad_param("serialNumber", format!("is not a valid endpoint name: {e}"))
     })
@@ -108,9 +108,7 @@ fn path_serial(serial: &str) -> Result<EndpointName, ApiError> {
     request_body(content = inline(super::openapi::RevokeBody), content_type = "application/json"),
     responses(
         (status = 200, description = "Revoked: {\"serialNumber\", \"state\": \"revoked\", \"reason\", \"reasonCode\", \"note\", \"revokedAt\", \"revokedBy\", \"certificateSerial\", \"enrollmentID\"}.", body = inline(Object), content_type = "application/json"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 404, description = "No identity has that serial number.", body = super::openapi::ErrorBody),
         (status = 409, description = "The identity is not deployed or in doubt (already revoked, failed or in flight; its state is given): nothing changed.", body = super::openapi::ErrorBody),
     ),
@@ -122,30 +120,14 @@ pub(super) async fn revoke(
     Path(serial): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        ApiError::new(
-            rejection.status(),
-            format!("cannot read the request body: {rejection}"),
-        )
-    })?;
+    let body = body?;
     let serial = path_serial(&serial)?;
     let RevokeBody { reason, note } = revoke_body(&body)?;
-    if let Some(axum::Extension(Principal(name, scope))) = &principal
-        && !scope.allows(serial.as_str())
-    {
-        return Err(ApiError::forbidden(format!(
-            "token `{name}` may act only on serials starting with {}",
-            scope
-                .prefixes()
-                .iter()
-                .map(|p| format!("`{p}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .with("serialNumber", serial.as_str()));
+    let principal = principal.map(|axum::Extension(p)| p);
+    if let Some(principal) = &principal {
+        principal.check_scope(serial.as_str(), "act only on")?;
     }
-    let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0.0);
-    let who = format!("{who}@{peer}");
+    let who = Principal::requester(principal.as_ref(), peer);
     match state
         .provisioner
         .revoke(&serial, reason, note.as_ref(), &who)
@@ -163,10 +145,7 @@ pub(super) async fn revoke(
             "enrollmentID": r.enrollment_id,
         }))
         .into_response()),
-        Ok(RevokeOutcome::Unknown) => Err(ApiError::not_found(format!(
-            "no identity has serial number `{serial}`"
-        ))
-        .with("serialNumber", serial.as_str())),
+        Ok(RevokeOutcome::Unknown) => Err(ApiError::no_identity(serial.as_str())),
         Ok(RevokeOutcome::NotRevocable { state }) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
@@ -191,9 +170,7 @@ pub(super) async fn revoke(
     params(("serial" = String, Path, description = "The serial number.")),
     responses(
         (status = 200, description = "{\"serialNumber\", \"current\": {...}, \"history\": [...]}", body = inline(Object), content_type = "application/json"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 404, description = "No identity has that serial number.", body = super::openapi::ErrorBody),
     ),
 )]
@@ -203,12 +180,9 @@ pub(super) async fn identity(
 ) -> Result<Response, ApiError> {
     let serial = path_serial(&serial)?;
     let store = state.provisioner.store();
-    let read = |e: crate::store::StoreError| ApiError::internal("reading the store failed", &e);
+    let read = |e: crate::store::StoreError| ApiError::store_read(&e);
     let Some(current) = store.identity(serial.as_str()).await.map_err(read)? else {
-        return Err(
-            ApiError::not_found(format!("no identity has serial number `{serial}`"))
-                .with("serialNumber", serial.as_str()),
-        );
+        return Err(ApiError::no_identity(serial.as_str()));
     };
     let history = store.history(serial.as_str()).await.map_err(read)?;
     let mut current_json = detail_json(&current);

@@ -9,6 +9,7 @@
 //! UTF-8 checks. Types that are serialized for real (`Identity`, the floor page's rows and
 //! counters) derive their schema where they are defined.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use serde::Deserialize;
@@ -18,7 +19,7 @@ use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
 use utoipa::openapi::{Content, Ref, RefOr};
-use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToResponse, ToSchema};
 
 use super::{
     ROUTES, auth, claims, events, floor, hooks, identity, lifecycle, ops, orders, read, resolve,
@@ -531,73 +532,70 @@ pub(crate) struct EnrollmentPage {
     results: Vec<EnrollmentEntry>,
 }
 
-/// One page of `/v3/identities?state=` (HAL).
-#[derive(ToSchema)]
-#[allow(dead_code, non_snake_case)] // read by the document only
-pub(crate) struct IdentityPage {
-    /// self and, when the page is not empty, next.
-    #[schema(inline)]
-    _links: PageLinks,
-    /// The state listed.
-    state: String,
-    /// Entries in this page.
-    total_count: u32,
-    /// The page size asked for.
-    limit: u32,
-    /// ASC or DESC.
-    #[schema(inline)]
-    order: OrderName,
-    /// The entries: serialNumber, state, gateway, requester, the gateway fields, enrollmentID,
-    /// certificateSerial, certificateNotAfter, certificate (base64 DER), requestId, lastError,
-    /// attempts, createdAt, updatedAt.
-    #[schema(value_type = Vec<Object>)]
-    results: Vec<serde_json::Value>,
+/// A HAL page of a listing by state ([`read::rows_page`]): its links, the state listed, the
+/// paging and the entries (JSON objects the `results` doc describes).
+macro_rules! state_page {
+    ($(#[$doc:meta])* $name:ident {
+        $(#[$state_doc:meta])* state: $state:ty,
+        $(#[$results_doc:meta])* results
+    }) => {
+        $(#[$doc])*
+        #[derive(ToSchema)]
+        #[allow(dead_code, non_snake_case)] // read by the document only
+        pub(crate) struct $name {
+            /// self and, when the page is not empty, next.
+            #[schema(inline)]
+            _links: PageLinks,
+            $(#[$state_doc])*
+            state: $state,
+            /// Entries in this page.
+            total_count: u32,
+            /// The page size asked for.
+            limit: u32,
+            /// ASC or DESC.
+            #[schema(inline)]
+            order: OrderName,
+            $(#[$results_doc])*
+            #[schema(value_type = Vec<Object>)]
+            results: Vec<serde_json::Value>,
+        }
+    };
 }
 
-/// One page of `/v3/hooks/deliveries?state=` (HAL).
-#[derive(ToSchema)]
-#[allow(dead_code, non_snake_case)] // read by the document only
-pub(crate) struct DeliveryPage {
-    /// self and, when the page is not empty, next.
-    #[schema(inline)]
-    _links: PageLinks,
-    /// The state listed.
-    state: String,
-    /// Entries in this page.
-    total_count: u32,
-    /// The page size asked for.
-    limit: u32,
-    /// ASC or DESC.
-    #[schema(inline)]
-    order: OrderName,
-    /// The entries: _id, eventId, receiver, serialNumber, event, state, attempts, nextAttemptAt,
-    /// lastError, createdAt, updatedAt, deliveredAt (ms since the epoch) and payload (the JSON
-    /// the receiver gets).
-    #[schema(value_type = Vec<Object>)]
-    results: Vec<serde_json::Value>,
+state_page! {
+    /// One page of `/v3/identities?state=` (HAL).
+    IdentityPage {
+        /// The state listed.
+        state: String,
+        /// The entries: serialNumber, state, gateway, requester, the gateway fields, enrollmentID,
+        /// certificateSerial, certificateNotAfter, certificate (base64 DER), requestId, lastError,
+        /// attempts, createdAt, updatedAt.
+        results
+    }
 }
 
-/// One page of `GET /v3/claims`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // read by the document only
-pub(crate) struct ClaimPage {
-    /// self and, when the page is not empty, next.
-    #[schema(inline)]
-    _links: PageLinks,
-    /// The state listed, when one was asked for.
-    state: Option<String>,
-    /// Entries in this page.
-    total_count: u32,
-    /// The page size asked for.
-    limit: u32,
-    /// ASC or DESC.
-    #[schema(inline)]
-    order: OrderName,
-    /// The entries: _id, enrollmentID, serialNumber, action (claim or delete), state, attempts,
-    /// nextAttemptAt, lastError, claimedBy (the server that sent it), bulkTask, cloudId,
-    /// createdAt, updatedAt.
-    #[schema(value_type = Vec<Object>)]
-    results: Vec<serde_json::Value>,
+state_page! {
+    /// One page of `/v3/hooks/deliveries?state=` (HAL).
+    DeliveryPage {
+        /// The state listed.
+        state: String,
+        /// The entries: _id, eventId, receiver, serialNumber, event, state, attempts, nextAttemptAt,
+        /// lastError, createdAt, updatedAt, deliveredAt (ms since the epoch) and payload (the JSON
+        /// the receiver gets).
+        results
+    }
+}
+
+state_page! {
+    /// One page of `GET /v3/claims`.
+    ClaimPage {
+        /// The state listed, when one was asked for.
+        state: Option<String>,
+        /// The entries: _id, enrollmentID, serialNumber, action (claim or delete), state, attempts,
+        /// nextAttemptAt, lastError, claimedBy (the server that sent it), bulkTask, cloudId,
+        /// createdAt, updatedAt.
+        results
+    }
 }
 
 /// The answer of `/v3/audit`.
@@ -661,6 +659,39 @@ error_responses! {
         was sent to the gateway, nothing recorded as deployed; retryable once the token is back \
         (no restart needed).";
     Internal => "A server defect or an internal resource failure; see the server log.";
+}
+
+/// The answers of a request without the role: 401 [`Unauthorized`] and 403 [`Forbidden`]
+/// (`responses(..., AuthErrors, ...)`).
+pub(crate) struct AuthErrors;
+
+/// [`AuthErrors`] and 400 [`BadRequest`]: what nearly every authenticated operation with
+/// parameters lists.
+pub(crate) struct CallerErrors;
+
+/// The named responses as the document's references, by status.
+fn references(named: &[(&str, &str)]) -> BTreeMap<String, RefOr<Response>> {
+    named
+        .iter()
+        .map(|(status, name)| ((*status).to_owned(), Ref::from_response_name(*name).into()))
+        .collect()
+}
+
+impl IntoResponses for AuthErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        references(&[
+            ("401", Unauthorized::response().0),
+            ("403", Forbidden::response().0),
+        ])
+    }
+}
+
+impl IntoResponses for CallerErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = references(&[("400", BadRequest::response().0)]);
+        responses.extend(AuthErrors::responses());
+        responses
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

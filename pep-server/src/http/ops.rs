@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 
 use super::openapi::{OPENAPI_JSON, OPENAPI_YAML};
+use super::read::typed;
 use super::{ApiError, AppState};
 
 /// The documentation page: Swagger UI's stylesheet and scripts, served by [`docs_asset`] from the
@@ -99,8 +100,7 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
     responses(
         (status = 200, description = "The metrics.", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::AuthErrors,
     ),
 )]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
@@ -136,14 +136,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         Ok(stats) => text.push_str(&crate::metrics::render_claims(&stats)),
         Err(e) => tracing::warn!(error = %e, "metrics: the claim outbox does not answer"),
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response()
+    typed("text/plain; version=0.0.4; charset=utf-8", text)
 }
 
 /// `GET /docs/openapi.json`: the OpenAPI 3.1 description of every route.
@@ -158,14 +151,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         content_type = "application/json")),
 )]
 pub(super) async fn openapi_json() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        OPENAPI_JSON.as_str(),
-    )
-        .into_response()
+    typed("application/json", OPENAPI_JSON.as_str())
 }
 
 /// `GET /docs/openapi.yaml`: the same document as YAML (the address of the former hand-kept
@@ -181,14 +167,7 @@ pub(super) async fn openapi_json() -> Response {
         content_type = "application/yaml")),
 )]
 pub(super) async fn openapi_yaml() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/yaml"),
-        )],
-        OPENAPI_YAML.as_str(),
-    )
-        .into_response()
+    typed("application/yaml", OPENAPI_YAML.as_str())
 }
 
 /// The headers of every documentation response.

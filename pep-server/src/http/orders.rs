@@ -140,9 +140,7 @@ async fn summary(store: &Store, id: &OrderId) -> Result<OrderView, ApiError> {
     request_body = OrderRequest,
     responses(
         (status = 201, description = "Created; the order with its counts.", body = OrderView),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 409, description = "The order ID exists, a serial is expected by another order, or a range overlaps an open order's range.", body = super::openapi::ErrorBody),
         (status = 413, description = "The body is larger than 1 MiB.", body = super::openapi::ErrorBody),
         (status = 500, response = super::openapi::Internal),
@@ -153,12 +151,7 @@ pub(super) async fn create(
     principal: Option<axum::Extension<Principal>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        ApiError::new(
-            rejection.status(),
-            format!("cannot read the request body: {rejection}"),
-        )
-    })?;
+    let body = body?;
     let request: OrderRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid order: {e}")))?;
     let order =
@@ -188,8 +181,7 @@ pub(super) async fn create(
     responses(
         (status = 200, description = "Stored; the order with its counts and `uploaded`, the serials of this upload.", body = OrderView),
         (status = 400, description = "A bad line (named by number), or no serial at all.", body = super::openapi::ErrorBody),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::AuthErrors,
         (status = 404, response = super::openapi::NotFound),
         (status = 409, description = "The order is closed.", body = super::openapi::ErrorBody),
         (status = 413, description = "More than 1,000,000 serials.", body = super::openapi::ErrorBody),
@@ -374,8 +366,7 @@ fn bad_line(at: &str, reason: &str, line: u64) -> ApiError {
     description = "The newest 1000 orders, each with expected / deployed / failed / in-progress / in-doubt counts. Needs the read role.",
     responses(
         (status = 200, description = "The orders.", body = OrderList),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::AuthErrors,
         (status = 500, response = super::openapi::Internal),
     ),
 )]
@@ -403,9 +394,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Response, ApiE
     params(("orderId" = String, Path, description = "The work order.")),
     responses(
         (status = 200, description = "The order.", body = OrderView),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 404, response = super::openapi::NotFound),
         (status = 500, response = super::openapi::Internal),
     ),
@@ -429,9 +418,7 @@ pub(super) async fn get(
     params(("orderId" = String, Path, description = "The work order.")),
     responses(
         (status = 200, description = "Closed; the order.", body = OrderView),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 404, response = super::openapi::NotFound),
         (status = 500, response = super::openapi::Internal),
     ),

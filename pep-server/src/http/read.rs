@@ -46,15 +46,32 @@ fn serial_param(params: &QueryParams) -> Result<String, ApiError> {
     Ok(serial.to_owned())
 }
 
-fn text_plain(body: String) -> Response {
+/// `body` answered with `content_type`.
+pub(super) fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
     )
         .into_response()
+}
+
+/// A download: `body` as the attachment `disposition` names, of `content_type`.
+fn attachment(content_type: &'static str, disposition: &'static str, body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static(disposition),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn text_plain(body: String) -> Response {
+    typed("text/plain; charset=utf-8", body)
 }
 
 /// The text answer of a lookup by serial: the value found, else 404 saying `missing(serial)`.
@@ -66,7 +83,7 @@ fn lookup_answer<T: std::fmt::Display>(
     match found {
         Ok(Some(value)) => Ok(text_plain(value.to_string())),
         Ok(None) => Err(ApiError::not_found(missing(&serial)).with("serialNumber", serial)),
-        Err(e) => Err(ApiError::internal("reading the store failed", &e)),
+        Err(e) => Err(ApiError::store_read(&e)),
     }
 }
 
@@ -81,9 +98,7 @@ fn lookup_answer<T: std::fmt::Display>(
     params(super::openapi::SerialQuery),
     responses(
         (status = 200, description = "The enrollment ID: A- followed by the SHA-256 of the device certificate as 32 upper-case colon-separated hex pairs.", body = inline(super::openapi::EnrollmentIdText), content_type = "text/plain"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 404, response = super::openapi::NotFound),
     ),
 )]
@@ -109,9 +124,7 @@ pub(super) async fn enrollment_id(
     params(super::openapi::SerialQuery),
     responses(
         (status = 200, description = "The verification key.", body = String, content_type = "text/plain"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 404, response = super::openapi::NotFound),
     ),
 )]
@@ -208,9 +221,7 @@ fn record_json(r: &IdentityRecord) -> Value {
     params(super::openapi::PageQuery),
     responses(
         (status = 200, description = "One page.", body = super::openapi::EnrollmentPage, content_type = "application/hal+json"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
     ),
 )]
 pub(super) async fn enrollment_ids(
@@ -225,15 +236,52 @@ pub(super) async fn enrollment_ids(
         .store()
         .list_deployed(page.limit, page.order, page.last)
         .await
-        .map_err(|e| ApiError::internal("reading the store failed", &e))?;
-    Ok(hal_page(
-        uri.path(),
-        "",
-        &page,
-        records.last().map(|r| r.id),
-        records.iter().map(record_json).collect(),
+        .map_err(|e| ApiError::store_read(&e))?;
+    Ok(rows_page(
+        &uri,
         None,
+        &page,
+        &records,
+        |r| r.id,
+        record_json,
     ))
+}
+
+/// The `state` filter of a listing: one of the names `states` lists, else 400 saying them.
+pub(super) fn state_filter<S: FromStr>(text: &str, states: &str) -> Result<S, ApiError> {
+    S::from_str(text).map_err(|_| ApiError::bad_param("state", format!("must be {states}")))
+}
+
+/// The required `state` parameter of a listing ([`state_filter`]).
+pub(super) fn required_state<S: FromStr>(
+    params: &QueryParams,
+    states: &str,
+) -> Result<S, ApiError> {
+    let text = params
+        .get("state")?
+        .ok_or_else(|| ApiError::missing_param("state"))?;
+    state_filter(text, states)
+}
+
+/// [`hal_page`] of the rows of a listing filtered by `state` (when given): the filter stays in
+/// the links and is named in the body.
+pub(super) fn rows_page<R>(
+    uri: &Uri,
+    state: Option<&'static str>,
+    page: &Page,
+    rows: &[R],
+    id: impl Fn(&R) -> i64,
+    json: impl Fn(&R) -> Value,
+) -> Response {
+    let filter = state.map_or_else(String::new, |s| format!("state={s}&"));
+    hal_page(
+        uri.path(),
+        &filter,
+        page,
+        rows.last().map(id),
+        rows.iter().map(json).collect(),
+        state.map(|s| ("state", s.into())),
+    )
 }
 
 /// One page of a keyset-paged listing as HAL JSON: `_links.self`, `_links.next` (from the last
@@ -269,14 +317,7 @@ pub(super) fn hal_page(
     if let Some((name, value)) = extra {
         body.insert(name.into(), value);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/hal+json"),
-        )],
-        Value::Object(body).to_string(),
-    )
-        .into_response()
+    typed("application/hal+json", Value::Object(body).to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,20 +387,11 @@ fn download(state: &AppState, format: &'static Format) -> Response {
             }
         }
     });
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static(format.disposition),
-            ),
-        ],
+    attachment(
+        format.content_type,
+        format.disposition,
         Body::from_stream(stream),
     )
-        .into_response()
 }
 
 /// A gateway's cell in the enrollment-ID CSV.
@@ -430,9 +462,7 @@ static INVENTORY: Format = Format {
     params(super::openapi::CsvStateQuery),
     responses(
         (status = 200, description = "The CSV file.", body = String, content_type = "text/csv"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
     ),
 )]
 pub(super) async fn enrollment_ids_csv(
@@ -479,20 +509,11 @@ fn download_revoked(state: &AppState) -> Response {
             }
         }
     });
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(CSV.content_type),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"revoked_enrollment_ids.csv\""),
-            ),
-        ],
+    attachment(
+        CSV.content_type,
+        "attachment; filename=\"revoked_enrollment_ids.csv\"",
         Body::from_stream(stream),
     )
-        .into_response()
 }
 
 /// `GET /v3/inventory.json` (`read` role): every deployed gateway, oldest first, as one JSON array
@@ -507,8 +528,7 @@ fn download_revoked(state: &AppState) -> Response {
     security(("bearer" = []), ("floorSession" = [])),
     responses(
         (status = 200, description = "The inventory.", body = Vec<super::openapi::EnrollmentEntry>),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::AuthErrors,
     ),
 )]
 pub(super) async fn inventory(State(state): State<AppState>) -> Response {
@@ -601,9 +621,7 @@ pub(super) async fn search(
     params(super::openapi::AuditQuery),
     responses(
         (status = 200, description = "The rows.", body = super::openapi::AuditPage),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
     ),
 )]
 pub(super) async fn audit(

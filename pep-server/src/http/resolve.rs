@@ -2,7 +2,6 @@
 //! `POST /v3/identities/{serial}/resolve` is the operator's decision on one in-doubt serial.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,8 +13,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::lifecycle::path_serial;
 use super::query::QueryParams;
-use super::read::{hal_page, page_params};
+use super::read::{page_params, required_state, rows_page};
 use super::{AppState, Principal};
 use crate::store::{IdentityDetail, IdentityState, Resolution};
 
@@ -60,9 +60,7 @@ pub(super) fn detail_json(r: &IdentityDetail) -> Value {
     params(super::openapi::StateQuery, super::openapi::PageQuery),
     responses(
         (status = 200, description = "One page.", body = super::openapi::IdentityPage, content_type = "application/hal+json"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
     ),
 )]
 pub(super) async fn identities(
@@ -71,25 +69,21 @@ pub(super) async fn identities(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = QueryParams::parse(raw.as_deref())?;
-    let wanted = params
-        .get("state")?
-        .ok_or_else(|| ApiError::missing_param("state"))?;
-    let wanted = IdentityState::from_str(wanted)
-        .map_err(|_| ApiError::bad_param("state", format!("must be {STATES}")))?;
+    let wanted: IdentityState = required_state(&params, STATES)?;
     let page = page_params(&params)?;
     let rows = state
         .provisioner
         .store()
         .list_by_state(wanted, page.limit, page.order, page.last)
         .await
-        .map_err(|e| ApiError::internal("reading the store failed", &e))?;
-    Ok(hal_page(
-        uri.path(),
-        &format!("state={wanted}&"),
+        .map_err(|e| ApiError::store_read(&e))?;
+    Ok(rows_page(
+        &uri,
+        Some(wanted.as_str()),
         &page,
-        rows.last().map(|r| r.id),
-        rows.iter().map(detail_json).collect(),
-        Some(("state", wanted.as_str().into())),
+        &rows,
+        |r| r.id,
+        detail_json,
     ))
 }
 
@@ -128,9 +122,7 @@ fn resolution_state(body: &[u8]) -> Result<IdentityState, ApiError> {
     request_body(content = inline(super::openapi::ResolveBody), content_type = "application/json"),
     responses(
         (status = 200, description = "Resolved: {\"serialNumber\", \"state\", \"enrollmentID\"}.", body = inline(Object), content_type = "application/json"),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        super::openapi::CallerErrors,
         (status = 404, description = "No identity has that serial number.", body = super::openapi::ErrorBody),
         (status = 409, description = "The identity is not in doubt (its state is given); nothing changed.", body = super::openapi::ErrorBody),
     ),
@@ -142,18 +134,10 @@ pub(super) async fn resolve(
     Path(serial): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        ApiError::new(
-            rejection.status(),
-            format!("cannot read the request body: {rejection}"),
-        )
-    })?;
+    let body = body?;
     let to = resolution_state(&body)?;
-    pep_ca::EndpointName::from_str(&serial).map_err(|e| {
-        ApiError::bad_param("serialNumber", format!("is not a valid endpoint name: {e}"))
-    })?;
-    let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0.0);
-    let who = format!("{who}@{peer}");
+    path_serial(&serial)?;
+    let who = Principal::requester(principal.as_ref().map(|p| &p.0), peer);
     let store = state.provisioner.store();
     match store.resolve(&serial, to, &who).await {
         Ok(Resolution::Resolved) => {
@@ -161,7 +145,7 @@ pub(super) async fn resolve(
             let enrollment_id = store
                 .identity(&serial)
                 .await
-                .map_err(|e| ApiError::internal("reading the store failed", &e))?
+                .map_err(|e| ApiError::store_read(&e))?
                 .and_then(|d| d.enrollment_id);
             Ok(Json(json!({
                 "serialNumber": serial,
@@ -170,10 +154,7 @@ pub(super) async fn resolve(
             }))
             .into_response())
         }
-        Ok(Resolution::Unknown) => Err(ApiError::not_found(format!(
-            "no identity has serial number `{serial}`"
-        ))
-        .with("serialNumber", serial)),
+        Ok(Resolution::Unknown) => Err(ApiError::no_identity(&serial)),
         Ok(Resolution::NotInDoubt { state }) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("serial number {serial} is {state}, not in_doubt: nothing to resolve"),

@@ -164,9 +164,7 @@ pub(crate) fn enqueue_claim_delete_sqlite(
     serial: &str,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql::QUEUE_CLAIM_DELETE)?
-        .execute(rusqlite::params![enrollment_id, serial, now_ms])
-        .map(drop)
+    claim_delete_sqlite(conn, sql::QUEUE_CLAIM_DELETE, enrollment_id, serial, now_ms)
 }
 
 /// Queues the cloud deletion of the claim of `enrollment_id` inside an open PostgreSQL
@@ -177,14 +175,9 @@ pub async fn enqueue_claim_delete_postgres(
     serial: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(sql::QUEUE_CLAIM_DELETE)
-        .bind(enrollment_id)
-        .bind(serial)
-        .bind(now_ms)
-        .execute(tx)
+    claim_delete_postgres(tx, sql::QUEUE_CLAIM_DELETE, enrollment_id, serial, now_ms)
         .await
         .map_err(q("queueing a claim deletion"))
-        .map(drop)
 }
 
 /// A revocation's claim deletion inside the SQLite writer's open transaction: queued only when a
@@ -195,9 +188,13 @@ pub(crate) fn enqueue_claim_delete_if_claimed_sqlite(
     serial: &str,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql::QUEUE_CLAIM_DELETE_IF_CLAIMED)?
-        .execute(rusqlite::params![enrollment_id, serial, now_ms])
-        .map(drop)
+    claim_delete_sqlite(
+        conn,
+        sql::QUEUE_CLAIM_DELETE_IF_CLAIMED,
+        enrollment_id,
+        serial,
+        now_ms,
+    )
 }
 
 /// [`enqueue_claim_delete_if_claimed_sqlite`] inside the revocation's PostgreSQL transaction.
@@ -207,13 +204,45 @@ pub(crate) async fn enqueue_claim_delete_if_claimed_postgres(
     serial: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(sql::QUEUE_CLAIM_DELETE_IF_CLAIMED)
+    claim_delete_postgres(
+        tx,
+        sql::QUEUE_CLAIM_DELETE_IF_CLAIMED,
+        enrollment_id,
+        serial,
+        now_ms,
+    )
+    .await
+    .map_err(q("queueing the deletion of the cloud claim"))
+}
+
+/// Runs one of the claim-deletion statements (`$1` enrollment ID, `$2` serial, `$3` now) in the
+/// SQLite writer's open transaction.
+fn claim_delete_sqlite(
+    conn: &rusqlite::Connection,
+    statement: &str,
+    enrollment_id: &str,
+    serial: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(statement)?
+        .execute(rusqlite::params![enrollment_id, serial, now_ms])
+        .map(drop)
+}
+
+/// [`claim_delete_sqlite`] in an open PostgreSQL transaction.
+async fn claim_delete_postgres(
+    tx: &mut sqlx::PgConnection,
+    statement: &'static str,
+    enrollment_id: &str,
+    serial: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(statement)
         .bind(enrollment_id)
         .bind(serial)
         .bind(now_ms)
         .execute(tx)
         .await
-        .map_err(q("queueing the deletion of the cloud claim"))
         .map(drop)
 }
 
@@ -374,11 +403,9 @@ impl Store {
         match self {
             // One server per SQLite file: every lease is a previous run's.
             Store::Sqlite(s) => s.release_claim_leases().await,
-            Store::Postgres(s) => sqlx::query(sql::RELEASE_CLAIM_LEASES)
-                .bind(server)
-                .execute(s.pool())
+            Store::Postgres(s) => s
+                .release_leases(sql::RELEASE_CLAIM_LEASES, server)
                 .await
-                .map(|r| r.rows_affected())
                 .map_err(q("releasing cloud claim leases")),
         }
     }

@@ -14,11 +14,10 @@
 //! are appended to the default chain (`server_id = ''`, the chain of SQLite). The source is read in one consistent snapshot; stop the servers using
 //! it first.
 
-use sqlx::{Postgres, Sqlite, Transaction};
-
 // The rows as both schemas type them: every column the two share (an identity's `server_id` is
 // not read: only in-flight rows have one, and they arrive failed).
 use super::chain::{ChainHead, DEFAULT_CHAIN};
+use super::tx::{Tx, on_tx};
 use super::{
     AuditKeys, ChainRow, Checkpoint, DetailRow as IdentityRow, IdentityState, NewAudit, Store,
     StoreError, now_ms, q,
@@ -133,26 +132,16 @@ macro_rules! names {
     };
 }
 
-/// An open transaction on either backend.
-enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-/// Runs `$body` with `$conn` bound to the transaction's connection, on either backend.
-macro_rules! on_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-            Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-        }
-    };
+/// `INSERT INTO table (columns) VALUES ($1, …)` of a copied row; `with_id`: the row's id follows
+/// the columns (the column lists shared with the servers' own statements leave it out).
+fn insert_sql(table: &str, columns: &[&str], with_id: bool) -> String {
+    let id = if with_id { ", id" } else { "" };
+    let n = columns.len() + usize::from(with_id);
+    format!(
+        "INSERT INTO {table} ({}{id}) VALUES ({})",
+        columns.join(", "),
+        placeholders(n)
+    )
 }
 
 /// `$1, $2, …, $n` (both backends, see `store::sql`).
@@ -182,24 +171,15 @@ impl Tx {
     }
 
     /// A write transaction on the target that keeps servers out while it runs.
-    async fn begin_write(store: &Store) -> Result<Tx, StoreError> {
-        let context = "starting the write transaction on the target";
-        Ok(match store {
-            Store::Sqlite(s) => Tx::Sqlite(
-                s.pool()
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(q(context))?,
-            ),
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await.map_err(q(context))?;
-                sqlx::query("LOCK TABLE identities, audit IN EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("locking the target tables"))?;
-                Tx::Postgres(tx)
-            }
-        })
+    async fn begin_locked(store: &Store) -> Result<Tx, StoreError> {
+        let mut tx = Tx::begin_write(store, "starting the write transaction on the target").await?;
+        if let Tx::Postgres(tx) = &mut tx {
+            sqlx::query("LOCK TABLE identities, audit IN EXCLUSIVE MODE")
+                .execute(&mut **tx)
+                .await
+                .map_err(q("locking the target tables"))?;
+        }
+        Ok(tx)
     }
 
     async fn count(&mut self, table: &'static str) -> Result<i64, StoreError> {
@@ -232,12 +212,7 @@ impl Tx {
     }
 
     async fn insert_identity(&mut self, r: &IdentityRow) -> Result<(), StoreError> {
-        let columns = identity_columns!(names!());
-        let sql = format!(
-            "INSERT INTO identities ({}) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len())
-        );
+        let sql = insert_sql("identities", &identity_columns!(names!()), false);
         on_tx!(self, conn => {
             identity_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .execute(conn)
@@ -280,12 +255,7 @@ impl Tx {
 
     /// Inserts a copied checkpoint with its id.
     async fn insert_checkpoint(&mut self, r: &Checkpoint) -> Result<(), StoreError> {
-        let columns = checkpoint_columns!(names!());
-        let sql = format!(
-            "INSERT INTO audit_checkpoints ({}, id) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len() + 1)
-        );
+        let sql = insert_sql("audit_checkpoints", &checkpoint_columns!(names!()), true);
         on_tx!(self, conn => {
             checkpoint_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .bind(r.id)
@@ -313,12 +283,7 @@ impl Tx {
 
     /// Inserts a copied history row with its id.
     async fn insert_history(&mut self, r: &HistoryCopy) -> Result<(), StoreError> {
-        let columns = history_columns!(names!());
-        let sql = format!(
-            "INSERT INTO identity_history ({}) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len())
-        );
+        let sql = insert_sql("identity_history", &history_columns!(names!()), false);
         on_tx!(self, conn => {
             history_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .execute(conn)
@@ -351,12 +316,7 @@ impl Tx {
 
     /// Inserts a copied audit row with its id.
     async fn insert_audit(&mut self, r: &ChainRow) -> Result<(), StoreError> {
-        let columns = audit_columns!(names!());
-        let sql = format!(
-            "INSERT INTO audit ({}, id) VALUES ({})",
-            columns.join(", "),
-            placeholders(columns.len() + 1)
-        );
+        let sql = insert_sql("audit", &audit_columns!(names!()), true);
         on_tx!(self, conn => {
             audit_columns!(bind_fields!(sqlx::query(&sql), r,))
                 .bind(r.id)
@@ -407,14 +367,6 @@ impl Tx {
             }
         }
         Ok(())
-    }
-
-    async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
-        }
-        .map_err(q("committing"))
     }
 }
 
@@ -564,7 +516,7 @@ async fn copy_orders(source: &mut Tx, target: &mut Tx) -> Result<(), StoreError>
 /// In-flight identities arrive failed with an `interrupted` audit row. On any error nothing is
 /// written to `to` (one transaction).
 pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, StoreError> {
-    let mut target = Tx::begin_write(to).await?;
+    let mut target = Tx::begin_locked(to).await?;
     let identities = target.count("identities").await?;
     let audit = target.count("audit").await?;
     if identities > 0 || audit > 0 {
@@ -685,7 +637,7 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         }
     }
     copy_orders(&mut source, &mut target).await?;
-    source.commit().await?;
+    source.commit("committing").await?;
 
     target.advance_sequences().await?;
     let mut head = target.default_head().await?;
@@ -694,6 +646,6 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
             .append_audit(&mut head, &NewAudit::recovered(now, keys, *state, error))
             .await?;
     }
-    target.commit().await?;
+    target.commit("committing").await?;
     Ok(report)
 }

@@ -89,6 +89,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 mod sqlite_writer;
+mod tx;
 
 use std::fmt;
 

@@ -10,6 +10,7 @@
 
 use pep_ca::EndpointName;
 
+use super::tx::{Tx, on_tx};
 use super::{Store, StoreError, now_ms, q, sql};
 use crate::orders::{
     NewOrder, OrderId, OrderMatch, OrderState, Product, ProductColumns, SerialRange,
@@ -186,49 +187,15 @@ struct OpenRangeRow {
     range: RangeRow,
 }
 
-/// A write transaction on either backend (SQLite: `BEGIN IMMEDIATE`).
-enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-}
-
-/// Runs `$body` with `$conn` bound to the transaction's connection, on either backend.
-macro_rules! on_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-            Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-        }
-    };
-}
-
-impl Tx {
-    async fn begin(store: &Store) -> Result<Tx, StoreError> {
-        let context = "starting an order transaction";
-        Ok(match store {
-            Store::Sqlite(s) => Tx::Sqlite(
-                s.pool()
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(q(context))?,
-            ),
-            Store::Postgres(s) => Tx::Postgres(s.pool().begin().await.map_err(q(context))?),
-        })
-    }
-
-    async fn commit(self) -> Result<(), StoreError> {
-        let context = "committing an order transaction";
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await.map_err(q(context)),
-            Tx::Postgres(tx) => tx.commit().await.map_err(q(context)),
-        }
-    }
+/// The state of `order` (`open`, `closed`) in `tx`; `None` for no such order.
+async fn order_state(tx: &mut Tx, order: &OrderId) -> Result<Option<String>, StoreError> {
+    on_tx!(tx, conn => {
+        sqlx::query_scalar(sql::ORDER_STATE)
+            .bind(order.as_str())
+            .fetch_optional(conn)
+            .await
+    })
+    .map_err(q("reading a work order"))
 }
 
 /// The text of a batch of `n` serials: the full batch's is built once.
@@ -257,7 +224,7 @@ impl Store {
     /// Creates `order` (open) with its ranges and explicit serials, in one transaction: all of it
     /// or nothing. `who` is the creator (token name and address).
     pub async fn create_order(&self, order: &NewOrder, who: &str) -> Result<(), OrderError> {
-        let mut tx = Tx::begin(self).await?;
+        let mut tx = Tx::begin_write(self, "starting an order transaction").await?;
         let id = order.order_id.as_str();
         let p = &order.product;
         let text = |v: &Option<crate::model::FieldText>| v.as_ref().map(|t| t.as_str().to_owned());
@@ -351,7 +318,7 @@ impl Store {
             })
             .map_err(q("finishing the serials of an order"))?;
         }
-        tx.commit().await?;
+        tx.commit("committing an order transaction").await?;
         Ok(())
     }
 
@@ -373,14 +340,8 @@ impl Store {
             tracing::warn!(upload = id, "deleting an upload its server abandoned");
             self.abort_upload(UploadId(id)).await?;
         }
-        let mut tx = Tx::begin(self).await?;
-        let state: Option<String> = on_tx!(&mut tx, conn => {
-            sqlx::query_scalar(sql::ORDER_STATE)
-                .bind(order.as_str())
-                .fetch_optional(conn)
-                .await
-        })
-        .map_err(q("reading a work order"))?;
+        let mut tx = Tx::begin_write(self, "starting an order transaction").await?;
+        let state = order_state(&mut tx, order).await?;
         match state.as_deref() {
             None => return Err(OrderError::Unknown(order.clone())),
             Some("open") => {}
@@ -394,7 +355,7 @@ impl Store {
                 .await
         })
         .map_err(q("starting an upload"))?;
-        tx.commit().await?;
+        tx.commit("committing an order transaction").await?;
         Ok(UploadId(id))
     }
 
@@ -409,7 +370,7 @@ impl Store {
     ) -> Result<(), OrderError> {
         let sql = batch_sql(rows.len());
         let rows_ref: Vec<(i64, &EndpointName)> = rows.iter().map(|(l, s)| (*l, s)).collect();
-        let mut tx = Tx::begin(self).await?;
+        let mut tx = Tx::begin_write(self, "starting an order transaction").await?;
         let done = on_tx!(&mut tx, conn => {
             bind_batch!(sql.as_ref(), order.as_str(), upload.0, rows_ref.iter().map(|(l, s)| (l, *s)))
                 .execute(conn)
@@ -426,7 +387,7 @@ impl Store {
                 held: held.describe("line ", ""),
             });
         }
-        tx.commit().await?;
+        tx.commit("committing an order transaction").await?;
         Ok(())
     }
 
@@ -437,14 +398,8 @@ impl Store {
         upload: UploadId,
         serials: u64,
     ) -> Result<(), OrderError> {
-        let mut tx = Tx::begin(self).await?;
-        let state: Option<String> = on_tx!(&mut tx, conn => {
-            sqlx::query_scalar(sql::ORDER_STATE)
-                .bind(order.as_str())
-                .fetch_optional(conn)
-                .await
-        })
-        .map_err(q("reading a work order"))?;
+        let mut tx = Tx::begin_write(self, "starting an order transaction").await?;
+        let state = order_state(&mut tx, order).await?;
         if state.as_deref() != Some("open") {
             return Err(OrderError::Closed(order.clone()));
         }
@@ -464,7 +419,7 @@ impl Store {
             ))
             .into());
         }
-        tx.commit().await?;
+        tx.commit("committing an order transaction").await?;
         Ok(())
     }
 

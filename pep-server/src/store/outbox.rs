@@ -465,11 +465,9 @@ impl super::Store {
     pub async fn release_delivery_leases(&self, owner: &str) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.release_delivery_leases(owner.to_owned()).await,
-            Store::Postgres(s) => sqlx::query(sql::RELEASE_DELIVERY_LEASES)
-                .bind(owner)
-                .execute(s.pool())
+            Store::Postgres(s) => s
+                .release_leases(sql::RELEASE_DELIVERY_LEASES, owner)
                 .await
-                .map(|d| d.rows_affected())
                 .map_err(q("releasing webhook leases")),
         }
     }

@@ -416,6 +416,20 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Runs one of the outboxes' lease releases (`$1`: the server or owner whose leases end):
+    /// how many rows it freed.
+    pub(super) async fn release_leases(
+        &self,
+        statement: &'static str,
+        owner: &str,
+    ) -> Result<u64, sqlx::Error> {
+        sqlx::query(statement)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
+    }
+
     pub(super) async fn resolve(&self, d: &Decision) -> Result<Resolution, StoreError> {
         let mut tx = self
             .pool

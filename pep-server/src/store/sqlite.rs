@@ -108,6 +108,17 @@ fn lock_database(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
+/// Sends `$write` to the writer thread and takes the value of the answer `$answer` (any other
+/// answer is a defect of the writer, [`unexpected`]).
+macro_rules! written {
+    ($self:ident, $write:expr, $answer:pat => $value:expr) => {
+        match $self.writer.write($write).await? {
+            $answer => Ok($value),
+            other => Err(unexpected(&other)),
+        }
+    };
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database, takes its lock, runs the migrations, recovers
     /// interrupted attempts. Fails with [`StoreError::Locked`] while another process has it open.
@@ -197,10 +208,7 @@ impl SqliteStore {
     pub(super) async fn reserve(&self, attempt: &NewAttempt) -> Result<Reservation, StoreError> {
         // The one copy of the attempt: it crosses to the writer thread.
         let write = Write::Reserve(Box::new(attempt.clone()));
-        match self.writer.write(write).await? {
-            Written::Reservation(r) => Ok(r),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::Reservation(r) => r)
     }
 
     pub(super) async fn mark_deployed(
@@ -219,10 +227,7 @@ impl SqliteStore {
             now_ms: now_ms(),
             claim: self.claims,
         };
-        match self.writer.write(write).await? {
-            Written::Deployed { created_at } => Ok(created_at),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::Deployed { created_at } => created_at)
     }
 
     pub(super) async fn mark_failed(
@@ -239,10 +244,7 @@ impl SqliteStore {
             duration_ms: o.duration_ms,
             now_ms: now_ms(),
         };
-        match self.writer.write(write).await? {
-            Written::Failed => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::Failed => ())
     }
 
     pub(super) async fn write_ahead(&self, id: i64, ahead: WriteAhead) -> Result<(), StoreError> {
@@ -250,10 +252,7 @@ impl SqliteStore {
             id,
             ahead: Box::new(ahead),
         };
-        match self.writer.write(write).await? {
-            Written::Ahead => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::Ahead => ())
     }
 
     pub(super) async fn resolve(&self, decision: Decision) -> Result<Resolution, StoreError> {
@@ -261,24 +260,15 @@ impl SqliteStore {
             decision,
             claim: self.claims,
         };
-        match self.writer.write(write).await? {
-            Written::Resolved(r) => Ok(r),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::Resolved(r) => r)
     }
 
     pub(super) async fn revoke(&self, order: RevokeOrder) -> Result<RevokeOutcome, StoreError> {
-        match self.writer.write(Write::Revoke(Box::new(order))).await? {
-            Written::Revoked(r) => Ok(r),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, Write::Revoke(Box::new(order)), Written::Revoked(r) => r)
     }
 
     pub(super) async fn next_crl_number(&self) -> Result<i64, StoreError> {
-        match self.writer.write(Write::NextCrlNumber).await? {
-            Written::CrlNumber(n) => Ok(n),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, Write::NextCrlNumber, Written::CrlNumber(n) => n)
     }
 
     pub(super) async fn audit_refused(
@@ -292,10 +282,7 @@ impl SqliteStore {
             detail,
             now_ms,
         };
-        match self.writer.write(write).await? {
-            Written::Refused => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::Refused => ())
     }
 
     pub(super) async fn recover_interrupted(&self) -> Result<u64, StoreError> {
@@ -304,17 +291,11 @@ impl SqliteStore {
             error: INTERRUPTED,
             now_ms: now_ms(),
         };
-        match self.writer.write(write).await? {
-            Written::Recovered(n) => Ok(n),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::Recovered(n) => n)
     }
 
     async fn outbox(&self, write: OutboxWrite) -> Result<u64, StoreError> {
-        match self.writer.write(Write::Outbox(Box::new(write))).await? {
-            Written::Outbox(n) => Ok(n),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, Write::Outbox(Box::new(write)), Written::Outbox(n) => n)
     }
 
     /// Whether deployments queue their cloud claim.
@@ -334,10 +315,7 @@ impl SqliteStore {
             serial,
             now_ms,
         };
-        match self.writer.write(write).await? {
-            Written::ClaimDelete => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, write, Written::ClaimDelete => ())
     }
 
     pub(super) async fn enqueue_event(&self, event: NewEvent) -> Result<u64, StoreError> {
@@ -345,28 +323,14 @@ impl SqliteStore {
     }
 
     pub(super) async fn claim_deliveries(&self, claim: Claim) -> Result<Vec<Delivery>, StoreError> {
-        match self
-            .writer
-            .write(Write::Outbox(Box::new(OutboxWrite::Claim(claim))))
-            .await?
-        {
-            Written::Claimed(rows) => Ok(rows),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, Write::Outbox(Box::new(OutboxWrite::Claim(claim))), Written::Claimed(rows) => rows)
     }
 
     pub(super) async fn settle_deliveries(
         &self,
         all: Vec<Settle>,
     ) -> Result<Vec<bool>, StoreError> {
-        match self
-            .writer
-            .write(Write::Outbox(Box::new(OutboxWrite::SettleMany(all))))
-            .await?
-        {
-            Written::Settled(done) => Ok(done),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, Write::Outbox(Box::new(OutboxWrite::SettleMany(all))), Written::Settled(done) => done)
     }
 
     pub(super) async fn release_delivery_leases(&self, owner: String) -> Result<u64, StoreError> {
@@ -375,10 +339,7 @@ impl SqliteStore {
 
     /// A write of the cloud claim sender, answered with the rows it wrote.
     async fn claims(&self, write: ClaimsWrite) -> Result<u64, StoreError> {
-        match self.writer.write(Write::Claims(Box::new(write))).await? {
-            Written::Outbox(n) => Ok(n),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, Write::Claims(Box::new(write)), Written::Outbox(n) => n)
     }
 
     pub(super) async fn take_claims(
@@ -394,10 +355,7 @@ impl SqliteStore {
             now_ms,
             limit,
         };
-        match self.writer.write(Write::Claims(Box::new(take))).await? {
-            Written::ClaimsTaken(rows) => Ok(rows),
-            other => Err(unexpected(&other)),
-        }
+        written!(self, Write::Claims(Box::new(take)), Written::ClaimsTaken(rows) => rows)
     }
 
     pub(super) async fn settle_claims(
