@@ -35,7 +35,7 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub const REPLAY_WINDOW_S: i64 = 300;
 
 /// HMAC-SHA256 of `timestamp` + `.` + `body` with `secret`, as the signature header carries it
-/// (`sha256=` + hex). The MAC is the event webhooks' ([`crate::hooks::sign::timestamped_mac`]).
+/// (`sha256=` + hex). The MAC is the event webhooks' (`hooks::sign::timestamped_mac`).
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     format!(
