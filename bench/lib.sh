@@ -18,7 +18,8 @@
 # rate then includes writing the outbox and sending it. stop_server prints what the receiver got.
 # The server must have the `[hooks]` settings.
 # CLOUD [off]: `each` or `bulk` claims every deployed gateway in the device-management cloud
-# (issue #18): each run starts the cloud stand-in (`cloud-standin`, test support, on 127.0.0.1)
+# (issue #18): each run starts the cloud stand-in (`cloud-standin --keep-alive`, test support, on
+# 127.0.0.1; it keeps connections alive like the real cloud)
 # and the server's config gets `[cloud] mode`, `api_url` and an `api_key_file`; the stand-in's
 # last line (how many IDs it accepted, how many twice) is printed after each run. Compare the
 # rate with a CLOUD=off run (target: at least 90 %). The server must have the `[cloud]` settings.
@@ -167,7 +168,7 @@ start_cloud() {
     local dir="$1"
     CLOUD_DIR="$dir"
     (umask 077 && echo "ak_bench_$(openssl rand -hex 16)" > "$dir/cloud.key")
-    "$BIN/cloud-standin" --api-key-file "$dir/cloud.key" > "$dir/cloud.out" 2> "$dir/cloud.err" &
+    "$BIN/cloud-standin" --keep-alive --api-key-file "$dir/cloud.key" > "$dir/cloud.out" 2> "$dir/cloud.err" &
     CLOUD_PID=$!
     for _ in $(seq 1 100); do
         if grep -q '^listening on ' "$dir/cloud.out" 2>/dev/null; then break; fi

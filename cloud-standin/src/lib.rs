@@ -53,6 +53,10 @@ pub struct StandinOptions {
     pub max_upload_bytes: usize,
     /// The account every claim is made for.
     pub account_id: String,
+    /// Keep connections alive between requests, as the real cloud does (the bench sets it: a new
+    /// TCP connection per claim would be the stand-in's cost, not pep's). Off by default: every
+    /// answer then closes its connection, so [`Standin::set_down`] reaches a client at once.
+    pub keep_alive: bool,
 }
 
 impl Default for StandinOptions {
@@ -61,6 +65,7 @@ impl Default for StandinOptions {
             api_key: "ak_standin_0123456789abcdef".to_owned(),
             max_upload_bytes: MAX_UPLOAD_BYTES,
             account_id: "0171a1b2c3d4e5f6a7b8c9d0e1f20000".to_owned(),
+            keep_alive: false,
         }
     }
 }
@@ -212,7 +217,8 @@ impl Standin {
     }
 
     /// Down: every new connection is closed at once, without an answer (a network error for the
-    /// client). Every answer closes its connection, so no kept-alive connection outlives it.
+    /// client). Unless `keep_alive` is set, every answer closes its connection, so no kept-alive
+    /// connection outlives it.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
     }
@@ -358,7 +364,8 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Before every handler: the request log, the fault switches, the bearer key, `Connection: close`.
+/// Before every handler: the request log, the fault switches, the bearer key, `Connection: close`
+/// (unless `keep_alive`).
 async fn gatekeeper(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let at = SystemTime::now();
     let method = request.method().to_string();
@@ -401,9 +408,11 @@ async fn gatekeeper(State(shared): State<Arc<Shared>>, request: Request, next: N
         ),
         None => next.run(request).await,
     };
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if !shared.options.keep_alive {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     shared.lock().requests.push(LoggedRequest {
         at,
         method,

@@ -22,6 +22,10 @@ struct Cli {
     /// The largest bulk CSV accepted, bytes.
     #[arg(long, default_value_t = cloud_standin::MAX_UPLOAD_BYTES)]
     max_upload_bytes: usize,
+    /// Keep connections alive between requests, as the real cloud does (benchmarks); without it
+    /// every answer closes its connection.
+    #[arg(long)]
+    keep_alive: bool,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         let options = StandinOptions {
             api_key: key,
             max_upload_bytes: cli.max_upload_bytes,
+            keep_alive: cli.keep_alive,
             ..StandinOptions::default()
         };
         let standin = match Standin::spawn_on(cli.listen, options).await {
