@@ -13,8 +13,8 @@
 # resumes TLS sessions, as workstations would). The server must have the `[tls]` settings.
 # WEBHOOKS [0]: 1 adds an event webhook (`[[hooks.events]]`, deployed + failed) to each run's
 # server, received by `pep-server --example webhook_receiver` (release build) on 127.0.0.1 (it
-# verifies every signature and counts the events by ID; bench/hook_receiver.py is the same in
-# Python, slower than the server on these two cores); the
+# verifies every signature and counts the events by ID; the Python receiver it replaced was
+# slower than the server on these two cores); the
 # rate then includes writing the outbox and sending it. stop_server prints what the receiver got.
 # The server must have the `[hooks]` settings.
 # CLOUD [off]: `each` or `bulk` claims every deployed gateway in the device-management cloud

@@ -2,9 +2,9 @@
 //! verifies each POST's signature and timestamp with the shared secret
 //! ([`pep_server::hooks::verify`]), counts the events by their ID (a repeated ID is a duplicate
 //! delivery, counted once) and answers 204 (401 for a bad signature). `bench/baselines.sh` runs it
-//! with `WEBHOOKS=1`: in Rust rather than bench/hook_receiver.py, because the receiver shares the
-//! two cores of the measurement with the server and the fleet, and a Python process per event
-//! stream took more CPU than the server's own delivery work.
+//! with `WEBHOOKS=1`: in Rust, because the receiver shares the two cores of the measurement with
+//! the server and the fleet, and the Python receiver it replaces took more CPU than the server's
+//! own delivery work.
 //!
 //! ```text
 //! cargo run --release -p pep-server --example webhook_receiver -- SECRET_FILE COUNT_FILE [LISTEN]
