@@ -20,4 +20,4 @@ export PEP_CHAOS_CONCURRENCY="${CONCURRENCY:-32}"
 if [ -n "${SEED:-}" ]; then export PEP_CHAOS_SEED="$SEED"; fi
 OUT="${OUT:-chaos.log}"
 
-cargo test --release --locked -p pep-server --test robust_chaos -- --nocapture --test-threads 1 2>&1 | tee "$OUT"
+cargo test --release --locked -p pep-server --test suite -- robust_chaos:: --nocapture --test-threads 1 2>&1 | tee "$OUT"

@@ -1,7 +1,7 @@
 //! The CA's CRL (issue #16): signed by the fixture CA, checked with the openssl CLI and parsed
 //! and verified in Rust with `x509-cert`; the certificates' CRL distribution point.
 
-mod common;
+use crate::common;
 
 use common::*;
 use const_oid::db::rfc5280::{

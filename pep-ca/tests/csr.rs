@@ -1,6 +1,6 @@
 //! Acceptance 4: signing device CSRs (`by_device` mode). CSRs are made with the openssl CLI.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

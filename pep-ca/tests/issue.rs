@@ -1,6 +1,6 @@
 //! Acceptance 1: certificates issued by the fixture CA, checked with the openssl CLI.
 
-mod common;
+use crate::common;
 
 use common::*;
 use der::{Decode, Encode};

@@ -1,6 +1,6 @@
 //! Acceptance 3: loading the CA. Every bad file is made with the openssl CLI in a tempdir.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! environment (no `unsafe`): each test makes its token, then runs itself again as a child process
 //! with the token's environment, and the child does the PKCS#11 part.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +32,12 @@ fn in_child_with_token(test: &str, prepare: impl FnOnce(&SoftToken, &Path)) -> O
     let token = SoftToken::new(dir.path(), "pep-factory");
     prepare(&token, dir.path());
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            &in_this_module(test),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir.path())
         .envs(token.env())
         .output()
@@ -44,6 +49,13 @@ fn in_child_with_token(test: &str, prepare: impl FnOnce(&SoftToken, &Path)) -> O
         String::from_utf8_lossy(&out.stderr)
     );
     None
+}
+
+/// The libtest name of this file's test `test` (`pkcs11::test`: the integration tests are modules
+/// of one binary, tests/suite.rs).
+fn in_this_module(test: &str) -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    format!("{module}::{test}")
 }
 
 fn config(object: &str, pin: &str) -> Pkcs11Config {
@@ -191,7 +203,12 @@ fn generated_key_is_sensitive_and_never_extractable() {
     let dir = tempfile::tempdir().unwrap();
     let token = SoftToken::new(dir.path(), "pep-factory");
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            &in_this_module(TEST),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir.path())
         .envs(token.env())
         .output()

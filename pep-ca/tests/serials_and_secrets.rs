@@ -1,7 +1,7 @@
 //! Acceptance 5: unique positive serials over 10,000 certificates; no key material in any
 //! `Debug`/`Display` output.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! End to end: the real `pep-cli` against the real `pep-server` and the real `fake-fcc`.
 //! See `common/mod.rs` for how the binaries are found (a one-time `cargo build` of the other two).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! `pep-server` into one long-lived `fake-fcc --sessions forever`, 16 requests at a time over HTTP;
 //! then the `--all` export must equal the server's own CSV export byte for byte.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

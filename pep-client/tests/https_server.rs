@@ -1,7 +1,7 @@
 //! `pep-cli` against the real `pep-server` over HTTPS (issue #14 §1): `[tls]` with a CA and
 //! certificates made at test time, station certificates through `[tls] client_ca`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -3,7 +3,7 @@
 //! connection instead of passing the server's answer on. The server has committed by then (it sends
 //! no answer before its row is durable), so the gateway holds an identity pep-cli never saw.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

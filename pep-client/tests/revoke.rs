@@ -2,7 +2,7 @@
 //! in the CRL; a second revocation, an unknown serial, a token without the role and bad flags
 //! each end with their exit code and change nothing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use pep_client::exit;

@@ -1,7 +1,7 @@
 //! `pep-cli` over HTTPS (issue #14 §1) against a test-only rustls server, with a CA and
 //! certificates made at test time; and `_links.next` never taking the token to another origin.
 
-mod common;
+use crate::common;
 
 use common::pki::{Pki, make_pki};
 

@@ -7,7 +7,7 @@
 //! existed are chained at the next start, and a server killed with SIGKILL mid-provisioning leaves
 //! a chain that still verifies after its restart.
 
-mod http_support;
+use crate::http_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@
 //!
 //! The tests run one at a time (a lock): each runs a fleet, and the machine is shared.
 
-mod http_support;
+use crate::http_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! with a small receive buffer, so the kernel buffers fill after a few dozen events and the
 //! provisioner's broadcast channel ([`EVENT_CAPACITY`]) overflows for this client.
 
-mod http_support;
+use crate::http_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

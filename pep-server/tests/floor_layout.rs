@@ -8,8 +8,8 @@
 //! - a new row never shows before the counters that count it: at the moment the row is inserted
 //!   (a `MutationObserver` records the counters then), the counters already equal the database's.
 
-mod floor_support;
-mod http_support;
+use crate::floor_support;
+use crate::http_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -3,11 +3,11 @@
 //! appears without a reload, the search box shows a gateway's history, and without a token the page
 //! is a 401 login form with no data.
 //!
-//! `cargo test -p pep-server --test floor_page -- --ignored screenshot` rewrites `docs/floor.png`
+//! `cargo test -p pep-server --test suite -- --ignored floor_page::screenshot` rewrites `docs/floor.png`
 //! (200 provisions across 15 gateways, 10 of them failed).
 
-mod floor_support;
-mod http_support;
+use crate::floor_support;
+use crate::http_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

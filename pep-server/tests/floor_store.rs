@@ -2,7 +2,7 @@
 //! outcome counts since a time and per minute, the latest outcomes, and the audit search by serial
 //! prefix (whose boundaries must be exact: `GW-1` finds `GW-1`, `GW-10`, never `GW-2` or `GW-`).
 
-mod pg_support;
+use crate::pg_support;
 
 use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
 use pep_server::store::{DeployedOutcome, FailedOutcome, NewAttempt, Reservation, Store, now_ms};

@@ -6,9 +6,8 @@
 //! between the commit and the delivery delivers after its restart; config mistakes are clear
 //! errors. One test runs two delivery tasks on one PostgreSQL outbox.
 
-#[path = "http_support/mod.rs"]
-mod http_support;
-mod pg_support;
+use crate::http_support;
+use crate::pg_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! deny, stall, fail, answer nonsense, or verify the signature as the docs' reference receiver
 //! does.
 
-mod http_support;
+use crate::http_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! refused with exit 1 naming the problem (wrong PIN, missing key, a key that is not the
 //! certificate's, no PIN), and the token going away and coming back while the server runs.
 
-mod http_support;
+use crate::http_support;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

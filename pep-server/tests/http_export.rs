@@ -1,7 +1,7 @@
 //! Acceptance 5: keyset paging over 2,500 deployed gateways in both orders, and the CSV export
 //! checked against the cloud's bulk-upload rules (the bulk upload reads the first column of every line after the header).
 
-mod http_support;
+use crate::http_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! nothing is stored. A real gateway listens at the port the requests name, so a request that
 //! wrongly passed validation would deploy and fail the final count.
 
-mod http_support;
+use crate::http_support;
 
 use fake_fcc::Sessions;
 use http_support::*;

@@ -2,8 +2,8 @@
 //! is self-contained and renders offline in a browser without scrolling sideways, /metrics parses and agrees with what happened, /healthz, `auth = "none"`,
 //! SIGTERM, and the `check-config` subcommand's exit codes and output.
 
-mod floor_support;
-mod http_support;
+use crate::floor_support;
+use crate::http_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Provisioning through the HTTP API of the real `pep-server` binary, against real fake-fcc
 //! gateways: success, duplicates and races, gateway failures, and a crash of the server.
 
-mod http_support;
+use crate::http_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

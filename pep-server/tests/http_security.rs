@@ -1,7 +1,7 @@
 //! Issue #14, "Lock the doors": each attack on the API as someone on the factory LAN would try it,
 //! against the real `pep-server` binary. docs/robustness.md lists each attack with its test here.
 
-mod http_support;
+use crate::http_support;
 
 use std::net::{SocketAddr, TcpListener};
 

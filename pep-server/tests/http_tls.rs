@@ -3,7 +3,7 @@
 //! certificate rotation by SIGHUP while a client loops, plain HTTP beyond loopback refused, and
 //! bad TLS files refused at start naming the file.
 
-mod http_support;
+use crate::http_support;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! claim was never queued (the operator uploads the CSV) queues no deletion. On SQLite (the writer
 //! thread's transaction) and on PostgreSQL.
 
-mod pg_support;
+use crate::pg_support;
 
 use std::collections::BTreeSet;
 

@@ -3,7 +3,7 @@
 //! again; its history shows both identities; the CRL number grows across a restart; every bad
 //! request is refused naming what was wrong.
 
-mod http_support;
+use crate::http_support;
 
 use der::{Decode, Encode};
 use fake_fcc::Sessions;

@@ -1,7 +1,7 @@
 //! Work orders (issue #17) end to end: the real `pep-server` binary on 127.0.0.1 with a SQLite
 //! file, real `fake-fcc` gateways, and the order API (`/v3/orders`, JSON and streamed CSV).
 
-mod http_support;
+use crate::http_support;
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,7 @@
 //! The work-order store (issue #17) on both backends: a real SQLite file and a real PostgreSQL
 //! database (127.0.0.1:5432), the same scenario each.
 
-mod pg_support;
+use crate::pg_support;
 
 use pep_server::model::{Category, FieldText, GatewayParams, HttpUrl};
 use pep_server::orders::{NewOrder, OrderId, OrderRequest, OrderState};

@@ -4,9 +4,8 @@
 //! off, makes it fail naming the row. A SQLite store copied by `migrate-store` verifies in
 //! PostgreSQL.
 
-#[path = "http_support/mod.rs"]
-mod http_support;
-mod pg_support;
+use crate::http_support;
+use crate::pg_support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

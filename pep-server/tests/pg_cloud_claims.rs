@@ -2,9 +2,8 @@
 //! cloud stand-in. Each claim row is taken by exactly one server (`FOR UPDATE SKIP LOCKED` and a
 //! lease), so each enrollment ID is sent once: as many claim requests as gateways, none twice.
 
-#[path = "http_support/mod.rs"]
-mod http_support;
-mod pg_support;
+use crate::http_support;
+use crate::pg_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

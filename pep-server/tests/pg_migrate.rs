@@ -2,7 +2,7 @@
 //! details and audit trails survive; in-flight rows arrive failed (in doubt when written ahead);
 //! request keys come along; a non-empty target is refused.
 
-mod pg_support;
+use crate::pg_support;
 
 use std::process::Command;
 

@@ -3,9 +3,8 @@
 //! one wins, the old identity is archived once; the CRL number grows across both servers and a
 //! restart.
 
-#[path = "http_support/mod.rs"]
-mod http_support;
-mod pg_support;
+use crate::http_support;
+use crate::pg_support;
 
 use std::sync::Arc;
 

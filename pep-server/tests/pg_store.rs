@@ -2,7 +2,7 @@
 //! database under races between servers, failed-then-retry, keyset paging, recovery of a server's
 //! own interrupted attempts only, the lease, concurrent migrations, and connection errors.
 
-mod pg_support;
+use crate::pg_support;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -3,9 +3,8 @@
 //! that fail and are retried through the other server — end with every serial deployed exactly
 //! once, every duplicate answered 409, and identical paging and CSV export from either server.
 
-#[path = "http_support/mod.rs"]
-mod http_support;
-mod pg_support;
+use crate::http_support;
+use crate::pg_support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;

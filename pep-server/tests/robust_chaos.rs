@@ -21,7 +21,7 @@
 //! `bench/chaos.sh`) uses the same test with `PEP_CHAOS_GATEWAYS=20000 PEP_CHAOS_KILLS=3` in a
 //! release build.
 
-mod http_support;
+use crate::http_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -9,7 +9,7 @@
 //!
 //! `strace` is Debian's package (`.ci/run` installs it); ptrace of a child needs no privileges.
 
-mod http_support;
+use crate::http_support;
 
 use std::collections::HashMap;
 use std::path::Path;

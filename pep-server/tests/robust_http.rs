@@ -4,7 +4,7 @@
 //! the server keeps answering everyone else, drops the hostile connection within its timeouts, and
 //! stores nothing for a failed injection.
 
-mod http_support;
+use crate::http_support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

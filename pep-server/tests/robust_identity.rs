@@ -3,7 +3,7 @@
 //! certificate the gateway stored, which an operator lists and resolves; request keys make a
 //! retry after a lost answer safe (the same identity, one certificate).
 
-mod http_support;
+use crate::http_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! an error naming the field or file, no panic, no secret in the output, and no port left
 //! listening. (The field-by-field config checks are `core_config.rs`; this is the process level.)
 
-mod http_support;
+use crate::http_support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: the fixture CA and the openssl CLI.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,6 @@
 //! Shared harness of the end-to-end tests: the real `pep-cli`, `pep-server` and `fake-fcc` binaries.
 //!
 //! `pep-server` and `fake-fcc` come from `workspace_bins` (next to `pep-cli`, rebuilt when stale).
-#![allow(dead_code)]
 
 pub(crate) mod pki;
 
@@ -73,8 +72,8 @@ pub(crate) struct Server {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its directory (config, database).
-    pub dir: tempfile::TempDir,
+    /// Its directory (config, database), kept until the server is dropped.
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -144,7 +143,11 @@ allowed_networks = ["127.0.0.0/8", "::1"]
                 .strip_prefix("listening on ")
                 .map(|a| a.parse().unwrap())
         });
-        Server { child, addr, dir }
+        Server {
+            child,
+            addr,
+            _dir: dir,
+        }
     }
 
     /// `http://IP:PORT`.

@@ -2,8 +2,6 @@
 //! over HTTP, with the `reqwest` client the tests already use), and direct read-only SQL on the
 //! server's SQLite file to check what the page shows against the database.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! Shared harness of the `http_*` tests: the real `pep-server` binary on 127.0.0.1 with a config
 //! and a SQLite file in a temporary directory, and real `fake-fcc` gateways.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,8 +2,6 @@
 //! machine (127.0.0.1:5432, user `postgres`, trust auth), dropped again when the guard goes out of
 //! scope — also when the test panics. PostgreSQL not answering is a test FAILURE, never a skip.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use rand::Rng;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
