@@ -813,20 +813,30 @@ fn resolve(
         })
         .map_err(write_error("resolving an in-doubt identity"))?;
     let Some((keys, enrollment_id)) = resolved else {
-        let found: Option<IdentityState> = conn
-            .prepare_cached(sql::CONFLICT_STATE)
-            .and_then(|mut s| s.query_row(params![d.serial], |r| r.get(1)).optional())
-            .map_err(write_error("reading the identity to resolve"))?;
-        return Ok(match found {
-            None => Resolution::Unknown,
-            Some(state) => Resolution::NotInDoubt { state },
-        });
+        return Ok(
+            match state_of(conn, &d.serial, "reading the identity to resolve")? {
+                None => Resolution::Unknown,
+                Some(state) => Resolution::NotInDoubt { state },
+            },
+        );
     };
     enqueue(conn, routes, &d.event(&keys, enrollment_id))?;
     let (keys, detail) = (d.audit_keys(keys), d.detail());
     let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
     insert_audit(conn, head, &audit)?;
     Ok(Resolution::Resolved)
+}
+
+/// The state of `serial` (`None`: no such row), read after a conditional update matched nothing,
+/// to say why (`sql::CONFLICT_STATE`, its second column).
+fn state_of(
+    conn: &Connection,
+    serial: &str,
+    context: &'static str,
+) -> Result<Option<IdentityState>, StoreError> {
+    conn.prepare_cached(sql::CONFLICT_STATE)
+        .and_then(|mut s| s.query_row(params![serial], |r| r.get(1)).optional())
+        .map_err(write_error(context))
 }
 
 /// `deployed`/`in_doubt` → `revoked` for `order.serial`, audited with who asked; or why not.
@@ -853,14 +863,12 @@ fn revoke(
         })
         .map_err(write_error("revoking an identity"))?;
     let Some((keys, enrollment_id, cert_serial)) = row else {
-        let found: Option<IdentityState> = conn
-            .prepare_cached(sql::CONFLICT_STATE)
-            .and_then(|mut s| s.query_row(params![order.serial], |r| r.get(1)).optional())
-            .map_err(write_error("reading the identity to revoke"))?;
-        return Ok(match found {
-            None => RevokeOutcome::Unknown,
-            Some(state) => RevokeOutcome::NotRevocable { state },
-        });
+        return Ok(
+            match state_of(conn, &order.serial, "reading the identity to revoke")? {
+                None => RevokeOutcome::Unknown,
+                Some(state) => RevokeOutcome::NotRevocable { state },
+            },
+        );
     };
     let revoked = RevokedIdentity {
         enrollment_id,
