@@ -437,7 +437,15 @@ impl Store {
         let listing = (sql::LIST_CLAIMS_ASC, sql::LIST_CLAIMS_DESC);
         // `$1` NULL lists every state.
         let state = state.map(ClaimState::as_str);
-        state_page!(self, listing, state, limit, order, after_id).map_err(q("listing cloud claims"))
+        self.state_page(
+            listing,
+            state,
+            limit,
+            order,
+            after_id,
+            "listing cloud claims",
+        )
+        .await
     }
 
     /// Rows per action and state.

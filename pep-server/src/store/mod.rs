@@ -60,28 +60,6 @@ macro_rules! on_pool {
     };
 }
 
-/// One keyset page of rows in `$state` from the `$listing` texts (ascending, descending; `$1`
-/// state, `$2` cursor, `$3` limit), on either pool: `Asc` → ids after `$after`, `Desc` → ids
-/// before it.
-macro_rules! state_page {
-    ($store:expr, $listing:expr, $state:expr, $limit:expr, $order:expr, $after:expr) => {{
-        let (asc, desc): (&str, &str) = $listing;
-        let (sql, start) = match $order {
-            SortOrder::Asc => (asc, i64::MIN),
-            SortOrder::Desc => (desc, i64::MAX),
-        };
-        let after: Option<i64> = $after;
-        on_pool!($store, pool => {
-            sqlx::query_as(sql)
-                .bind($state)
-                .bind(after.unwrap_or(start))
-                .bind(i64::from($limit))
-                .fetch_all(pool)
-                .await
-        })
-    }};
-}
-
 pub mod audit_log;
 pub mod chain;
 pub mod migrate;
@@ -1568,8 +1546,16 @@ impl Store {
         after_id: Option<i64>,
     ) -> Result<Vec<IdentityDetail>, StoreError> {
         let listing = (sql::LIST_BY_STATE_ASC, sql::LIST_BY_STATE_DESC);
-        let rows: Vec<DetailRow> = state_page!(self, listing, state, limit, order, after_id)
-            .map_err(q("listing identities by state"))?;
+        let rows: Vec<DetailRow> = self
+            .state_page(
+                listing,
+                state,
+                limit,
+                order,
+                after_id,
+                "listing identities by state",
+            )
+            .await?;
         Ok(rows.into_iter().map(IdentityDetail::from).collect())
     }
 
@@ -1643,6 +1629,33 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         on_pool!(self, pool => sqlx::query_as(sql).bind(arg).fetch_optional(pool).await)
             .map_err(q(context))
+    }
+
+    /// One keyset page of rows in `state` from the `listing` texts (ascending, descending; `$1`
+    /// state, `$2` cursor, `$3` limit), on either pool: `Asc` → ids after `after`, `Desc` → ids
+    /// before it.
+    pub(crate) async fn state_page<'q, T: BothRow, S: BothArg<'q>>(
+        &self,
+        (asc, desc): (&'q str, &'q str),
+        state: S,
+        limit: u32,
+        order: SortOrder,
+        after: Option<i64>,
+        context: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let (sql, start) = match order {
+            SortOrder::Asc => (asc, i64::MIN),
+            SortOrder::Desc => (desc, i64::MAX),
+        };
+        on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(state)
+                .bind(after.unwrap_or(start))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q(context))
     }
 
     /// Counts per state.

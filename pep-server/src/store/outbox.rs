@@ -483,8 +483,15 @@ impl super::Store {
         after_id: Option<i64>,
     ) -> Result<Vec<Delivery>, StoreError> {
         let listing = (sql::LIST_DELIVERIES_ASC, sql::LIST_DELIVERIES_DESC);
-        state_page!(self, listing, state, limit, order, after_id)
-            .map_err(q("listing webhook deliveries"))
+        self.state_page(
+            listing,
+            state,
+            limit,
+            order,
+            after_id,
+            "listing webhook deliveries",
+        )
+        .await
     }
 
     /// The outbox rows of `serial`, oldest first.
