@@ -416,14 +416,17 @@ impl Store {
     /// Ends the leases a previous run of `server` left (SQLite: every lease). Call at start-up,
     /// before the sender runs.
     pub async fn release_claim_leases(&self, server: &str) -> Result<u64, StoreError> {
-        match self {
-            // One server per SQLite file: every lease is a previous run's.
-            Store::Sqlite(s) => s.claims(ClaimsWrite::Release).await,
-            Store::Postgres(s) => s
-                .release_leases(sql::RELEASE_CLAIM_LEASES, server)
-                .await
-                .map_err(q("releasing cloud claim leases")),
-        }
+        let owner = match self {
+            // One server per SQLite file: every lease is a previous run's (`$1` NULL).
+            Store::Sqlite(_) => None,
+            Store::Postgres(_) => Some(server),
+        };
+        self.release_leases(
+            sql::RELEASE_CLAIM_LEASES,
+            owner,
+            "releasing cloud claim leases",
+        )
+        .await
     }
 
     /// Outbox rows in `state` (or every row), keyset-paged on `id` like [`Store::list_deployed`].

@@ -1658,6 +1658,23 @@ impl Store {
         .map_err(q(context))
     }
 
+    /// Runs one of the outboxes' lease releases (`statement`, `$1` = `owner`; NULL: every lease)
+    /// on either backend (SQLite: on the writer thread); how many rows it freed.
+    pub(crate) async fn release_leases(
+        &self,
+        statement: &'static str,
+        owner: Option<&str>,
+        context: &'static str,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.release_leases(statement, owner.map(str::to_owned), context)
+                    .await
+            }
+            Store::Postgres(s) => s.release_leases(statement, owner).await.map_err(q(context)),
+        }
+    }
+
     /// Counts per state.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.tally(sql::STATS, None, "counting identities").await

@@ -465,13 +465,12 @@ impl super::Store {
 
     /// Gives up every lease of `owner` (at start: a killed server's sends are retried at once).
     pub async fn release_delivery_leases(&self, owner: &str) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.outbox(OutboxWrite::Release(owner.to_owned())).await,
-            Store::Postgres(s) => s
-                .release_leases(sql::RELEASE_DELIVERY_LEASES, owner)
-                .await
-                .map_err(q("releasing webhook leases")),
-        }
+        self.release_leases(
+            sql::RELEASE_DELIVERY_LEASES,
+            Some(owner),
+            "releasing webhook leases",
+        )
+        .await
     }
 
     /// Outbox rows in `state`, keyset-paged on `id` like [`Store::list_deployed`].

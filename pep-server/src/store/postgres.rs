@@ -413,7 +413,7 @@ impl PostgresStore {
     pub(super) async fn release_leases(
         &self,
         statement: &'static str,
-        owner: &str,
+        owner: Option<&str>,
     ) -> Result<u64, sqlx::Error> {
         sqlx::query(statement)
             .bind(owner)

@@ -300,6 +300,21 @@ impl SqliteStore {
         written!(self, Write::Outbox(Box::new(write)), Written::Outbox(n) => n)
     }
 
+    /// Runs an outbox's lease release (`$1` = `owner`) on the writer thread: the rows it freed.
+    pub(super) async fn release_leases(
+        &self,
+        statement: &'static str,
+        owner: Option<String>,
+        context: &'static str,
+    ) -> Result<u64, StoreError> {
+        let write = Write::ReleaseLeases {
+            statement,
+            owner,
+            context,
+        };
+        written!(self, write, Written::Outbox(n) => n)
+    }
+
     /// Whether deployments queue their cloud claim.
     pub(super) fn queues_claims(&self) -> bool {
         self.claims
