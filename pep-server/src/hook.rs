@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use crate::config::{FailurePolicy, HooksConfig};
 use crate::hooks::sign::{timestamped_mac, timestamped_mac_matches};
 use crate::model::{Defaulted, FieldText, GatewayParams};
-use crate::orders::{Product, ProductColumns};
+use crate::orders::{Product, ProductFields};
 
 /// The header carrying the signature, `sha256=` + lower-case hex.
 pub const SIGNATURE_HEADER: &str = "X-Pep-Signature";
@@ -113,7 +113,7 @@ impl IdentityFields {
         let bad = |name: &str, e: &dyn std::fmt::Display| {
             HookFailure::BadAnswer(format!("identity.{name} {e}"))
         };
-        let product = ProductColumns {
+        let product = ProductFields {
             hardware_version: self.hardware_version,
             radio_config: self.radio_config,
             led_config: self.led_config,

@@ -167,7 +167,7 @@ impl Product {
 
     /// From the stored columns (checked when the order was created; a value that no longer
     /// passes is named).
-    pub(crate) fn from_columns(columns: ProductColumns) -> Result<Product, String> {
+    pub(crate) fn from_columns(columns: ProductFields) -> Result<Product, String> {
         columns.check(|name, e| format!("{}: {e}", name.column))
     }
 }
@@ -180,7 +180,7 @@ pub(crate) struct FieldName {
     pub(crate) column: &'static str,
 }
 
-impl ProductColumns {
+impl ProductFields {
     /// The texts checked as the request fields of the same names are; `bad` words the refusal of
     /// the first that fails.
     pub(crate) fn check<E>(
@@ -222,9 +222,12 @@ impl ProductColumns {
     }
 }
 
-/// The product columns of an `orders` row.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub(crate) struct ProductColumns {
+/// The product fields as text, unchecked: the `product` member of `POST /v3/orders` as sent
+/// (JSON names) and the product columns of an `orders` row (column names); both are checked into
+/// a [`Product`] by the one rule of each field.
+#[derive(Debug, Clone, Default, Deserialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductFields {
     pub(crate) hardware_version: Option<String>,
     pub(crate) radio_config: Option<String>,
     pub(crate) led_config: Option<String>,
@@ -355,53 +358,13 @@ pub struct OrderRequest {
     /// Identity defaults of the order's serials.
     #[serde(default)]
     #[schema(value_type = Object)]
-    pub product: ProductRequest,
+    pub product: ProductFields,
     /// Explicit serials (at most [`MAX_JSON_SERIALS`]; more by CSV upload).
     #[serde(default)]
     pub serials: Vec<String>,
     /// Ranges of serials.
     #[serde(default)]
     pub ranges: Vec<SerialRange>,
-}
-
-/// The `product` member as sent: the identity default fields, as text.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProductRequest {
-    hardware_version: Option<String>,
-    radio_config: Option<String>,
-    led_config: Option<String>,
-    category: Option<String>,
-    api_address: Option<String>,
-    gateway_services_address: Option<String>,
-}
-
-impl ProductRequest {
-    /// Checks every field like the request field of the same name.
-    fn check(self) -> Result<Product, InvalidOrder> {
-        let text = |name: &str, v: Option<String>| {
-            v.map(FieldText::new)
-                .transpose()
-                .map_err(|e| InvalidOrder::new(format!("product.{name}"), e.to_string()))
-        };
-        let url = |name: &str, v: Option<String>| {
-            v.map(HttpUrl::new)
-                .transpose()
-                .map_err(|e| InvalidOrder::new(format!("product.{name}"), e.to_string()))
-        };
-        Ok(Product {
-            hardware_version: text("hardwareVersion", self.hardware_version)?,
-            radio_config: text("radioConfig", self.radio_config)?,
-            led_config: text("ledConfig", self.led_config)?,
-            category: self
-                .category
-                .map(|c| Category::from_str(&c))
-                .transpose()
-                .map_err(|e| InvalidOrder::new("product.category", e.to_string()))?,
-            api_address: url("apiAddress", self.api_address)?,
-            gateway_services_address: url("gatewayServicesAddress", self.gateway_services_address)?,
-        })
-    }
 }
 
 /// A checked new order.
@@ -421,7 +384,9 @@ impl NewOrder {
     /// Checks everything in `request`; the first problem is named by its JSON member.
     pub fn from_request(request: OrderRequest) -> Result<NewOrder, InvalidOrder> {
         let order_id = OrderId::new(request.order_id)?;
-        let product = request.product.check()?;
+        let product = request
+            .product
+            .check(|name, e| InvalidOrder::new(format!("product.{}", name.api), e.to_string()))?;
         if request.serials.len() > MAX_JSON_SERIALS {
             return Err(InvalidOrder::new(
                 "serials",

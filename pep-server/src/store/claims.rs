@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use super::sqlite_writer::ClaimsWrite;
 use super::{SortOrder, Store, StoreError, UnknownName, now_ms, q, sql};
 use std::fmt;
 
@@ -135,6 +136,18 @@ impl ClaimStats {
     /// Delete rows in `state`.
     pub fn deletes_in(&self, state: ClaimState) -> u64 {
         self.deletes[index(state)]
+    }
+}
+
+impl super::Tally for ClaimStats {
+    type Row = (ClaimAction, ClaimState, i64);
+
+    fn count(&mut self, (action, state, n): Self::Row) {
+        let n = super::count(n);
+        match action {
+            ClaimAction::Claim => self.claims[index(state)] = n,
+            ClaimAction::Delete => self.deletes[index(state)] = n,
+        }
     }
 }
 
@@ -342,72 +355,78 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
-        let pool = match self {
+        let pg = match self {
             Store::Sqlite(s) => {
-                return s
-                    .settle_claims(server.to_owned(), now, settlements.to_vec())
-                    .await;
+                let settle = ClaimsWrite::Settle {
+                    server: server.to_owned(),
+                    now_ms: now,
+                    settlements: settlements.to_vec(),
+                };
+                return s.claims(settle).await.map(drop);
             }
-            Store::Postgres(s) => s.pool(),
+            Store::Postgres(s) => s,
         };
-        {
-            let mut tx = pool.begin().await.map_err(q("starting a transaction"))?;
-            for s in settlements {
-                sqlx::query(sql::SETTLE_CLAIM)
-                    .bind(s.state)
-                    .bind(i64::from(s.attempted))
-                    .bind(s.next_attempt_at)
-                    .bind(s.last_error.as_deref())
-                    .bind(s.cloud_id.as_deref())
-                    .bind(now)
-                    .bind(s.id)
-                    .bind(server)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("settling cloud claims"))?;
-            }
-            tx.commit().await.map_err(q("committing cloud claims"))
+        let mut tx = pg.begin().await?;
+        for s in settlements {
+            sqlx::query(sql::SETTLE_CLAIM)
+                .bind(s.state)
+                .bind(i64::from(s.attempted))
+                .bind(s.next_attempt_at)
+                .bind(s.last_error.as_deref())
+                .bind(s.cloud_id.as_deref())
+                .bind(now)
+                .bind(s.id)
+                .bind(server)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("settling cloud claims"))?;
         }
+        tx.commit().await.map_err(q("committing cloud claims"))
     }
 
     /// Records that rows `ids` (held by `server`) went out in bulk task `task`.
     pub async fn mark_bulk(&self, server: &str, task: &str, ids: &[i64]) -> Result<(), StoreError> {
         let now = now_ms();
-        let pool = match self {
+        let pg = match self {
             Store::Sqlite(s) => {
-                return s
-                    .mark_bulk(server.to_owned(), task.to_owned(), now, ids.to_vec())
-                    .await;
+                let mark = ClaimsWrite::MarkBulk {
+                    server: server.to_owned(),
+                    task: task.to_owned(),
+                    now_ms: now,
+                    ids: ids.to_vec(),
+                };
+                return s.claims(mark).await.map(drop);
             }
-            Store::Postgres(s) => s.pool(),
+            Store::Postgres(s) => s,
         };
-        {
-            let mut tx = pool.begin().await.map_err(q("starting a transaction"))?;
-            for id in ids {
-                sqlx::query(sql::MARK_BULK)
-                    .bind(task)
-                    .bind(now)
-                    .bind(*id)
-                    .bind(server)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("recording a bulk upload"))?;
-            }
-            tx.commit().await.map_err(q("committing a bulk upload"))
+        let mut tx = pg.begin().await?;
+        for id in ids {
+            sqlx::query(sql::MARK_BULK)
+                .bind(task)
+                .bind(now)
+                .bind(*id)
+                .bind(server)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("recording a bulk upload"))?;
         }
+        tx.commit().await.map_err(q("committing a bulk upload"))
     }
 
     /// Ends the leases a previous run of `server` left (SQLite: every lease). Call at start-up,
     /// before the sender runs.
     pub async fn release_claim_leases(&self, server: &str) -> Result<u64, StoreError> {
-        match self {
-            // One server per SQLite file: every lease is a previous run's.
-            Store::Sqlite(s) => s.release_claim_leases().await,
-            Store::Postgres(s) => s
-                .release_leases(sql::RELEASE_CLAIM_LEASES, server)
-                .await
-                .map_err(q("releasing cloud claim leases")),
-        }
+        let owner = match self {
+            // One server per SQLite file: every lease is a previous run's (`$1` NULL).
+            Store::Sqlite(_) => None,
+            Store::Postgres(_) => Some(server),
+        };
+        self.release_leases(
+            sql::RELEASE_CLAIM_LEASES,
+            owner,
+            "releasing cloud claim leases",
+        )
+        .await
     }
 
     /// Outbox rows in `state` (or every row), keyset-paged on `id` like [`Store::list_deployed`].
@@ -418,36 +437,24 @@ impl Store {
         order: SortOrder,
         after_id: Option<i64>,
     ) -> Result<Vec<ClaimRow>, StoreError> {
-        let (sql, start) = match order {
-            SortOrder::Asc => (sql::LIST_CLAIMS_ASC, i64::MIN),
-            SortOrder::Desc => (sql::LIST_CLAIMS_DESC, i64::MAX),
-        };
+        let listing = (sql::LIST_CLAIMS_ASC, sql::LIST_CLAIMS_DESC);
+        // `$1` NULL lists every state.
         let state = state.map(ClaimState::as_str);
-        on_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(state)
-                .bind(after_id.unwrap_or(start))
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("listing cloud claims"))
+        self.state_page(
+            listing,
+            state,
+            limit,
+            order,
+            after_id,
+            "listing cloud claims",
+        )
+        .await
     }
 
     /// Rows per action and state.
     pub async fn claim_stats(&self) -> Result<ClaimStats, StoreError> {
-        let rows: Vec<(ClaimAction, ClaimState, i64)> =
-            on_pool!(self, pool => sqlx::query_as(sql::CLAIM_STATS).fetch_all(pool).await)
-                .map_err(q("counting cloud claims"))?;
-        let mut stats = ClaimStats::default();
-        for (action, state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match action {
-                ClaimAction::Claim => stats.claims[index(state)] = n,
-                ClaimAction::Delete => stats.deletes[index(state)] = n,
-            }
-        }
-        Ok(stats)
+        self.tally(sql::CLAIM_STATS, None, "counting cloud claims")
+            .await
     }
 
     /// The latest error of the outbox, if any row has one.
@@ -462,7 +469,7 @@ impl Store {
     pub async fn retry_claims(&self, state: ClaimState) -> Result<u64, StoreError> {
         let now = now_ms();
         match self {
-            Store::Sqlite(s) => s.retry_claims(state, now).await,
+            Store::Sqlite(s) => s.claims(ClaimsWrite::Retry { state, now_ms: now }).await,
             Store::Postgres(s) => sqlx::query(sql::RETRY_CLAIMS)
                 .bind(now)
                 .bind(state)

@@ -17,10 +17,11 @@
 // The rows as both schemas type them: every column the two share (an identity's `server_id` is
 // not read: only in-flight rows have one, and they arrive failed).
 use super::chain::{ChainHead, DEFAULT_CHAIN};
+use super::orders::OrderRow;
 use super::tx::{Tx, on_tx};
 use super::{
     AuditKeys, ChainRow, Checkpoint, DetailRow as IdentityRow, IdentityState, NewAudit, Store,
-    StoreError, now_ms, q,
+    StoreError, now_ms, q, sql,
 };
 
 /// Rows read per round trip.
@@ -110,18 +111,18 @@ struct HistoryCopy {
     archived_at: i64,
 }
 
-/// The columns of [`ChainRow`] but `id`, in order.
+/// The columns of [`ChainRow`], in order (with `id`).
 macro_rules! audit_columns {
     ($m:ident!($($args:tt)*)) => {
-        $m!($($args)* at_ms, serial, gateway, requester, event, fcc_status, fcc_info,
+        $m!($($args)* id, at_ms, serial, gateway, requester, event, fcc_status, fcc_info,
             fcc_warnings, detail, duration_ms, server_id, seq, prev_hash, hash)
     };
 }
 
-/// The columns of [`Checkpoint`] but `id`, in order.
+/// The columns of [`Checkpoint`], in order (with `id`).
 macro_rules! checkpoint_columns {
     ($m:ident!($($args:tt)*)) => {
-        $m!($($args)* server_id, seq, audit_id, hash, at_ms, signature)
+        $m!($($args)* id, server_id, seq, audit_id, hash, at_ms, signature)
     };
 }
 
@@ -132,16 +133,28 @@ macro_rules! names {
     };
 }
 
-/// `INSERT INTO table (columns) VALUES ($1, …)` of a copied row; `with_id`: the row's id follows
-/// the columns (the column lists shared with the servers' own statements leave it out).
-fn insert_sql(table: &str, columns: &[&str], with_id: bool) -> String {
-    let id = if with_id { ", id" } else { "" };
-    let n = columns.len() + usize::from(with_id);
+/// `INSERT INTO table (columns) VALUES ($1, …)` of a copied row.
+fn insert_sql(table: &str, columns: &[&str]) -> String {
     format!(
-        "INSERT INTO {table} ({}{id}) VALUES ({})",
+        "INSERT INTO {table} ({}) VALUES ({})",
         columns.join(", "),
-        placeholders(n)
+        placeholders(columns.len())
     )
+}
+
+/// Inserts the copied row `$r` into `$table` of the target `$tx`, every column of the list
+/// `$columns` (with the row's id) bound from the field of the same name.
+macro_rules! insert_copied {
+    ($tx:expr, $table:literal, $columns:ident, $r:expr, $context:literal) => {{
+        let sql = insert_sql($table, &$columns!(names!()));
+        on_tx!($tx, conn => {
+            $columns!(bind_fields!(sqlx::query(&sql), $r,))
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+        .map_err(q($context))
+    }};
 }
 
 /// `$1, $2, …, $n` (both backends, see `store::sql`).
@@ -197,9 +210,7 @@ impl Tx {
         context: &'static str,
     ) -> Result<Vec<T>, StoreError>
     where
-        T: Send + Unpin,
-        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: super::BothRow,
     {
         let sql = format!(
             "SELECT {} FROM {table} WHERE id > $1 ORDER BY id LIMIT $2",
@@ -212,14 +223,13 @@ impl Tx {
     }
 
     async fn insert_identity(&mut self, r: &IdentityRow) -> Result<(), StoreError> {
-        let sql = insert_sql("identities", &identity_columns!(names!()), false);
-        on_tx!(self, conn => {
-            identity_columns!(bind_fields!(sqlx::query(&sql), r,))
-                .execute(conn)
-                .await
-                .map(drop)
-        })
-        .map_err(q("writing identities to the target"))
+        insert_copied!(
+            self,
+            "identities",
+            identity_columns,
+            r,
+            "writing identities to the target"
+        )
     }
 
     /// Request keys after `after` (in the source's order of the key; keys are never empty).
@@ -255,21 +265,19 @@ impl Tx {
 
     /// Inserts a copied checkpoint with its id.
     async fn insert_checkpoint(&mut self, r: &Checkpoint) -> Result<(), StoreError> {
-        let sql = insert_sql("audit_checkpoints", &checkpoint_columns!(names!()), true);
-        on_tx!(self, conn => {
-            checkpoint_columns!(bind_fields!(sqlx::query(&sql), r,))
-                .bind(r.id)
-                .execute(conn)
-                .await
-                .map(drop)
-        })
-        .map_err(q("writing the audit checkpoints to the target"))
+        insert_copied!(
+            self,
+            "audit_checkpoints",
+            checkpoint_columns,
+            r,
+            "writing the audit checkpoints to the target"
+        )
     }
 
     /// The head of the default chain as copied so far.
     async fn default_head(&mut self) -> Result<ChainHead, StoreError> {
         let row: Option<(i64, i64, Vec<u8>)> = on_tx!(self, conn => {
-            sqlx::query_as(super::sql::CHAIN_HEAD)
+            sqlx::query_as(sql::CHAIN_HEAD)
                 .bind(DEFAULT_CHAIN)
                 .fetch_optional(conn)
                 .await
@@ -283,14 +291,13 @@ impl Tx {
 
     /// Inserts a copied history row with its id.
     async fn insert_history(&mut self, r: &HistoryCopy) -> Result<(), StoreError> {
-        let sql = insert_sql("identity_history", &history_columns!(names!()), false);
-        on_tx!(self, conn => {
-            history_columns!(bind_fields!(sqlx::query(&sql), r,))
-                .execute(conn)
-                .await
-                .map(drop)
-        })
-        .map_err(q("writing the identity history to the target"))
+        insert_copied!(
+            self,
+            "identity_history",
+            history_columns,
+            r,
+            "writing the identity history to the target"
+        )
     }
 
     /// The source's CRL number, so that the target's next CRL still gets a greater one.
@@ -316,15 +323,13 @@ impl Tx {
 
     /// Inserts a copied audit row with its id.
     async fn insert_audit(&mut self, r: &ChainRow) -> Result<(), StoreError> {
-        let sql = insert_sql("audit", &audit_columns!(names!()), true);
-        on_tx!(self, conn => {
-            audit_columns!(bind_fields!(sqlx::query(&sql), r,))
-                .bind(r.id)
-                .execute(conn)
-                .await
-                .map(drop)
-        })
-        .map_err(q("writing the audit trail to the target"))
+        insert_copied!(
+            self,
+            "audit",
+            audit_columns,
+            r,
+            "writing the audit trail to the target"
+        )
     }
 
     /// Appends an audit row this copy adds (a new id) to the default chain after `head`.
@@ -370,47 +375,32 @@ impl Tx {
     }
 }
 
-/// An `orders` row, every column.
-type OrderRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-    Option<i64>,
-);
-
 /// The work orders (issue #17): every order, its ranges, its finished uploads with their serials,
 /// and the order of each identity. Uploads still loading never counted and are not copied.
 async fn copy_orders(source: &mut Tx, target: &mut Tx) -> Result<(), StoreError> {
     let read = || q("reading the work orders from the source");
     let write = || q("writing the work orders to the target");
-    let orders: Vec<OrderRow> = on_tx!(source, conn => {
-        sqlx::query_as(
-            "SELECT order_id, state, hardware_version, radio_config, led_config, category, \
-             api_address, gateway_services_address, created_by, created_at, closed_at FROM orders",
-        )
-        .fetch_all(conn)
-        .await
-    })
-    .map_err(read())?;
+    let orders: Vec<OrderRow> =
+        on_tx!(source, conn => sqlx::query_as(sql::ALL_ORDERS).fetch_all(conn).await)
+            .map_err(read())?;
     for o in &orders {
+        let p = &o.product;
         on_tx!(target, conn => {
-            sqlx::query(
-                "INSERT INTO orders (order_id, state, hardware_version, radio_config, led_config, \
-                 category, api_address, gateway_services_address, created_by, created_at, \
-                 closed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&o.0).bind(&o.1).bind(&o.2).bind(&o.3).bind(&o.4).bind(&o.5).bind(&o.6)
-            .bind(&o.7).bind(&o.8).bind(o.9).bind(o.10)
-            .execute(conn)
-            .await
-            .map(drop)
+            sqlx::query(sql::COPY_ORDER)
+                .bind(&o.order_id)
+                .bind(&o.state)
+                .bind(&p.hardware_version)
+                .bind(&p.radio_config)
+                .bind(&p.led_config)
+                .bind(&p.category)
+                .bind(&p.api_address)
+                .bind(&p.gateway_services_address)
+                .bind(&o.created_by)
+                .bind(o.created_at)
+                .bind(o.closed_at)
+                .execute(conn)
+                .await
+                .map(drop)
         })
         .map_err(write())?;
     }
@@ -521,8 +511,8 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
     let audit = target.count("audit").await?;
     if identities > 0 || audit > 0 {
         return Err(StoreError::TargetNotEmpty {
-            identities: u64::try_from(identities).unwrap_or(0),
-            audit: u64::try_from(audit).unwrap_or(0),
+            identities: super::count(identities),
+            audit: super::count(audit),
         });
     }
     let mut source = Tx::begin_snapshot(from).await?;
@@ -579,7 +569,7 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         let page: Vec<ChainRow> = source
             .page_after(
                 "audit",
-                &audit_columns!(names!(id,)),
+                &audit_columns!(names!()),
                 after,
                 "reading the audit trail from the source",
             )
@@ -596,7 +586,7 @@ pub async fn migrate_store(from: &Store, to: &Store) -> Result<MigrationReport, 
         let page: Vec<Checkpoint> = source
             .page_after(
                 "audit_checkpoints",
-                &checkpoint_columns!(names!(id,)),
+                &checkpoint_columns!(names!()),
                 after,
                 "reading the audit checkpoints from the source",
             )

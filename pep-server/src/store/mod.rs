@@ -60,28 +60,6 @@ macro_rules! on_pool {
     };
 }
 
-/// One keyset page of rows in `$state` from the `$listing` texts (ascending, descending; `$1`
-/// state, `$2` cursor, `$3` limit), on either pool: `Asc` → ids after `$after`, `Desc` → ids
-/// before it.
-macro_rules! state_page {
-    ($store:expr, $listing:expr, $state:expr, $limit:expr, $order:expr, $after:expr) => {{
-        let (asc, desc): (&str, &str) = $listing;
-        let (sql, start) = match $order {
-            SortOrder::Asc => (asc, i64::MIN),
-            SortOrder::Desc => (desc, i64::MAX),
-        };
-        let after: Option<i64> = $after;
-        on_pool!($store, pool => {
-            sqlx::query_as(sql)
-                .bind($state)
-                .bind(after.unwrap_or(start))
-                .bind(i64::from($limit))
-                .fetch_all(pool)
-                .await
-        })
-    }};
-}
-
 pub mod audit_log;
 pub mod chain;
 pub mod migrate;
@@ -101,6 +79,44 @@ pub mod orders;
 
 fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { context, source }
+}
+
+/// A row type read the same from both backends (one `sqlx::FromRow` derive, both schemas).
+pub(crate) trait BothRow:
+    Send
+    + Unpin
+    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+    + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+{
+}
+
+impl<T> BothRow for T where
+    T: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+{
+}
+
+/// A value bound the same in both backends.
+pub(crate) trait BothArg<'q>:
+    'q
+    + Send
+    + sqlx::Encode<'q, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+    + sqlx::Encode<'q, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+{
+}
+
+impl<'q, A> BothArg<'q> for A where
+    A: 'q
+        + Send
+        + sqlx::Encode<'q, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + sqlx::Encode<'q, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+{
 }
 
 pub use audit_log::{AuditSource, ChainRow, Checkpoint};
@@ -736,6 +752,36 @@ pub struct StoreStats {
     pub in_doubt: u64,
     /// Serials whose current identity is revoked.
     pub revoked: u64,
+}
+
+impl Tally for StoreStats {
+    type Row = (IdentityState, i64);
+
+    fn count(&mut self, (state, n): Self::Row) {
+        let n = count(n);
+        match state {
+            IdentityState::Deployed => self.deployed = n,
+            IdentityState::Failed => self.failed = n,
+            IdentityState::InFlight => self.in_flight = n,
+            IdentityState::InDoubt => self.in_doubt = n,
+            IdentityState::Revoked => self.revoked = n,
+        }
+    }
+}
+
+/// Counters filled by [`Store::tally`] from the rows of a `GROUP BY` count: the per-state counts of
+/// identities, webhook deliveries and cloud claims.
+pub(crate) trait Tally: Default {
+    /// One row: the key columns, then `COUNT(*)`.
+    type Row: BothRow;
+
+    /// Takes the count of one row (each key has one row).
+    fn count(&mut self, row: Self::Row);
+}
+
+/// A `COUNT(*)` (or `SUM`) read as BIGINT, as a count: never negative, a negative one reads 0.
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
 /// One audit row.
@@ -1425,13 +1471,9 @@ impl Store {
     /// The identities `serial` had before its current one, oldest first (empty if it never was
     /// provisioned again after a revocation).
     pub async fn history(&self, serial: &str) -> Result<Vec<PastIdentity>, StoreError> {
-        let rows: Vec<HistoryRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::HISTORY)
-                .bind(serial)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("reading the identity history"))?;
+        let rows: Vec<HistoryRow> = self
+            .rows(sql::HISTORY, serial, "reading the identity history")
+            .await?;
         Ok(rows.into_iter().map(PastIdentity::from).collect())
     }
 
@@ -1504,8 +1546,16 @@ impl Store {
         after_id: Option<i64>,
     ) -> Result<Vec<IdentityDetail>, StoreError> {
         let listing = (sql::LIST_BY_STATE_ASC, sql::LIST_BY_STATE_DESC);
-        let rows: Vec<DetailRow> = state_page!(self, listing, state, limit, order, after_id)
-            .map_err(q("listing identities by state"))?;
+        let rows: Vec<DetailRow> = self
+            .state_page(
+                listing,
+                state,
+                limit,
+                order,
+                after_id,
+                "listing identities by state",
+            )
+            .await?;
         Ok(rows.into_iter().map(IdentityDetail::from).collect())
     }
 
@@ -1522,26 +1572,18 @@ impl Store {
 
     /// The enrollment ID of a deployed serial.
     pub async fn enrollment_id(&self, serial: &str) -> Result<Option<String>, StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query_scalar(sql::ENROLLMENT_ID)
-                .bind(serial)
-                .fetch_optional(pool)
-                .await
-        })
-        .map(Option::flatten)
-        .map_err(q("reading an enrollment ID"))
+        let row: Option<(Option<String>,)> = self
+            .row(sql::ENROLLMENT_ID, serial, "reading an enrollment ID")
+            .await?;
+        Ok(row.and_then(|(id,)| id))
     }
 
     /// The FSS verification key of a deployed serial (none if it was not given).
     pub async fn verification_key(&self, serial: &str) -> Result<Option<String>, StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query_scalar(sql::VERIFICATION_KEY)
-                .bind(serial)
-                .fetch_optional(pool)
-                .await
-        })
-        .map(Option::flatten)
-        .map_err(q("reading a verification key"))
+        let row: Option<(Option<String>,)> = self
+            .row(sql::VERIFICATION_KEY, serial, "reading a verification key")
+            .await?;
+        Ok(row.and_then(|(key,)| key))
     }
 
     /// Deployed identities, keyset-paged on `id`: `Asc` → ids > `after_id`, `Desc` → ids < `after_id`.
@@ -1566,46 +1608,116 @@ impl Store {
         .map_err(q("listing deployed identities"))
     }
 
+    /// Every row of `sql` with `$1` = `arg`, as `T`, on whichever pool (one text and one row type
+    /// for both backends); `context` names the read in errors.
+    pub(crate) async fn rows<'q, T: BothRow, A: BothArg<'q>>(
+        &self,
+        sql: &'q str,
+        arg: A,
+        context: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        on_pool!(self, pool => sqlx::query_as(sql).bind(arg).fetch_all(pool).await)
+            .map_err(q(context))
+    }
+
+    /// The row of `sql` with `$1` = `arg`, if any, like [`Store::rows`].
+    pub(crate) async fn row<'q, T: BothRow, A: BothArg<'q>>(
+        &self,
+        sql: &'q str,
+        arg: A,
+        context: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        on_pool!(self, pool => sqlx::query_as(sql).bind(arg).fetch_optional(pool).await)
+            .map_err(q(context))
+    }
+
+    /// One keyset page of rows in `state` from the `listing` texts (ascending, descending; `$1`
+    /// state, `$2` cursor, `$3` limit), on either pool: `Asc` → ids after `after`, `Desc` → ids
+    /// before it.
+    pub(crate) async fn state_page<'q, T: BothRow, S: BothArg<'q>>(
+        &self,
+        (asc, desc): (&'q str, &'q str),
+        state: S,
+        limit: u32,
+        order: SortOrder,
+        after: Option<i64>,
+        context: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let (sql, start) = match order {
+            SortOrder::Asc => (asc, i64::MIN),
+            SortOrder::Desc => (desc, i64::MAX),
+        };
+        on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(state)
+                .bind(after.unwrap_or(start))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(q(context))
+    }
+
+    /// Runs one of the outboxes' lease releases (`statement`, `$1` = `owner`; NULL: every lease)
+    /// on either backend (SQLite: on the writer thread); how many rows it freed.
+    pub(crate) async fn release_leases(
+        &self,
+        statement: &'static str,
+        owner: Option<&str>,
+        context: &'static str,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.release_leases(statement, owner.map(str::to_owned), context)
+                    .await
+            }
+            Store::Postgres(s) => s.release_leases(statement, owner).await.map_err(q(context)),
+        }
+    }
+
     /// Counts per state.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let rows: Vec<(IdentityState, i64)> =
-            on_pool!(self, pool => sqlx::query_as(sql::STATS).fetch_all(pool).await)
-                .map_err(q("counting identities"))?;
-        let mut stats = StoreStats::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match state {
-                IdentityState::Deployed => stats.deployed = n,
-                IdentityState::Failed => stats.failed = n,
-                IdentityState::InFlight => stats.in_flight = n,
-                IdentityState::InDoubt => stats.in_doubt = n,
-                IdentityState::Revoked => stats.revoked = n,
+        self.tally(sql::STATS, None, "counting identities").await
+    }
+
+    /// The counters `T` filled from the rows of `sql`, a `SELECT key…, COUNT(*) … GROUP BY key…`
+    /// text (`$1` is `arg`, when given): one statement and one row type for both backends.
+    pub(crate) async fn tally<T: Tally>(
+        &self,
+        sql: &'static str,
+        arg: Option<&str>,
+        context: &'static str,
+    ) -> Result<T, StoreError> {
+        let rows: Vec<T::Row> = on_pool!(self, pool => {
+            let query = sqlx::query_as(sql);
+            match arg {
+                Some(arg) => query.bind(arg),
+                None => query,
             }
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(q(context))?;
+        let mut tally = T::default();
+        for row in rows {
+            tally.count(row);
         }
-        Ok(stats)
+        Ok(tally)
     }
 
     /// Everything stored about `serial`, whatever its state.
     pub async fn identity(&self, serial: &str) -> Result<Option<IdentityDetail>, StoreError> {
-        let row: Option<DetailRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::IDENTITY)
-                .bind(serial)
-                .fetch_optional(pool)
-                .await
-        })
-        .map_err(q("reading an identity"))?;
+        let row: Option<DetailRow> = self
+            .row(sql::IDENTITY, serial, "reading an identity")
+            .await?;
         Ok(row.map(IdentityDetail::from))
     }
 
     /// The audit trail of `serial`, oldest first.
     pub async fn audit_for(&self, serial: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows: Vec<AuditRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::AUDIT_FOR)
-                .bind(serial)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("reading the audit trail"))?;
+        let rows: Vec<AuditRow> = self
+            .rows(sql::AUDIT_FOR, serial, "reading the audit trail")
+            .await?;
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
@@ -1619,8 +1731,8 @@ impl Store {
         })
         .map_err(q("counting outcomes"))?;
         Ok(OutcomeCounts {
-            deployed: u64::try_from(deployed).unwrap_or(0),
-            failed: u64::try_from(failed).unwrap_or(0),
+            deployed: count(deployed),
+            failed: count(failed),
         })
     }
 
@@ -1630,20 +1742,20 @@ impl Store {
         &self,
         since_ms: i64,
     ) -> Result<Vec<MinuteOutcomes>, StoreError> {
-        let rows: Vec<(i64, i64, i64)> = on_pool!(self, pool => {
-            sqlx::query_as(sql::OUTCOMES_PER_MINUTE)
-                .bind(since_ms)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("counting outcomes per minute"))?;
+        let rows: Vec<(i64, i64, i64)> = self
+            .rows(
+                sql::OUTCOMES_PER_MINUTE,
+                since_ms,
+                "counting outcomes per minute",
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(minute, deployed, failed)| MinuteOutcomes {
                 minute,
                 counts: OutcomeCounts {
-                    deployed: u64::try_from(deployed).unwrap_or(0),
-                    failed: u64::try_from(failed).unwrap_or(0),
+                    deployed: count(deployed),
+                    failed: count(failed),
                 },
             })
             .collect())
@@ -1652,13 +1764,13 @@ impl Store {
     /// The latest `limit` outcome rows of the audit trail (deployed, failed, interrupted), newest
     /// first.
     pub async fn recent_outcomes(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows: Vec<AuditRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::RECENT_OUTCOMES)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("reading the latest outcomes"))?;
+        let rows: Vec<AuditRow> = self
+            .rows(
+                sql::RECENT_OUTCOMES,
+                i64::from(limit),
+                "reading the latest outcomes",
+            )
+            .await?;
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 

@@ -11,9 +11,9 @@
 use pep_ca::EndpointName;
 
 use super::tx::{Tx, on_tx};
-use super::{Store, StoreError, now_ms, q, sql};
+use super::{Store, StoreError, StoreStats, count, now_ms, q, sql};
 use crate::orders::{
-    NewOrder, OrderId, OrderMatch, OrderState, Product, ProductColumns, SerialRange,
+    NewOrder, OrderId, OrderMatch, OrderState, Product, ProductFields, SerialRange,
 };
 
 /// Rows of one multi-row insert of explicit serials (2 + 2 × rows parameters: within both
@@ -109,16 +109,16 @@ pub enum CloseOutcome {
     Unknown,
 }
 
-/// An `orders` row.
+/// An `orders` row, every column (`sql::order_columns`; `migrate-store` copies it as it is).
 #[derive(sqlx::FromRow)]
-struct OrderRow {
-    order_id: String,
-    state: String,
+pub(super) struct OrderRow {
+    pub(super) order_id: String,
+    pub(super) state: String,
     #[sqlx(flatten)]
-    product: ProductColumns,
-    created_by: String,
-    created_at: i64,
-    closed_at: Option<i64>,
+    pub(super) product: ProductFields,
+    pub(super) created_by: String,
+    pub(super) created_at: i64,
+    pub(super) closed_at: Option<i64>,
 }
 
 impl OrderRow {
@@ -329,14 +329,14 @@ impl Store {
         order: &OrderId,
         stale_before_ms: i64,
     ) -> Result<UploadId, OrderError> {
-        let stale: Vec<i64> = on_pool!(self, pool => {
-            sqlx::query_scalar(sql::STALE_UPLOADS)
-                .bind(stale_before_ms)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("finding abandoned uploads"))?;
-        for id in stale {
+        let stale: Vec<(i64,)> = self
+            .rows(
+                sql::STALE_UPLOADS,
+                stale_before_ms,
+                "finding abandoned uploads",
+            )
+            .await?;
+        for (id,) in stale {
             tracing::warn!(upload = id, "deleting an upload its server abandoned");
             self.abort_upload(UploadId(id)).await?;
         }
@@ -464,13 +464,9 @@ impl Store {
         if done == 1 {
             return Ok(CloseOutcome::Closed);
         }
-        let state: Option<String> = on_pool!(self, pool => {
-            sqlx::query_scalar(sql::ORDER_STATE)
-                .bind(order.as_str())
-                .fetch_optional(pool)
-                .await
-        })
-        .map_err(q("reading a work order"))?;
+        let state: Option<(String,)> = self
+            .row(sql::ORDER_STATE, order.as_str(), "reading a work order")
+            .await?;
         Ok(match state {
             Some(_) => CloseOutcome::AlreadyClosed,
             None => CloseOutcome::Unknown,
@@ -488,23 +484,23 @@ impl Store {
     /// The order `serial` belongs to: the order listing it explicitly, else the one whose range
     /// holds it (an open one before a closed one).
     pub async fn order_of(&self, serial: &str) -> Result<Option<OrderMatch>, StoreError> {
-        let row: Option<OrderRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::ORDER_OF_SERIAL)
-                .bind(serial)
-                .fetch_optional(pool)
-                .await
-        })
-        .map_err(q("finding the work order of a serial"))?;
+        let row: Option<OrderRow> = self
+            .row(
+                sql::ORDER_OF_SERIAL,
+                serial,
+                "finding the work order of a serial",
+            )
+            .await?;
         if let Some(row) = row {
             return Ok(Some(row.into_match()?.0));
         }
-        let rows: Vec<RangeOrderRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::RANGES_FOR_SERIAL)
-                .bind(serial)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("finding the work order range of a serial"))?;
+        let rows: Vec<RangeOrderRow> = self
+            .rows(
+                sql::RANGES_FOR_SERIAL,
+                serial,
+                "finding the work order range of a serial",
+            )
+            .await?;
         let mut found: Option<OrderMatch> = None;
         for row in rows {
             if row.range.range()?.contains(serial) {
@@ -522,13 +518,9 @@ impl Store {
 
     /// One order with its counts.
     pub async fn order(&self, order: &OrderId) -> Result<Option<OrderSummary>, StoreError> {
-        let row: Option<OrderRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::ORDER)
-                .bind(order.as_str())
-                .fetch_optional(pool)
-                .await
-        })
-        .map_err(q("reading a work order"))?;
+        let row: Option<OrderRow> = self
+            .row(sql::ORDER, order.as_str(), "reading a work order")
+            .await?;
         match row {
             Some(row) => Ok(Some(self.summary(row).await?)),
             None => Ok(None),
@@ -546,13 +538,9 @@ impl Store {
     }
 
     async fn orders_by(&self, sql: &str, limit: u32) -> Result<Vec<OrderSummary>, StoreError> {
-        let rows: Vec<OrderRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("listing work orders"))?;
+        let rows: Vec<OrderRow> = self
+            .rows(sql, i64::from(limit), "listing work orders")
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             out.push(self.summary(row).await?);
@@ -564,10 +552,9 @@ impl Store {
     async fn summary(&self, row: OrderRow) -> Result<OrderSummary, StoreError> {
         let (m, created_by, created_at_ms, closed_at_ms) = row.into_match()?;
         let id = m.order_id.as_str();
-        let ranges: Vec<RangeRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql::ORDER_RANGES).bind(id).fetch_all(pool).await
-        })
-        .map_err(q("reading the ranges of a work order"))?;
+        let ranges: Vec<RangeRow> = self
+            .rows(sql::ORDER_RANGES, id, "reading the ranges of a work order")
+            .await?;
         let ranges = ranges
             .into_iter()
             .map(|r| r.range())
@@ -576,37 +563,28 @@ impl Store {
             sqlx::query_scalar(sql::ORDER_EXPECTED).bind(id).fetch_one(pool).await
         })
         .map_err(q("counting the serials of a work order"))?;
-        let progress: Vec<(super::IdentityState, i64)> = on_pool!(self, pool => {
-            sqlx::query_as(sql::ORDER_PROGRESS).bind(id).fetch_all(pool).await
-        })
-        .map_err(q("counting the identities of a work order"))?;
-        let mut summary = OrderSummary {
-            expected: u64::try_from(explicit).unwrap_or(0)
-                + ranges.iter().map(SerialRange::len).sum::<u64>(),
+        let progress: StoreStats = self
+            .tally(
+                sql::ORDER_PROGRESS,
+                Some(id),
+                "counting the identities of a work order",
+            )
+            .await?;
+        Ok(OrderSummary {
+            expected: count(explicit) + ranges.iter().map(SerialRange::len).sum::<u64>(),
             order_id: m.order_id,
             state: m.state,
             product: m.product,
             ranges,
-            deployed: 0,
-            failed: 0,
-            in_progress: 0,
-            in_doubt: 0,
-            revoked: 0,
+            deployed: progress.deployed,
+            failed: progress.failed,
+            in_progress: progress.in_flight,
+            in_doubt: progress.in_doubt,
+            revoked: progress.revoked,
             created_by,
             created_at_ms,
             closed_at_ms,
-        };
-        for (state, n) in progress {
-            let n = u64::try_from(n).unwrap_or(0);
-            match state {
-                super::IdentityState::Deployed => summary.deployed = n,
-                super::IdentityState::Failed => summary.failed = n,
-                super::IdentityState::InFlight => summary.in_progress = n,
-                super::IdentityState::InDoubt => summary.in_doubt = n,
-                super::IdentityState::Revoked => summary.revoked = n,
-            }
-        }
-        Ok(summary)
+        })
     }
 }
 

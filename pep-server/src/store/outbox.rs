@@ -16,6 +16,7 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::sqlite_writer::OutboxWrite;
 use super::{SortOrder, Store, StoreError, UnknownName, q, sql};
 
 /// An event a webhook receiver may subscribe to (`events = [...]` of `[[hooks.events]]`).
@@ -382,8 +383,13 @@ impl DeliveryCounts {
             DeliveryState::Dead => self.dead,
         }
     }
+}
 
-    pub(crate) fn set(&mut self, state: DeliveryState, n: u64) {
+impl super::Tally for DeliveryCounts {
+    type Row = (DeliveryState, i64);
+
+    fn count(&mut self, (state, n): Self::Row) {
+        let n = super::count(n);
         match state {
             DeliveryState::Pending => self.pending = n,
             DeliveryState::Delivered => self.delivered = n,
@@ -400,7 +406,7 @@ impl super::Store {
     /// does so.
     pub async fn enqueue_event(&self, event: &NewEvent) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(s) => s.enqueue_event(event.clone()).await,
+            Store::Sqlite(s) => s.outbox(OutboxWrite::Enqueue(event.clone())).await,
             Store::Postgres(s) => s.enqueue_event(event).await,
         }
     }
@@ -440,11 +446,7 @@ impl super::Store {
         match self {
             Store::Sqlite(s) => s.settle_deliveries(all.to_vec()).await,
             Store::Postgres(s) => {
-                let mut tx = s
-                    .pool()
-                    .begin()
-                    .await
-                    .map_err(q("starting a transaction"))?;
+                let mut tx = s.begin().await?;
                 let mut done = Vec::with_capacity(all.len());
                 for settle in all {
                     let written = settle_query(settle)
@@ -463,13 +465,12 @@ impl super::Store {
 
     /// Gives up every lease of `owner` (at start: a killed server's sends are retried at once).
     pub async fn release_delivery_leases(&self, owner: &str) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.release_delivery_leases(owner.to_owned()).await,
-            Store::Postgres(s) => s
-                .release_leases(sql::RELEASE_DELIVERY_LEASES, owner)
-                .await
-                .map_err(q("releasing webhook leases")),
-        }
+        self.release_leases(
+            sql::RELEASE_DELIVERY_LEASES,
+            Some(owner),
+            "releasing webhook leases",
+        )
+        .await
     }
 
     /// Outbox rows in `state`, keyset-paged on `id` like [`Store::list_deployed`].
@@ -481,31 +482,27 @@ impl super::Store {
         after_id: Option<i64>,
     ) -> Result<Vec<Delivery>, StoreError> {
         let listing = (sql::LIST_DELIVERIES_ASC, sql::LIST_DELIVERIES_DESC);
-        state_page!(self, listing, state, limit, order, after_id)
-            .map_err(q("listing webhook deliveries"))
+        self.state_page(
+            listing,
+            state,
+            limit,
+            order,
+            after_id,
+            "listing webhook deliveries",
+        )
+        .await
     }
 
     /// The outbox rows of `serial`, oldest first.
     pub async fn deliveries_for(&self, serial: &str) -> Result<Vec<Delivery>, StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query_as(sql::DELIVERIES_FOR)
-                .bind(serial)
-                .fetch_all(pool)
-                .await
-        })
-        .map_err(q("reading webhook deliveries"))
+        self.rows(sql::DELIVERIES_FOR, serial, "reading webhook deliveries")
+            .await
     }
 
     /// Outbox rows per state.
     pub async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
-        let rows: Vec<(DeliveryState, i64)> =
-            on_pool!(self, pool => sqlx::query_as(sql::DELIVERY_COUNTS).fetch_all(pool).await)
-                .map_err(q("counting webhook deliveries"))?;
-        let mut counts = DeliveryCounts::default();
-        for (state, n) in rows {
-            counts.set(state, u64::try_from(n).unwrap_or(0));
-        }
-        Ok(counts)
+        self.tally(sql::DELIVERY_COUNTS, None, "counting webhook deliveries")
+            .await
     }
 }
 

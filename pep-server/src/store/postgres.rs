@@ -226,11 +226,7 @@ impl PostgresStore {
         let keys = AuditKeys::of(a);
         let (serial, gateway) = (keys.serial.as_str(), &keys.gateway);
         let key = a.request_key.as_ref().map(|k| k.as_str());
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
+        let mut tx = self.begin().await?;
         if let Some(key) = key {
             // The key's primary key decides between servers: a concurrent claim of the same key
             // waits for the first one's commit, then does nothing and reads its serial.
@@ -375,11 +371,7 @@ impl PostgresStore {
         context: &'static str,
         event: impl FnOnce(&AuditKeys) -> NewEvent,
     ) -> Result<AuditKeys, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
+        let mut tx = self.begin().await?;
         let keys = update
             .fetch_optional(&mut *tx)
             .await
@@ -421,7 +413,7 @@ impl PostgresStore {
     pub(super) async fn release_leases(
         &self,
         statement: &'static str,
-        owner: &str,
+        owner: Option<&str>,
     ) -> Result<u64, sqlx::Error> {
         sqlx::query(statement)
             .bind(owner)
@@ -431,11 +423,7 @@ impl PostgresStore {
     }
 
     pub(super) async fn resolve(&self, d: &Decision) -> Result<Resolution, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
+        let mut tx = self.begin().await?;
         let resolved: Option<ResolvedRow> = sqlx::query_as(sql::RESOLVE)
             .bind(d.state)
             .bind(d.last_error())
@@ -449,15 +437,12 @@ impl PostgresStore {
             enrollment_id,
         }) = resolved
         else {
-            let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
-                .bind(&d.serial)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(q("reading the identity to resolve"))?;
-            return Ok(match row {
-                None => Resolution::Unknown,
-                Some(row) => Resolution::NotInDoubt { state: row.state },
-            });
+            return Ok(
+                match state_of(&mut tx, &d.serial, "reading the identity to resolve").await? {
+                    None => Resolution::Unknown,
+                    Some(state) => Resolution::NotInDoubt { state },
+                },
+            );
         };
         let event = d.event(&keys, enrollment_id);
         enqueue(&mut tx, &self.options.event_routes, &event).await?;
@@ -472,11 +457,7 @@ impl PostgresStore {
     }
 
     pub(super) async fn revoke(&self, o: &RevokeOrder) -> Result<RevokeOutcome, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
+        let mut tx = self.begin().await?;
         let row: Option<RevokedRow> = sqlx::query_as(sql::REVOKE)
             .bind(o.now_ms)
             .bind(ReasonColumn(o.reason))
@@ -487,15 +468,12 @@ impl PostgresStore {
             .await
             .map_err(q("revoking an identity"))?;
         let Some(row) = row else {
-            let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
-                .bind(&o.serial)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(q("reading the identity to revoke"))?;
-            return Ok(match row {
-                None => RevokeOutcome::Unknown,
-                Some(row) => RevokeOutcome::NotRevocable { state: row.state },
-            });
+            return Ok(
+                match state_of(&mut tx, &o.serial, "reading the identity to revoke").await? {
+                    None => RevokeOutcome::Unknown,
+                    Some(state) => RevokeOutcome::NotRevocable { state },
+                },
+            );
         };
         let revoked = RevokedIdentity {
             enrollment_id: row.enrollment_id,
@@ -539,13 +517,16 @@ impl PostgresStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let audit = NewAudit::note(now_ms, keys, AuditEvent::Refused, Some(detail));
-        let tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
+        let tx = self.begin().await?;
         self.append_and_commit(tx, &[audit], "committing the refusal")
             .await
+    }
+
+    /// A transaction on the pool (every write of this backend is one).
+    pub(super) async fn begin(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.pool.begin().await.map_err(q("starting a transaction"))
     }
 
     /// Appends `audits` to this server's chain in `tx` and commits it (see the module
@@ -584,11 +565,7 @@ impl PostgresStore {
     }
 
     pub(super) async fn enqueue_event(&self, event: &NewEvent) -> Result<u64, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("starting a transaction"))?;
+        let mut tx = self.begin().await?;
         let n = enqueue(&mut tx, &self.options.event_routes, event).await?;
         tx.commit()
             .await
@@ -756,4 +733,19 @@ pub(super) async fn enqueue(
             .map_err(q("writing the webhook outbox"))?;
     }
     Ok(rows.receivers.len() as u64)
+}
+
+/// The state of `serial` (`None`: no such row), read in `tx` after a conditional update matched
+/// nothing, to say why (`sql::CONFLICT_STATE`).
+async fn state_of(
+    tx: &mut PgConnection,
+    serial: &str,
+    context: &'static str,
+) -> Result<Option<IdentityState>, StoreError> {
+    let row: Option<ConflictRow> = sqlx::query_as(sql::CONFLICT_STATE)
+        .bind(serial)
+        .fetch_optional(tx)
+        .await
+        .map_err(q(context))?;
+    Ok(row.map(|r| r.state))
 }

@@ -591,19 +591,31 @@ pub(super) const OPEN_RANGES: &str = "SELECT r.order_id, r.prefix, r.first_n, r.
 
 /// The ranges whose prefix starts serial `$1`, with their order (`substr`/`length` count
 /// characters in both backends). Few rows: the number is checked by `SerialRange::contains`.
-pub(super) const RANGES_FOR_SERIAL: &str = "SELECT r.prefix, r.first_n, r.last_n, r.width, \
-         o.order_id, o.state, o.hardware_version, o.radio_config, o.led_config, o.category, \
-         o.api_address, o.gateway_services_address, o.created_by, o.created_at, o.closed_at \
-     FROM order_ranges r JOIN orders o ON o.order_id = r.order_id \
-     WHERE substr($1, 1, length(r.prefix)) = r.prefix";
+pub(super) const RANGES_FOR_SERIAL: &str = concat!(
+    "SELECT r.prefix, r.first_n, r.last_n, r.width, ",
+    order_columns!(),
+    " FROM order_ranges r JOIN orders USING (order_id) \
+     WHERE substr($1, 1, length(r.prefix)) = r.prefix"
+);
 
-/// The order of an explicit serial, once its upload is done.
-pub(super) const ORDER_OF_SERIAL: &str = "SELECT o.order_id, o.state, o.hardware_version, \
-         o.radio_config, o.led_config, o.category, o.api_address, o.gateway_services_address, \
-         o.created_by, o.created_at, o.closed_at \
-     FROM order_serials s JOIN order_uploads u ON u.id = s.upload_id \
-         JOIN orders o ON o.order_id = s.order_id \
-     WHERE s.serial = $1 AND u.state = 'done'";
+/// The order of an explicit serial, once its upload is done (a serial is in one upload at most:
+/// it is the key of `order_serials`).
+pub(super) const ORDER_OF_SERIAL: &str = select!(
+    order_columns,
+    "FROM orders WHERE order_id = (SELECT s.order_id \
+         FROM order_serials s JOIN order_uploads u ON u.id = s.upload_id \
+         WHERE s.serial = $1 AND u.state = 'done')"
+);
+
+/// Every order (`migrate-store`).
+pub(super) const ALL_ORDERS: &str = select!(order_columns, "FROM orders");
+
+/// An order copied as it is (`migrate-store`).
+pub(super) const COPY_ORDER: &str = concat!(
+    "INSERT INTO orders (",
+    order_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+);
 
 /// A batch of explicit serials starts (`loading`: its rows do not count yet).
 pub(super) const BEGIN_UPLOAD: &str = "INSERT INTO order_uploads (order_id, state, serials, \
@@ -743,6 +755,8 @@ mod tests {
             ORDER_RANGES,
             RANGES_FOR_SERIAL,
             ORDER_OF_SERIAL,
+            ALL_ORDERS,
+            COPY_ORDER,
             BEGIN_UPLOAD,
             FINISH_UPLOAD,
             DELETE_UPLOAD_ROWS,

@@ -16,8 +16,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::claims::{ClaimRow, ClaimState, Settlement as ClaimSettlement};
-use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle};
+use super::claims::ClaimRow;
+use super::outbox::{Claim, Delivery, EventRoutes, Settle};
 use super::sqlite_writer::{ClaimsWrite, OutboxWrite, SqliteWriter, Write, Written};
 use super::{
     AuditKeys, Decision, DeployedOutcome, FailedOutcome, IN_DOUBT, INTERRUPTED, NewAttempt,
@@ -294,8 +294,25 @@ impl SqliteStore {
         written!(self, write, Written::Recovered(n) => n)
     }
 
-    async fn outbox(&self, write: OutboxWrite) -> Result<u64, StoreError> {
+    /// A write of the webhook outbox other than a claim or a settlement, answered with the rows
+    /// it wrote.
+    pub(super) async fn outbox(&self, write: OutboxWrite) -> Result<u64, StoreError> {
         written!(self, Write::Outbox(Box::new(write)), Written::Outbox(n) => n)
+    }
+
+    /// Runs an outbox's lease release (`$1` = `owner`) on the writer thread: the rows it freed.
+    pub(super) async fn release_leases(
+        &self,
+        statement: &'static str,
+        owner: Option<String>,
+        context: &'static str,
+    ) -> Result<u64, StoreError> {
+        let write = Write::ReleaseLeases {
+            statement,
+            owner,
+            context,
+        };
+        written!(self, write, Written::Outbox(n) => n)
     }
 
     /// Whether deployments queue their cloud claim.
@@ -318,10 +335,6 @@ impl SqliteStore {
         written!(self, write, Written::ClaimDelete => ())
     }
 
-    pub(super) async fn enqueue_event(&self, event: NewEvent) -> Result<u64, StoreError> {
-        self.outbox(OutboxWrite::Enqueue(event)).await
-    }
-
     pub(super) async fn claim_deliveries(&self, claim: Claim) -> Result<Vec<Delivery>, StoreError> {
         written!(self, Write::Outbox(Box::new(OutboxWrite::Claim(claim))), Written::Claimed(rows) => rows)
     }
@@ -333,12 +346,8 @@ impl SqliteStore {
         written!(self, Write::Outbox(Box::new(OutboxWrite::SettleMany(all))), Written::Settled(done) => done)
     }
 
-    pub(super) async fn release_delivery_leases(&self, owner: String) -> Result<u64, StoreError> {
-        self.outbox(OutboxWrite::Release(owner)).await
-    }
-
-    /// A write of the cloud claim sender, answered with the rows it wrote.
-    async fn claims(&self, write: ClaimsWrite) -> Result<u64, StoreError> {
+    /// A write of the cloud claim sender other than a take, answered with the rows it wrote.
+    pub(super) async fn claims(&self, write: ClaimsWrite) -> Result<u64, StoreError> {
         written!(self, Write::Claims(Box::new(write)), Written::Outbox(n) => n)
     }
 
@@ -356,50 +365,6 @@ impl SqliteStore {
             limit,
         };
         written!(self, Write::Claims(Box::new(take)), Written::ClaimsTaken(rows) => rows)
-    }
-
-    pub(super) async fn settle_claims(
-        &self,
-        server: String,
-        now_ms: i64,
-        settlements: Vec<ClaimSettlement>,
-    ) -> Result<(), StoreError> {
-        self.claims(ClaimsWrite::Settle {
-            server,
-            now_ms,
-            settlements,
-        })
-        .await
-        .map(drop)
-    }
-
-    pub(super) async fn mark_bulk(
-        &self,
-        server: String,
-        task: String,
-        now_ms: i64,
-        ids: Vec<i64>,
-    ) -> Result<(), StoreError> {
-        self.claims(ClaimsWrite::MarkBulk {
-            server,
-            task,
-            now_ms,
-            ids,
-        })
-        .await
-        .map(drop)
-    }
-
-    pub(super) async fn release_claim_leases(&self) -> Result<u64, StoreError> {
-        self.claims(ClaimsWrite::Release).await
-    }
-
-    pub(super) async fn retry_claims(
-        &self,
-        state: ClaimState,
-        now_ms: i64,
-    ) -> Result<u64, StoreError> {
-        self.claims(ClaimsWrite::Retry { state, now_ms }).await
     }
 
     pub(super) async fn close(&self) {

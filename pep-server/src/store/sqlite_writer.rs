@@ -104,6 +104,13 @@ pub(super) enum Write {
     },
     /// The webhook outbox (`store::outbox`).
     Outbox(Box<OutboxWrite>),
+    /// Either outbox's lease release at start-up (`statement`, `$1` = `owner`), answered with the
+    /// rows it freed.
+    ReleaseLeases {
+        statement: &'static str,
+        owner: Option<String>,
+        context: &'static str,
+    },
     /// The cloud claim outbox (`store::claims`).
     Claims(Box<ClaimsWrite>),
 }
@@ -134,8 +141,6 @@ pub(super) enum ClaimsWrite {
         now_ms: i64,
         ids: Vec<i64>,
     },
-    /// End every lease (start-up: one server per SQLite file).
-    Release,
     /// Every row in `state` is due again at `now_ms`.
     Retry { state: ClaimState, now_ms: i64 },
 }
@@ -149,8 +154,6 @@ pub(super) enum OutboxWrite {
     Claim(Claim),
     /// Record the outcomes of attempts (the delivery task settles in batches).
     SettleMany(Vec<Settle>),
-    /// Give up an owner's leases.
-    Release(String),
 }
 
 /// What a committed write returns.
@@ -564,6 +567,15 @@ fn apply(
             Ok(Written::Recovered(rows.len() as u64))
         }
         Write::Outbox(o) => outbox(conn, routes, o),
+        Write::ReleaseLeases {
+            statement,
+            owner,
+            context,
+        } => conn
+            .prepare_cached(statement)
+            .and_then(|mut st| st.execute(params![owner]))
+            .map(|n| Written::Outbox(n as u64))
+            .map_err(write_error(context)),
         Write::Claims(c) => claims_write(conn, c),
     }
 }
@@ -626,11 +638,6 @@ fn outbox(conn: &Connection, routes: &EventRoutes, o: &OutboxWrite) -> Result<Wr
             .map(|s| settle_delivery(conn, s).map(|done| done > 0))
             .collect::<Result<Vec<bool>, StoreError>>()
             .map(Written::Settled),
-        OutboxWrite::Release(owner) => conn
-            .prepare_cached(sql::RELEASE_DELIVERY_LEASES)
-            .and_then(|mut st| st.execute(params![owner]))
-            .map(|n| Written::Outbox(n as u64))
-            .map_err(write_error("releasing webhook leases")),
     }
 }
 
@@ -721,11 +728,6 @@ fn claims_write(conn: &Connection, w: &ClaimsWrite) -> Result<Written, StoreErro
             }
             Ok(Written::Outbox(ids.len() as u64))
         }
-        ClaimsWrite::Release => conn
-            .prepare_cached(sql::RELEASE_CLAIM_LEASES)
-            .and_then(|mut st| st.execute(params![Option::<String>::None]))
-            .map(|n| Written::Outbox(n as u64))
-            .map_err(write_error("releasing cloud claim leases")),
         ClaimsWrite::Retry { state, now_ms } => conn
             .prepare_cached(sql::RETRY_CLAIMS)
             .and_then(|mut st| st.execute(params![now_ms, state]))
@@ -813,20 +815,30 @@ fn resolve(
         })
         .map_err(write_error("resolving an in-doubt identity"))?;
     let Some((keys, enrollment_id)) = resolved else {
-        let found: Option<IdentityState> = conn
-            .prepare_cached(sql::CONFLICT_STATE)
-            .and_then(|mut s| s.query_row(params![d.serial], |r| r.get(1)).optional())
-            .map_err(write_error("reading the identity to resolve"))?;
-        return Ok(match found {
-            None => Resolution::Unknown,
-            Some(state) => Resolution::NotInDoubt { state },
-        });
+        return Ok(
+            match state_of(conn, &d.serial, "reading the identity to resolve")? {
+                None => Resolution::Unknown,
+                Some(state) => Resolution::NotInDoubt { state },
+            },
+        );
     };
     enqueue(conn, routes, &d.event(&keys, enrollment_id))?;
     let (keys, detail) = (d.audit_keys(keys), d.detail());
     let audit = NewAudit::note(d.now_ms, &keys, AuditEvent::Resolved, Some(&detail));
     insert_audit(conn, head, &audit)?;
     Ok(Resolution::Resolved)
+}
+
+/// The state of `serial` (`None`: no such row), read after a conditional update matched nothing,
+/// to say why (`sql::CONFLICT_STATE`, its second column).
+fn state_of(
+    conn: &Connection,
+    serial: &str,
+    context: &'static str,
+) -> Result<Option<IdentityState>, StoreError> {
+    conn.prepare_cached(sql::CONFLICT_STATE)
+        .and_then(|mut s| s.query_row(params![serial], |r| r.get(1)).optional())
+        .map_err(write_error(context))
 }
 
 /// `deployed`/`in_doubt` → `revoked` for `order.serial`, audited with who asked; or why not.
@@ -853,14 +865,12 @@ fn revoke(
         })
         .map_err(write_error("revoking an identity"))?;
     let Some((keys, enrollment_id, cert_serial)) = row else {
-        let found: Option<IdentityState> = conn
-            .prepare_cached(sql::CONFLICT_STATE)
-            .and_then(|mut s| s.query_row(params![order.serial], |r| r.get(1)).optional())
-            .map_err(write_error("reading the identity to revoke"))?;
-        return Ok(match found {
-            None => RevokeOutcome::Unknown,
-            Some(state) => RevokeOutcome::NotRevocable { state },
-        });
+        return Ok(
+            match state_of(conn, &order.serial, "reading the identity to revoke")? {
+                None => RevokeOutcome::Unknown,
+                Some(state) => RevokeOutcome::NotRevocable { state },
+            },
+        );
     };
     let revoked = RevokedIdentity {
         enrollment_id,
