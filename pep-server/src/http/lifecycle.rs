@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::query::QueryParams;
-use super::resolve::detail_json;
+use super::read::ListingRow;
 use super::{AppState, Principal};
 use crate::model::FieldText;
 use crate::store::{PastIdentity, Revocation, RevokeOutcome};
@@ -185,7 +185,7 @@ pub(super) async fn identity(
         return Err(ApiError::no_identity(serial.as_str()));
     };
     let history = store.history(serial.as_str()).await.map_err(read)?;
-    let mut current_json = detail_json(&current);
+    let mut current_json = current.entry();
     if let Value::Object(map) = &mut current_json {
         map.insert(
             "revocation".to_owned(),

@@ -532,7 +532,7 @@ pub(crate) struct EnrollmentPage {
     results: Vec<EnrollmentEntry>,
 }
 
-/// A HAL page of a listing by state ([`read::rows_page`]): its links, the state listed, the
+/// A HAL page of a listing by state ([`read::ListingQuery::page`]): its links, the state listed, the
 /// paging and the entries (JSON objects the `results` doc describes).
 macro_rules! state_page {
     ($(#[$doc:meta])* $name:ident {
