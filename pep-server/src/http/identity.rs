@@ -34,13 +34,8 @@ use fcc_proto::FccStatus;
     responses(
         (status = 200, description = "The gateway is provisioned (or, for a repeated request key, was provisioned by the first request with it); the body is its identity.json.", body = crate::provision::Identity),
         super::openapi::CallerErrors,
-        (status = 409, response = super::openapi::Conflict),
-        (status = 422, response = super::openapi::KeyUsed),
+        super::openapi::ProvisionErrors,
         (status = 414, response = super::openapi::UriTooLong),
-        (status = 500, response = super::openapi::Internal),
-        (status = 502, response = super::openapi::GatewayRejected),
-        (status = 503, response = super::openapi::CaUnavailable),
-        (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
 pub(super) async fn get_identity(
@@ -77,14 +72,9 @@ pub(super) async fn get_identity(
         (status = 200, description = "A repeated request key: the identity the first request with it provisioned (nothing issued).", body = crate::provision::Identity),
         (status = 201, description = "The gateway is provisioned; the body is its identity.json.", body = crate::provision::Identity),
         super::openapi::CallerErrors,
-        (status = 409, response = super::openapi::Conflict),
-        (status = 422, response = super::openapi::KeyUsed),
+        super::openapi::ProvisionErrors,
         (status = 413, description = "The body is larger than 64 KiB.", body = super::openapi::ErrorBody),
         (status = 415, description = "The body is not application/json.", body = super::openapi::ErrorBody),
-        (status = 500, response = super::openapi::Internal),
-        (status = 502, response = super::openapi::GatewayRejected),
-        (status = 503, response = super::openapi::CaUnavailable),
-        (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
 pub(super) async fn post_identities(

@@ -694,6 +694,24 @@ impl IntoResponses for CallerErrors {
     }
 }
 
+/// What a provisioning can answer besides its success and [`CallerErrors`]: 409 [`Conflict`], 422
+/// [`KeyUsed`], 500 [`Internal`], 502 [`GatewayRejected`], 503 [`CaUnavailable`] and 504
+/// [`GatewayTimeout`] (`GET /v3/identity` and `POST /v3/identities` list the same).
+pub(crate) struct ProvisionErrors;
+
+impl IntoResponses for ProvisionErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        references(&[
+            ("409", Conflict::response().0),
+            ("422", KeyUsed::response().0),
+            ("500", Internal::response().0),
+            ("502", GatewayRejected::response().0),
+            ("503", CaUnavailable::response().0),
+            ("504", GatewayTimeout::response().0),
+        ])
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Longer descriptions.
 
