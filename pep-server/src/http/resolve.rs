@@ -1,21 +1,20 @@
 //! The in-doubt identities (issue #13): `GET /v3/identities?state=` lists rows by state, and
 //! `POST /v3/identities/{serial}/resolve` is the operator's decision on one in-doubt serial.
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use super::AppState;
+use super::auth::Caller;
+use super::body::known_fields;
 use super::error::ApiError;
 use super::lifecycle::path_serial;
 use super::read::{ListingQuery, ListingRow};
-use super::{AppState, Principal};
 use crate::store::{IdentityDetail, IdentityState, Resolution};
 
 /// The states `GET /v3/identities` lists.
@@ -85,16 +84,11 @@ pub(super) async fn identities(
 
 /// The body of a resolution: `{"state": "deployed"}` or `{"state": "failed"}`, nothing else.
 fn resolution_state(body: &[u8]) -> Result<IdentityState, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON object {\"state\": \"deployed\" | \"failed\"}",
-        ));
-    };
-    if let Some(name) = map.keys().find(|k| *k != "state") {
-        return Err(ApiError::bad_param(name, "is not a known field"));
-    }
+    let map = known_fields(
+        body,
+        "the body must be a JSON object {\"state\": \"deployed\" | \"failed\"}",
+        &["state"],
+    )?;
     match map.get("state") {
         None => Err(ApiError::missing_param("state")),
         Some(Value::String(s)) if s == "deployed" => Ok(IdentityState::Deployed),
@@ -125,15 +119,14 @@ fn resolution_state(body: &[u8]) -> Result<IdentityState, ApiError> {
 )]
 pub(super) async fn resolve(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    principal: Option<axum::Extension<Principal>>,
+    caller: Caller,
     Path(serial): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
     let to = resolution_state(&body)?;
     path_serial(&serial)?;
-    let who = Principal::requester(principal.as_ref().map(|p| &p.0), peer);
+    let who = caller.requester();
     let store = state.provisioner.store();
     match store.resolve(&serial, to, &who).await {
         Ok(Resolution::Resolved) => {
@@ -151,12 +144,11 @@ pub(super) async fn resolve(
             .into_response())
         }
         Ok(Resolution::Unknown) => Err(ApiError::no_identity(&serial)),
-        Ok(Resolution::NotInDoubt { state }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
+        Ok(Resolution::NotInDoubt { state }) => Err(ApiError::wrong_state(
+            &serial,
+            state,
             format!("serial number {serial} is {state}, not in_doubt: nothing to resolve"),
-        )
-        .with("serialNumber", serial)
-        .with("state", state.as_str())),
+        )),
         Err(e) => Err(ApiError::internal("resolving failed", &e)),
     }
 }
