@@ -378,54 +378,63 @@ struct Format {
     disposition: &'static str,
 }
 
-/// Where a download is: the next page comes after this record id (`None`: the first page).
-enum Cursor {
-    Next(Option<i64>),
-    Done,
+/// Streams a download page by page, never held in memory as a whole: `page(after)` reads and
+/// renders the page after the key `after` (`None`: the first page) and gives the key of the next
+/// one (`None`: it was the last). A failure ends the body short, logged naming the download `what`.
+fn paged_download<K, F, Fut>(
+    what: &'static str,
+    content_type: &'static str,
+    disposition: &'static str,
+    page: F,
+) -> Response
+where
+    K: Send + 'static,
+    F: Fn(Option<K>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(Bytes, Option<K>), DownloadError>> + Send + 'static,
+{
+    // The cursor: `Some(after)` while a page is to come, `None` once the last one was sent.
+    let stream = futures_util::stream::unfold(Some(None), move |cursor: Option<Option<K>>| {
+        let next_page = cursor.map(&page);
+        async move {
+            match next_page?.await {
+                Ok((chunk, next)) => Some((Ok(chunk), next.map(Some))),
+                Err(e) => {
+                    // The head is already sent: abort the body so the client sees a truncated
+                    // transfer instead of a silently short file.
+                    tracing::error!(error = %e, download = what, "download failed");
+                    Some((Err(std::io::Error::other(e.to_string())), None))
+                }
+            }
+        }
+    });
+    attachment(content_type, disposition, Body::from_stream(stream))
 }
 
-/// Streams every deployed gateway, oldest first, in `format`: page by page (keyset paging on the
-/// id), never held in memory as a whole.
+/// Streams every deployed gateway, oldest first, in `format` (keyset paging on the id).
 fn download(state: &AppState, format: &'static Format) -> Response {
     let provisioner = state.provisioner.clone();
-    let stream = futures_util::stream::unfold(Cursor::Next(None), move |cursor| {
-        let provisioner = provisioner.clone();
-        async move {
-            let Cursor::Next(after) = cursor else {
-                return None;
-            };
-            let chunk = async {
+    paged_download(
+        format.what,
+        format.content_type,
+        format.disposition,
+        move |after: Option<i64>| {
+            let provisioner = provisioner.clone();
+            async move {
                 let records = provisioner
                     .store()
                     .list_deployed(DOWNLOAD_PAGE, SortOrder::Asc, after)
                     .await?;
                 let mut chunk = (format.page)(&records, after.is_none())?;
                 let next = match records.last() {
-                    Some(last) if records.len() == DOWNLOAD_PAGE as usize => {
-                        Cursor::Next(Some(last.id))
-                    }
+                    Some(last) if records.len() == DOWNLOAD_PAGE as usize => Some(last.id),
                     _ => {
                         chunk.extend_from_slice(format.tail.as_bytes());
-                        Cursor::Done
+                        None
                     }
                 };
-                Ok::<_, DownloadError>((Bytes::from(chunk), next))
-            };
-            match chunk.await {
-                Ok((chunk, next)) => Some((Ok(chunk), next)),
-                Err(e) => {
-                    // The head is already sent: abort the body so the client sees a truncated
-                    // transfer instead of a silently short file.
-                    tracing::error!(error = %e, download = format.what, "download failed");
-                    Some((Err(std::io::Error::other(e.to_string())), Cursor::Done))
-                }
+                Ok((Bytes::from(chunk), next))
             }
-        }
-    });
-    attachment(
-        format.content_type,
-        format.disposition,
-        Body::from_stream(stream),
+        },
     )
 }
 
@@ -516,11 +525,13 @@ pub(super) async fn enrollment_ids_csv(
 /// CSV (`deployed` false): the file of the cloud's bulk delete, which frees their claims.
 fn download_revoked(state: &AppState) -> Response {
     let provisioner = state.provisioner.clone();
-    let stream = futures_util::stream::unfold(Some(None), move |cursor| {
-        let provisioner = provisioner.clone();
-        async move {
-            let after: Option<(i64, String)> = cursor?;
-            let chunk = async {
+    paged_download(
+        "revoked CSV export",
+        CSV.content_type,
+        "attachment; filename=\"revoked_enrollment_ids.csv\"",
+        move |after: Option<(i64, String)>| {
+            let provisioner = provisioner.clone();
+            async move {
                 let rows = provisioner
                     .store()
                     .list_revoked(DOWNLOAD_PAGE, after.as_ref().map(|(t, s)| (*t, s.as_str())))
@@ -529,25 +540,13 @@ fn download_revoked(state: &AppState) -> Response {
                 let chunk = (CSV.page)(&records, after.is_none())?;
                 let next = match rows.last() {
                     Some(last) if rows.len() == DOWNLOAD_PAGE as usize => {
-                        Some(Some((last.revoked_at, last.cert_serial.clone())))
+                        Some((last.revoked_at, last.cert_serial.clone()))
                     }
                     _ => None,
                 };
-                Ok::<_, DownloadError>((Bytes::from(chunk), next))
-            };
-            match chunk.await {
-                Ok((chunk, next)) => Some((Ok(chunk), next)),
-                Err(e) => {
-                    tracing::error!(error = %e, download = "revoked CSV export", "download failed");
-                    Some((Err(std::io::Error::other(e.to_string())), None))
-                }
+                Ok((Bytes::from(chunk), next))
             }
-        }
-    });
-    attachment(
-        CSV.content_type,
-        "attachment; filename=\"revoked_enrollment_ids.csv\"",
-        Body::from_stream(stream),
+        },
     )
 }
 
