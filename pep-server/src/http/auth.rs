@@ -17,8 +17,12 @@
 //! pre-session cookie [`LOGIN_COOKIE`] set with that form, and the logout needs the token of the
 //! session's page. A refusal is 403 and changes nothing.
 
+use std::net::SocketAddr;
+
 use axum::Form;
-use axum::extract::{Request, State};
+use axum::extract::rejection::ExtensionRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -316,6 +320,39 @@ pub(super) fn authorize_headers(
         (None, Some(client), _) => auth.authorize_station(client, role),
         (None, None, Some(session)) if role == Role::Read => auth.authorize_session(session, role),
         _ => auth.authorize(header, role),
+    }
+}
+
+/// Who makes a request to an operation that records it: the token's [`Principal`] (none when
+/// authentication is disabled) and the peer address.
+pub(super) struct Caller {
+    pub(super) principal: Option<Principal>,
+    pub(super) peer: SocketAddr,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ExtensionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ExtensionRejection> {
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await?;
+        // Put there by the authentication middleware; absent when authentication is disabled.
+        let principal = parts.extensions.get::<Principal>().cloned();
+        Ok(Caller { principal, peer })
+    }
+}
+
+impl Caller {
+    /// The requester as identities and the audit trail record it ([`Principal::requester`]).
+    pub(super) fn requester(&self) -> String {
+        Principal::requester(self.principal.as_ref(), self.peer)
+    }
+
+    /// 403 unless the token's scope covers `serial` ([`Principal::check_scope`]); anyone may act
+    /// on any serial when authentication is disabled.
+    pub(super) fn check_scope(&self, serial: &str, may: &str) -> Result<(), ApiError> {
+        self.principal
+            .as_ref()
+            .map_or(Ok(()), |p| p.check_scope(serial, may))
     }
 }
 

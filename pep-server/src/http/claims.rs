@@ -1,35 +1,39 @@
 //! `GET /v3/claims?state=`: the cloud claim outbox (issue #18), one page at a time.
 
-use axum::extract::{RawQuery, State};
-use axum::http::Uri;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::query::QueryParams;
-use super::read::{page_params, rows_page, state_filter};
+use super::read::{ListingQuery, ListingRow};
 use crate::store::{ClaimRow, ClaimState};
 
 /// The states `GET /v3/claims` lists.
 const STATES: &str = "pending, retrying, claimed, already_claimed, rejected or deleted";
 
-fn claim_json(r: &ClaimRow) -> Value {
-    json!({
-        "_id": r.id.to_string(),
-        "enrollmentID": r.enrollment_id,
-        "serialNumber": r.serial,
-        "action": r.action.as_str(),
-        "state": r.state.as_str(),
-        "attempts": r.attempts,
-        "nextAttemptAt": r.next_attempt_at,
-        "lastError": r.last_error,
-        "claimedBy": r.claimed_by,
-        "bulkTask": r.bulk_task,
-        "cloudId": r.cloud_id,
-        "createdAt": r.created_at,
-        "updatedAt": r.updated_at,
-    })
+impl ListingRow for ClaimRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn entry(&self) -> Value {
+        json!({
+            "_id": self.id.to_string(),
+            "enrollmentID": self.enrollment_id,
+            "serialNumber": self.serial,
+            "action": self.action.as_str(),
+            "state": self.state.as_str(),
+            "attempts": self.attempts,
+            "nextAttemptAt": self.next_attempt_at,
+            "lastError": self.last_error,
+            "claimedBy": self.claimed_by,
+            "bulkTask": self.bulk_task,
+            "cloudId": self.cloud_id,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        })
+    }
 }
 
 /// `GET /v3/claims?state=&limit=&order=&last=`: one page of the claim outbox.
@@ -48,27 +52,13 @@ fn claim_json(r: &ClaimRow) -> Value {
 )]
 pub(super) async fn claims(
     State(state): State<AppState>,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
+    query: ListingQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let wanted: Option<ClaimState> = params
-        .get_non_empty("state")?
-        .map(|text| state_filter(text, STATES))
-        .transpose()?;
-    let page = page_params(&params)?;
-    let rows = state
-        .provisioner
-        .store()
-        .list_claims(wanted, page.limit, page.order, page.last)
+    let wanted: Option<ClaimState> = query.state(STATES)?;
+    let store = state.provisioner.store();
+    query
+        .page(wanted.map(ClaimState::as_str), |page| {
+            store.list_claims(wanted, page.limit, page.order, page.last)
+        })
         .await
-        .map_err(|e| ApiError::store_read(&e))?;
-    Ok(rows_page(
-        &uri,
-        wanted.map(ClaimState::as_str),
-        &page,
-        &rows,
-        |r| r.id,
-        claim_json,
-    ))
 }

@@ -5,6 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::store::IdentityState;
+
 /// An error answer. The message is meant for the operator at the factory line: it says what was wrong
 /// and, where it helps, what to check. It never carries tokens or keys.
 #[derive(Debug)]
@@ -81,6 +83,14 @@ impl ApiError {
     pub fn no_identity(serial: &str) -> ApiError {
         ApiError::not_found(format!("no identity has serial number `{serial}`"))
             .with("serialNumber", serial)
+    }
+
+    /// 409: the identity of `serial` is in `state`, which the action does not apply to; `message`
+    /// says so (nothing changed).
+    pub fn wrong_state(serial: &str, state: IdentityState, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+            .with("serialNumber", serial)
+            .with("state", state.as_str())
     }
 
     /// Adds a field to the JSON body.

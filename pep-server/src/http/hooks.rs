@@ -1,38 +1,42 @@
 //! `GET /v3/hooks/deliveries?state=`: the webhook outbox, one page of deliveries in one state
 //! (issue #17). What a receiver got, is being retried, or was given up.
 
-use axum::extract::{RawQuery, State};
-use axum::http::Uri;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::query::QueryParams;
-use super::read::{page_params, required_state, rows_page};
+use super::read::{ListingQuery, ListingRow};
 use crate::store::{Delivery, DeliveryState};
 
 /// The states the listing takes.
 const STATES: &str = "pending, delivered, failing or dead";
 
-fn delivery_json(d: &Delivery) -> Value {
-    // The payload is the JSON the receiver gets (no secret in it); shown as the object it is.
-    let payload: Value = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
-    json!({
-        "_id": d.id.to_string(),
-        "eventId": d.event_id,
-        "receiver": d.receiver,
-        "serialNumber": d.serial,
-        "event": d.event.as_str(),
-        "state": d.state.as_str(),
-        "attempts": d.attempts,
-        "nextAttemptAt": d.next_attempt_at,
-        "lastError": d.last_error,
-        "createdAt": d.created_at,
-        "updatedAt": d.updated_at,
-        "deliveredAt": d.delivered_at,
-        "payload": payload,
-    })
+impl ListingRow for Delivery {
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn entry(&self) -> Value {
+        // The payload is the JSON the receiver gets (no secret in it); shown as the object it is.
+        let payload: Value = serde_json::from_str(&self.payload).unwrap_or(Value::Null);
+        json!({
+            "_id": self.id.to_string(),
+            "eventId": self.event_id,
+            "receiver": self.receiver,
+            "serialNumber": self.serial,
+            "event": self.event.as_str(),
+            "state": self.state.as_str(),
+            "attempts": self.attempts,
+            "nextAttemptAt": self.next_attempt_at,
+            "lastError": self.last_error,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "deliveredAt": self.delivered_at,
+            "payload": payload,
+        })
+    }
 }
 
 /// `GET /v3/hooks/deliveries?state=failing&limit=&order=&last=`.
@@ -51,24 +55,13 @@ fn delivery_json(d: &Delivery) -> Value {
 )]
 pub(super) async fn deliveries(
     State(state): State<AppState>,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
+    query: ListingQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let wanted: DeliveryState = required_state(&params, STATES)?;
-    let page = page_params(&params)?;
-    let rows = state
-        .provisioner
-        .store()
-        .list_deliveries(wanted, page.limit, page.order, page.last)
+    let wanted: DeliveryState = query.required_state(STATES)?;
+    let store = state.provisioner.store();
+    query
+        .page(Some(wanted.as_str()), |page| {
+            store.list_deliveries(wanted, page.limit, page.order, page.last)
+        })
         .await
-        .map_err(|e| ApiError::store_read(&e))?;
-    Ok(rows_page(
-        &uri,
-        Some(wanted.as_str()),
-        &page,
-        &rows,
-        |r| r.id,
-        delivery_json,
-    ))
 }

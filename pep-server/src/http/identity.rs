@@ -7,11 +7,13 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::auth::Caller;
+use super::body::json_object;
 use super::error::ApiError;
 use super::query::QueryParams;
 use super::{AppState, Principal};
@@ -34,19 +36,13 @@ use fcc_proto::FccStatus;
     responses(
         (status = 200, description = "The gateway is provisioned (or, for a repeated request key, was provisioned by the first request with it); the body is its identity.json.", body = crate::provision::Identity),
         super::openapi::CallerErrors,
-        (status = 409, response = super::openapi::Conflict),
-        (status = 422, response = super::openapi::KeyUsed),
+        super::openapi::ProvisionErrors,
         (status = 414, response = super::openapi::UriTooLong),
-        (status = 500, response = super::openapi::Internal),
-        (status = 502, response = super::openapi::GatewayRejected),
-        (status = 503, response = super::openapi::CaUnavailable),
-        (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
 pub(super) async fn get_identity(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    principal: Option<axum::Extension<Principal>>,
+    caller: Caller,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -55,8 +51,8 @@ pub(super) async fn get_identity(
         Err(e) => return invalid(&state, e),
     };
     let defaults = state.provisioner.gateway_defaults();
-    match build_request(params, &headers, peer, principal.map(|p| p.0), defaults)
-        .and_then(|request| allowed_target(&state, request, peer))
+    match build_request(params, &headers, &caller, defaults)
+        .and_then(|request| allowed_target(&state, request, caller.peer))
     {
         Ok(request) => provision(&state, request, StatusCode::OK).await,
         Err(e) => invalid(&state, e),
@@ -77,20 +73,14 @@ pub(super) async fn get_identity(
         (status = 200, description = "A repeated request key: the identity the first request with it provisioned (nothing issued).", body = crate::provision::Identity),
         (status = 201, description = "The gateway is provisioned; the body is its identity.json.", body = crate::provision::Identity),
         super::openapi::CallerErrors,
-        (status = 409, response = super::openapi::Conflict),
-        (status = 422, response = super::openapi::KeyUsed),
+        super::openapi::ProvisionErrors,
         (status = 413, description = "The body is larger than 64 KiB.", body = super::openapi::ErrorBody),
         (status = 415, description = "The body is not application/json.", body = super::openapi::ErrorBody),
-        (status = 500, response = super::openapi::Internal),
-        (status = 502, response = super::openapi::GatewayRejected),
-        (status = 503, response = super::openapi::CaUnavailable),
-        (status = 504, response = super::openapi::GatewayTimeout),
     ),
 )]
 pub(super) async fn post_identities(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    principal: Option<axum::Extension<Principal>>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -99,9 +89,9 @@ pub(super) async fn post_identities(
         .and_then(|body| params_from_json(&body))
         .and_then(|params| {
             let defaults = state.provisioner.gateway_defaults();
-            build_request(params, &headers, peer, principal.map(|p| p.0), defaults)
+            build_request(params, &headers, &caller, defaults)
         })
-        .and_then(|request| allowed_target(&state, request, peer));
+        .and_then(|request| allowed_target(&state, request, caller.peer));
     match parsed {
         Ok(request) => provision(&state, request, StatusCode::CREATED).await,
         Err(e) => invalid(&state, e),
@@ -120,7 +110,12 @@ pub fn parse_identity_query(
     defaults: &GatewayDefaults,
 ) -> Result<ProvisionRequest, ApiError> {
     let params = QueryParams::parse(raw)?;
-    build_request(params, &HeaderMap::new(), peer, principal, defaults)
+    build_request(
+        params,
+        &HeaderMap::new(),
+        &Caller { principal, peer },
+        defaults,
+    )
 }
 
 /// The gateway network policy (`[fcc] allowed_networks`, `require_peer_ip`), decided before any
@@ -194,11 +189,9 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 /// one validation. Unknown fields are refused here (unlike the old query API, this endpoint has no
 /// legacy clients, and a misspelt optional field would otherwise be silently dropped).
 fn params_from_json(body: &[u8]) -> Result<QueryParams, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    };
+    // Unknown fields are refused field by field, in the loop: a body with several faults names
+    // the first of them, whichever kind it is.
+    let map = json_object(body, "the body must be a JSON object")?;
     let mut pairs = Vec::with_capacity(map.len());
     for (name, value) in map {
         if !GatewayFields::NAMES.contains(&name.as_str()) && name != REQUEST_ID {
@@ -260,22 +253,19 @@ fn request_key(params: &QueryParams, headers: &HeaderMap) -> Result<Option<Reque
 fn build_request(
     params: QueryParams,
     headers: &HeaderMap,
-    peer: SocketAddr,
-    principal: Option<Principal>,
+    caller: &Caller,
     defaults: &GatewayDefaults,
 ) -> Result<ProvisionRequest, ApiError> {
     let request_key = request_key(&params, headers)?;
     let params = params
         .gateway_fields()?
-        .into_params(Some(peer.ip()), defaults)
+        .into_params(Some(caller.peer.ip()), defaults)
         .map_err(|e| ApiError::bad_param(e.field, e.reason))?;
-    if let Some(principal) = &principal {
-        // Per-station scope (issue #14 §3): refused before anything is reserved or connected.
-        principal.check_scope(params.serial_number.as_str(), "provision only")?;
-    }
+    // Per-station scope (issue #14 §3): refused before anything is reserved or connected.
+    caller.check_scope(params.serial_number.as_str(), "provision only")?;
     Ok(ProvisionRequest {
         params,
-        requester: Principal::requester(principal.as_ref(), peer),
+        requester: caller.requester(),
         request_key,
     })
 }

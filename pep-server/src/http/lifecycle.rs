@@ -3,22 +3,23 @@
 //! `GET /v3/crl`. Handlers translate only: the revocation and the CRL are the provisioning core's
 //! ([`crate::provision::Provisioner::revoke`], [`crate::provision::Provisioner::crl`]).
 
-use std::net::SocketAddr;
 use std::str::FromStr;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pep_ca::{EndpointName, RevocationReason};
 use serde_json::{Map, Value, json};
 
+use super::AppState;
+use super::auth::Caller;
+use super::body::known_fields;
 use super::error::ApiError;
 use super::query::QueryParams;
-use super::resolve::detail_json;
-use super::{AppState, Principal};
+use super::read::ListingRow;
 use crate::model::FieldText;
 use crate::store::{PastIdentity, Revocation, RevokeOutcome};
 
@@ -30,19 +31,11 @@ struct RevokeBody {
 
 /// `{"reason": "keyCompromise", "note": "..."}`: `reason` required, `note` optional, nothing else.
 fn revoke_body(body: &[u8]) -> Result<RevokeBody, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON object {\"reason\": \"keyCompromise\", \"note\": \"...\"}",
-        ));
-    };
-    if let Some(name) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "reason" | "note"))
-    {
-        return Err(ApiError::bad_param(name, "is not a known field"));
-    }
+    let map = known_fields(
+        body,
+        "the body must be a JSON object {\"reason\": \"keyCompromise\", \"note\": \"...\"}",
+        &["reason", "note"],
+    )?;
     let reason = match map.get("reason") {
         None => return Err(ApiError::missing_param("reason")),
         Some(Value::String(s)) => {
@@ -115,19 +108,15 @@ pub(super) fn path_serial(serial: &str) -> Result<EndpointName, ApiError> {
 )]
 pub(super) async fn revoke(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    principal: Option<axum::Extension<Principal>>,
+    caller: Caller,
     Path(serial): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
     let serial = path_serial(&serial)?;
     let RevokeBody { reason, note } = revoke_body(&body)?;
-    let principal = principal.map(|axum::Extension(p)| p);
-    if let Some(principal) = &principal {
-        principal.check_scope(serial.as_str(), "act only on")?;
-    }
-    let who = Principal::requester(principal.as_ref(), peer);
+    caller.check_scope(serial.as_str(), "act only on")?;
+    let who = caller.requester();
     match state
         .provisioner
         .revoke(&serial, reason, note.as_ref(), &who)
@@ -146,15 +135,14 @@ pub(super) async fn revoke(
         }))
         .into_response()),
         Ok(RevokeOutcome::Unknown) => Err(ApiError::no_identity(serial.as_str())),
-        Ok(RevokeOutcome::NotRevocable { state }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
+        Ok(RevokeOutcome::NotRevocable { state }) => Err(ApiError::wrong_state(
+            serial.as_str(),
+            state,
             format!(
                 "serial number {serial} is {state}: only a deployed or in_doubt identity can be \
                  revoked; nothing changed"
             ),
-        )
-        .with("serialNumber", serial.as_str())
-        .with("state", state.as_str())),
+        )),
         Err(e) => Err(ApiError::internal("revoking failed", &e)),
     }
 }
@@ -185,7 +173,7 @@ pub(super) async fn identity(
         return Err(ApiError::no_identity(serial.as_str()));
     };
     let history = store.history(serial.as_str()).await.map_err(read)?;
-    let mut current_json = detail_json(&current);
+    let mut current_json = current.entry();
     if let Value::Object(map) = &mut current_json {
         map.insert(
             "revocation".to_owned(),

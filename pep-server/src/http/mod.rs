@@ -11,6 +11,7 @@
 
 mod auth;
 mod backoff;
+mod body;
 mod claims;
 mod error;
 pub mod events;

@@ -532,7 +532,7 @@ pub(crate) struct EnrollmentPage {
     results: Vec<EnrollmentEntry>,
 }
 
-/// A HAL page of a listing by state ([`read::rows_page`]): its links, the state listed, the
+/// A HAL page of a listing by state ([`read::ListingQuery::page`]): its links, the state listed, the
 /// paging and the entries (JSON objects the `results` doc describes).
 macro_rules! state_page {
     ($(#[$doc:meta])* $name:ident {
@@ -691,6 +691,24 @@ impl IntoResponses for CallerErrors {
         let mut responses = references(&[("400", BadRequest::response().0)]);
         responses.extend(AuthErrors::responses());
         responses
+    }
+}
+
+/// What a provisioning can answer besides its success and [`CallerErrors`]: 409 [`Conflict`], 422
+/// [`KeyUsed`], 500 [`Internal`], 502 [`GatewayRejected`], 503 [`CaUnavailable`] and 504
+/// [`GatewayTimeout`] (`GET /v3/identity` and `POST /v3/identities` list the same).
+pub(crate) struct ProvisionErrors;
+
+impl IntoResponses for ProvisionErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        references(&[
+            ("409", Conflict::response().0),
+            ("422", KeyUsed::response().0),
+            ("500", Internal::response().0),
+            ("502", GatewayRejected::response().0),
+            ("503", CaUnavailable::response().0),
+            ("504", GatewayTimeout::response().0),
+        ])
     }
 }
 

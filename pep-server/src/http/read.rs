@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pep_ca::enrollment_csv::{self, Column};
@@ -146,7 +147,7 @@ pub(super) struct Page {
     pub(super) last: Option<i64>,
 }
 
-pub(super) fn page_params(params: &QueryParams) -> Result<Page, ApiError> {
+fn page_params(params: &QueryParams) -> Result<Page, ApiError> {
     let limit = match params.get_non_empty("limit")? {
         None => DEFAULT_LIMIT,
         Some(text) => match text.parse::<u32>() {
@@ -187,27 +188,104 @@ fn order_name(order: SortOrder) -> &'static str {
     }
 }
 
-fn record_json(r: &IdentityRecord) -> Value {
-    let mut entry = json!({
-        "_id": r.id.to_string(),
-        "serialNumber": r.serial_number,
-        "deviceID": r.device_id,
-        "deployed": r.deployed,
-        "hardwareVersion": r.hardware_version,
-        "radioConfig": r.radio_config,
-        "ledConfig": r.led_config,
-        "category": r.category,
-        "cloudAddress": r.cloud_address,
-        "apiAddress": r.api_address,
-        "gatewayServicesAddress": r.gateway_services_address,
-        "enrollmentID": r.enrollment_id,
-        "createdAt": r.created_at_ms,
-    });
-    // Only with a queued cloud claim: the old tool's entries stay exactly as they were.
-    if let (Some(state), Value::Object(map)) = (r.claim_state, &mut entry) {
-        map.insert("claimState".into(), state.as_str().into());
+/// A row of a keyset-paged listing ([`ListingQuery::page`]).
+pub(super) trait ListingRow {
+    /// The row's `_id`: the `last` of the next page when it ends a page.
+    fn id(&self) -> i64;
+    /// The row as an entry of the page's `results`.
+    fn entry(&self) -> Value;
+}
+
+impl ListingRow for IdentityRecord {
+    fn id(&self) -> i64 {
+        self.id
     }
-    entry
+
+    fn entry(&self) -> Value {
+        let mut entry = json!({
+            "_id": self.id.to_string(),
+            "serialNumber": self.serial_number,
+            "deviceID": self.device_id,
+            "deployed": self.deployed,
+            "hardwareVersion": self.hardware_version,
+            "radioConfig": self.radio_config,
+            "ledConfig": self.led_config,
+            "category": self.category,
+            "cloudAddress": self.cloud_address,
+            "apiAddress": self.api_address,
+            "gatewayServicesAddress": self.gateway_services_address,
+            "enrollmentID": self.enrollment_id,
+            "createdAt": self.created_at_ms,
+        });
+        // Only with a queued cloud claim: the old tool's entries stay exactly as they were.
+        if let (Some(state), Value::Object(map)) = (self.claim_state, &mut entry) {
+            map.insert("claimState".into(), state.as_str().into());
+        }
+        entry
+    }
+}
+
+/// The request of a keyset-paged listing: its URI (the path goes into the page's links) and its
+/// query, parsed when the request is extracted (a malformed query is a 400 before the handler).
+pub(super) struct ListingQuery {
+    uri: Uri,
+    params: QueryParams,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListingQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let params = QueryParams::parse(parts.uri.query())?;
+        Ok(ListingQuery {
+            uri: parts.uri.clone(),
+            params,
+        })
+    }
+}
+
+impl ListingQuery {
+    /// The optional `state` filter: absent or empty lists every row, else one of the names
+    /// `states` lists ([`state_filter`]).
+    pub(super) fn state<S: FromStr>(&self, states: &str) -> Result<Option<S>, ApiError> {
+        self.params
+            .get_non_empty("state")?
+            .map(|text| state_filter(text, states))
+            .transpose()
+    }
+
+    /// The required `state` parameter ([`state_filter`]).
+    pub(super) fn required_state<S: FromStr>(&self, states: &str) -> Result<S, ApiError> {
+        let text = self
+            .params
+            .get("state")?
+            .ok_or_else(|| ApiError::missing_param("state"))?;
+        state_filter(text, states)
+    }
+
+    /// One page of the listing: reads the paging parameters, the rows from `fetch`, and answers
+    /// them as [`hal_page`]. `state` is the filter the rows were read with (when there is one):
+    /// it stays in the links and is named in the body.
+    pub(super) async fn page<R: ListingRow, F>(
+        &self,
+        state: Option<&'static str>,
+        fetch: impl FnOnce(&Page) -> F,
+    ) -> Result<Response, ApiError>
+    where
+        F: Future<Output = Result<Vec<R>, StoreError>>,
+    {
+        let page = page_params(&self.params)?;
+        let rows = fetch(&page).await.map_err(|e| ApiError::store_read(&e))?;
+        let filter = state.map_or_else(String::new, |s| format!("state={s}&"));
+        Ok(hal_page(
+            self.uri.path(),
+            &filter,
+            &page,
+            rows.last().map(R::id),
+            rows.iter().map(R::entry).collect(),
+            state.map(|s| ("state", s.into())),
+        ))
+    }
 }
 
 /// `GET /v3/enrollment-ids?limit=&order=&last=`: one page of deployed gateways as HAL JSON.
@@ -226,68 +304,25 @@ fn record_json(r: &IdentityRecord) -> Value {
 )]
 pub(super) async fn enrollment_ids(
     State(state): State<AppState>,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
+    query: ListingQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let page = page_params(&params)?;
-    let records = state
-        .provisioner
-        .store()
-        .list_deployed(page.limit, page.order, page.last)
+    let store = state.provisioner.store();
+    query
+        .page(None, |page| {
+            store.list_deployed(page.limit, page.order, page.last)
+        })
         .await
-        .map_err(|e| ApiError::store_read(&e))?;
-    Ok(rows_page(
-        &uri,
-        None,
-        &page,
-        &records,
-        |r| r.id,
-        record_json,
-    ))
 }
 
 /// The `state` filter of a listing: one of the names `states` lists, else 400 saying them.
-pub(super) fn state_filter<S: FromStr>(text: &str, states: &str) -> Result<S, ApiError> {
+fn state_filter<S: FromStr>(text: &str, states: &str) -> Result<S, ApiError> {
     S::from_str(text).map_err(|_| ApiError::bad_param("state", format!("must be {states}")))
-}
-
-/// The required `state` parameter of a listing ([`state_filter`]).
-pub(super) fn required_state<S: FromStr>(
-    params: &QueryParams,
-    states: &str,
-) -> Result<S, ApiError> {
-    let text = params
-        .get("state")?
-        .ok_or_else(|| ApiError::missing_param("state"))?;
-    state_filter(text, states)
-}
-
-/// [`hal_page`] of the rows of a listing filtered by `state` (when given): the filter stays in
-/// the links and is named in the body.
-pub(super) fn rows_page<R>(
-    uri: &Uri,
-    state: Option<&'static str>,
-    page: &Page,
-    rows: &[R],
-    id: impl Fn(&R) -> i64,
-    json: impl Fn(&R) -> Value,
-) -> Response {
-    let filter = state.map_or_else(String::new, |s| format!("state={s}&"));
-    hal_page(
-        uri.path(),
-        &filter,
-        page,
-        rows.last().map(id),
-        rows.iter().map(json).collect(),
-        state.map(|s| ("state", s.into())),
-    )
 }
 
 /// One page of a keyset-paged listing as HAL JSON: `_links.self`, `_links.next` (from the last
 /// entry's `_id`, when the page is not empty), the paging parameters, the `extra` field if any and
 /// the entries. `filter` is the listing's own query before the paging (`state=in_doubt&`).
-pub(super) fn hal_page(
+fn hal_page(
     path: &str,
     filter: &str,
     page: &Page,
@@ -343,54 +378,63 @@ struct Format {
     disposition: &'static str,
 }
 
-/// Where a download is: the next page comes after this record id (`None`: the first page).
-enum Cursor {
-    Next(Option<i64>),
-    Done,
+/// Streams a download page by page, never held in memory as a whole: `page(after)` reads and
+/// renders the page after the key `after` (`None`: the first page) and gives the key of the next
+/// one (`None`: it was the last). A failure ends the body short, logged naming the download `what`.
+fn paged_download<K, F, Fut>(
+    what: &'static str,
+    content_type: &'static str,
+    disposition: &'static str,
+    page: F,
+) -> Response
+where
+    K: Send + 'static,
+    F: Fn(Option<K>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(Bytes, Option<K>), DownloadError>> + Send + 'static,
+{
+    // The cursor: `Some(after)` while a page is to come, `None` once the last one was sent.
+    let stream = futures_util::stream::unfold(Some(None), move |cursor: Option<Option<K>>| {
+        let next_page = cursor.map(&page);
+        async move {
+            match next_page?.await {
+                Ok((chunk, next)) => Some((Ok(chunk), next.map(Some))),
+                Err(e) => {
+                    // The head is already sent: abort the body so the client sees a truncated
+                    // transfer instead of a silently short file.
+                    tracing::error!(error = %e, download = what, "download failed");
+                    Some((Err(std::io::Error::other(e.to_string())), None))
+                }
+            }
+        }
+    });
+    attachment(content_type, disposition, Body::from_stream(stream))
 }
 
-/// Streams every deployed gateway, oldest first, in `format`: page by page (keyset paging on the
-/// id), never held in memory as a whole.
+/// Streams every deployed gateway, oldest first, in `format` (keyset paging on the id).
 fn download(state: &AppState, format: &'static Format) -> Response {
     let provisioner = state.provisioner.clone();
-    let stream = futures_util::stream::unfold(Cursor::Next(None), move |cursor| {
-        let provisioner = provisioner.clone();
-        async move {
-            let Cursor::Next(after) = cursor else {
-                return None;
-            };
-            let chunk = async {
+    paged_download(
+        format.what,
+        format.content_type,
+        format.disposition,
+        move |after: Option<i64>| {
+            let provisioner = provisioner.clone();
+            async move {
                 let records = provisioner
                     .store()
                     .list_deployed(DOWNLOAD_PAGE, SortOrder::Asc, after)
                     .await?;
                 let mut chunk = (format.page)(&records, after.is_none())?;
                 let next = match records.last() {
-                    Some(last) if records.len() == DOWNLOAD_PAGE as usize => {
-                        Cursor::Next(Some(last.id))
-                    }
+                    Some(last) if records.len() == DOWNLOAD_PAGE as usize => Some(last.id),
                     _ => {
                         chunk.extend_from_slice(format.tail.as_bytes());
-                        Cursor::Done
+                        None
                     }
                 };
-                Ok::<_, DownloadError>((Bytes::from(chunk), next))
-            };
-            match chunk.await {
-                Ok((chunk, next)) => Some((Ok(chunk), next)),
-                Err(e) => {
-                    // The head is already sent: abort the body so the client sees a truncated
-                    // transfer instead of a silently short file.
-                    tracing::error!(error = %e, download = format.what, "download failed");
-                    Some((Err(std::io::Error::other(e.to_string())), Cursor::Done))
-                }
+                Ok((Bytes::from(chunk), next))
             }
-        }
-    });
-    attachment(
-        format.content_type,
-        format.disposition,
-        Body::from_stream(stream),
+        },
     )
 }
 
@@ -441,7 +485,7 @@ static INVENTORY: Format = Format {
                 chunk.push(',');
             }
             chunk.push('\n');
-            chunk.push_str(&record_json(r).to_string());
+            chunk.push_str(&r.entry().to_string());
         }
         Ok(chunk.into_bytes())
     },
@@ -481,11 +525,13 @@ pub(super) async fn enrollment_ids_csv(
 /// CSV (`deployed` false): the file of the cloud's bulk delete, which frees their claims.
 fn download_revoked(state: &AppState) -> Response {
     let provisioner = state.provisioner.clone();
-    let stream = futures_util::stream::unfold(Some(None), move |cursor| {
-        let provisioner = provisioner.clone();
-        async move {
-            let after: Option<(i64, String)> = cursor?;
-            let chunk = async {
+    paged_download(
+        "revoked CSV export",
+        CSV.content_type,
+        "attachment; filename=\"revoked_enrollment_ids.csv\"",
+        move |after: Option<(i64, String)>| {
+            let provisioner = provisioner.clone();
+            async move {
                 let rows = provisioner
                     .store()
                     .list_revoked(DOWNLOAD_PAGE, after.as_ref().map(|(t, s)| (*t, s.as_str())))
@@ -494,25 +540,13 @@ fn download_revoked(state: &AppState) -> Response {
                 let chunk = (CSV.page)(&records, after.is_none())?;
                 let next = match rows.last() {
                     Some(last) if rows.len() == DOWNLOAD_PAGE as usize => {
-                        Some(Some((last.revoked_at, last.cert_serial.clone())))
+                        Some((last.revoked_at, last.cert_serial.clone()))
                     }
                     _ => None,
                 };
-                Ok::<_, DownloadError>((Bytes::from(chunk), next))
-            };
-            match chunk.await {
-                Ok((chunk, next)) => Some((Ok(chunk), next)),
-                Err(e) => {
-                    tracing::error!(error = %e, download = "revoked CSV export", "download failed");
-                    Some((Err(std::io::Error::other(e.to_string())), None))
-                }
+                Ok((Bytes::from(chunk), next))
             }
-        }
-    });
-    attachment(
-        CSV.content_type,
-        "attachment; filename=\"revoked_enrollment_ids.csv\"",
-        Body::from_stream(stream),
+        },
     )
 }
 

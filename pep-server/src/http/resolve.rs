@@ -1,52 +1,58 @@
 //! The in-doubt identities (issue #13): `GET /v3/identities?state=` lists rows by state, and
 //! `POST /v3/identities/{serial}/resolve` is the operator's decision on one in-doubt serial.
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use super::AppState;
+use super::auth::Caller;
+use super::body::known_fields;
 use super::error::ApiError;
 use super::lifecycle::path_serial;
-use super::query::QueryParams;
-use super::read::{page_params, required_state, rows_page};
-use super::{AppState, Principal};
+use super::read::{ListingQuery, ListingRow};
 use crate::store::{IdentityDetail, IdentityState, Resolution};
 
 /// The states `GET /v3/identities` lists.
 const STATES: &str = "in_doubt, in_flight, failed, deployed or revoked";
 
-pub(super) fn detail_json(r: &IdentityDetail) -> Value {
-    json!({
-        "_id": r.id.to_string(),
-        "serialNumber": r.serial_number,
-        "state": r.state.as_str(),
-        "gateway": r.gateway,
-        "requester": r.requester,
-        "hardwareVersion": r.hardware_version,
-        "radioConfig": r.radio_config,
-        "ledConfig": r.led_config,
-        "category": r.category,
-        "cloudAddress": r.cloud_address,
-        "apiAddress": r.api_address,
-        "gatewayServicesAddress": r.gateway_services_address,
-        "enrollmentID": r.enrollment_id,
-        "certificateSerial": r.cert_serial,
-        "certificateNotAfter": r.cert_not_after,
-        // Public: lets the operator compare with the certificate the gateway holds.
-        "certificate": r.cert_der.as_ref().map(|der| base64::engine::general_purpose::STANDARD.encode(der)),
-        "requestId": r.request_id,
-        "lastError": r.last_error,
-        "attempts": r.attempts,
-        "createdAt": r.created_at_ms,
-        "updatedAt": r.updated_at_ms,
-    })
+/// An identity as `GET /v3/identities` lists it (and `GET /v3/identities/{serial}` shows the
+/// current one).
+impl ListingRow for IdentityDetail {
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn entry(&self) -> Value {
+        json!({
+            "_id": self.id.to_string(),
+            "serialNumber": self.serial_number,
+            "state": self.state.as_str(),
+            "gateway": self.gateway,
+            "requester": self.requester,
+            "hardwareVersion": self.hardware_version,
+            "radioConfig": self.radio_config,
+            "ledConfig": self.led_config,
+            "category": self.category,
+            "cloudAddress": self.cloud_address,
+            "apiAddress": self.api_address,
+            "gatewayServicesAddress": self.gateway_services_address,
+            "enrollmentID": self.enrollment_id,
+            "certificateSerial": self.cert_serial,
+            "certificateNotAfter": self.cert_not_after,
+            // Public: lets the operator compare with the certificate the gateway holds.
+            "certificate": self.cert_der.as_ref().map(|der| base64::engine::general_purpose::STANDARD.encode(der)),
+            "requestId": self.request_id,
+            "lastError": self.last_error,
+            "attempts": self.attempts,
+            "createdAt": self.created_at_ms,
+            "updatedAt": self.updated_at_ms,
+        })
+    }
 }
 
 /// `GET /v3/identities?state=in_doubt&limit=&order=&last=`: one page of identities in a state.
@@ -65,40 +71,24 @@ pub(super) fn detail_json(r: &IdentityDetail) -> Value {
 )]
 pub(super) async fn identities(
     State(state): State<AppState>,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
+    query: ListingQuery,
 ) -> Result<Response, ApiError> {
-    let params = QueryParams::parse(raw.as_deref())?;
-    let wanted: IdentityState = required_state(&params, STATES)?;
-    let page = page_params(&params)?;
-    let rows = state
-        .provisioner
-        .store()
-        .list_by_state(wanted, page.limit, page.order, page.last)
+    let wanted: IdentityState = query.required_state(STATES)?;
+    let store = state.provisioner.store();
+    query
+        .page(Some(wanted.as_str()), |page| {
+            store.list_by_state(wanted, page.limit, page.order, page.last)
+        })
         .await
-        .map_err(|e| ApiError::store_read(&e))?;
-    Ok(rows_page(
-        &uri,
-        Some(wanted.as_str()),
-        &page,
-        &rows,
-        |r| r.id,
-        detail_json,
-    ))
 }
 
 /// The body of a resolution: `{"state": "deployed"}` or `{"state": "failed"}`, nothing else.
 fn resolution_state(body: &[u8]) -> Result<IdentityState, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON object {\"state\": \"deployed\" | \"failed\"}",
-        ));
-    };
-    if let Some(name) = map.keys().find(|k| *k != "state") {
-        return Err(ApiError::bad_param(name, "is not a known field"));
-    }
+    let map = known_fields(
+        body,
+        "the body must be a JSON object {\"state\": \"deployed\" | \"failed\"}",
+        &["state"],
+    )?;
     match map.get("state") {
         None => Err(ApiError::missing_param("state")),
         Some(Value::String(s)) if s == "deployed" => Ok(IdentityState::Deployed),
@@ -129,15 +119,14 @@ fn resolution_state(body: &[u8]) -> Result<IdentityState, ApiError> {
 )]
 pub(super) async fn resolve(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    principal: Option<axum::Extension<Principal>>,
+    caller: Caller,
     Path(serial): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
     let to = resolution_state(&body)?;
     path_serial(&serial)?;
-    let who = Principal::requester(principal.as_ref().map(|p| &p.0), peer);
+    let who = caller.requester();
     let store = state.provisioner.store();
     match store.resolve(&serial, to, &who).await {
         Ok(Resolution::Resolved) => {
@@ -155,12 +144,11 @@ pub(super) async fn resolve(
             .into_response())
         }
         Ok(Resolution::Unknown) => Err(ApiError::no_identity(&serial)),
-        Ok(Resolution::NotInDoubt { state }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
+        Ok(Resolution::NotInDoubt { state }) => Err(ApiError::wrong_state(
+            &serial,
+            state,
             format!("serial number {serial} is {state}, not in_doubt: nothing to resolve"),
-        )
-        .with("serialNumber", serial)
-        .with("state", state.as_str())),
+        )),
         Err(e) => Err(ApiError::internal("resolving failed", &e)),
     }
 }

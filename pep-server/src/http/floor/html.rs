@@ -182,7 +182,7 @@ fn history(rows: &[AuditRow], offset: i32) -> Markup {
             // Two columns only: the panel is narrow, so each row stacks event, serial, status and
             // detail.
             table class="history" {
-                thead { tr { th scope="col" { "Time" } th scope="col" { "Event" } } }
+                (column_heads(&["Time", "Event"]))
                 tbody {
                     @for r in rows {
                         @let kind = match result_of_event(&r.event) {
@@ -236,7 +236,7 @@ fn identities(g: &GatewayIdentity, offset: i32) -> Markup {
     html! {
         table class="history identities" data-serial=(g.serial) {
             caption { "Identities of " (g.serial) }
-            thead { tr { th scope="col" { "Identity" } th scope="col" { "State" } } }
+            (column_heads(&["Identity", "State"]))
             tbody {
                 (line(&g.current, "current"))
                 @for p in &g.past {
@@ -267,6 +267,13 @@ fn cloud_tile(c: &CloudTile) -> Markup {
             }
         },
     )
+}
+
+/// The head of a table: one column header (`th scope="col"`) per name, in order.
+fn column_heads(names: &[&str]) -> Markup {
+    html! {
+        thead { tr { @for name in names { th scope="col" { (name) } } } }
+    }
 }
 
 /// One counter tile: its title, the big number (`id` for the live update) and a line below.
@@ -300,17 +307,15 @@ fn orders(orders: &[OrderProgress]) -> Markup {
         section class="orders" id="orders" aria-labelledby="orders-h" {
             h2 id="orders-h" { "Open work orders" }
             table {
-                thead {
-                    tr {
-                        th scope="col" { "Order" }
-                        th scope="col" { "Deployed" }
-                        th scope="col" { "Expected" }
-                        th scope="col" { "Failed" }
-                        th scope="col" { "In progress" }
-                        th scope="col" { "In doubt" }
-                        th scope="col" { "Progress" }
-                    }
-                }
+                (column_heads(&[
+                    "Order",
+                    "Deployed",
+                    "Expected",
+                    "Failed",
+                    "In progress",
+                    "In doubt",
+                    "Progress",
+                ]))
                 tbody {
                     @for o in orders {
                         tr data-order=(o.order_id) {
@@ -404,16 +409,14 @@ pub fn page(
                             h2 id="attempts-h" { "Latest attempts " span class="sub" { "newest first" } }
                             div class="scroll" {
                                 table id="attempts" {
-                                    thead {
-                                        tr {
-                                            th scope="col" { "Time" }
-                                            th scope="col" { "Serial" }
-                                            th scope="col" { "Gateway" }
-                                            th scope="col" { "Result" }
-                                            th scope="col" { "FCC status and message" }
-                                            th scope="col" { "Took" }
-                                        }
-                                    }
+                                    (column_heads(&[
+                                        "Time",
+                                        "Serial",
+                                        "Gateway",
+                                        "Result",
+                                        "FCC status and message",
+                                        "Took",
+                                    ]))
                                     tbody {
                                         @for r in &snap.attempts { (attempt_row(r, offset)) }
                                     }
