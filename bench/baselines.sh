@@ -56,6 +56,10 @@ for run in $(seq 1 "$RUNS"); do
     server_cpu0="$(cpu_s "$SERVER_PID")"
     fleet_run "$dir" "$GATEWAYS" "bench$run-"
     server_cpu1="$(cpu_s "$SERVER_PID")"
+    drain_outboxes
+    if [[ "$CLOUD" != off || "$WEBHOOKS" == 1 ]]; then
+        echo "   server CPU per gateway with the drain: $(echo "1000000 * ($(cpu_s "$SERVER_PID") - $server_cpu0) / $GATEWAYS" | bc -l | xargs printf '%.0f') µs"
+    fi
     rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
     stop_server
     echo "1000000 * ($server_cpu1 - $server_cpu0) / $GATEWAYS" | bc -l | xargs printf '%.0f\n' >> "$WORK/server_us"

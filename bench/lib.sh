@@ -195,6 +195,24 @@ stop_server() {
 }
 
 
+# drain_outboxes: with CLOUD or WEBHOOKS on, waits (at most 300 s) until the server's outboxes
+# hold nothing more to send (`/metrics`: claims pending/retrying, deliveries pending/failing) and
+# prints how long after the fleet's end that was. The senders run at a lower CPU priority than
+# provisioning (pep-server/src/background.rs), so on a saturated machine part of their work comes
+# after the fleet: this says how much, and the server CPU figure after it includes the drain.
+drain_outboxes() {
+    [[ "$CLOUD" != off || "$WEBHOOKS" == 1 ]] || return 0
+    local start=$SECONDS left metrics ca=()
+    [[ "$TLS" == 1 ]] && ca=(--cacert "$WORK/tls/ca.pem")
+    while :; do
+        metrics="$(curl -s "${ca[@]}" -H "Authorization: Bearer $TOKEN" "$SCHEME://$ADDR/metrics")"
+        left="$(awk '/^pep_cloud_claims\{state="(pending|retrying)"\}/ || /^pep_hook_deliveries\{state="(pending|failing)"\}/ {n += $2} END {print n + 0}' <<< "$metrics")"
+        [[ "$left" == 0 || $((SECONDS - start)) -ge 300 ]] && break
+        sleep 0.2
+    done
+    echo "   outboxes: $left left to send $((SECONDS - start)) s after the fleet ended"
+}
+
 # fleet_run DIR N PREFIX: `pep-fleet` of N gateways against the started server; writes
 # DIR/fleet.json, DIR/fleet.out and DIR/fleet.cpu (the fleet's CPU seconds, from the kernel's
 # accounting of the finished child). CONCURRENCY [64], FLEET_THREADS [1].

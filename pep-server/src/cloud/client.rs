@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use serde_json::Value;
 
+use crate::background::{Background, BackgroundError};
 use crate::config::ApiKey;
 
 /// How long one request to the cloud may take.
@@ -67,15 +68,23 @@ impl Answer {
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the cloud API client: {0}")]
-pub struct ClientError(#[source] reqwest::Error);
+pub enum ClientError {
+    /// The HTTP client (TLS roots).
+    #[error("cannot build the cloud API client: {0}")]
+    Http(#[source] reqwest::Error),
+    /// The thread its requests run on.
+    #[error(transparent)]
+    Background(#[from] BackgroundError),
+}
 
-/// The enrollment API of one cloud account.
+/// The enrollment API of one cloud account. Its requests run on a [`Background`] thread of their
+/// own: no gateway waits for a claim, so under load they yield the CPU to provisioning.
 #[derive(Debug, Clone)]
 pub struct CloudClient {
     http: reqwest::Client,
     base: String,
     key: ApiKey,
+    background: Background,
 }
 
 impl CloudClient {
@@ -86,8 +95,23 @@ impl CloudClient {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("pep-server/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(ClientError)?;
-        Ok(CloudClient { http, base, key })
+            .map_err(ClientError::Http)?;
+        let background = Background::start("pep-cloud")?;
+        Ok(CloudClient {
+            http,
+            base,
+            key,
+            background,
+        })
+    }
+
+    /// Sends `request` and reads its answer, both on the background thread.
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> (Answer, Option<Value>) {
+        let sent = self
+            .background
+            .run(async move { answer(request.send().await).await })
+            .await;
+        sent.unwrap_or_else(|stopped| (Answer::Retry(stopped.to_string()), None))
     }
 
     /// The API base URL.
@@ -107,7 +131,7 @@ impl CloudClient {
             .post(self.url("/v3/device-enrollments"))
             .bearer_auth(self.key.expose())
             .json(&body);
-        answer(request.send().await).await.0
+        self.exchange(request).await.0
     }
 
     /// `DELETE /v3/device-enrollments/{id}` (the cloud's id of the claim).
@@ -120,7 +144,7 @@ impl CloudClient {
             .http
             .delete(self.url(&path))
             .bearer_auth(self.key.expose());
-        answer(request.send().await).await.0
+        self.exchange(request).await.0
     }
 
     /// Uploads one CSV `file` to `/v3/device-enrollments-bulk-uploads` (`delete`: to
@@ -146,7 +170,7 @@ impl CloudClient {
                 format!("multipart/form-data; boundary={boundary}"),
             )
             .body(body);
-        answer(request.send().await).await.0
+        self.exchange(request).await.0
     }
 
     /// `GET` the bulk task `task`: its `status` and `errors_report_file`, or what went wrong.
@@ -160,7 +184,7 @@ impl CloudClient {
             .http
             .get(self.url(&path))
             .bearer_auth(self.key.expose());
-        match answer(request.send().await).await {
+        match self.exchange(request).await {
             (Answer::Done { .. }, Some(json)) => Ok(BulkTask {
                 completed: json["status"] == "completed",
                 errors_report: json["errors_report_file"].as_str().map(str::to_owned),
@@ -184,17 +208,23 @@ impl CloudClient {
         if same_origin {
             request = request.bearer_auth(self.key.expose());
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return Err(Answer::Retry(network_error(&e))),
+        let read = async move {
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) => return Err(Answer::Retry(network_error(&e))),
+            };
+            if !response.status().is_success() {
+                return Err(classify(response.status(), response.headers(), "report"));
+            }
+            response
+                .text()
+                .await
+                .map_err(|e| Answer::Retry(network_error(&e)))
         };
-        if !response.status().is_success() {
-            return Err(classify(response.status(), response.headers(), "report"));
-        }
-        response
-            .text()
+        self.background
+            .run(read)
             .await
-            .map_err(|e| Answer::Retry(network_error(&e)))
+            .unwrap_or_else(|stopped| Err(Answer::Retry(stopped.to_string())))
     }
 }
 
