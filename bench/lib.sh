@@ -197,9 +197,9 @@ stop_server() {
 
 # drain_outboxes: with CLOUD or WEBHOOKS on, waits (at most 300 s) until the server's outboxes
 # hold nothing more to send (`/metrics`: claims pending/retrying, deliveries pending/failing) and
-# prints how long after the fleet's end that was. The senders run at a lower CPU priority than
-# provisioning (pep-server/src/background.rs), so on a saturated machine part of their work comes
-# after the fleet: this says how much, and the server CPU figure after it includes the drain.
+# prints how long after the fleet's end that was: a sender that falls behind the line leaves part
+# of its work for after the fleet, which the rate alone would not show. The server CPU figure
+# printed after it includes the drain.
 drain_outboxes() {
     [[ "$CLOUD" != off || "$WEBHOOKS" == 1 ]] || return 0
     local start=$SECONDS left metrics ca=()

@@ -64,7 +64,6 @@
 
 pub mod activity;
 pub mod audit;
-pub mod background;
 pub mod category;
 pub mod clock;
 pub mod cloud;

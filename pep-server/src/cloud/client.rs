@@ -11,7 +11,6 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use serde_json::Value;
 
-use crate::background::{Background, BackgroundError};
 use crate::config::ApiKey;
 
 /// How long one request to the cloud may take.
@@ -68,23 +67,15 @@ impl Answer {
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The HTTP client (TLS roots).
-    #[error("cannot build the cloud API client: {0}")]
-    Http(#[source] reqwest::Error),
-    /// The thread its requests run on.
-    #[error(transparent)]
-    Background(#[from] BackgroundError),
-}
+#[error("cannot build the cloud API client: {0}")]
+pub struct ClientError(#[source] reqwest::Error);
 
-/// The enrollment API of one cloud account. Its requests run on a [`Background`] thread of their
-/// own: no gateway waits for a claim, so under load they yield the CPU to provisioning.
+/// The enrollment API of one cloud account.
 #[derive(Debug, Clone)]
 pub struct CloudClient {
     http: reqwest::Client,
     base: String,
     key: ApiKey,
-    background: Background,
 }
 
 impl CloudClient {
@@ -95,23 +86,8 @@ impl CloudClient {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("pep-server/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(ClientError::Http)?;
-        let background = Background::start("pep-cloud")?;
-        Ok(CloudClient {
-            http,
-            base,
-            key,
-            background,
-        })
-    }
-
-    /// Sends `request` and reads its answer, both on the background thread.
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> (Answer, Option<Value>) {
-        let sent = self
-            .background
-            .run(async move { answer(request.send().await).await })
-            .await;
-        sent.unwrap_or_else(|stopped| (Answer::Retry(stopped.to_string()), None))
+            .map_err(ClientError)?;
+        Ok(CloudClient { http, base, key })
     }
 
     /// The API base URL.
@@ -131,7 +107,7 @@ impl CloudClient {
             .post(self.url("/v3/device-enrollments"))
             .bearer_auth(self.key.expose())
             .json(&body);
-        self.exchange(request).await.0
+        answer(request.send().await).await.0
     }
 
     /// `DELETE /v3/device-enrollments/{id}` (the cloud's id of the claim).
@@ -144,7 +120,7 @@ impl CloudClient {
             .http
             .delete(self.url(&path))
             .bearer_auth(self.key.expose());
-        self.exchange(request).await.0
+        answer(request.send().await).await.0
     }
 
     /// Uploads one CSV `file` to `/v3/device-enrollments-bulk-uploads` (`delete`: to
@@ -170,7 +146,7 @@ impl CloudClient {
                 format!("multipart/form-data; boundary={boundary}"),
             )
             .body(body);
-        self.exchange(request).await.0
+        answer(request.send().await).await.0
     }
 
     /// `GET` the bulk task `task`: its `status` and `errors_report_file`, or what went wrong.
@@ -184,7 +160,7 @@ impl CloudClient {
             .http
             .get(self.url(&path))
             .bearer_auth(self.key.expose());
-        match self.exchange(request).await {
+        match answer(request.send().await).await {
             (Answer::Done { .. }, Some(json)) => Ok(BulkTask {
                 completed: json["status"] == "completed",
                 errors_report: json["errors_report_file"].as_str().map(str::to_owned),
@@ -208,23 +184,17 @@ impl CloudClient {
         if same_origin {
             request = request.bearer_auth(self.key.expose());
         }
-        let read = async move {
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) => return Err(Answer::Retry(network_error(&e))),
-            };
-            if !response.status().is_success() {
-                return Err(classify(response.status(), response.headers(), "report"));
-            }
-            response
-                .text()
-                .await
-                .map_err(|e| Answer::Retry(network_error(&e)))
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(Answer::Retry(network_error(&e))),
         };
-        self.background
-            .run(read)
+        if !response.status().is_success() {
+            return Err(classify(response.status(), response.headers(), "report"));
+        }
+        response
+            .text()
             .await
-            .unwrap_or_else(|stopped| Err(Answer::Retry(stopped.to_string())))
+            .map_err(|e| Answer::Retry(network_error(&e)))
     }
 }
 

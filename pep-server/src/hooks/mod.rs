@@ -26,7 +26,6 @@ use tokio::task::JoinSet;
 
 pub use sign::{Secret, VerifyError, verify};
 
-use crate::background::{Background, BackgroundError};
 use crate::store::{Claim, Delivery, DeliveryState, HookEvent, Settle, Settlement, Store, now_ms};
 
 /// Most characters of a receiver's answer kept in `last_error`.
@@ -91,9 +90,6 @@ pub enum HookError {
     /// The HTTP client could not be built (TLS roots).
     #[error("cannot build the webhook HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-    /// The thread the POSTs run on.
-    #[error(transparent)]
-    Background(#[from] BackgroundError),
 }
 
 /// The delivery task.
@@ -103,9 +99,6 @@ pub struct Deliverer {
     settings: DeliverySettings,
     owner: String,
     client: reqwest::Client,
-    /// Where the POSTs run: no gateway waits for an event, so under load they yield the CPU to
-    /// provisioning (the outbox keeps them meanwhile).
-    background: Background,
 }
 
 impl Deliverer {
@@ -127,7 +120,6 @@ impl Deliverer {
             ))
             .build()
             .map_err(HookError::Client)?;
-        let background = Background::start("pep-webhooks")?;
         Ok(Deliverer {
             store,
             receivers: Arc::new(receivers.into_iter().map(|r| (r.name.clone(), r)).collect()),
@@ -137,7 +129,6 @@ impl Deliverer {
             },
             owner,
             client,
-            background,
         })
     }
 
@@ -202,7 +193,7 @@ impl Deliverer {
                                 client: self.client.clone(),
                                 owner: self.owner.clone(),
                             };
-                            sending.spawn_on(send.deliver(row), self.background.handle());
+                            sending.spawn(send.deliver(row));
                         }
                     }
                     Err(e) => {
