@@ -183,11 +183,13 @@ start_cloud() {
 stop_server() {
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
     if [[ -n "$WEBHOOK_PID" ]]; then
+        echo "   webhook receiver CPU: $(cpu_s "$WEBHOOK_PID") s"
         kill "$WEBHOOK_PID"; wait "$WEBHOOK_PID" 2>/dev/null || true; WEBHOOK_PID=""
         # What arrived by the time the server stopped; the rest waits in the run's outbox.
         echo "   webhook receiver: $(cat "$WEBHOOK_COUNT" 2>/dev/null || echo 'no count written')"
     fi
     if [[ -n "$CLOUD_PID" ]]; then
+        echo "   cloud stand-in CPU: $(cpu_s "$CLOUD_PID") s"
         kill "$CLOUD_PID"; wait "$CLOUD_PID" 2>/dev/null || true; CLOUD_PID=""
         echo "   cloud stand-in: $(tail -1 "$CLOUD_DIR/cloud.out")"
     fi
