@@ -2,7 +2,7 @@
 //! behaviour confirmed on the genuine FCC (§0.1), sessions, CSRs, the 512-byte overflow, and a
 //! never-panics property.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fake_fcc::{Device, DeviceOptions, DiskStore, ItemKind, Outcome, StorageWrite};

@@ -1,7 +1,7 @@
 //! `fake-fcc` over real TCP: fcc-proto's `FccClient` against `spawn`, the two-message CSR flow,
 //! bad frames (nothing sent back, session handling of docs/protocol.md §1.5), faults, and the binary itself.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

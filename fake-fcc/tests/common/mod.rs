@@ -1,6 +1,5 @@
 //! Shared test helpers: a tiny CBOR writer (so malformed bundles can be built byte by byte),
 //! in-test PKI (rcgen), and the by_tool bundle of docs/protocol.md §7.1 as editable parts.
-#![allow(dead_code)]
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -17,7 +16,6 @@ pub(crate) const SID: &str = "fcu-session-0001";
 #[derive(Clone, Debug)]
 pub(crate) enum V {
     U(u64),
-    N(u64),
     B(Vec<u8>),
     T(String),
     A(Vec<V>),
@@ -66,7 +64,6 @@ pub(crate) fn enc(v: &V) -> Vec<u8> {
 fn enc_into(v: &V, out: &mut Vec<u8>) {
     match v {
         V::U(n) => head(0, *n, out),
-        V::N(n) => head(1, *n, out),
         V::B(bytes) => {
             head(2, bytes.len() as u64, out);
             out.extend(bytes);
