@@ -7,8 +7,130 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use const_oid::ObjectIdentifier;
+use der::Decode;
 use fcc_proto::status::KcmStatus;
-use p256::ecdsa::signature::Signer;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use zeroize::Zeroizing;
+
+use crate::x509::{OID_EC_PUBLIC_KEY, OID_P256};
+
+/// Why a device key could not be generated or could not sign. ring fails only when the operating
+/// system's random number generator does; the device answers like a failed mbedTLS call.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceKeyError {
+    /// ring could not generate the key (no randomness).
+    #[error("P-256 key generation failed")]
+    Generate,
+    /// ring refused the PKCS#8 document it had just generated.
+    #[error("the generated P-256 key was refused: {0}")]
+    Rejected(ring::error::KeyRejected),
+    /// ring's PKCS#8 document holds no P-256 `ECPrivateKey` with a 32-byte scalar.
+    #[error("the generated PKCS#8 document holds no P-256 private key")]
+    Pkcs8,
+    /// ring could not sign (no randomness for the nonce).
+    #[error("ECDSA signing failed")]
+    Sign,
+}
+
+impl DeviceKeyError {
+    /// The kcm status the device answers with: a key that cannot be made is a general error
+    /// (`kcm_generate_keys_and_csr`), a CSR that cannot be signed is `FailedToWriteCsr`
+    /// (`mbedtls_x509write_csr_der` failing).
+    pub fn kcm_status(&self) -> KcmStatus {
+        match self {
+            DeviceKeyError::Sign => KcmStatus::FailedToWriteCsr,
+            DeviceKeyError::Generate | DeviceKeyError::Rejected(_) | DeviceKeyError::Pkcs8 => {
+                KcmStatus::Error
+            }
+        }
+    }
+}
+
+/// A P-256 key the device generates for a CSR request (the by_device key mode).
+///
+/// Generated and used for signing with ring, not pure-Rust `p256`: ring is several times faster
+/// at both, and a fleet simulates thousands of devices a second on the cores of the server it
+/// measures. The scalar is kept (zeroized on drop) for the stored `ECPrivateKey`, whose bytes stay
+/// those mbedTLS writes ([`crate::x509::ec_private_key_der`]).
+pub struct DeviceKey {
+    pair: EcdsaKeyPair,
+    scalar: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the scalar.
+        f.debug_struct("DeviceKey")
+            .field("public_key", &hex::encode(self.public_point()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<DeviceKey, DeviceKeyError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .map_err(|_| DeviceKeyError::Generate)?;
+        // ring hands the key out as PKCS#8 only (its buffer is not zeroized: ring keeps no
+        // zeroizing types); the scalar is copied out of it into a zeroizing array.
+        let scalar = scalar_of_pkcs8(pkcs8.as_ref()).ok_or(DeviceKeyError::Pkcs8)?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(DeviceKeyError::Rejected)?;
+        Ok(DeviceKey { pair, scalar })
+    }
+
+    /// The public key as an uncompressed SEC1 point (65 bytes).
+    pub fn public_point(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
+    /// The DER SubjectPublicKeyInfo, as stored under the key's name when `SM.Pub` asks for it and
+    /// as written into the CSR.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        crate::x509::spki_der(self.public_point())
+    }
+
+    /// The stored form of the key: the 121-byte SEC1 `ECPrivateKey` of mbedTLS `pk_write_key_der`.
+    pub fn private_key_der(&self) -> Zeroizing<Vec<u8>> {
+        crate::x509::ec_private_key_der(&self.scalar[..], self.public_point())
+    }
+
+    /// An ECDSA-SHA256 signature of `message`, DER-encoded (`ECDSA-Sig-Value`).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, DeviceKeyError> {
+        let signature = self
+            .pair
+            .sign(&SystemRandom::new(), message)
+            .map_err(|_| DeviceKeyError::Sign)?;
+        Ok(signature.as_ref().to_vec())
+    }
+}
+
+/// The 32-byte scalar of a P-256 PKCS#8 v1 document (ring's `generate_pkcs8` output: the
+/// `ECPrivateKey` inside has no parameters, the curve is in the outer algorithm).
+fn scalar_of_pkcs8(document: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+    let info = pkcs8::PrivateKeyInfo::from_der(document).ok()?;
+    if info.algorithm.oid != OID_EC_PUBLIC_KEY {
+        return None;
+    }
+    let curve = info
+        .algorithm
+        .parameters
+        .as_ref()?
+        .decode_as::<ObjectIdentifier>()
+        .ok()?;
+    if curve != OID_P256 {
+        return None;
+    }
+    let key = sec1::EcPrivateKey::from_der(info.private_key).ok()?;
+    let mut scalar = Zeroizing::new([0u8; 32]);
+    if key.private_key.len() != scalar.len() {
+        return None;
+    }
+    scalar.copy_from_slice(key.private_key);
+    Some(scalar)
+}
 
 /// KU bits of a CSR request (kcm values).
 pub mod ku {
@@ -186,7 +308,7 @@ fn named_bitstring(byte: u8) -> Vec<u8> {
 /// Builds and signs the CSR. Errors as the genuine `csr_generate`: EKU bits outside the table
 /// (`InvalidParameter`), a subject mbedTLS cannot parse (`InvalidOid`/`InvalidNameFormat`), an MD
 /// other than SHA-256 (`InvalidMdType`), KU bits that map to nothing (`Error`).
-pub fn build_csr(key: &p256::SecretKey, params: &CsrParams) -> Result<Vec<u8>, KcmStatus> {
+pub fn build_csr(key: &DeviceKey, params: &CsrParams) -> Result<Vec<u8>, KcmStatus> {
     let all_eku = EKU_BITS.iter().fold(0u32, |acc, (bit, _)| acc | bit);
     if params.ext_key_usage & !all_eku != 0 {
         return Err(KcmStatus::InvalidParameter);
@@ -233,7 +355,7 @@ pub fn build_csr(key: &p256::SecretKey, params: &CsrParams) -> Result<Vec<u8>, K
         .flat_map(|(o, tag, value)| der(0x31, &seq(&[&oid(o), &der(*tag, value)])))
         .collect();
     let subject = der(0x30, &subject);
-    let spki = crate::x509::public_key_der(&key.public_key());
+    let spki = key.public_key_der();
     let attributes = if extensions.is_empty() {
         der(0xa0, &[])
     } else {
@@ -245,11 +367,10 @@ pub fn build_csr(key: &p256::SecretKey, params: &CsrParams) -> Result<Vec<u8>, K
     };
     let info = seq(&[&der(0x02, &[0]), &subject, &spki, &attributes]);
 
-    let signing_key = p256::ecdsa::SigningKey::from(key);
-    let signature: p256::ecdsa::Signature = signing_key.sign(&info);
-    let sig_der = signature.to_der();
+    // A DER ECDSA-Sig-Value, as mbedTLS writes it (minimal INTEGERs, whatever ECDSA library).
+    let sig_der = key.sign(&info).map_err(|e| e.kcm_status())?;
     let mut bits = vec![0u8];
-    bits.extend_from_slice(sig_der.as_bytes());
+    bits.extend_from_slice(&sig_der);
     // ecdsa-with-SHA256 with an explicit NULL parameter, as mbedTLS writes it.
     let algorithm = seq(&[&oid("1.2.840.10045.4.3.2"), &[0x05, 0x00]]);
     Ok(seq(&[&info, &algorithm, &der(0x03, &bits)]))
@@ -279,7 +400,7 @@ mod tests {
 
     #[test]
     fn csr_errors_follow_the_genuine_order() {
-        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let key = DeviceKey::generate().unwrap();
         let params = |subject: &[u8], md, eku| CsrParams {
             subject: subject.to_vec(),
             md,
@@ -302,6 +423,73 @@ mod tests {
         unknown_ku.key_usage = 0x10;
         assert_eq!(build_csr(&key, &unknown_ku), Err(KcmStatus::Error));
         assert!(build_csr(&key, &params(b"CN=x", 1, 4)).is_ok());
+    }
+
+    /// The by_device CSR, signed with ring, verifies with `p256` (an independent ECDSA), in the
+    /// mbedTLS layout; the stored private and public keys are those of the CSR, in the forms the
+    /// `p256` code wrote them before.
+    #[test]
+    fn ring_signed_csr_verifies_independently_in_the_mbedtls_layout() {
+        use p256::ecdsa::signature::Verifier;
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::EncodePublicKey;
+
+        let key = DeviceKey::generate().unwrap();
+        let params = CsrParams {
+            subject: b"C=UK,O=ARM,CN=dev-1".to_vec(),
+            md: MD_SHA256,
+            key_usage: ku::DIGITAL_SIGNATURE,
+            ext_key_usage: 1 << 2,
+        };
+        let csr = build_csr(&key, &params).unwrap();
+
+        // SEQUENCE { info, algorithm, BIT STRING }, split as raw bytes (no re-encoding).
+        let (_, header, len) = crate::x509::tlv(&csr).unwrap();
+        assert_eq!(header + len, csr.len());
+        let body = &csr[header..];
+        let (_, h, l) = crate::x509::tlv(body).unwrap();
+        let (info, rest) = body.split_at(h + l);
+        let (_, h, l) = crate::x509::tlv(rest).unwrap();
+        let (algorithm, rest) = rest.split_at(h + l);
+        assert_eq!(
+            algorithm,
+            [
+                0x30, 0x0c, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02, 0x05, 0x00
+            ],
+            "ecdsa-with-SHA256 with the explicit NULL of mbedTLS"
+        );
+        let (tag, h, l) = crate::x509::tlv(rest).unwrap();
+        assert_eq!((tag, h + l), (0x03, rest.len()));
+        assert_eq!(rest[h], 0, "no unused bits");
+        let signature = p256::ecdsa::Signature::from_der(&rest[h + 1..]).unwrap();
+
+        let public = p256::PublicKey::from_sec1_bytes(key.public_point()).unwrap();
+        p256::ecdsa::VerifyingKey::from(&public)
+            .verify(info, &signature)
+            .expect("the CSR signature verifies with p256");
+
+        // The SubjectPublicKeyInfo bytes p256 wrote, in the CSR and in the stored public key.
+        let spki = public.to_public_key_der().unwrap();
+        assert_eq!(key.public_key_der(), spki.as_bytes());
+        assert!(
+            info.windows(spki.as_bytes().len())
+                .any(|w| w == spki.as_bytes())
+        );
+
+        // The stored private key: the 121-byte mbedTLS SEC1 form, which parses back to the key.
+        let stored = key.private_key_der();
+        assert_eq!(stored.len(), 121);
+        let parsed = crate::x509::parse_private_key(&stored).unwrap();
+        assert_eq!(parsed.public_key(), public);
+        assert_eq!(
+            &stored[..],
+            &crate::x509::private_key_der(&parsed)[..],
+            "byte-identical to what the p256 code stored"
+        );
+        assert_eq!(
+            parsed.public_key().to_encoded_point(false).as_bytes(),
+            key.public_point()
+        );
     }
 
     proptest::proptest! {

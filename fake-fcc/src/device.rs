@@ -1097,15 +1097,13 @@ impl Device {
         if gen_public && self.storage.public_keys.contains_key(&name) {
             return Err(KcmStatus::KeyExist);
         }
-        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let key_der = x509::private_key_der(&key);
+        // ring, not pure-Rust p256: several times faster, and the fleet simulates thousands of
+        // devices a second on the cores of the server it measures. The stored bytes are the same.
+        let key = csr::DeviceKey::generate().map_err(|e| e.kcm_status())?;
+        let key_der = key.private_key_der();
         self.insert(ItemKind::PrivateKey, name.clone(), key_der.to_vec());
         if gen_public {
-            self.insert(
-                ItemKind::PublicKey,
-                name.clone(),
-                x509::public_key_der(&key.public_key()),
-            );
+            self.insert(ItemKind::PublicKey, name.clone(), key.public_key_der());
         }
         match csr::build_csr(&key, params) {
             Ok(der) => Ok(der),
@@ -1211,4 +1209,57 @@ pub(crate) fn check_name(name: &[u8]) -> Result<String, KcmStatus> {
     }
     // All bytes are ASCII, so this is lossless.
     Ok(String::from_utf8_lossy(name).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate for the SubjectPublicKeyInfo `spki`, signed by a throwaway CA (rcgen).
+    fn cert_for(spki: &[u8]) -> Vec<u8> {
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let public = rcgen::SubjectPublicKeyInfo::from_der(spki).unwrap();
+        rcgen::CertificateParams::new(vec!["device".to_owned()])
+            .unwrap()
+            .signed_by(&public, &ca, &ca_key)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    /// by_device with the ring key: the stored keys are those of the CSR, a certificate for its
+    /// key is accepted and one for another key gets the status it always got.
+    #[test]
+    fn generated_key_binds_its_certificate_and_refuses_others() {
+        let mut device = Device::new(DeviceOptions::default());
+        let params = CsrParams {
+            subject: b"CN=dev-1".to_vec(),
+            md: csr::MD_SHA256,
+            key_usage: csr::ku::DIGITAL_SIGNATURE,
+            ext_key_usage: 0,
+        };
+        device.generate_key_and_csr(b"key", &params, true).unwrap();
+        let stored_public = device.storage.public_keys["key"].clone();
+        let stored_private = x509::parse_private_key(&device.storage.private_keys["key"]).unwrap();
+        assert_eq!(
+            x509::public_key_der(&stored_private.public_key()),
+            stored_public
+        );
+
+        let own = cert_for(&stored_public);
+        assert_eq!(
+            device.verify_certificate_with_private_key(&own, b"key"),
+            Ok(())
+        );
+
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let foreign = cert_for(&other.public_key_der());
+        assert_eq!(
+            device.verify_certificate_with_private_key(&foreign, b"key"),
+            Err(KcmStatus::SelfGeneratedCertificateVerificationError)
+        );
+    }
 }
