@@ -28,6 +28,8 @@
 #   CLOUD [off]        each | bulk: claim every deployed gateway in the cloud stand-in
 #                      (`cloud-standin`, started per run; see bench/lib.sh); compare with a
 #                      CLOUD=off run (issue #18: each must keep >= 90 % of the rate)
+#   KEY_MODE []        by_tool | by_device: the server's key_mode (empty: the demo config's, by_tool)
+#   FLEET_BIN []       another build of pep-fleet (see bench/lib.sh); SERVER_BIN likewise
 #   HOOK [0]           1: the pre-provisioning hook on, answered by a local signature-checking
 #                      allow-all receiver (issue #17); compare with a HOOK=0 run (target >= 70 %)
 #   CARGO_TARGET_DIR [<repo>/target]

@@ -23,6 +23,10 @@
 # and the server's config gets `[cloud] mode`, `api_url` and an `api_key_file`; the stand-in's
 # last line (how many IDs it accepted, how many twice) is printed after each run. Compare the
 # rate with a CLOUD=off run (target: at least 90 %). The server must have the `[cloud]` settings.
+# KEY_MODE []: `by_tool` or `by_device` sets the server's `key_mode` (empty: the demo config's,
+# by_tool); with by_device each simulated gateway makes its own key and CSR, which the fleet's CPU
+# then includes. FLEET_BIN [<target>/release/pep-fleet]: another build of the fleet (a
+# before/after comparison of the simulated device's own cost).
 # HOOK [0]: 1 turns on the pre-provisioning hook (`[hooks] pre_provision`, issue #17): a local
 # receiver (`pep-server --example hook_receiver`, release build) that verifies each request's
 # signature and allows it, on 127.0.0.1; compare the rate with a HOOK=0 run (target >= 70 %).
@@ -31,6 +35,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
 SERVER_BIN="${SERVER_BIN:-$BIN/pep-server}"
+FLEET_BIN="${FLEET_BIN:-$BIN/pep-fleet}"
+KEY_MODE="${KEY_MODE:-}"
 DEMO_CONFIG="${DEMO_CONFIG:-$ROOT/fixtures/demo/pep.toml}"
 TOKEN="pep-demo-token"
 TLS="${TLS:-0}"
@@ -117,7 +123,7 @@ if [[ "$HOOK" == 1 ]]; then
 elif [[ "$HOOK" != 0 ]]; then
     echo "HOOK must be 0 or 1, not \`$HOOK\`" >&2; exit 2
 fi
-echo "== server measured: $SERVER_BIN, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME, pre-provisioning hook $([[ "$HOOK" == 1 ]] && echo on || echo off), webhooks $([[ "$WEBHOOKS" == 1 ]] && echo on || echo off), cloud claims: $CLOUD"
+echo "== server measured: $SERVER_BIN, fleet $FLEET_BIN, key_mode ${KEY_MODE:-of the demo config}, [store] durability: ${DURABILITY:-the server default}, API over $SCHEME, pre-provisioning hook $([[ "$HOOK" == 1 ]] && echo on || echo off), webhooks $([[ "$WEBHOOKS" == 1 ]] && echo on || echo off), cloud claims: $CLOUD"
 
 # ---------------------------------------------------------------- pep end to end
 # CPU seconds (user + system) a process has used so far.
@@ -135,6 +141,7 @@ start_server() {
         -e "s|^database_url = .*|database_url = \"$url\"|" \
         -e "s|\"fixtures/|\"$ROOT/fixtures/|g" \
         "$DEMO_CONFIG" > "$dir/pep.toml"
+    if [[ -n "$KEY_MODE" ]]; then sed -i "s|^key_mode = .*|key_mode = \"$KEY_MODE\"|" "$dir/pep.toml"; fi
     if [[ -n "${DURABILITY:-}" ]]; then printf '\n[store]\ndurability = "%s"\n' "$DURABILITY" >> "$dir/pep.toml"; fi
     if [[ "$HOOK" == 1 ]]; then printf '\n[hooks]\npre_provision = "http://%s/pep/approve"\nsecret_file = "%s"\n' "$HOOK_ADDR" "$WORK/hook.secret" >> "$dir/pep.toml"; fi
     if [[ "$TLS" == 1 ]]; then printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/tls/server.pem" "$WORK/tls/server.key" >> "$dir/pep.toml"; fi
@@ -224,6 +231,6 @@ fleet_run() {
 subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"))
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("%.3f" % (r.ru_utime + r.ru_stime), file=sys.stderr)' "$dir/fleet.out" \
-        "$BIN/pep-fleet" --gateways "$n" --concurrency "${CONCURRENCY:-64}" --threads "${FLEET_THREADS:-1}" \
+        "$FLEET_BIN" --gateways "$n" --concurrency "${CONCURRENCY:-64}" --threads "${FLEET_THREADS:-1}" \
         --server "$SCHEME://$ADDR" "${FLEET_TLS_ARGS[@]}" --token "$TOKEN" --prefix "$prefix" --json "$dir/fleet.json" 2> "$dir/fleet.cpu" || true
 }

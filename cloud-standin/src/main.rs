@@ -44,7 +44,13 @@ fn main() -> ExitCode {
         eprintln!("cloud-standin: {} is empty", cli.api_key_file.display());
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: the stand-in shares the bench machine's cores with the server it stands in
+    // for (the real cloud's CPU is not the factory's), and one thread answers a request with
+    // less CPU than a work-stealing pool that wakes its other worker for each connection.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cloud-standin: {e}");

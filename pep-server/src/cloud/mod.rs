@@ -2,9 +2,10 @@
 //! store's claim outbox.
 //!
 //! The outbox rows are written by the store in the transaction that deploys a gateway; this
-//! module only reads due rows under a lease ([`Store::take_claims`]), sends them and settles each
-//! with the answer ([`Store::settle_claims`]). So provisioning never waits for the cloud, and a
-//! restart or an outage loses nothing: what was not settled is sent again.
+//! module only takes due rows ([`Store::take_claims`]: under a lease on PostgreSQL, where servers
+//! share the table), sends them and settles each with the answer ([`Store::settle_claims`]). So
+//! provisioning never waits for the cloud, and a restart or an outage loses nothing: what was not
+//! settled is sent again.
 //!
 //! * `each`: one `POST /v3/device-enrollments` per ID, `max_in_flight` at once.
 //! * `bulk`: every `bulk_interval_s`, the due IDs as CSV files under `bulk_max_file_bytes` to the
@@ -33,14 +34,15 @@ use crate::store::claims::Settlement;
 use crate::store::{ClaimAction, ClaimRow, ClaimState, Store, StoreError, now_ms};
 pub use client::{Answer, CloudClient};
 
-/// How long a taken row stays this server's before another may take it (`each`).
+/// How long a taken row stays this server's before another may take it (`each`, PostgreSQL).
 const LEASE_EACH: Duration = Duration::from_secs(120);
-/// How long rows of a bulk upload stay this server's (uploading and polling its task).
+/// How long rows of a bulk upload stay this server's (uploading and polling its task;
+/// PostgreSQL).
 const LEASE_BULK: Duration = Duration::from_secs(600);
 /// How often an idle `each` sender looks for new rows.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// After a round that took every due row, the next waits this long (`each`): under load each
-/// round's two writes (lease, settle) then carry a batch of claims.
+/// round's writes (the settlement; on PostgreSQL also the lease) then carry a batch of claims.
 const GATHER: Duration = Duration::from_millis(20);
 /// The first backoff pause; each further failure doubles it up to `backoff_max_s`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);

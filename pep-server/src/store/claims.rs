@@ -4,9 +4,9 @@
 //! A claim row is written in the transaction that marks its gateway `deployed` (the SQLite writer
 //! thread's `Write::Deployed`/`Write::Resolve`, PostgreSQL's finishing transaction), so a deployed
 //! gateway is never without its queued claim and provisioning never waits for the cloud. The
-//! sender takes due rows under a lease (`claimed_by`, `lease_until`; PostgreSQL: `FOR UPDATE
-//! SKIP LOCKED`, so with several servers each row is taken by one), sends them, and settles each
-//! with the cloud's answer. These writes are not on the provisioning hot path, but on SQLite they
+//! sender takes due rows (PostgreSQL: under a lease, `claimed_by` and `lease_until`, with `FOR
+//! UPDATE SKIP LOCKED`, so with several servers each row is taken by one; SQLite: one server per
+//! file, read without one), sends them, and settles each with the cloud's answer. These writes are not on the provisioning hot path, but on SQLite they
 //! run on the writer thread all the same (its group commit is the file's only writer: a pool
 //! connection writing beside it made the provisioning writes wait on the busy timeout);
 //! PostgreSQL runs them on the pool.
@@ -322,8 +322,11 @@ impl Store {
         }
     }
 
-    /// Takes up to `limit` due rows for `server` until `lease` from now, oldest first. Rows held
-    /// by another server's live lease are not taken (PostgreSQL: nor waited for).
+    /// Takes up to `limit` due rows for `server`, oldest first. PostgreSQL: under a lease until
+    /// `lease` from now; rows held by another server's live lease are neither taken nor waited
+    /// for. SQLite: read without a lease, because one process serves a file and runs one sender
+    /// whose rounds never overlap (`sql::TAKE_CLAIMS_SQLITE`); a library user calls this from
+    /// one task at a time, settling each round before the next.
     pub async fn take_claims(
         &self,
         server: &str,
@@ -331,12 +334,16 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ClaimRow>, StoreError> {
         let now = now_ms();
-        let until = now.saturating_add(ms(lease));
         match self {
-            Store::Sqlite(s) => s.take_claims(server.to_owned(), until, now, limit).await,
+            Store::Sqlite(s) => sqlx::query_as(sql::TAKE_CLAIMS_SQLITE)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(s.pool())
+                .await
+                .map_err(q("reading due cloud claims")),
             Store::Postgres(s) => sqlx::query_as(sql::TAKE_CLAIMS_POSTGRES)
                 .bind(server)
-                .bind(until)
+                .bind(now.saturating_add(ms(lease)))
                 .bind(now)
                 .bind(i64::from(limit))
                 .fetch_all(s.pool())
@@ -368,15 +375,15 @@ impl Store {
         };
         let mut tx = pg.begin().await?;
         for s in settlements {
-            sqlx::query(sql::SETTLE_CLAIM)
+            sqlx::query(sql::SETTLE_CLAIM_POSTGRES)
                 .bind(s.state)
                 .bind(i64::from(s.attempted))
                 .bind(s.next_attempt_at)
                 .bind(s.last_error.as_deref())
                 .bind(s.cloud_id.as_deref())
                 .bind(now)
-                .bind(s.id)
                 .bind(server)
+                .bind(s.id)
                 .execute(&mut *tx)
                 .await
                 .map_err(q("settling cloud claims"))?;
@@ -401,11 +408,11 @@ impl Store {
         };
         let mut tx = pg.begin().await?;
         for id in ids {
-            sqlx::query(sql::MARK_BULK)
+            sqlx::query(sql::MARK_BULK_POSTGRES)
                 .bind(task)
                 .bind(now)
-                .bind(*id)
                 .bind(server)
+                .bind(*id)
                 .execute(&mut *tx)
                 .await
                 .map_err(q("recording a bulk upload"))?;

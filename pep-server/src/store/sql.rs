@@ -464,47 +464,90 @@ pub(super) const QUEUE_CLAIM_DELETE_IF_CLAIMED: &str = "INSERT INTO claims (enro
          last_error = NULL, lease_until = NULL, bulk_task = NULL, updated_at = EXCLUDED.updated_at";
 
 /// The rows due to be sent, due longest ago first (the order of the partial index `claims_open`:
-/// the scan stops at `$4` rows instead of sorting the backlog), whose lease is free: `$1` takes them until `$2`, `$3`
-/// is now, `$4` how many. A deletion waits until its claim is settled (never overtakes it).
-macro_rules! take_claims {
-    ($from:literal, $lock:literal) => {
+/// the scan stops at the LIMIT instead of sorting the backlog). A deletion waits until its claim
+/// is settled (never overtakes it). `$also`: a further condition (PostgreSQL: the lease is free).
+macro_rules! due_claims {
+    ($from:literal, $now:literal, $also:literal) => {
         concat!(
-            "UPDATE claims SET claimed_by = $1, lease_until = $2, updated_at = $3 \
-             WHERE id IN (SELECT id FROM ",
+            " FROM ",
             $from,
-            " WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $3 \
-                     AND (d.lease_until IS NULL OR d.lease_until < $3) \
-                     AND (d.action = 'claim' OR NOT EXISTS (SELECT 1 FROM claims c \
-                         WHERE c.enrollment_id = d.enrollment_id AND c.action = 'claim' \
-                             AND c.state IN ('pending', 'retrying'))) \
-                 ORDER BY d.next_attempt_at, d.id LIMIT $4",
-            $lock,
-            ") RETURNING ",
-            claim_columns!()
+            " WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ",
+            $now,
+            " AND (d.action = 'claim' OR NOT EXISTS (SELECT 1 FROM claims c \
+                 WHERE c.enrollment_id = d.enrollment_id AND c.action = 'claim' \
+                     AND c.state IN ('pending', 'retrying')))",
+            $also,
+            " ORDER BY d.next_attempt_at, d.id"
         )
     };
 }
 
-/// SQLite: one server per file, nobody to skip. Its planner, without statistics, preferred the
-/// state index and sorted every due row at each round: `INDEXED BY` names the index that gives
-/// them in order (checked by `EXPLAIN QUERY PLAN` in a unit test).
-pub(super) const TAKE_CLAIMS_SQLITE: &str = take_claims!("claims d INDEXED BY claims_open", "");
+/// SQLite: the due rows (`$1` now, `$2` how many), read without a lease. One process serves a
+/// file (its lock, `store::sqlite`) and runs one sender, whose rounds never overlap: nobody else
+/// could take them, and a lease would be one more write of every claim on the writer thread
+/// (measured in docs/performance.md, #18). What a crash leaves unsettled is still due, so it is
+/// sent again after the restart. Its planner, without statistics, preferred the state index and
+/// sorted every due row at each round: `INDEXED BY` names the index that gives them in order
+/// (checked by `EXPLAIN QUERY PLAN` in a unit test).
+pub(super) const TAKE_CLAIMS_SQLITE: &str = concat!(
+    "SELECT ",
+    claim_columns!(),
+    due_claims!("claims d INDEXED BY claims_open", "$1", ""),
+    " LIMIT $2"
+);
 
-/// PostgreSQL: rows another server is taking right now are skipped, not waited for; the lease
-/// keeps them from being taken twice after that transaction commits.
-pub(super) const TAKE_CLAIMS_POSTGRES: &str = take_claims!("claims d", " FOR UPDATE SKIP LOCKED");
+/// PostgreSQL, servers sharing the table: the due rows whose lease is free, taken by `$1` until
+/// `$2` (`$3` now, `$4` how many). Rows another server is taking right now are skipped, not waited
+/// for; the lease keeps them from being taken twice after that transaction commits.
+pub(super) const TAKE_CLAIMS_POSTGRES: &str = concat!(
+    "UPDATE claims SET claimed_by = $1, lease_until = $2, updated_at = $3 \
+     WHERE id IN (SELECT id",
+    due_claims!(
+        "claims d",
+        "$3",
+        " AND (d.lease_until IS NULL OR d.lease_until < $3)"
+    ),
+    " LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING ",
+    claim_columns!()
+);
 
-/// The answer to one row, by the server holding it (`$9`): `$1` state, `$2` attempts added,
-/// `$3` next attempt, `$4` error, `$5` the cloud's id (kept when NULL), `$6` when. The lease ends;
-/// `claimed_by` keeps naming the server that sent it.
-pub(super) const SETTLE_CLAIM: &str = "UPDATE claims SET state = $1, attempts = attempts + $2, \
-         next_attempt_at = $3, last_error = $4, cloud_id = COALESCE($5, cloud_id), \
-         lease_until = NULL, bulk_task = NULL, updated_at = $6 \
-     WHERE id = $7 AND claimed_by = $8";
+/// The answer to one row, by the server that sent it (`$7`, which `claimed_by` names from then
+/// on): `$1` state, `$2` attempts added, `$3` next attempt, `$4` error, `$5` the cloud's id (kept
+/// when NULL), `$6` when, `$8` the row. The lease ends. `$owner`: PostgreSQL settles only a row
+/// whose lease is still the sender's; SQLite has no leases (see [`TAKE_CLAIMS_SQLITE`]).
+macro_rules! settle_claim {
+    ($owner:literal) => {
+        concat!(
+            "UPDATE claims SET state = $1, attempts = attempts + $2, \
+                 next_attempt_at = $3, last_error = $4, cloud_id = COALESCE($5, cloud_id), \
+                 lease_until = NULL, bulk_task = NULL, updated_at = $6, claimed_by = $7 \
+             WHERE id = $8",
+            $owner
+        )
+    };
+}
 
-/// A row went out in bulk task `$1` (polled until it completes, also after a restart).
-pub(super) const MARK_BULK: &str = "UPDATE claims SET bulk_task = $1, attempts = attempts + 1, \
-         updated_at = $2 WHERE id = $3 AND claimed_by = $4";
+/// `settle_claim!` on SQLite.
+pub(super) const SETTLE_CLAIM_SQLITE: &str = settle_claim!("");
+/// `settle_claim!` on PostgreSQL.
+pub(super) const SETTLE_CLAIM_POSTGRES: &str = settle_claim!(" AND claimed_by = $7");
+
+/// A row went out in bulk task `$1` (polled until it completes, also after a restart), sent by
+/// `$3` (`$2` now, `$4` the row). `$owner` as in `settle_claim!`.
+macro_rules! mark_bulk {
+    ($owner:literal) => {
+        concat!(
+            "UPDATE claims SET bulk_task = $1, attempts = attempts + 1, updated_at = $2, \
+                 claimed_by = $3 WHERE id = $4",
+            $owner
+        )
+    };
+}
+
+/// `mark_bulk!` on SQLite.
+pub(super) const MARK_BULK_SQLITE: &str = mark_bulk!("");
+/// `mark_bulk!` on PostgreSQL.
+pub(super) const MARK_BULK_POSTGRES: &str = mark_bulk!(" AND claimed_by = $3");
 
 /// Start-up: the leases of a previous run of this server (`$1`; NULL with SQLite: every lease,
 /// the file has one server) end, so its rows are sent again at once.
@@ -736,8 +779,10 @@ mod tests {
             QUEUE_CLAIM_DELETE_IF_CLAIMED,
             TAKE_CLAIMS_SQLITE,
             TAKE_CLAIMS_POSTGRES,
-            SETTLE_CLAIM,
-            MARK_BULK,
+            SETTLE_CLAIM_SQLITE,
+            SETTLE_CLAIM_POSTGRES,
+            MARK_BULK_SQLITE,
+            MARK_BULK_POSTGRES,
             RELEASE_CLAIM_LEASES,
             LIST_CLAIMS_ASC,
             LIST_CLAIMS_DESC,

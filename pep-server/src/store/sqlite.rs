@@ -16,7 +16,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::claims::ClaimRow;
 use super::outbox::{Claim, Delivery, EventRoutes, Settle};
 use super::sqlite_writer::{ClaimsWrite, OutboxWrite, SqliteWriter, Write, Written};
 use super::{
@@ -346,25 +345,9 @@ impl SqliteStore {
         written!(self, Write::Outbox(Box::new(OutboxWrite::SettleMany(all))), Written::Settled(done) => done)
     }
 
-    /// A write of the cloud claim sender other than a take, answered with the rows it wrote.
+    /// A write of the cloud claim sender, answered with the rows it wrote.
     pub(super) async fn claims(&self, write: ClaimsWrite) -> Result<u64, StoreError> {
         written!(self, Write::Claims(Box::new(write)), Written::Outbox(n) => n)
-    }
-
-    pub(super) async fn take_claims(
-        &self,
-        server: String,
-        until_ms: i64,
-        now_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<ClaimRow>, StoreError> {
-        let take = ClaimsWrite::Take {
-            server,
-            until_ms,
-            now_ms,
-            limit,
-        };
-        written!(self, Write::Claims(Box::new(take)), Written::ClaimsTaken(rows) => rows)
     }
 
     pub(super) async fn close(&self) {

@@ -32,7 +32,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{ChainHead, DEFAULT_CHAIN};
-use super::claims::{ClaimRow, ClaimState, Settlement as ClaimSettlement};
+use super::claims::{ClaimState, Settlement as ClaimSettlement};
 use super::outbox::{Claim, Delivery, EventRoutes, NewEvent, Settle, Settlement};
 use super::{
     AuditEvent, AuditKeys, Decision, IdentityState, NewAttempt, NewAudit, Outcome, ReasonColumn,
@@ -121,13 +121,6 @@ pub(super) enum Write {
 /// quarter with `[cloud] mode = "each"`, docs/performance.md).
 #[derive(Debug)]
 pub(super) enum ClaimsWrite {
-    /// Lease up to `limit` due rows to `server` until `until_ms` (`sql::TAKE_CLAIMS_SQLITE`).
-    Take {
-        server: String,
-        until_ms: i64,
-        now_ms: i64,
-        limit: u32,
-    },
     /// Record the answers of rows `server` holds.
     Settle {
         server: String,
@@ -185,8 +178,6 @@ pub(super) enum Written {
     Claimed(Vec<Delivery>),
     /// Of [`OutboxWrite::SettleMany`]: per settlement, whether its lease was still the owner's.
     Settled(Vec<bool>),
-    /// Of [`ClaimsWrite::Take`]: the leased claim rows.
-    ClaimsTaken(Vec<ClaimRow>),
 }
 
 enum Command {
@@ -670,33 +661,13 @@ fn settle_delivery(conn: &Connection, s: &Settle) -> Result<usize, StoreError> {
 /// The cloud claim sender's writes (`store::claims`), in the writer's transaction.
 fn claims_write(conn: &Connection, w: &ClaimsWrite) -> Result<Written, StoreError> {
     match w {
-        ClaimsWrite::Take {
-            server,
-            until_ms,
-            now_ms,
-            limit,
-        } => conn
-            .prepare_cached(sql::TAKE_CLAIMS_SQLITE)
-            .and_then(|mut st| {
-                st.query_map(
-                    params![server, until_ms, now_ms, i64::from(*limit)],
-                    claim_row,
-                )?
-                .collect::<Result<Vec<_>, _>>()
-            })
-            .map(|mut rows| {
-                // RETURNING gives no order: oldest first, as the statement chose them.
-                rows.sort_by_key(|r| (r.next_attempt_at, r.id));
-                Written::ClaimsTaken(rows)
-            })
-            .map_err(write_error("taking due cloud claims")),
         ClaimsWrite::Settle {
             server,
             now_ms,
             settlements,
         } => {
             let mut st = conn
-                .prepare_cached(sql::SETTLE_CLAIM)
+                .prepare_cached(sql::SETTLE_CLAIM_SQLITE)
                 .map_err(write_error("settling cloud claims"))?;
             for s in settlements {
                 st.execute(params![
@@ -706,8 +677,8 @@ fn claims_write(conn: &Connection, w: &ClaimsWrite) -> Result<Written, StoreErro
                     s.last_error,
                     s.cloud_id,
                     now_ms,
-                    s.id,
-                    server
+                    server,
+                    s.id
                 ])
                 .map_err(write_error("settling cloud claims"))?;
             }
@@ -720,10 +691,10 @@ fn claims_write(conn: &Connection, w: &ClaimsWrite) -> Result<Written, StoreErro
             ids,
         } => {
             let mut st = conn
-                .prepare_cached(sql::MARK_BULK)
+                .prepare_cached(sql::MARK_BULK_SQLITE)
                 .map_err(write_error("recording a bulk upload"))?;
             for id in ids {
-                st.execute(params![task, now_ms, id, server])
+                st.execute(params![task, now_ms, server, id])
                     .map_err(write_error("recording a bulk upload"))?;
             }
             Ok(Written::Outbox(ids.len() as u64))
@@ -734,25 +705,6 @@ fn claims_write(conn: &Connection, w: &ClaimsWrite) -> Result<Written, StoreErro
             .map(|n| Written::Outbox(n as u64))
             .map_err(write_error("re-queueing cloud claims")),
     }
-}
-
-/// A [`ClaimRow`] from the columns of `sql::claim_columns`, in order.
-fn claim_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRow> {
-    Ok(ClaimRow {
-        id: r.get(0)?,
-        enrollment_id: r.get(1)?,
-        serial: r.get(2)?,
-        action: r.get(3)?,
-        state: r.get(4)?,
-        attempts: r.get(5)?,
-        next_attempt_at: r.get(6)?,
-        last_error: r.get(7)?,
-        claimed_by: r.get(8)?,
-        bulk_task: r.get(9)?,
-        cloud_id: r.get(10)?,
-        created_at: r.get(11)?,
-        updated_at: r.get(12)?,
-    })
 }
 
 /// A [`Delivery`] from the columns of `sql::delivery_columns`, in order.
