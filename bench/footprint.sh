@@ -35,6 +35,11 @@ if [[ "$DATABASE" == sqlite ]]; then
         n="$(sqlite3 "$db" "SELECT COUNT(*) FROM \"$t\"")"
         [[ "$n" == 0 ]] || printf '     %-20s %8d  (%.2f)\n' "$t" "$n" "$(echo "$n / $GATEWAYS" | bc -l)"
     done
+    # What reads every row grows with the inventory: the audit chain's verification and the
+    # enrollment-ID export.
+    t0="$(now)"
+    "$SERVER_BIN" audit verify --database "sqlite://$db" --ca-cert "$ROOT/fixtures/ca/CA_cert.pem" > "$dir/verify.out"
+    printf '   audit verify: %.2f s (%s)\n' "$(echo "$(now) - $t0" | bc -l)" "$(tail -1 "$dir/verify.out")"
     echo "   bytes per table and index (dbstat, per gateway):"
     sqlite3 "$db" "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 14" 2>/dev/null |
         while IFS='|' read -r name bytes; do printf '     %-28s %10d  (%.0f)\n' "$name" "$bytes" "$(echo "$bytes / $GATEWAYS" | bc -l)"; done || true
