@@ -7,13 +7,10 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use const_oid::ObjectIdentifier;
-use der::Decode;
 use fcc_proto::status::KcmStatus;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use zeroize::Zeroizing;
-
-use crate::x509::{OID_EC_PUBLIC_KEY, OID_P256};
 
 /// Why a device key could not be generated or could not sign. ring fails only when the operating
 /// system's random number generator does; the device answers like a failed mbedTLS call.
@@ -107,28 +104,12 @@ impl DeviceKey {
     }
 }
 
-/// The 32-byte scalar of a P-256 PKCS#8 v1 document (ring's `generate_pkcs8` output: the
-/// `ECPrivateKey` inside has no parameters, the curve is in the outer algorithm).
+/// The 32-byte scalar of ring's PKCS#8 document, read by the device's own private-key parser
+/// (the one `SM.Priv` items go through).
 fn scalar_of_pkcs8(document: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
-    let info = pkcs8::PrivateKeyInfo::from_der(document).ok()?;
-    if info.algorithm.oid != OID_EC_PUBLIC_KEY {
-        return None;
-    }
-    let curve = info
-        .algorithm
-        .parameters
-        .as_ref()?
-        .decode_as::<ObjectIdentifier>()
-        .ok()?;
-    if curve != OID_P256 {
-        return None;
-    }
-    let key = sec1::EcPrivateKey::from_der(info.private_key).ok()?;
+    let key = crate::x509::parse_private_key(document).ok()?;
     let mut scalar = Zeroizing::new([0u8; 32]);
-    if key.private_key.len() != scalar.len() {
-        return None;
-    }
-    scalar.copy_from_slice(key.private_key);
+    scalar.copy_from_slice(&key.to_bytes());
     Some(scalar)
 }
 
