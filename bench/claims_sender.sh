@@ -6,55 +6,40 @@
 # settle) and the stand-in. Its commits are not shared with provisioning writes as in the daemon,
 # so the writes weigh more here than under a fleet.
 #
-# Environment (defaults in brackets):
-#   CLAIMS [20000]      claims to queue and send
-#   MAX_IN_FLIGHT [8]   `[cloud] max_in_flight`
-#   SERVER_BIN [<target>/release/pep-server]   STANDIN_BIN [<target>/release/cloud-standin]
-#   CARGO_TARGET_DIR [<repo>/target]
-# Needs cargo, openssl, sqlite3.
+# Environment (defaults in brackets): CLAIMS [20000] claims to queue and send, MAX_IN_FLIGHT [8]
+# `[cloud] max_in_flight`; SERVER_BIN, CARGO_TARGET_DIR as in bench/lib.sh (whose helpers this
+# reuses; the stand-in and the server are stopped by its cleanup). Needs cargo, openssl, sqlite3.
 set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 CLAIMS="${CLAIMS:-20000}"
 MAX_IN_FLIGHT="${MAX_IN_FLIGHT:-8}"
-SERVER_BIN="${SERVER_BIN:-$BIN/pep-server}"
-STANDIN_BIN="${STANDIN_BIN:-$BIN/cloud-standin}"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+CLOUD=each # lib.sh builds the stand-in too
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
 listening() { # FILE: the address after "listening on "
     for _ in $(seq 1 100); do grep -q '^listening on ' "$1" 2>/dev/null && break; sleep 0.1; done
     sed -n 's/^listening on //p' "$1"
 }
 
-echo "== building release binaries"
-(cd "$ROOT" && cargo build --release --quiet -p pep-server -p pep-loadgen -p cloud-standin)
-
 (umask 077 && echo "ak_bench_$(openssl rand -hex 16)" > "$WORK/cloud.key")
 sed -e 's|^listen = .*|listen = "127.0.0.1:0"|' \
     -e "s|^database_url = .*|database_url = \"sqlite://$WORK/pep.sqlite\"|" \
-    -e "s|\"fixtures/|\"$ROOT/fixtures/|g" "$ROOT/fixtures/demo/pep.toml" > "$WORK/pep.toml"
+    -e "s|\"fixtures/|\"$ROOT/fixtures/|g" "$DEMO_CONFIG" > "$WORK/pep.toml"
 # Port 9 (discard) refuses the connection: every claim is queued and retried with backoff.
 printf '\n[cloud]\nmode = "each"\napi_url = "http://127.0.0.1:9"\napi_key_file = "%s"\nmax_in_flight = %s\nbackoff_max_s = 3600\n' \
     "$WORK/cloud.key" "$MAX_IN_FLIGHT" >> "$WORK/pep.toml"
 
 echo "== queueing $CLAIMS claims (the cloud unreachable)"
 "$SERVER_BIN" --config "$WORK/pep.toml" > "$WORK/server.out" 2> "$WORK/server.err" &
-server=$!; PIDS+=("$server")
+SERVER_PID=$!
 addr="$(listening "$WORK/server.out")"; addr="${addr#*://}"
 [[ -n "$addr" ]] || { echo "pep-server did not start:"; cat "$WORK/server.err"; exit 1; }
-"$BIN/pep-fleet" --gateways "$CLAIMS" --concurrency 64 --server "http://$addr" \
-    --token pep-demo-token --prefix claims- --json "$WORK/fleet.json" > /dev/null
-kill "$server"; wait "$server" 2>/dev/null || true
+"$FLEET_BIN" --gateways "$CLAIMS" --concurrency 64 --server "http://$addr" \
+    --token "$TOKEN" --prefix claims- --json "$WORK/fleet.json" > /dev/null
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 
-"$STANDIN_BIN" --keep-alive --api-key-file "$WORK/cloud.key" > "$WORK/cloud.out" 2> "$WORK/cloud.err" &
-standin=$!; PIDS+=("$standin")
+"$BIN/cloud-standin" --keep-alive --api-key-file "$WORK/cloud.key" > "$WORK/cloud.out" 2> "$WORK/cloud.err" &
+CLOUD_PID=$!
 cloud="$(listening "$WORK/cloud.out")"
 [[ -n "$cloud" ]] || { echo "cloud-standin did not start:"; cat "$WORK/cloud.err"; exit 1; }
 sed -i "s|^api_url = .*|api_url = \"http://$cloud\"|" "$WORK/pep.toml"
@@ -62,7 +47,7 @@ sed -i "s|^api_url = .*|api_url = \"http://$cloud\"|" "$WORK/pep.toml"
 echo "   queued: $(sqlite3 "$WORK/pep.sqlite" "SELECT COUNT(*) FROM claims WHERE state = 'pending'") pending"
 
 echo "== pep-server cloud sync (max_in_flight $MAX_IN_FLIGHT)"
-standin0="$(cpu_s "$standin")"
+standin0="$(cpu_s "$CLOUD_PID")"
 python3 -c 'import resource, subprocess, sys, time
 t = time.monotonic()
 p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
@@ -71,7 +56,7 @@ print(p.stdout, end="")
 if p.returncode != 0: print(p.stderr, end=""); sys.exit(p.returncode)
 print("wall %.2f s cpu %.3f s" % (time.monotonic() - t, r.ru_utime + r.ru_stime))' \
     "$SERVER_BIN" --config "$WORK/pep.toml" cloud sync > "$WORK/sync.out"
-standin1="$(cpu_s "$standin")"
+standin1="$(cpu_s "$CLOUD_PID")"
 claimed="$(awk '$1 == "claimed" {print $2}' "$WORK/sync.out")"
 sync_cpu="$(awk '$1 == "wall" {print $5}' "$WORK/sync.out")"
 echo "   $(grep '^sent ' "$WORK/sync.out"), claimed $claimed, $(grep '^wall ' "$WORK/sync.out")"
