@@ -179,4 +179,7 @@ printf 'ratio pep / openssl CLI: %.1f×\n' "$(echo "$PEP_RATE / $OPENSSL_RATE" |
 printf 'ratio pep / python per gateway: %.1f×\n' "$(echo "$PEP_RATE / $PYTHON_RATE" | bc -l)"
 if [[ -n "$FLOOR_RATE" ]]; then
 printf 'ratio pep / floor (one thread): %.1f %%\n' "$(echo "100 * $PEP_RATE / $FLOOR_RATE" | bc -l)"
+# Issue #20, target 1: the server's CPU per provisioning against the crypto floor of this run.
+printf 'floor ratio: server CPU per provisioning %s µs / floor %.1f µs = %.1f×\n' \
+    "$(median < "$WORK/server_us")" "$floor_us" "$(echo "$(median < "$WORK/server_us") / $floor_us" | bc -l)"
 fi
