@@ -335,6 +335,32 @@ mod tests {
         h
     }
 
+    /// A base that does not parse is refused when the client is built (the configuration's
+    /// check refuses it before; a library caller gets this), naming the URL and never the key.
+    #[test]
+    fn a_base_url_that_does_not_parse_is_refused_by_name() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloud.key");
+        std::fs::write(&path, "ak_secret_test_key\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = crate::config::CloudConfig {
+            api_key_file: Some(path),
+            ..crate::config::CloudConfig::default()
+        };
+        let key = config.load_api_key().unwrap();
+        let err = CloudClient::new("http://exa mple.com".to_owned(), key.clone()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ClientError::Url { .. }), "{err:?}");
+        assert!(text.contains("`http://exa mple.com`"), "{text}");
+        assert!(!text.contains("ak_secret_test_key"), "{text}");
+        let client = CloudClient::new("https://api.example.com".to_owned(), key).unwrap();
+        assert_eq!(
+            client.claim_url.as_str(),
+            "https://api.example.com/v3/device-enrollments"
+        );
+    }
+
     #[test]
     fn statuses_are_classified() {
         let h = HeaderMap::new();
