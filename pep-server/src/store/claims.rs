@@ -6,10 +6,10 @@
 //! gateway is never without its queued claim and provisioning never waits for the cloud. The
 //! sender takes due rows (PostgreSQL: under a lease, `claimed_by` and `lease_until`, with `FOR
 //! UPDATE SKIP LOCKED`, so with several servers each row is taken by one; SQLite: one server per
-//! file, read without one), sends them, and settles each with the cloud's answer. These writes are not on the provisioning hot path, but on SQLite they
-//! run on the writer thread all the same (its group commit is the file's only writer: a pool
-//! connection writing beside it made the provisioning writes wait on the busy timeout);
-//! PostgreSQL runs them on the pool.
+//! file, read without one), sends them, and settles each with the cloud's answer. These writes
+//! are not on the provisioning hot path, but on SQLite they run on the writer thread all the same
+//! (its group commit is the file's only writer: a pool connection writing beside it made the
+//! provisioning writes wait on the busy timeout); PostgreSQL runs them on the pool.
 
 use std::time::Duration;
 
